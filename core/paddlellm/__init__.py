@@ -1,0 +1,11 @@
+"""paddlellm: a one-stop LLM suite on PaddlePaddle — a minimal core plus plugins.
+
+Importing this package does not import Paddle; heavy parts load on first use.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .hookspecs import hookimpl  # noqa: E402  (plugin authors: ``from paddlellm import hookimpl``)
+
+__all__ = ["__version__", "hookimpl"]

@@ -1,0 +1,42 @@
+"""The front door to attention kernels: models ask here, plugins answer.
+
+``get_attention_kernel(spec)`` returns the kernel chosen by the ``select_attention_kernel``
+hook for the active backend (or the one named), checked against ``spec``.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from .errors import UnknownPluginError
+from .interfaces import AttentionKernel, AttentionSpec
+from .plugins import get_plugin_manager
+
+AUTO = "auto"
+
+
+def current_backend() -> str:
+    """The backend name of Paddle's current device (``gpu:0`` -> ``gpu``)."""
+    import paddle
+
+    return paddle.get_device().split(":")[0]
+
+
+def get_attention_kernel(spec: AttentionSpec, name: str = AUTO,
+                         backend: str | None = None) -> AttentionKernel:
+    return _kernel(spec, name or AUTO, backend or current_backend())
+
+
+@lru_cache(maxsize=256)
+def _kernel(spec: AttentionSpec, name: str, backend: str) -> AttentionKernel:
+    manager = get_plugin_manager()
+    if name != AUTO:
+        kernel = manager.registry.load("attention_kernel", name)
+        if not kernel.supports(spec) or not ("*" in kernel.backends or backend in kernel.backends):
+            raise UnknownPluginError(
+                f"attention kernel '{name}' does not support {spec} on backend '{backend}'")
+        return kernel
+    return manager.select_attention_kernel(spec, backend).load()
+
+
+def clear_kernel_cache() -> None:
+    _kernel.cache_clear()

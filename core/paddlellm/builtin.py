@@ -1,0 +1,58 @@
+"""The core's own plugin: default decisions and the built-in commands.
+
+It uses the same hooks a third-party plugin would; a plugin can override a decision by
+implementing the hook without ``trylast`` and returning a name.
+"""
+from __future__ import annotations
+
+from .errors import BackendUnavailableError
+from .hookspecs import hookimpl
+
+AUTO_VALUES = (None, "", "auto")
+
+
+def parse_device(device: str | None) -> tuple[str | None, int]:
+    """``"gpu:1"`` -> ``("gpu", 1)``; ``"auto"``/``None`` -> ``(None, 0)``."""
+    if device in AUTO_VALUES:
+        return None, 0
+    name, _, index = device.partition(":")
+    if index and not index.isdigit():
+        raise BackendUnavailableError(f"bad --device '{device}': expected NAME or NAME:INDEX")
+    return name, int(index or 0)
+
+
+@hookimpl(trylast=True)
+def select_backend(requested, registry):
+    name, _ = parse_device(requested)
+    if name is not None:
+        entry = registry.get("backend", name)  # unknown names list the installed ones
+        backend = entry.load()
+        if not backend.is_available():
+            raise BackendUnavailableError(
+                f"backend '{entry.name}' is installed but not available here: "
+                f"{backend.unavailable_reason()}")
+        return entry.name
+    for entry in sorted(registry.entries("backend"), key=lambda e: -e.priority):
+        try:
+            if entry.load().is_available():
+                return entry.name
+        except Exception:  # a backend that cannot even load is simply not available
+            continue
+    return None
+
+
+@hookimpl(trylast=True)
+def select_attention_kernel(spec, backend, registry):
+    for entry in sorted(registry.entries("attention_kernel"), key=lambda e: -e.priority):
+        kernel = entry.load()
+        runs_here = "*" in kernel.backends or backend in kernel.backends
+        if runs_here and kernel.supports(spec):
+            return entry.name
+    return None
+
+
+@hookimpl
+def register_commands(app):
+    from .cli import commands
+
+    commands.add_core_commands(app)

@@ -1,0 +1,266 @@
+"""Run configuration: a JSON/YAML file plus ``--key value`` flags, validated by pydantic.
+
+Flags win over the file. Keys are flat, in the names users know from PaddleNLP's LLM suite
+and Hugging Face's ``TrainingArguments``. A selected plugin may add its own keys by giving
+its registered object a ``config_class`` (a pydantic model); those keys are valid only when
+that plugin is selected. An unknown key is an error naming the closest valid keys; an
+unknown plugin name is an error listing the installed names of that kind.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterable, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+if typing.TYPE_CHECKING:  # pragma: no cover
+    from .registry import Registry
+
+
+class RunConfig(BaseModel):
+    """Everything ``llm run`` composes and the trainer options."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # --- composition (plugin names) ---
+    model: str = Field("qwen", description="model family or preset name (see `llm models`)")
+    model_name_or_path: str | None = Field(None, description="checkpoint directory to start from")
+    stage: str = Field("sft", description="pretrain | sft | an alignment stage")
+    peft: str | None = Field(None, description="PEFT method (see `llm plugins`)")
+    align: str | None = Field(None, description="alignment loss (see `llm plugins`)")
+    strategy: str = Field("single", description="trainer strategy")
+    device: str = Field("auto", description="hardware backend name, or auto")
+    attention_kernel: str = Field("auto", description="attention kernel name, or auto")
+
+    # --- data ---
+    data: str | None = Field(None, description="training data (jsonl file or directory)")
+    eval_data: str | None = None
+    max_length: int = Field(512, gt=0, description="maximum tokens per sequence")
+    zero_padding: bool = Field(False, description="pack several examples per sequence")
+
+    # --- trainer (TrainingArguments names) ---
+    output_dir: str = "output"
+    max_steps: int = -1
+    num_train_epochs: float = 1.0
+    per_device_train_batch_size: int = Field(8, gt=0)
+    per_device_eval_batch_size: int = Field(8, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    learning_rate: float = Field(3e-4, ge=0)
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    warmup_steps: int = Field(0, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, le=1)
+    lr_scheduler_type: Literal["linear", "cosine", "constant"] = "linear"
+    save_steps: int = Field(500, gt=0)
+    save_total_limit: int | None = None
+    logging_steps: int = Field(10, gt=0)
+    eval_steps: int | None = None
+    recompute: bool = False
+    bf16: bool = False
+    fp16: bool = False
+    seed: int = 42
+    resume: bool = Field(False, description="resume from the last checkpoint in output_dir")
+
+    #: validated options contributed by the selected plugins, by plugin kind
+    plugin_options: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+
+#: RunConfig field -> registry kind of the plugin it names
+PLUGIN_FIELDS: dict[str, str] = {
+    "model": "model",
+    "peft": "peft_method",
+    "align": "alignment_loss",
+    "strategy": "trainer_strategy",
+    "device": "backend",
+    "attention_kernel": "attention_kernel",
+}
+AUTO = "auto"
+CORE_KEYS = tuple(k for k in RunConfig.model_fields if k != "plugin_options")
+
+
+# --- reading files and flags ----------------------------------------------------------------
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A flat mapping from a ``.json``, ``.yaml`` or ``.yml`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        elif path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            raise ConfigError(f"{path}: config files must end in .json, .yaml or .yml")
+    except (json.JSONDecodeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from exc
+    except Exception as exc:  # yaml.YAMLError
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    return data
+
+
+def parse_overrides(args: Iterable[str]) -> dict[str, Any]:
+    """``["--lr", "1e-4", "--bf16", "--weight_list", "1", "2"]`` -> a mapping of strings.
+
+    ``--key value``, ``--key=value``, a bare ``--flag`` (true), ``--no_flag`` / ``--no-flag``
+    (false) and ``--key v1 v2`` (a list). Dashes in keys become underscores.
+    """
+    out: dict[str, Any] = {}
+    args = list(args)
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        if not tok.startswith("--") or tok == "--":
+            raise ConfigError(f"expected an option like --key value, got '{tok}'")
+        key, eq, value = tok[2:].partition("=")
+        key = key.replace("-", "_")
+        i += 1
+        if eq:
+            out[key] = value
+            continue
+        values = []
+        while i < len(args) and not (args[i].startswith("--") and len(args[i]) > 2):
+            values.append(args[i])
+            i += 1
+        if not values:
+            if key.startswith("no_") and key[3:]:
+                out[key[3:]] = False
+            else:
+                out[key] = True
+        else:
+            out[key] = values[0] if len(values) == 1 else values
+    return out
+
+
+# --- validation ----------------------------------------------------------------------------
+
+def closest_keys_message(key: str, valid: Iterable[str], what: str = "config key") -> str:
+    valid = sorted(set(valid))
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
+    if not close:  # fall back to shared prefixes (``lr`` -> ``learning_rate`` is too far)
+        close = [v for v in valid if v.startswith(key[:3])][:3]
+    hint = f"closest valid keys: {', '.join(close)}" if close else "no close match"
+    return f"unknown {what} '{key}' ({hint}); all valid keys: {', '.join(valid)}"
+
+
+def _normalise(value: Any, annotation: Any) -> Any:
+    """Make flag strings fit their field: 'none' -> None, one value -> [value] for lists."""
+    if isinstance(value, str) and value.lower() in ("none", "null"):
+        return None
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):  # Optional[list[...]]
+        if any(typing.get_origin(arg) in (list, tuple) for arg in args):
+            origin = list
+    if origin in (list, tuple) and not isinstance(value, (list, tuple)):
+        return [value]
+    return value
+
+
+def _validate(model_cls: type[BaseModel], values: Mapping[str, Any], source: str) -> BaseModel:
+    fields = model_cls.model_fields
+    values = {k: _normalise(v, fields[k].annotation) if k in fields else v for k, v in values.items()}
+    try:
+        return model_cls.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"'{'.'.join(str(p) for p in err['loc'])}': {err['msg']} (got {err.get('input')!r})"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid {source}: {problems}") from None
+
+
+def plugin_config_class(registry: "Registry", kind: str, name: str) -> type[BaseModel] | None:
+    obj = registry.load(kind, name)
+    cls = getattr(obj, "config_class", None)
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+def build_run_config(
+    file: str | Path | None = None,
+    overrides: Mapping[str, Any] | Iterable[str] | None = None,
+    registry: "Registry | None" = None,
+) -> RunConfig:
+    """Merge file and flags (flags win), check plugin names and keys, and validate.
+
+    Without ``registry`` only the core keys are checked (no plugin lookups).
+    """
+    raw: dict[str, Any] = load_config_file(file) if file else {}
+    if overrides is not None:
+        if not isinstance(overrides, Mapping):
+            overrides = parse_overrides(overrides)
+        raw.update(overrides)
+
+    core = {k: v for k, v in raw.items() if k in CORE_KEYS}
+    extra = {k: v for k, v in raw.items() if k not in CORE_KEYS}
+    config = _validate(RunConfig, core, "config")
+    if registry is None:
+        if extra:
+            raise ConfigError(closest_keys_message(next(iter(extra)), CORE_KEYS))
+        return config
+
+    check_plugin_names(config, registry)
+    plugin_classes: dict[str, type[BaseModel]] = {}
+    for field, kind in PLUGIN_FIELDS.items():
+        name = getattr(config, field)
+        if name is None or name == AUTO:
+            continue
+        cls = plugin_config_class(registry, kind, name)
+        if cls is not None:
+            plugin_classes[kind] = cls
+
+    owner: dict[str, str] = {}
+    for kind, cls in plugin_classes.items():
+        for key in cls.model_fields:
+            if key in CORE_KEYS or key in owner:
+                other = owner.get(key, "the core")
+                raise ConfigError(f"config key '{key}' is claimed by both {other} and the {kind} plugin")
+            owner[key] = kind
+    for key in extra:
+        if key not in owner:
+            raise ConfigError(closest_keys_message(key, [*CORE_KEYS, *owner]))
+    config.plugin_options = {
+        kind: _validate(cls, {k: v for k, v in extra.items() if owner[k] == kind},
+                        f"options of {kind} '{getattr(config, _field_of(kind))}'")
+        for kind, cls in plugin_classes.items()
+    }
+    return config
+
+
+def _field_of(kind: str) -> str:
+    return next(f for f, k in PLUGIN_FIELDS.items() if k == kind)
+
+
+def check_plugin_names(config: RunConfig, registry: "Registry") -> None:
+    """Every plugin named in ``config`` is installed (``auto`` is always valid)."""
+    for field, kind in PLUGIN_FIELDS.items():
+        name = getattr(config, field)
+        if name is None or name == AUTO:
+            continue
+        registry.get(kind, name)  # raises UnknownPluginError listing the installed names
+
+
+def dump_config(config: RunConfig) -> dict[str, Any]:
+    """The resolved configuration, plugin options included, as plain JSON-able data."""
+    data = config.model_dump(mode="json")
+    for kind, opts in config.plugin_options.items():
+        data.update(opts.model_dump(mode="json"))
+    return data

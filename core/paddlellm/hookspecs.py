@@ -1,0 +1,142 @@
+"""The hook specifications of paddlellm: the one contract between the core and its plugins.
+
+A plugin is a module (or object) with functions decorated by :data:`hookimpl`, named after
+the hooks below. Distributions announce such modules in the entry-point group ``paddlellm``::
+
+    [project.entry-points.paddlellm]
+    my_lora = "my_package.my_lora"
+
+Registration hooks receive a ``register`` callback; the host owns the registry (duplicate
+names, aliases, errors). ``register(name, target, *, aliases=(), description="", priority=0)``
+where ``target`` is the object itself or a ``"module:attribute"`` string that is imported on
+first use, so that listing plugins never imports Paddle or other heavy code.
+
+"Pick one" decisions are ``firstresult`` hooks: the first implementation that returns a value
+other than ``None`` wins; the core's own default runs last (``trylast``).
+"""
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "paddlellm"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# --- registration hooks -------------------------------------------------------------------
+
+@hookspec
+def register_models(register):
+    """Register model families and presets.
+
+    ``register(name, target)`` where ``target`` resolves to an object following
+    :class:`paddlellm.interfaces.ModelFamily` (builds a model from a config, maps
+    Hugging Face weight names). Preset names (``qwen2.5-0.5b``) are registered as aliases
+    or through the family's ``presets`` mapping.
+    """
+
+
+@hookspec
+def register_trainer_strategies(register):
+    """Register trainer strategies (single device, data/tensor/pipeline parallel, sharding).
+
+    ``target`` resolves to a class or factory following
+    :class:`paddlellm.interfaces.TrainerStrategy`.
+    """
+
+
+@hookspec
+def register_peft_methods(register):
+    """Register parameter-efficient fine-tuning methods (LoRA, prefix tuning, ...).
+
+    ``target`` resolves to an object following :class:`paddlellm.interfaces.PeftMethod`.
+    """
+
+
+@hookspec
+def register_alignment_losses(register):
+    """Register alignment losses (DPO family, KTO, ...).
+
+    ``target`` resolves to an object following :class:`paddlellm.interfaces.AlignmentLoss`.
+    """
+
+
+@hookspec
+def register_merge_methods(register):
+    """Register model-merging methods (linear, slerp, ties, dare, della, ...).
+
+    ``target`` resolves to an object following :class:`paddlellm.interfaces.MergeMethod`.
+    """
+
+
+@hookspec
+def register_quantizers(register):
+    """Register quantizers (weight-only int8/int4, GPTQ, AWQ, SmoothQuant, KV int8, FP8).
+
+    ``target`` resolves to an object following :class:`paddlellm.interfaces.Quantizer`.
+    """
+
+
+@hookspec
+def register_backends(register):
+    """Register hardware backends (cpu, gpu, ...).
+
+    ``target`` resolves to an object following :class:`paddlellm.interfaces.Backend`. The
+    backend's module may import Paddle; ``is_available()`` is only called when a run needs
+    a device, never when plugins are listed.
+    """
+
+
+@hookspec
+def register_attention_kernels(register):
+    """Register attention kernels (reference, fused, paged, flash, ...).
+
+    ``target`` resolves to an object following :class:`paddlellm.interfaces.AttentionKernel`.
+    """
+
+
+@hookspec
+def register_commands(app):
+    """Add commands to the ``llm`` command line.
+
+    ``app`` is the root :class:`typer.Typer`; add commands with ``@app.command()`` or
+    sub-applications with ``app.add_typer(...)``. Keep heavy imports inside the command
+    functions so that ``llm --help`` stays fast and Paddle-free.
+    """
+
+
+# --- decision hooks (firstresult) ---------------------------------------------------------
+
+@hookspec(firstresult=True)
+def select_backend(requested, registry):
+    """Choose the hardware backend for a run; return its registered name or ``None``.
+
+    ``requested`` is the user's ``--device`` value (``None`` or ``"auto"`` when not given),
+    ``registry`` the :class:`paddlellm.registry.Registry`. The core's default (``trylast``)
+    honours an explicit request and otherwise picks the available backend with the highest
+    priority.
+    """
+
+
+@hookspec(firstresult=True)
+def select_attention_kernel(spec, backend, registry):
+    """Choose the attention kernel for one kind of call; return its name or ``None``.
+
+    ``spec`` is an :class:`paddlellm.interfaces.AttentionSpec` describing the call (dtype,
+    masks, cache layout, training), ``backend`` the active backend's name. The core's
+    default picks the registered kernel with the highest priority whose ``supports(spec)``
+    is true and which lists the backend (or ``"*"``) in ``backends``.
+    """
+
+
+# --- extension points used across plugins -------------------------------------------------
+
+@hookspec(firstresult=True)
+def wrap_base_layer_for_adapter(layer, adapter_name, method):
+    """Let a plugin (e.g. a quantizer) supply the base layer that an adapter wraps.
+
+    Called by PEFT methods before they wrap ``layer``; returns a replacement base layer or
+    ``None`` to keep ``layer``. This is how QLoRA works without the LoRA plugin importing
+    the quantization plugin.
+    """

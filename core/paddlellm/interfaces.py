@@ -1,0 +1,234 @@
+"""What each kind of plugin provides: one :class:`typing.Protocol` per kind.
+
+Plugins depend on these and on the rest of the core's public API, never on each other;
+cross-plugin references are by registered name. Tensors are ``paddle.Tensor`` unless said
+otherwise; nothing here imports Paddle.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import paddle
+    from pydantic import BaseModel
+
+
+# --- hardware ------------------------------------------------------------------------------
+
+@runtime_checkable
+class Backend(Protocol):
+    """A hardware backend: owns device selection and its Paddle build.
+
+    ``is_available`` may import Paddle; it is only called when a run needs a device.
+    """
+
+    name: str
+    #: higher wins when ``--device`` is not given
+    priority: int
+    #: the Paddle device type this backend drives ("cpu", "gpu", "xpu", ...)
+    device_type: str
+
+    def is_available(self) -> bool: ...
+
+    def unavailable_reason(self) -> str:
+        """Why ``is_available()`` is false, with what to install; ``""`` when available."""
+
+    def device_count(self) -> int: ...
+
+    def setup(self, device_index: int = 0) -> str:
+        """Make this backend current (``paddle.set_device``, threads); return the device string."""
+
+    def supports_dtype(self, dtype: str, training: bool = False) -> bool:
+        """Whether ``dtype`` ("float32", "bfloat16", "float16") runs here (for training)."""
+
+    def info(self) -> dict[str, Any]:
+        """Facts for ``llm doctor``: build, devices, versions."""
+
+
+# --- attention -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """What one kind of attention call needs; kernels answer ``supports(spec)``."""
+
+    dtype: str = "float32"
+    head_dim: int = 64
+    causal: bool = True
+    padding_mask: bool = False  # an ``attention_mask`` over keys is passed
+    sliding_window: bool = False
+    alibi: bool = False
+    segments: bool = False  # block-diagonal masks for packed sequences
+    softcap: bool = False  # tanh soft-capping of scores (Gemma 2)
+    cache: str = "none"  # "none" | "contiguous" | "paged"
+    training: bool = False  # gradients must flow through the kernel
+
+
+@runtime_checkable
+class AttentionKernel(Protocol):
+    """Scaled dot-product attention with the masks decoder LLMs use.
+
+    Layout and semantics (every kernel must honour them):
+
+    * ``q``: ``(B, Tq, Hq, D)``; ``k``, ``v``: ``(B, Tk, Hkv, D)`` with ``Hq % Hkv == 0``
+      (grouped/multi-query heads: query head ``h`` reads kv head ``h // (Hq // Hkv)``).
+      Output: ``(B, Tq, Hq, D)`` in ``q``'s dtype.
+    * With ``cache`` (a :class:`KVCacheLayer`), ``k``/``v`` are the new keys; the kernel
+      appends them and attends over the whole cache; ``Tk`` below is the length after the
+      append.
+    * Queries are the last ``Tq`` of the ``Tk`` key positions: query ``i`` sits at key index
+      ``p_i = Tk - Tq + i``.
+    * ``causal``: key ``j`` is visible to query ``i`` iff ``j <= p_i``.
+    * ``attention_mask``: ``(B, Tk)``, 1/True for real tokens, 0 for padding keys.
+    * ``sliding_window=W``: additionally ``p_i - j < W`` (Mistral's convention).
+    * ``alibi_slopes``: ``(Hq,)``; adds ``slope_h * (j - p_i)`` to the scores (equal under
+      softmax to Bloom's ``slope_h * position_j``).
+    * ``segment_ids``: ``(B, Tk)`` ints; key ``j`` visible to query ``i`` only when both are in
+      the same segment (packed sequences, block-diagonal attention).
+    * ``scale`` defaults to ``D ** -0.5``; ``softcap=c`` applies ``c * tanh(s / c)`` to scores.
+    * A query that can see no key returns zeros.
+    """
+
+    name: str
+    #: backend names this kernel runs on, or ``("*",)``
+    backends: tuple[str, ...]
+    priority: int
+
+    def supports(self, spec: AttentionSpec) -> bool: ...
+
+    def __call__(
+        self,
+        q: "paddle.Tensor",
+        k: "paddle.Tensor",
+        v: "paddle.Tensor",
+        *,
+        causal: bool = True,
+        attention_mask: "paddle.Tensor | None" = None,
+        sliding_window: int | None = None,
+        alibi_slopes: "paddle.Tensor | None" = None,
+        segment_ids: "paddle.Tensor | None" = None,
+        scale: float | None = None,
+        softcap: float | None = None,
+        cache: "KVCacheLayer | None" = None,
+    ) -> "paddle.Tensor": ...
+
+
+@runtime_checkable
+class KVCacheLayer(Protocol):
+    """The key/value cache of one attention layer."""
+
+    def update(self, k: "paddle.Tensor", v: "paddle.Tensor") -> tuple["paddle.Tensor", "paddle.Tensor"]:
+        """Append ``(B, T, Hkv, D)`` keys/values; return all cached ``(B, Tk, Hkv, D)``."""
+
+    def __len__(self) -> int:
+        """Number of cached positions."""
+
+
+# --- training ------------------------------------------------------------------------------
+
+@runtime_checkable
+class TrainerStrategy(Protocol):
+    """How a run spreads over devices (single, data/tensor/pipeline parallel, sharding)."""
+
+    name: str
+
+    def setup(self, backend: Backend) -> None:
+        """Initialise communication (if any) after the backend is set up."""
+
+    @property
+    def world_size(self) -> int: ...
+
+    @property
+    def rank(self) -> int: ...
+
+    @property
+    def is_main_process(self) -> bool: ...
+
+    def wrap_model(self, model: "paddle.nn.Layer") -> "paddle.nn.Layer": ...
+
+    def wrap_optimizer(self, optimizer: Any) -> Any: ...
+
+    def shard(self, items: list) -> list:
+        """The part of a list of examples (or indices) this process consumes."""
+
+    def all_reduce_mean(self, value: float) -> float:
+        """Average a Python scalar (a metric) over processes."""
+
+    def barrier(self) -> None: ...
+
+
+# --- models ---------------------------------------------------------------------------------
+
+@runtime_checkable
+class ModelFamily(Protocol):
+    """A model family: a config adapter, a weight-name map and the blocks that differ."""
+
+    name: str
+    #: Hugging Face ``model_type`` values this family loads
+    model_types: tuple[str, ...]
+    #: preset name -> config overrides (sizes), e.g. ``{"qwen2.5-0.5b": {...}}``
+    presets: Mapping[str, Mapping[str, Any]]
+
+    def config_from_hf(self, hf_config: Mapping[str, Any]) -> Any: ...
+
+    def config_to_hf(self, config: Any) -> dict[str, Any]: ...
+
+    def build(self, config: Any) -> "paddle.nn.Layer": ...
+
+
+# --- fine-tuning, alignment -----------------------------------------------------------------
+
+@runtime_checkable
+class PeftMethod(Protocol):
+    """A parameter-efficient method: replaces modules of a built model."""
+
+    name: str
+    config_class: ClassVar[type["BaseModel"]]
+
+    def apply(self, model: "paddle.nn.Layer", config: "BaseModel") -> "paddle.nn.Layer": ...
+
+    def save_adapter(self, model: "paddle.nn.Layer", directory: str) -> None: ...
+
+    def load_adapter(self, model: "paddle.nn.Layer", directory: str) -> "paddle.nn.Layer": ...
+
+    def merge(self, model: "paddle.nn.Layer") -> "paddle.nn.Layer": ...
+
+
+@runtime_checkable
+class AlignmentLoss(Protocol):
+    """A preference loss on sequence log-probabilities."""
+
+    name: str
+    config_class: ClassVar[type["BaseModel"]]
+    #: False for reference-free losses (SimPO, ORPO)
+    needs_reference: bool
+
+    def __call__(self, batch: Mapping[str, "paddle.Tensor"], config: "BaseModel") -> tuple["paddle.Tensor", dict[str, float]]:
+        """Loss and metrics from policy (and reference) log-probabilities in ``batch``."""
+
+
+# --- merging, quantization ------------------------------------------------------------------
+
+@runtime_checkable
+class MergeMethod(Protocol):
+    """Merges one tensor at a time, so that merges stream shard by shard."""
+
+    name: str
+    #: whether the method needs ``base`` (task-vector methods)
+    needs_base: bool
+
+    def merge_tensor(self, name: str, tensors: list["np.ndarray"], base: "np.ndarray | None",
+                     params: Mapping[str, Any]) -> "np.ndarray": ...
+
+
+@runtime_checkable
+class Quantizer(Protocol):
+    """Turns a float model into a quantized one (and loads quantized checkpoints)."""
+
+    name: str
+    #: ``--quant_type`` values handled
+    quant_types: tuple[str, ...]
+
+    def quantize(self, model: "paddle.nn.Layer", quant_type: str,
+                 calibration: Iterable[Any] | None, config: Mapping[str, Any]) -> "paddle.nn.Layer": ...

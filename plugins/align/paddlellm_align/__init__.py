@@ -1,0 +1,1 @@
+"""Alignment losses (DPO family, KTO) for paddlellm."""

@@ -1,0 +1,8 @@
+"""Registers the ``cpu`` backend (the module behind it imports Paddle only when used)."""
+from paddlellm import hookimpl
+
+
+@hookimpl
+def register_backends(register):
+    register("cpu", "paddlellm_backend_cpu.backend:backend", priority=0,
+             description="CPU through paddlepaddle (oneDNN); float32")

@@ -1,0 +1,1 @@
+"""The CUDA GPU backend of paddlellm (brings paddlepaddle-gpu)."""

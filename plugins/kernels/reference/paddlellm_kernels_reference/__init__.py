@@ -1,0 +1,1 @@
+"""The reference attention kernel of paddlellm: plain Paddle, exact in float32."""

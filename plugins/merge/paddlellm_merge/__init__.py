@@ -1,0 +1,1 @@
+"""Model merging (linear, slerp, ties, dare, della) for paddlellm."""

@@ -1,0 +1,1 @@
+"""Model families (LLaMA, Qwen, Mistral, Mixtral, Gemma, GPT, OPT, Bloom, ...) for paddlellm."""

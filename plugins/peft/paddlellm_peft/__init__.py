@@ -1,0 +1,1 @@
+"""PEFT methods (LoRA and variants, prefix tuning, LoKr, VeRA) for paddlellm."""

@@ -1,0 +1,1 @@
+"""Trainer strategies (single, data/tensor/pipeline parallel, sharding) for paddlellm."""
