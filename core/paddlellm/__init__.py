@@ -4,6 +4,12 @@ Importing this package does not import Paddle; heavy parts load on first use.
 """
 from __future__ import annotations
 
+import warnings
+
+# Paddle warns on every import that ccache (a C++ build cache) is missing; it only matters
+# when compiling custom operators, which paddlellm does not do.
+warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
+
 __version__ = "0.1.0"
 
 from .hookspecs import hookimpl  # noqa: E402  (plugin authors: ``from paddlellm import hookimpl``)

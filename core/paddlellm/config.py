@@ -223,6 +223,8 @@ def build_run_config(
         name = getattr(config, field)
         if name is None or name == AUTO:
             continue
+        if field == "device":
+            name = name.partition(":")[0]
         cls = plugin_config_class(registry, kind, name)
         if cls is not None:
             plugin_classes[kind] = cls
@@ -255,6 +257,8 @@ def check_plugin_names(config: RunConfig, registry: "Registry") -> None:
         name = getattr(config, field)
         if name is None or name == AUTO:
             continue
+        if field == "device":  # "gpu:1" names the backend "gpu"
+            name = name.partition(":")[0]
         registry.get(kind, name)  # raises UnknownPluginError listing the installed names
 
 

@@ -17,6 +17,7 @@ def add_core_commands(app: typer.Typer) -> None:
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
                           "help_option_names": ["-h", "--help"]},
     )(run)
+    app.add_typer(kernels_app, name="kernels")
 
 
 def plugins(
@@ -76,3 +77,37 @@ def run(ctx: typer.Context) -> None:
 
     manager = get_plugin_manager()
     run_job(build_run_config(config, args, registry=manager.registry), manager)
+
+
+kernels_app = typer.Typer(help="Attention kernels: check a kernel plugin against the reference.",
+                          no_args_is_help=True)
+
+
+@kernels_app.command("check")
+def kernels_check(
+    name: str = typer.Argument(..., help="registered attention kernel name"),
+    device: str = typer.Option("auto", "--device", help="backend to run on"),
+    tolerance: float = typer.Option(1e-5, help="max |out - ref| / max |ref|"),
+) -> None:
+    """Run a kernel on every case it claims to support and compare with NumPy float64."""
+    from ..testing.attention import check_kernel
+
+    manager = get_plugin_manager()
+    entry = manager.registry.get("attention_kernel", name)
+    manager.select_backend(device).load().setup()
+    results = check_kernel(entry.load(), tolerance)
+    failed = 0
+    for r in results:
+        if not r.supported:
+            status = "unsupported"
+        elif r.passed:
+            status = f"ok    rel.err {r.rel_error:.2e}"
+        else:
+            failed += 1
+            status = f"FAIL  {r.error or f'rel.err {r.rel_error:.2e}'}"
+        typer.echo(f"{r.case:<20} {status}")
+    supported = sum(r.supported for r in results)
+    typer.echo(f"{entry.name} ({entry.distribution}): {supported - failed}/{supported} "
+               f"supported cases pass")
+    if failed or not supported:
+        raise typer.Exit(1)
