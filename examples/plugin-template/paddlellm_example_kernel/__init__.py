@@ -1,0 +1,1 @@
+"""A template paddlellm plugin distribution (copy this folder to start your own)."""
