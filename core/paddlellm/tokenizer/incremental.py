@@ -1,0 +1,69 @@
+"""Streaming detokenization: token ids in, newly printable text out.
+
+Decoding each token alone is wrong for byte-level BPE (a character split over several byte
+tokens) and for SentencePiece-style tokenizers (whether ``▁`` becomes a space depends on the
+token's position). Like vLLM and ``TextStreamer``, each step decodes a short window that starts
+a few tokens back (``prefix_offset``) and emits only the text beyond what the window up to the
+last emitted token (``read_offset``) decoded to, holding back while the text ends in an
+incomplete UTF-8 sequence (U+FFFD). The concatenated output equals ``tokenizer.decode`` of
+the whole stream.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from .tokenizer import Tokenizer
+
+__all__ = ["IncrementalDetokenizer"]
+
+_REPLACEMENT = "\ufffd"
+_PROMPT_CONTEXT = 5  # prompt tokens kept as decoding context for the first generated token
+
+
+class IncrementalDetokenizer:
+    """Feed token ids one by one with :meth:`push`; call :meth:`flush` at the end of the stream.
+
+    With ``prompt_ids`` the generated text is decoded in the context of the prompt's last
+    tokens, so a SentencePiece ``▁word`` that follows the prompt keeps its leading space:
+    the output equals ``decode(prompt + generated)[len(decode(prompt)):]``. Without it, the
+    output equals ``decode(generated)``.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, skip_special_tokens: bool = True, prompt_ids: Iterable[int] | None = None):
+        self.tokenizer = tokenizer
+        self.skip_special_tokens = skip_special_tokens
+        # The backend skips added tokens flagged special; dropping them up front gives the same text
+        # and keeps them out of the decoding window (where they would shift a leading-space strip).
+        self._skip = {i for i, t in tokenizer.added_tokens_decoder.items() if t.special} if skip_special_tokens else set()
+        prompt = [int(i) for i in (prompt_ids or []) if int(i) not in self._skip]
+        self._ids: list[int] = prompt[-_PROMPT_CONTEXT:]
+        self._prefix_offset = 0
+        self._read_offset = len(self._ids)
+        self.text = ""  # everything emitted so far
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.backend_tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens)
+
+    def push(self, token_id: int) -> str:
+        """Add one token id; return the text that became printable (possibly empty)."""
+        token_id = int(token_id)
+        if token_id in self._skip:
+            return ""
+        self._ids.append(token_id)
+        prefix_text = self._decode(self._ids[self._prefix_offset : self._read_offset])
+        new_text = self._decode(self._ids[self._prefix_offset :])
+        if len(new_text) > len(prefix_text) and not new_text.endswith(_REPLACEMENT):
+            delta = new_text[len(prefix_text) :]
+            self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
+            self.text += delta
+            return delta
+        return ""
+
+    def flush(self) -> str:
+        """Emit whatever is held back (an incomplete character becomes U+FFFD, as in a full decode)."""
+        prefix_text = self._decode(self._ids[self._prefix_offset : self._read_offset])
+        new_text = self._decode(self._ids[self._prefix_offset :])
+        delta = new_text[len(prefix_text) :]
+        self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
+        self.text += delta
+        return delta
