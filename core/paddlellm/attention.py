@@ -1,7 +1,8 @@
 """The front door to attention kernels: models ask here, plugins answer.
 
 ``get_attention_kernel(spec)`` returns the kernel chosen by the ``select_attention_kernel``
-hook for the active backend (or the one named), checked against ``spec``.
+hook for the active backend (or the one named, or the run's ``--attention_kernel``), checked
+against ``spec``.
 """
 from __future__ import annotations
 
@@ -12,6 +13,13 @@ from .interfaces import AttentionKernel, AttentionSpec
 from .plugins import get_plugin_manager
 
 AUTO = "auto"
+_default_name = AUTO  # set by ``llm run --attention_kernel NAME``
+
+
+def set_default_kernel(name: str) -> None:
+    """Make ``name`` the kernel of every later ``get_attention_kernel`` call without a name."""
+    global _default_name
+    _default_name = name or AUTO
 
 
 def current_backend() -> str:
@@ -21,9 +29,20 @@ def current_backend() -> str:
     return paddle.get_device().split(":")[0]
 
 
-def get_attention_kernel(spec: AttentionSpec, name: str = AUTO,
+def get_attention_kernel(spec: AttentionSpec, name: str | None = None,
                          backend: str | None = None) -> AttentionKernel:
-    return _kernel(spec, name or AUTO, backend or current_backend())
+    """The kernel for calls like ``spec``.
+
+    ``name`` must serve ``spec`` (else an error); without it the run's ``--attention_kernel``
+    serves the calls it supports and the ``select_attention_kernel`` hook picks for the rest.
+    """
+    backend = backend or current_backend()
+    if name is None and _default_name != AUTO:
+        try:
+            return _kernel(spec, _default_name, backend)
+        except UnknownPluginError:
+            return _kernel(spec, AUTO, backend)
+    return _kernel(spec, name or AUTO, backend)
 
 
 @lru_cache(maxsize=256)

@@ -52,6 +52,12 @@ def select_attention_kernel(spec, backend, registry):
 
 
 @hookimpl
+def register_stages(register):
+    register("pretrain", "paddlellm.stages:pretrain_stage",
+             description="causal LM on raw text (the generated demo corpus without --data)")
+
+
+@hookimpl
 def register_commands(app):
     from .cli import commands
 

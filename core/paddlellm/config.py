@@ -31,7 +31,7 @@ class RunConfig(BaseModel):
     # --- composition (plugin names) ---
     model: str = Field("qwen", description="model family or preset name (see `llm models`)")
     model_name_or_path: str | None = Field(None, description="checkpoint directory to start from")
-    stage: str = Field("sft", description="pretrain | sft | an alignment stage")
+    stage: str = Field("pretrain", description="training stage (see `llm plugins --kind stage`)")
     peft: str | None = Field(None, description="PEFT method (see `llm plugins`)")
     align: str | None = Field(None, description="alignment loss (see `llm plugins`)")
     strategy: str = Field("single", description="trainer strategy")
@@ -41,8 +41,7 @@ class RunConfig(BaseModel):
     # --- data ---
     data: str | None = Field(None, description="training data (jsonl file or directory)")
     eval_data: str | None = None
-    max_length: int = Field(512, gt=0, description="maximum tokens per sequence")
-    zero_padding: bool = Field(False, description="pack several examples per sequence")
+    max_length: int = Field(512, gt=1, description="maximum tokens per sequence")
 
     # --- trainer (TrainingArguments names) ---
     output_dir: str = "output"
@@ -64,11 +63,9 @@ class RunConfig(BaseModel):
     save_total_limit: int | None = None
     logging_steps: int = Field(10, gt=0)
     eval_steps: int | None = None
-    recompute: bool = False
     bf16: bool = False
     fp16: bool = False
     seed: int = 42
-    resume: bool = Field(False, description="resume from the last checkpoint in output_dir")
 
     #: validated options contributed by the selected plugins, by plugin kind
     plugin_options: dict[str, Any] = Field(default_factory=dict, exclude=True)
@@ -77,6 +74,7 @@ class RunConfig(BaseModel):
 #: RunConfig field -> registry kind of the plugin it names
 PLUGIN_FIELDS: dict[str, str] = {
     "model": "model",
+    "stage": "stage",
     "peft": "peft_method",
     "align": "alignment_loss",
     "strategy": "trainer_strategy",

@@ -97,6 +97,16 @@ def register_attention_kernels(register):
 
 
 @hookspec
+def register_stages(register):
+    """Register training stages for ``llm run --stage NAME`` (pretrain, sft, dpo, ...).
+
+    ``target`` resolves to a callable ``stage(ctx) -> dict``: ``ctx`` is the composed
+    :class:`paddlellm.run.RunContext` (config, backend, strategy, plugin registry); the
+    returned summary (metrics, output paths) is printed and saved by ``llm run``.
+    """
+
+
+@hookspec
 def register_commands(app):
     """Add commands to the ``llm`` command line.
 

@@ -1,0 +1,11 @@
+# The two commands of README.md. Both create .venv (once) and install every distribution.
+.PHONY: setup demo test
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/llm run
+
+test: setup
+	.venv/bin/python -m pytest

@@ -1,0 +1,1 @@
+"""Data: the generated demo tasks and language-model batching."""

@@ -1,0 +1,1 @@
+"""Training components: optimizer and schedules, losses, the loop, metrics."""

@@ -1,0 +1,112 @@
+"""The training loop: short, readable, built from components.
+
+``train`` runs optimizer steps of ``gradient_accumulation_steps`` micro-batches each, logs
+loss / learning rate / tokens per second, evaluates every ``eval_steps`` and saves a
+checkpoint every ``save_steps``. The stage supplies the model, the batches and ``step_loss``
+(how a batch becomes a loss), so pretraining, SFT and alignment share this loop.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import paddle
+
+from .checkpointing import save_checkpoint
+from .metrics import MetricsLogger
+
+# step_loss(model, batch) -> (mean loss tensor, number of target tokens)
+StepLoss = Callable[[paddle.nn.Layer, dict], "tuple[paddle.Tensor, int]"]
+Evaluate = Callable[[paddle.nn.Layer], dict]
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps done
+    tokens: int = 0  # target tokens trained on
+    losses: list[float] = field(default_factory=list)  # mean loss of every optimizer step
+    evals: list[dict] = field(default_factory=list)
+
+
+def autocast(config, backend) -> contextlib.AbstractContextManager:
+    """Mixed precision where the backend supports it (checked when the run is composed)."""
+    if config.bf16 or config.fp16:
+        return paddle.amp.auto_cast(dtype="bfloat16" if config.bf16 else "float16", level="O1")
+    return contextlib.nullcontext()
+
+
+def evaluate_lm(model: paddle.nn.Layer, batches: list[dict], step_loss: StepLoss) -> dict:
+    """Token-weighted mean loss and perplexity over ``batches``."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with paddle.no_grad():
+        for batch in batches:
+            loss, n = step_loss(model, batch)
+            total += float(loss) * n
+            count += n
+    if was_training:
+        model.train()
+    mean = total / max(count, 1)
+    return {"eval_loss": mean, "eval_ppl": math.exp(min(mean, 50.0)), "eval_tokens": count}
+
+
+def train(
+    model: paddle.nn.Layer,
+    optimizer: Any,
+    scheduler: Any,
+    batches: Iterator[dict],
+    step_loss: StepLoss,
+    *,
+    config: Any,
+    ctx: Any,
+    total_steps: int,
+    logger: MetricsLogger,
+    evaluate: Evaluate | None = None,
+    save: Callable[[str], None] | None = None,
+) -> TrainState:
+    """Run ``total_steps`` optimizer steps over ``batches`` (which must not run dry)."""
+    state = TrainState()
+    strategy = ctx.strategy
+    accum = config.gradient_accumulation_steps
+    model.train()
+    window_tokens, window_start = 0, time.perf_counter()
+    logger.start(total_steps)
+    while state.step < total_steps:
+        step_loss_sum = 0.0
+        for _ in range(accum):
+            batch = next(batches)
+            with autocast(config, ctx.backend):
+                loss, n_tokens = step_loss(model, batch)
+            (loss / accum).backward()
+            step_loss_sum += float(loss)
+            state.tokens += n_tokens
+            window_tokens += n_tokens
+        optimizer.step()
+        optimizer.clear_grad()
+        scheduler.step()
+        state.step += 1
+        state.losses.append(strategy.all_reduce_mean(step_loss_sum / accum))
+
+        if state.step % config.logging_steps == 0 or state.step == total_steps:
+            elapsed = time.perf_counter() - window_start
+            recent = state.losses[-config.logging_steps:]
+            logger.log({"step": state.step, "loss": sum(recent) / len(recent),
+                        "lr": optimizer.get_lr(),
+                        "tokens_per_sec": window_tokens * strategy.world_size / max(elapsed, 1e-9)})
+            window_tokens, window_start = 0, time.perf_counter()
+        if evaluate is not None and config.eval_steps and state.step % config.eval_steps == 0:
+            metrics = {"step": state.step, **evaluate(model)}
+            state.evals.append(metrics)
+            logger.log(metrics)
+        if save is not None and state.step % config.save_steps == 0 and state.step < total_steps:
+            if strategy.is_main_process:
+                save_checkpoint(config.output_dir, state.step, save,
+                                {"step": state.step, "tokens": state.tokens},
+                                keep=config.save_total_limit)
+            strategy.barrier()
+    logger.finish()
+    return state

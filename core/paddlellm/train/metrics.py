@@ -1,0 +1,70 @@
+"""Metrics: one JSON object per line in ``metrics.jsonl`` and a progress display."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+
+def _fmt(record: dict[str, Any]) -> str:
+    parts = []
+    for key, value in record.items():
+        if isinstance(value, float):
+            value = f"{value:.3e}" if key == "lr" else f"{value:.4g}"
+        parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+class MetricsLogger:
+    """Appends records to ``path`` and shows progress on ``stream`` (main process only).
+
+    On a terminal a rich progress bar carries loss, lr and tokens/s; elsewhere (CI, logs)
+    each record is printed as one line.
+    """
+
+    def __init__(self, path: str | Path | None, *, enabled: bool = True,
+                 stream: TextIO | None = None) -> None:
+        self.path = Path(path) if path else None
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.records: list[dict[str, Any]] = []
+        self._progress = None
+        self._task = None
+        if self.path and enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def start(self, total_steps: int) -> None:
+        if not self.enabled or not self.stream.isatty():
+            return
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn)
+
+        self._progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+        self._task = self._progress.add_task("train", total=total_steps, info="")
+        self._progress.start()
+
+    def log(self, record: dict[str, Any]) -> None:
+        record = {"time": round(time.time(), 3), **record}
+        self.records.append(record)
+        if not self.enabled:
+            return
+        if self.path:
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+        shown = {k: v for k, v in record.items() if k != "time"}
+        if self._progress is not None:
+            if "loss" in record:
+                self._progress.update(self._task, completed=record["step"], info=_fmt(
+                    {k: shown[k] for k in ("loss", "lr", "tokens_per_sec") if k in shown}))
+            else:
+                self._progress.console.print(_fmt(shown))
+        else:
+            print(_fmt(shown), file=self.stream, flush=True)
+
+    def finish(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
