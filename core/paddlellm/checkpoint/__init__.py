@@ -1,0 +1,22 @@
+"""Checkpoint I/O in the Hugging Face layout, without PyTorch.
+
+Reads ``model.safetensors``, sharded safetensors (``model.safetensors.index.json``) and
+PyTorch ``pytorch_model.bin`` / sharded ``.bin`` lazily (mmapped; pickles through an
+allow-list unpickler that executes nothing); writes safetensors that ``transformers`` loads.
+Importing this package does not import Paddle.
+"""
+from __future__ import annotations
+
+from ._dtypes import bf16_bits_to_float32, canonical_dtype, float32_to_bf16_bits
+from ._errors import CheckpointError, CheckpointFormatError, CheckpointNotFoundError, UnsafeCheckpointError
+from .convert import convert_checkpoint
+from .reader import WEIGHT_FILES, CheckpointReader, read_json, resolve_weights
+from .torch_io import load_torch_bin
+from .writer import parse_size, save_state_dict
+
+__all__ = [
+    "CheckpointReader", "save_state_dict", "load_torch_bin", "read_json", "parse_size",
+    "convert_checkpoint", "resolve_weights", "WEIGHT_FILES",
+    "CheckpointError", "CheckpointFormatError", "CheckpointNotFoundError", "UnsafeCheckpointError",
+    "bf16_bits_to_float32", "float32_to_bf16_bits", "canonical_dtype",
+]

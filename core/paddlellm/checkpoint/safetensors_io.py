@@ -1,0 +1,147 @@
+"""safetensors files: a lazy, mmapped reader and a streaming writer (format spec:
+8-byte little-endian header length, JSON header, then the raw little-endian data)."""
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+
+from ._dtypes import NAME_TO_SAFETENSORS, SAFETENSORS_TO_NAME, STORAGE_NUMPY
+from ._errors import CheckpointFormatError
+
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def map_region(fileobj, offset: int, count: int, dtype: np.dtype) -> np.ndarray:
+    """Read-only array of ``count`` ``dtype`` items at byte ``offset`` of an open file, mmapped.
+
+    Only this region is mapped; it is unmapped when the array (and its views) are freed, so
+    touching tensors one at a time never keeps the whole file resident.
+    """
+    nbytes = count * dtype.itemsize
+    if nbytes == 0:
+        return np.empty((count,), dtype=dtype)
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    mm = mmap.mmap(fileobj.fileno(), nbytes + offset - start, access=mmap.ACCESS_READ, offset=start)
+    return np.frombuffer(mm, dtype=dtype, count=count, offset=offset - start)
+
+
+@dataclass(frozen=True)
+class SafetensorsEntry:
+    dtype: str  # canonical name
+    shape: tuple[int, ...]
+    begin: int  # absolute byte offset in the file
+    end: int
+
+
+class SafetensorsFile:
+    """One ``.safetensors`` file, opened lazily: only the header is read up front."""
+
+    format = "safetensors"
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self._file = open(self.path, "rb")
+        try:
+            self.metadata, self.entries = self._parse_header()
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _parse_header(self):
+        size = os.fstat(self._file.fileno()).st_size
+        raw = self._file.read(8)
+        if len(raw) < 8:
+            raise CheckpointFormatError(f"{self.path}: not a safetensors file (shorter than 8 bytes)")
+        (n,) = struct.unpack("<Q", raw)
+        if n > _MAX_HEADER or 8 + n > size:
+            raise CheckpointFormatError(f"{self.path}: not a safetensors file (header length {n} "
+                                        f"for a {size}-byte file)")
+        try:
+            header = json.loads(self._file.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointFormatError(f"{self.path}: safetensors header is not valid JSON: {e}") from None
+        if not isinstance(header, dict):
+            raise CheckpointFormatError(f"{self.path}: safetensors header is not a JSON object")
+        metadata = header.pop("__metadata__", None) or {}
+        base = 8 + n
+        entries: dict[str, SafetensorsEntry] = {}
+        for name, info in header.items():
+            try:
+                code, shape, (b, e) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
+            except (KeyError, TypeError, ValueError):
+                raise CheckpointFormatError(f"{self.path}: malformed header entry for {name!r}: {info!r}") from None
+            if code not in SAFETENSORS_TO_NAME:
+                raise CheckpointFormatError(f"{self.path}: tensor {name!r} has unsupported dtype {code}")
+            dtype = SAFETENSORS_TO_NAME[code]
+            want = int(np.prod(shape, dtype=np.int64)) * STORAGE_NUMPY[dtype].itemsize
+            if e - b != want or b < 0 or base + e > size:
+                raise CheckpointFormatError(
+                    f"{self.path}: tensor {name!r} ({code}, shape {list(shape)}) has data offsets "
+                    f"[{b}, {e}] inconsistent with its size or the file size (truncated file?)")
+            entries[name] = SafetensorsEntry(dtype, shape, base + b, base + e)
+        return metadata, entries
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def read_storage(self, name: str) -> np.ndarray:
+        """Tensor ``name`` in storage form (bfloat16 as uint16 bits), read-only and mmapped."""
+        ent = self.entries[name]
+        dt = STORAGE_NUMPY[ent.dtype]
+        count = (ent.end - ent.begin) // dt.itemsize
+        return map_region(self._file, ent.begin, count, dt).reshape(ent.shape)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass
+class TensorSource:
+    """What the writer needs of one tensor before its data: the data comes from ``load()``.
+
+    ``load`` returns the tensor in storage form (``STORAGE_NUMPY[dtype]``, bfloat16 as bits).
+    """
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    load: Callable[[], np.ndarray]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * STORAGE_NUMPY[self.dtype].itemsize
+
+
+def write_safetensors(path: str | os.PathLike, tensors: Iterable[TensorSource],
+                      metadata: dict[str, str] | None = None) -> int:
+    """Write one safetensors file, loading one tensor at a time; returns the data size in bytes."""
+    tensors = list(tensors)
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    offset = 0
+    for t in tensors:
+        header[t.name] = {"dtype": NAME_TO_SAFETENSORS[t.dtype], "shape": list(t.shape),
+                          "data_offsets": [offset, offset + t.nbytes]}
+        offset += t.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)  # data starts 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for t in tensors:
+            arr = t.load()
+            want = STORAGE_NUMPY[t.dtype]
+            if arr.dtype != want or tuple(arr.shape) != tuple(t.shape):
+                raise ValueError(f"tensor {t.name!r}: loader returned {arr.dtype}{list(arr.shape)}, "
+                                 f"expected {want}{list(t.shape)}")
+            arr = np.ascontiguousarray(arr).reshape(-1)
+            if arr.size:
+                f.write(memoryview(arr.view(np.uint8)))
+            del arr
+    return offset
