@@ -90,7 +90,8 @@ class _Namespace(jinja2.utils.Namespace):
     def _check(name):
         if isinstance(name, str) and name.startswith("_"):
             raise jinja2.exceptions.SecurityError(
-                f"Chat templates cannot store underscore-prefixed attributes on a namespace, got {name!r}."
+                f"Chat templates cannot store underscore-prefixed attributes on a namespace, but got {name!r}. "
+                "Please rename the attribute."
             )
 
 
