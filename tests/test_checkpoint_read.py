@@ -188,3 +188,13 @@ def test_get_tensor_paddle_dtypes():
 def test_importing_checkpoint_does_not_import_paddle():
     code = "import sys, paddlellm.checkpoint; assert 'paddle' not in sys.modules, 'paddle imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_float8_all_bit_patterns_match_torch():
+    expected = dict(np.load(FIX / "fp8_expected.npz"))
+    with CheckpointReader(FIX / "fp8.safetensors") as r:
+        for name, want in expected.items():
+            assert r.dtype(name) == name
+            got = r.get_numpy(name)  # widened to float32
+            assert got.dtype == np.float32
+            np.testing.assert_array_equal(got, want)  # NaNs in the same places

@@ -213,8 +213,7 @@ class TorchBinFile:
                 raise CheckpointFormatError(f"{self.path}: storage {ref.key} missing from the archive")
             if info.compress_type != zipfile.ZIP_STORED:
                 return np.frombuffer(zf.read(info), dtype=STORAGE_NUMPY[ref.dtype])
-            self._file.seek(info.header_offset)
-            local = self._file.read(30)
+            local = os.pread(self._file.fileno(), 30, info.header_offset)  # thread-safe, no seek
             if local[:4] != b"PK\x03\x04":
                 raise CheckpointFormatError(f"{self.path}: bad zip local header for storage {ref.key}")
             name_len, extra_len = struct.unpack("<HH", local[26:30])
