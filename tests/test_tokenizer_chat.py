@@ -56,3 +56,23 @@ def test_invalid_tools_and_documents(tok):
         tok.apply_chat_template([{"role": "user", "content": "x"}], tools=["not a schema"], tokenize=False)
     with pytest.raises(TypeError, match="list of dicts"):
         tok.apply_chat_template([{"role": "user", "content": "x"}], documents=["doc"], tokenize=False)
+
+
+MASK_CASES = json.loads((FIXTURES / "assistant_masks.json").read_text(encoding="utf-8"))
+GENERATION_TEMPLATE = (
+    "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' }}{% if m.role == 'assistant' %}"
+    "{% generation %}{{ m.content + '<|im_end|>' }}{% endgeneration %}{% else %}{{ m.content + '<|im_end|>' }}"
+    "{% endif %}{{ '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@pytest.mark.parametrize("case", MASK_CASES, ids=[f"{c['tokenizer']}-{len(c['kwargs'])}" for c in MASK_CASES])
+def test_assistant_tokens_mask_matches_transformers(case):
+    tok = AutoTokenizer.from_pretrained(FIXTURES / case["tokenizer"])
+    out = tok.apply_chat_template(case["conversation"], chat_template=GENERATION_TEMPLATE, return_dict=True,
+                                  return_assistant_tokens_mask=True, **case["kwargs"])
+    assert out["input_ids"] == case["input_ids"]
+    assert out["assistant_masks"] == case["assistant_masks"]
+    with pytest.raises(ValueError, match="requires return_dict=True"):
+        tok.apply_chat_template(case["conversation"], chat_template=GENERATION_TEMPLATE,
+                                return_assistant_tokens_mask=True)

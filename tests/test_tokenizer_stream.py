@@ -41,6 +41,17 @@ def test_stream_equals_full_decode(tok):
         assert _stream(tok, ids, skip_special_tokens=skip)[0] == tok.decode(ids, skip_special_tokens=skip)
 
 
+@pytest.mark.parametrize("name", ["llama2", "gemma"])
+def test_stream_skips_specials_between_sentencepiece_words(name):
+    # "▁Hello </s> ▁world": the skipped token must not make "▁world" start a window (losing its space).
+    tok = AutoTokenizer.from_pretrained(FIXTURES / name)
+    ids = tok.encode("Hello", add_special_tokens=False) + [tok.eos_token_id] * 2
+    ids += tok.encode("world again", add_special_tokens=False)
+    assert tok.convert_ids_to_tokens(ids[-3])[0] == "▁"
+    for skip in (True, False):
+        assert _stream(tok, ids, skip_special_tokens=skip)[0] == tok.decode(ids, skip_special_tokens=skip)
+
+
 def test_stream_holds_back_split_characters():
     tok = AutoTokenizer.from_pretrained(FIXTURES / "qwen2")
     ids = tok.encode("🎉")  # not in the tiny vocabulary: several byte tokens

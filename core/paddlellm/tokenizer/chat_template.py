@@ -9,6 +9,7 @@ The same template and messages render to the same string as ``transformers``.
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import json
 from datetime import datetime
@@ -25,6 +26,9 @@ __all__ = ["ChatTemplateError", "compile_chat_template", "render_chat_template"]
 # Names under which a message's reasoning may arrive; templates read the first one.
 _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 _CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "
+
+
+_GENERATION_TRACKING: contextvars.ContextVar = contextvars.ContextVar("generation_tracking", default=None)
 
 
 class ChatTemplateError(jinja2.exceptions.TemplateError):
@@ -46,7 +50,13 @@ class _GenerationBlock(jinja2.ext.Extension):
         return jinja2.nodes.CallBlock(self.call_method("_render_block"), [], [], body).set_lineno(lineno)
 
     def _render_block(self, caller) -> str:
-        return caller()
+        text = caller()
+        tracking = _GENERATION_TRACKING.get()
+        if tracking is not None:  # (chunks rendered so far, spans)
+            chunks, spans = tracking
+            start = sum(len(c) for c in chunks)
+            spans.append((start, start + len(text)))
+        return text
 
 
 def _raise_exception(message: str):
@@ -195,12 +205,14 @@ def render_chat_template(
     documents: Sequence[Mapping] | None = None,
     add_generation_prompt: bool = False,
     continue_final_message: bool | str = False,
+    generation_spans: list | None = None,
     **variables,
 ) -> list[str]:
     """Render each conversation with ``template``; ``variables`` (special tokens, kwargs) are globals.
 
     Messages whose value is ``None`` lose that key first (OpenAI-style ``content=None``), as in
-    ``transformers``.
+    ``transformers``. With ``generation_spans`` (a list), one list of ``(start, end)`` character
+    spans of the ``{% generation %}`` blocks is appended per conversation.
     """
     if continue_final_message and add_generation_prompt:
         raise ValueError(
@@ -225,9 +237,21 @@ def render_chat_template(
         chat = _plain([{k: v for k, v in dict(m).items() if v is not None} for m in conversation])
         chat = _alias_reasoning(chat)
         final = _tag_final_message(chat, field, template) if continue_final_message else None
-        text = compiled.render(
-            messages=chat, tools=tools, documents=documents, add_generation_prompt=add_generation_prompt, **variables
-        )
+        context = dict(messages=chat, tools=tools, documents=documents, add_generation_prompt=add_generation_prompt,
+                       **variables)
+        if generation_spans is None:
+            text = compiled.render(**context)
+        else:
+            chunks: list[str] = []
+            spans: list[tuple[int, int]] = []
+            token = _GENERATION_TRACKING.set((chunks, spans))
+            try:
+                for chunk in compiled.generate(**context):
+                    chunks.append(chunk)
+            finally:
+                _GENERATION_TRACKING.reset(token)
+            text = "".join(chunks)
+            generation_spans.append(spans)
         if continue_final_message:
             text = _cut_after_final_message(text, final)
         rendered.append(text)

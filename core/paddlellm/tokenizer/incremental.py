@@ -33,7 +33,7 @@ class IncrementalDetokenizer:
         self.tokenizer = tokenizer
         self.skip_special_tokens = skip_special_tokens
         # The backend skips added tokens flagged special; dropping them up front gives the same text
-        # and keeps them out of the decoding window (where they would shift a leading-space strip).
+        # and keeps the decoding windows short.
         self._skip = {i for i, t in tokenizer.added_tokens_decoder.items() if t.special} if skip_special_tokens else set()
         prompt = [int(i) for i in (prompt_ids or []) if int(i) not in self._skip]
         self._ids: list[int] = prompt[-_PROMPT_CONTEXT:]

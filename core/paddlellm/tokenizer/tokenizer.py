@@ -403,13 +403,20 @@ class Tokenizer:
         truncation: bool | str = False,
         max_length: int | None = None,
         return_tensors: str | None = None,
+        return_assistant_tokens_mask: bool = False,
         **template_kwargs,
     ):
         """Render messages (or a list of conversations) with the chat template, as ``transformers`` does.
 
         Returns the string(s) when ``tokenize=False``, else the ids (no extra special tokens are
-        added: the template writes them), or the full encoding dict with ``return_dict=True``.
+        added: the template writes them), or the full encoding dict with ``return_dict=True``
+        (plus ``assistant_masks``, 1 on tokens inside ``{% generation %}`` blocks, when
+        ``return_assistant_tokens_mask=True``).
         """
+        if return_assistant_tokens_mask and not (tokenize and return_dict):
+            raise ValueError("return_assistant_tokens_mask=True requires return_dict=True and tokenize=True")
+        if return_assistant_tokens_mask and continue_final_message:
+            raise ValueError("continue_final_message is not compatible with return_assistant_tokens_mask.")
         template = self.get_chat_template(chat_template, tools)
         if isinstance(conversation, (list, tuple)) and not conversation:
             raise ValueError("Cannot apply a chat template to an empty conversation.")
@@ -417,15 +424,36 @@ class Tokenizer:
         batched = isinstance(first, (list, tuple)) or hasattr(first, "messages")
         conversations = list(conversation) if batched else [conversation]
         variables = {**self.special_tokens_map, **template_kwargs}
+        spans: list | None = [] if return_assistant_tokens_mask else None
         rendered = render_chat_template(
             template, conversations, tools=tools, documents=documents, add_generation_prompt=add_generation_prompt,
-            continue_final_message=continue_final_message, **variables,
+            continue_final_message=continue_final_message, generation_spans=spans, **variables,
         )
         if not tokenize:
             return rendered if batched else rendered[0]
-        out = self(rendered if batched else rendered[0], add_special_tokens=False, padding=padding,
-                   truncation=truncation, max_length=max_length, return_tensors=return_tensors)
-        return out if return_dict else out["input_ids"]
+        if not return_assistant_tokens_mask:
+            out = self(rendered if batched else rendered[0], add_special_tokens=False, padding=padding,
+                       truncation=truncation, max_length=max_length, return_tensors=return_tensors)
+            return out if return_dict else out["input_ids"]
+        encodings = self._encode_batch(rendered, False, padding, truncation, max_length, None, None)
+        out = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings],
+               "assistant_masks": [self._assistant_mask(e, s) for e, s in zip(encodings, spans)]}
+        if not batched:
+            out = {k: v[0] for k, v in out.items()}
+        return self._as_tensors(out, return_tensors, batched) if return_tensors else out
+
+    @staticmethod
+    def _assistant_mask(encoding, spans: list[tuple[int, int]]) -> list[int]:
+        """1 on the tokens covering each generation span's characters (transformers' rule)."""
+        mask = [0] * len(encoding.ids)
+        for start_char, end_char in spans:
+            start = encoding.char_to_token(start_char)
+            end = encoding.char_to_token(end_char - 1)
+            if start is None:  # the span was truncated away
+                break
+            for index in range(start, end + 1 if end else len(mask)):
+                mask[index] = 1
+        return mask
 
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, directory: str | os.PathLike) -> tuple[str, ...]:
