@@ -1,0 +1,29 @@
+"""The model of a run: loaded from ``--model_name_or_path`` or built from ``--model``."""
+from __future__ import annotations
+
+from typing import Any
+
+#: the bundled demo's size (Hugging Face config keys), used when a run has no data and
+#: ``--model`` names a family rather than a sized preset
+DEMO_SIZE = {"hidden_size": 128, "intermediate_size": 352, "num_hidden_layers": 4,
+             "num_attention_heads": 4, "num_key_value_heads": 2}
+
+
+def build_model(ctx: Any, *, vocab_size: int, demo: bool, tokenizer: Any = None):
+    """A causal LM for the run in ``ctx`` (float32; mixed precision is the loop's job)."""
+    from .auto import AutoModelForCausalLM, family_by_name
+
+    config = ctx.config
+    if config.model_name_or_path:
+        return AutoModelForCausalLM.from_pretrained(config.model_name_or_path)
+    family = family_by_name(config.model)
+    overrides: dict[str, Any] = {"vocab_size": vocab_size,
+                                 "max_position_embeddings": max(config.max_length, 128)}
+    if tokenizer is not None:
+        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            value = getattr(tokenizer, key, None)
+            if value is not None:
+                overrides[key] = value
+    if demo and config.model in (family.name, *getattr(family, "aliases", ())):
+        overrides.update(DEMO_SIZE)
+    return AutoModelForCausalLM.from_config(config.model, **overrides)
