@@ -14,4 +14,12 @@ __version__ = "0.1.0"
 
 from .hookspecs import hookimpl  # noqa: E402  (plugin authors: ``from paddlellm import hookimpl``)
 
-__all__ = ["__version__", "hookimpl"]
+__all__ = ["__version__", "hookimpl", "AutoModelForCausalLM"]
+
+
+def __getattr__(name: str):  # lazy: importing paddlellm must not import Paddle
+    if name == "AutoModelForCausalLM":
+        from .auto import AutoModelForCausalLM
+
+        return AutoModelForCausalLM
+    raise AttributeError(f"module 'paddlellm' has no attribute {name!r}")

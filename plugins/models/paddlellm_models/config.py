@@ -1,0 +1,117 @@
+"""The one serialisable description of a decoder-only model (litgpt's ``Config`` in spirit).
+
+Every family is expressed through these fields; the decoder never asks which family it
+runs. Paddle-free: presets and ``llm models`` use it without importing Paddle.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+Norm = Literal["rms", "layer"]
+Activation = Literal["silu", "gelu", "gelu_tanh", "relu"]
+Position = Literal["rope", "learned", "alibi", "none"]
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a decoder: sizes, blocks and the numerical conventions of a family."""
+
+    family: str = "llama"  # registered family name; chooses the weight-name map on save
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    num_layers: int = 32
+    num_heads: int = 32
+    num_kv_heads: int | None = None  # None: = num_heads (multi-head attention)
+    head_dim: int | None = None  # None: hidden_size // num_heads
+    intermediate_size: int = 11008
+    max_position_embeddings: int = 4096
+
+    # normalisation
+    norm: Norm = "rms"
+    norm_eps: float = 1e-6
+    norm_unit_offset: bool = False  # Gemma: scale by (1 + w)
+    pre_norm: bool = True  # False: OPT-350m style post-LN (norm after the residual add)
+    final_norm: bool = True
+    embedding_norm: bool = False  # Bloom's word_embeddings_layernorm
+
+    # blocks
+    activation: Activation = "silu"
+    gated_mlp: bool = True  # act(gate(x)) * up(x) -> down; else act(up(x)) -> down
+    qkv_bias: bool = False
+    out_bias: bool = False  # attention output projection bias
+    mlp_bias: bool = False
+    parallel_residual: bool = False  # x + attn(norm1(x)) + mlp(norm2(x)) (GPT-J/NeoX)
+    attention_scale: float | None = None  # None: head_dim ** -0.5
+    sliding_window: int | None = None
+
+    # positions
+    position: Position = "rope"
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None  # HF rope_parameters without rope_theta
+    learned_position_offset: int = 0  # OPT: 2
+    # embeddings / head
+    tie_embeddings: bool = False
+    embedding_multiplier: float = 1.0  # Gemma: sqrt(hidden_size)
+    embed_proj_dim: int | None = None  # OPT: word embeddings of this width + project_in/out
+
+    # mixture of experts (num_experts == 0: dense)
+    num_experts: int = 0
+    num_experts_per_tok: int = 2
+    moe_intermediate_size: int | None = None
+    norm_topk_prob: bool = True
+    shared_expert_intermediate_size: int = 0  # Qwen2-MoE: a dense expert added to every token
+    shared_expert_gate: bool = False  # sigmoid(gate(x)) scales the shared expert
+    dense_layers: list[int] = field(default_factory=list)  # layers that stay dense in a MoE model
+
+    # tokens (used by generation)
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None
+    initializer_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.num_kv_heads is None:
+            self.num_kv_heads = self.num_heads
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_heads
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of "
+                             f"num_kv_heads ({self.num_kv_heads})")
+        if self.position not in ("rope", "learned", "alibi", "none"):
+            raise ValueError(f"unknown position '{self.position}'")
+        if self.norm not in ("rms", "layer"):
+            raise ValueError(f"unknown norm '{self.norm}'")
+
+    def is_moe_layer(self, index: int) -> bool:
+        return self.num_experts > 0 and index not in self.dense_layers
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields: {', '.join(unknown)}; "
+                             f"valid: {', '.join(sorted(names))}")
+        return cls(**dict(data))
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+    def num_parameters(self) -> int:
+        """Parameter count (for ``llm models``) without building the model."""
+        h, d = self.hidden_size, self.head_dim
+        attn = h * d * (self.num_heads * 2 + self.num_kv_heads * 2)
+        n_up = 3 if self.gated_mlp else 2
+        dense = n_up * h * self.intermediate_size
+        moe = (self.num_experts * n_up * h * (self.moe_intermediate_size or self.intermediate_size)
+               + self.num_experts * h + n_up * h * self.shared_expert_intermediate_size)
+        layers = sum(attn + (moe if self.is_moe_layer(i) else dense) for i in range(self.num_layers))
+        emb = self.vocab_size * (self.embed_proj_dim or h)
+        head = 0 if self.tie_embeddings else emb
+        pos = self.max_position_embeddings * h if self.position == "learned" else 0
+        return layers + emb + head + pos

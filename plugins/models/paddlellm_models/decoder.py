@@ -1,0 +1,372 @@
+"""The one configurable decoder behind every family (driven by :class:`ModelConfig`).
+
+Parameter names follow the LLaMA layout of ``transformers`` (``model.layers.{i}.self_attn.q_proj``,
+...); family modules map their checkpoints onto them. Linear weights are Paddle's
+``(in, out)``; attention runs through the kernel chosen by ``paddlellm.attention``.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from paddlellm.attention import get_attention_kernel
+from paddlellm.interfaces import AttentionSpec
+from paddlellm.kv_cache import KVCache
+
+from . import rope
+from .config import ModelConfig
+
+_INIT = {"on": True, "std": 0.02}
+
+
+@contextmanager
+def build_context(dtype: str = "float32", init: bool = True, std: float = 0.02) -> Iterator[None]:
+    """Create parameters in ``dtype``; ``init=False`` skips random init (weights come from disk)."""
+    old_dtype, old_init = paddle.get_default_dtype(), dict(_INIT)
+    paddle.set_default_dtype(dtype)
+    _INIT.update(on=init, std=std)
+    try:
+        yield
+    finally:
+        paddle.set_default_dtype(old_dtype)
+        _INIT.update(old_init)
+
+
+def _weight_attr(std_scale: float = 1.0) -> paddle.ParamAttr:
+    init = (nn.initializer.Normal(0.0, _INIT["std"] * std_scale) if _INIT["on"]
+            else nn.initializer.Constant(0.0))
+    return paddle.ParamAttr(initializer=init)
+
+
+def _const_attr(value: float) -> paddle.ParamAttr:
+    return paddle.ParamAttr(initializer=nn.initializer.Constant(value if _INIT["on"] else 0.0))
+
+
+def linear(n_in: int, n_out: int, bias: bool) -> nn.Linear:
+    return nn.Linear(n_in, n_out, weight_attr=_weight_attr(),
+                     bias_attr=_const_attr(0.0) if bias else False)
+
+
+def embedding(num: int, dim: int) -> nn.Embedding:
+    return nn.Embedding(num, dim, weight_attr=_weight_attr())
+
+
+def _activation(name: str):
+    if name == "silu":
+        return F.silu
+    if name == "gelu":
+        return F.gelu
+    if name == "gelu_tanh":
+        return lambda x: F.gelu(x, approximate=True)
+    if name == "relu":
+        return F.relu
+    raise ValueError(f"unknown activation '{name}'")
+
+
+class Norm(nn.Layer):
+    """RMSNorm (computed in float32, optional ``(1 + w)``) or LayerNorm."""
+
+    def __init__(self, dim: int, config: ModelConfig) -> None:
+        super().__init__()
+        self.kind, self.eps, self.unit_offset = config.norm, config.norm_eps, config.norm_unit_offset
+        self.weight = self.create_parameter([dim], attr=_const_attr(0.0 if self.unit_offset else 1.0))
+        self.bias = (self.create_parameter([dim], attr=_const_attr(0.0), is_bias=True)
+                     if self.kind == "layer" else None)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if self.kind == "layer":
+            return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+        dtype = x.dtype
+        xf = x.astype("float32") if dtype != paddle.float32 else x
+        xf = xf * paddle.rsqrt((xf * xf).mean(axis=-1, keepdim=True) + self.eps)
+        if self.unit_offset:  # Gemma: (1 + w) in float32, then cast
+            return (xf * (1.0 + self.weight.astype("float32"))).astype(dtype)
+        return self.weight * xf.astype(dtype)
+
+
+class Rotary:
+    """cos/sin tables for the positions of one forward call (shared by all layers)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self.dim = config.head_dim
+        self.kind = rope.rope_type(config.rope_scaling)
+        self._static = None
+
+    def _freq(self, max_pos: int | None) -> tuple[paddle.Tensor, float]:
+        c = self.config
+        if self.kind == "dynamic" and max_pos is not None and max_pos + 1 > c.max_position_embeddings:
+            freq, factor = rope.inv_freq(self.dim, c.rope_theta, c.rope_scaling,
+                                         c.max_position_embeddings, seq_len=max_pos + 1)
+            return paddle.to_tensor(freq), factor
+        if self._static is None:
+            freq, factor = rope.inv_freq(self.dim, c.rope_theta, c.rope_scaling,
+                                         c.max_position_embeddings)
+            self._static = (paddle.to_tensor(freq), factor)
+        return self._static
+
+    def __call__(self, position_ids: paddle.Tensor, dtype) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """``(cos, signed_sin)``, each ``(B, T, 1, D)``; see :func:`apply_rotary`."""
+        max_pos = int(position_ids.max()) if self.kind == "dynamic" else None
+        inv_freq, scale = self._freq(max_pos)
+        freqs = position_ids.astype("float32").unsqueeze(-1) * inv_freq  # (B, T, D/2)
+        cos, sin = paddle.cos(freqs), paddle.sin(freqs)
+        if scale != 1.0:
+            cos, sin = cos * scale, sin * scale
+        cos = paddle.concat([cos, cos], axis=-1).unsqueeze(2)  # (B, T, 1, D)
+        sin = paddle.concat([-sin, sin], axis=-1).unsqueeze(2)  # (B, T, 1, D), sign of rotate_half
+        return cos.astype(dtype), sin.astype(dtype)
+
+
+def apply_rotary(x: paddle.Tensor, cos: paddle.Tensor, signed_sin: paddle.Tensor) -> paddle.Tensor:
+    """``x * cos + rotate_half(x) * sin`` with rotate_half(x) = [-x2, x1] = roll(x) * [-1, 1]."""
+    half = x.shape[-1] // 2
+    return x * cos + paddle.roll(x, shifts=half, axis=-1) * signed_sin  # (B, T, H, D)
+
+
+def alibi_slopes(num_heads: int) -> np.ndarray:
+    """Bloom's ALiBi slopes ``(H,)``."""
+    closest = 2 ** math.floor(math.log2(num_heads))
+    base = np.float32(2 ** (-(2 ** -(math.log2(closest) - 3))))
+    slopes = base ** np.arange(1, 1 + closest, dtype=np.float32)
+    if closest != num_heads:
+        extra_base = np.float32(2 ** (-(2 ** -(math.log2(2 * closest) - 3))))
+        remaining = min(closest, num_heads - closest)
+        extra = extra_base ** np.arange(1, 1 + 2 * remaining, 2, dtype=np.float32)
+        slopes = np.concatenate([slopes, extra])
+    return slopes.astype(np.float32)
+
+
+class Attention(nn.Layer):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        h, d = config.hidden_size, config.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, d
+        self.scale = config.attention_scale
+        self.q_proj = linear(h, config.num_heads * d, config.qkv_bias)
+        self.k_proj = linear(h, config.num_kv_heads * d, config.qkv_bias)
+        self.v_proj = linear(h, config.num_kv_heads * d, config.qkv_bias)
+        self.o_proj = linear(config.num_heads * d, h, config.out_bias)
+
+    def forward(self, x: paddle.Tensor, ctx: dict[str, Any], cache=None) -> paddle.Tensor:
+        b, t = x.shape[0], x.shape[1]
+        q = self.q_proj(x).reshape([b, t, self.num_heads, self.head_dim])  # (B, T, Hq, D)
+        k = self.k_proj(x).reshape([b, t, self.num_kv_heads, self.head_dim])  # (B, T, Hkv, D)
+        v = self.v_proj(x).reshape([b, t, self.num_kv_heads, self.head_dim])  # (B, T, Hkv, D)
+        if ctx["rope"] is not None:
+            cos, sin = ctx["rope"]
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        out = ctx["kernel"](q, k, v, causal=True, attention_mask=ctx["mask"],
+                            sliding_window=ctx["window"], alibi_slopes=ctx["alibi"],
+                            scale=self.scale, cache=cache)  # (B, T, Hq, D)
+        return self.o_proj(out.reshape([b, t, self.num_heads * self.head_dim]))
+
+
+class MLP(nn.Layer):
+    """``down(act(gate(x)) * up(x))`` (gated) or ``down(act(up(x)))``."""
+
+    def __init__(self, config: ModelConfig, intermediate: int) -> None:
+        super().__init__()
+        h, bias = config.hidden_size, config.mlp_bias
+        self.gated = config.gated_mlp
+        self.act = _activation(config.activation)
+        if self.gated:
+            self.gate_proj = linear(h, intermediate, bias)
+        self.up_proj = linear(h, intermediate, bias)
+        self.down_proj = linear(intermediate, h, bias)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if self.gated:
+            return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.act(self.up_proj(x)))
+
+
+class SparseMoE(nn.Layer):
+    """Top-k routed experts (softmax in float32), plus an optional gated shared expert."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.top_k, self.norm_topk = config.num_experts_per_tok, config.norm_topk_prob
+        self.gate = linear(config.hidden_size, config.num_experts, False)  # the router
+        inter = config.moe_intermediate_size or config.intermediate_size
+        self.experts = nn.LayerList([MLP(config, inter) for _ in range(config.num_experts)])
+        self.shared_expert = (MLP(config, config.shared_expert_intermediate_size)
+                              if config.shared_expert_intermediate_size else None)
+        self.shared_expert_gate = (linear(config.hidden_size, 1, False)
+                                   if self.shared_expert is not None and config.shared_expert_gate
+                                   else None)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        shape = x.shape
+        xs = x.reshape([-1, shape[-1]])  # (N, H)
+        probs = F.softmax(self.gate(xs).astype("float32"), axis=-1)  # (N, E)
+        weights, chosen = paddle.topk(probs, self.top_k, axis=-1)  # (N, k)
+        if self.norm_topk:
+            weights = weights / weights.sum(axis=-1, keepdim=True)
+        weights = weights.astype(x.dtype).flatten()  # (N*k,)
+        chosen = chosen.flatten()  # (N*k,)
+        out = paddle.zeros_like(xs)
+        hit = np.unique(chosen.numpy())
+        for e in hit.tolist():
+            slots = paddle.nonzero(chosen == e).flatten()  # (n_e,)
+            tokens = slots // self.top_k
+            y = self.experts[e](paddle.gather(xs, tokens)) * paddle.gather(weights, slots).unsqueeze(-1)
+            out = paddle.index_add(out, tokens, 0, y)
+        if self.shared_expert is not None:
+            shared = self.shared_expert(xs)
+            if self.shared_expert_gate is not None:
+                shared = F.sigmoid(self.shared_expert_gate(xs)) * shared
+            out = out + shared
+        return out.reshape(shape)
+
+
+class DecoderLayer(nn.Layer):
+    def __init__(self, config: ModelConfig, index: int) -> None:
+        super().__init__()
+        self.pre_norm, self.parallel = config.pre_norm, config.parallel_residual
+        self.input_layernorm = Norm(config.hidden_size, config)
+        self.self_attn = Attention(config)
+        self.post_attention_layernorm = Norm(config.hidden_size, config)
+        self.mlp = SparseMoE(config) if config.is_moe_layer(index) else MLP(config, config.intermediate_size)
+
+    def forward(self, x: paddle.Tensor, ctx: dict[str, Any], cache=None) -> paddle.Tensor:
+        if self.parallel:
+            return (x + self.self_attn(self.input_layernorm(x), ctx, cache)
+                    + self.mlp(self.post_attention_layernorm(x)))
+        if not self.pre_norm:  # post-LN (OPT-350m)
+            x = self.input_layernorm(x + self.self_attn(x, ctx, cache))
+            return self.post_attention_layernorm(x + self.mlp(x))
+        x = x + self.self_attn(self.input_layernorm(x), ctx, cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class DecoderModel(nn.Layer):
+    """Embeddings, the stack of decoder layers and the final norm."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        c = config
+        emb_dim = c.embed_proj_dim or c.hidden_size
+        self.embed_tokens = embedding(c.vocab_size, emb_dim)
+        if c.position == "learned":
+            self.embed_positions = embedding(c.max_position_embeddings + c.learned_position_offset,
+                                             c.hidden_size)
+        if c.embed_proj_dim and c.embed_proj_dim != c.hidden_size:
+            self.project_in = linear(emb_dim, c.hidden_size, False)
+            self.project_out = linear(c.hidden_size, emb_dim, False)
+        if c.embedding_norm:
+            self.embed_norm = Norm(c.hidden_size, c)
+        self.layers = nn.LayerList([DecoderLayer(c, i) for i in range(c.num_layers)])
+        if c.final_norm:
+            self.norm = Norm(c.hidden_size, c)
+
+
+class CausalLM(nn.Layer):
+    """A decoder-only language model: ``model(input_ids, attention_mask) -> logits (B, T, V)``."""
+
+    def __init__(self, config: ModelConfig, family: Any = None) -> None:
+        super().__init__()
+        self.config, self.family = config, family
+        self.model = DecoderModel(config)
+        if not config.tie_embeddings:
+            self.lm_head = linear(config.embed_proj_dim or config.hidden_size, config.vocab_size, False)
+        self._rotary = Rotary(config) if config.position == "rope" else None
+        self._alibi = (paddle.to_tensor(alibi_slopes(config.num_heads))
+                       if config.position == "alibi" else None)
+
+    # -- forward ---------------------------------------------------------------------------
+    def positions(self, batch: int, length: int, attention_mask: paddle.Tensor | None,
+                  past: int) -> paddle.Tensor:
+        """``(B, T)`` position ids: ``cumsum(mask) - 1`` with padding, else ``past + arange``."""
+        if attention_mask is None:
+            pos = paddle.arange(past, past + length, dtype="int64").unsqueeze(0)
+            return pos.expand([batch, length])
+        pos = paddle.cumsum(attention_mask.astype("int64"), axis=-1) - 1  # (B, Tk)
+        return paddle.clip(pos[:, -length:], min=0)
+
+    def forward_hidden(self, input_ids: paddle.Tensor, attention_mask: paddle.Tensor | None = None,
+                       position_ids: paddle.Tensor | None = None, cache: KVCache | None = None,
+                       ) -> paddle.Tensor:
+        """Final hidden states ``(B, T, H)`` (after the final norm, before ``project_out``)."""
+        c, m = self.config, self.model
+        b, t = input_ids.shape
+        past = cache.seq_length if cache is not None else 0
+        if position_ids is None and c.position in ("rope", "learned"):
+            position_ids = self.positions(b, t, attention_mask, past)
+        x = m.embed_tokens(input_ids)  # (B, T, E)
+        if c.embedding_multiplier != 1.0:
+            x = x * paddle.to_tensor(c.embedding_multiplier, dtype=x.dtype)
+        if hasattr(m, "project_in"):
+            x = m.project_in(x)  # (B, T, H)
+        if c.position == "learned":
+            pos = paddle.clip(position_ids, min=0) + c.learned_position_offset
+            x = x + m.embed_positions(pos)
+        if c.embedding_norm:
+            x = m.embed_norm(x)
+        ctx = {
+            "rope": self._rotary(position_ids, x.dtype) if self._rotary is not None else None,
+            "mask": attention_mask,
+            "window": c.sliding_window,
+            "alibi": self._alibi,
+            "kernel": get_attention_kernel(AttentionSpec(
+                dtype=str(x.dtype).replace("paddle.", ""), head_dim=c.head_dim, causal=True,
+                padding_mask=attention_mask is not None, sliding_window=c.sliding_window is not None,
+                alibi=self._alibi is not None, cache="contiguous" if cache is not None else "none",
+                training=self.training)),
+        }
+        for i, layer in enumerate(m.layers):
+            x = layer(x, ctx, cache[i] if cache is not None else None)
+        if c.final_norm:
+            x = m.norm(x)
+        return x
+
+    def logits(self, hidden: paddle.Tensor) -> paddle.Tensor:
+        """``(B, T, H)`` hidden states -> ``(B, T, V)`` logits."""
+        if hasattr(self.model, "project_out"):
+            hidden = self.model.project_out(hidden)
+        if self.config.tie_embeddings:
+            return paddle.matmul(hidden, self.model.embed_tokens.weight, transpose_y=True)
+        return self.lm_head(hidden)
+
+    def forward(self, input_ids: paddle.Tensor, attention_mask: paddle.Tensor | None = None,
+                position_ids: paddle.Tensor | None = None, cache: KVCache | None = None,
+                logits_to_keep: int = 0) -> paddle.Tensor:
+        """Logits ``(B, T, V)`` (the last ``logits_to_keep`` positions when > 0).
+
+        ``attention_mask`` is ``(B, past + T)`` (1 = token, 0 = left padding); without
+        ``position_ids`` positions are ``cumsum(mask) - 1`` as in ``transformers.generate``.
+        """
+        hidden = self.forward_hidden(input_ids, attention_mask, position_ids, cache)
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        return self.logits(hidden)
+
+    # -- inference helpers -----------------------------------------------------------------
+    def new_cache(self, batch: int, max_length: int, dtype: str | None = None) -> KVCache:
+        """A preallocated KV cache for ``batch`` rows of up to ``max_length`` positions."""
+        c = self.config
+        dtype = dtype or str(self.model.embed_tokens.weight.dtype).replace("paddle.", "")
+        return KVCache(c.num_layers, batch, max_length, c.num_kv_heads, c.head_dim, dtype)
+
+    def generate(self, input_ids, attention_mask=None, **kwargs) -> paddle.Tensor:
+        """See :func:`paddlellm.generation.generate`."""
+        from paddlellm.generation import generate
+
+        return generate(self, input_ids, attention_mask=attention_mask, **kwargs)
+
+    def save_pretrained(self, directory: str, *, max_shard_size: str = "5GB",
+                        dtype: str | None = None) -> list[str]:
+        """Write a Hugging Face checkpoint (``config.json`` + safetensors) that transformers loads."""
+        from .loading import save_pretrained
+
+        return save_pretrained(self, directory, max_shard_size=max_shard_size, dtype=dtype)
+
+    @property
+    def dtype(self) -> str:
+        return str(self.model.embed_tokens.weight.dtype).replace("paddle.", "")

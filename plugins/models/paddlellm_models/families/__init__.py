@@ -1,0 +1,14 @@
+"""One module per family: config adapter, weight-name map, presets (all Paddle-free)."""
+
+#: family name -> "module:attribute" of its :class:`~paddlellm_models.families.base.Family`
+FAMILIES = {
+    "llama": "paddlellm_models.families.llama:family",
+    "qwen2": "paddlellm_models.families.qwen2:family",
+    "qwen2_moe": "paddlellm_models.families.qwen2_moe:family",
+    "mistral": "paddlellm_models.families.mistral:family",
+    "mixtral": "paddlellm_models.families.mixtral:family",
+    "gemma": "paddlellm_models.families.gemma:family",
+    "gpt2": "paddlellm_models.families.gpt2:family",
+    "opt": "paddlellm_models.families.opt:family",
+    "bloom": "paddlellm_models.families.bloom:family",
+}

@@ -1,0 +1,65 @@
+"""Qwen2-MoE (Qwen1.5-MoE): Qwen2 attention + routed experts + a sigmoid-gated shared expert."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..config import ModelConfig
+from .llama import LLAMA_RULES, LlamaLikeFamily, _llama
+from .qwen2 import qwen_window
+
+RULES = LLAMA_RULES + tuple(
+    (f"model.layers.{{i}}.mlp.{m}", f"model.layers.{{i}}.mlp.{m}") for m in (
+        "gate", "experts.{e}.gate_proj", "experts.{e}.up_proj", "experts.{e}.down_proj",
+        "shared_expert.gate_proj", "shared_expert.up_proj", "shared_expert.down_proj",
+        "shared_expert_gate"))
+
+
+class Qwen2MoeFamily(LlamaLikeFamily):
+    name = "qwen2_moe"
+    model_types = ("qwen2_moe",)
+    architecture = "Qwen2MoeForCausalLM"
+    description = "Qwen2-MoE: routed experts + gated shared expert, q/k/v bias"
+    aliases = ("qwen-moe",)
+    default_preset = "qwen-moe-tiny"
+    qkv_bias_key = None
+    fixed_qkv_bias = True
+    rules = RULES
+    presets = {
+        "qwen-moe-tiny": _llama(64, 176, 2, 4, 2, 151936, 4096, 1000000.0, rms_norm_eps=1e-6,
+                                num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64,
+                                shared_expert_intermediate_size=128),
+        "qwen1.5-moe-a2.7b": _llama(2048, 5632, 24, 16, 16, 151936, 8192, 1000000.0,
+                                    rms_norm_eps=1e-6, num_experts=60, num_experts_per_tok=4,
+                                    moe_intermediate_size=1408,
+                                    shared_expert_intermediate_size=5632),
+        "qwen2-57b-a14b": _llama(3584, 18944, 28, 28, 4, 151936, 32768, 1000000.0,
+                                 rms_norm_eps=1e-6, num_experts=64, num_experts_per_tok=8,
+                                 moe_intermediate_size=2560,
+                                 shared_expert_intermediate_size=20480),
+    }
+
+    def config_from_hf(self, hf: Mapping[str, Any]) -> ModelConfig:
+        layers, step = hf["num_hidden_layers"], hf.get("decoder_sparse_step", 1)
+        only = set(hf.get("mlp_only_layers") or [])
+        dense = [i for i in range(layers) if i in only or (i + 1) % step != 0]
+        return ModelConfig(**{
+            **self.common_from_hf(hf), "out_bias": False, "sliding_window": qwen_window(hf),
+            "num_experts": hf.get("num_experts", 60),
+            "num_experts_per_tok": hf.get("num_experts_per_tok", 4),
+            "moe_intermediate_size": hf.get("moe_intermediate_size", 1408),
+            "norm_topk_prob": bool(hf.get("norm_topk_prob", False)),
+            "shared_expert_intermediate_size": hf.get("shared_expert_intermediate_size", 5632),
+            "shared_expert_gate": True, "dense_layers": dense})
+
+    def config_to_hf(self, c: ModelConfig) -> dict[str, Any]:
+        out = self.common_to_hf(c)
+        out.update(num_experts=c.num_experts, num_experts_per_tok=c.num_experts_per_tok,
+                   moe_intermediate_size=c.moe_intermediate_size, norm_topk_prob=c.norm_topk_prob,
+                   shared_expert_intermediate_size=c.shared_expert_intermediate_size,
+                   decoder_sparse_step=1, mlp_only_layers=list(c.dense_layers),
+                   use_sliding_window=c.sliding_window is not None,
+                   sliding_window=c.sliding_window, max_window_layers=c.num_layers)
+        return out
+
+
+family = Qwen2MoeFamily()

@@ -1,0 +1,99 @@
+"""Hugging Face checkpoints <-> :class:`~paddlellm_models.decoder.CausalLM`.
+
+Loading builds the model without random init and copies tensors one at a time from the
+reader, so peak memory stays near one model.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+
+from . import _ckpt
+
+_FLOAT = ("float16", "bfloat16", "float32", "float64")
+
+
+def linear_weight_names(model: nn.Layer) -> set[str]:
+    """Parameters stored ``(in, out)`` by Paddle but ``(out, in)`` by transformers."""
+    return {f"{name}.weight" if name else "weight"
+            for name, layer in model.named_sublayers(include_self=True)
+            if isinstance(layer, nn.Linear)}
+
+
+def load_pretrained(family: Any, path: str | os.PathLike, dtype: str = "float32"):
+    hf = _ckpt.read_json(Path(path) / "config.json")
+    config = family.config_from_hf(hf)
+    model = family.build(config, dtype=dtype, init=False)
+    load_hf_weights(model, path)
+    model.eval()
+    return model
+
+
+def _assign(param: paddle.Tensor, array: np.ndarray, name: str) -> None:
+    if tuple(param.shape) != tuple(array.shape):
+        raise ValueError(f"shape mismatch for '{name}': checkpoint {tuple(array.shape)}, "
+                         f"model {tuple(param.shape)}")
+    value = paddle.to_tensor(np.ascontiguousarray(array))
+    if value.dtype != param.dtype:
+        value = value.astype(param.dtype)
+    param.set_value(value)
+
+
+def load_hf_weights(model: nn.Layer, path: str | os.PathLike) -> None:
+    """Copy a transformers checkpoint into ``model`` (names mapped by ``model.family``)."""
+    family, config = model.family, model.config
+    params = dict(model.named_parameters())
+    linear = linear_weight_names(model)
+    loaded: set[str] = set()
+    with _ckpt.CheckpointReader(path) as reader:
+        for hf_name in reader.keys():
+            if family.is_ignored(hf_name):
+                continue
+            array = reader.get_numpy(hf_name, dtype="float32")
+            for name, value in family.from_hf_tensor(hf_name, array, config):
+                if name not in params:
+                    raise KeyError(f"{family.name}: checkpoint tensor '{hf_name}' maps to "
+                                   f"'{name}', which the model does not have")
+                _assign(params[name], value.T if name in linear else value, name)
+                loaded.add(name)
+            del array
+    missing = sorted(set(params) - loaded)
+    if missing:
+        raise KeyError(f"{family.name}: the checkpoint at {path} lacks {len(missing)} tensors, "
+                       f"e.g. {', '.join(missing[:5])}")
+
+
+def torch_layout_state(model: nn.Layer) -> dict[str, np.ndarray]:
+    """Our parameters as float32 NumPy arrays in transformers' layout (linear weights transposed)."""
+    linear = linear_weight_names(model)
+    state = {}
+    for name, p in model.named_parameters():
+        array = (p.astype("float32") if p.dtype != paddle.float32 else p).numpy()
+        state[name] = np.ascontiguousarray(array.T) if name in linear else array
+    return state
+
+
+def save_pretrained(model: nn.Layer, directory: str | os.PathLike, *, max_shard_size: str = "5GB",
+                    dtype: str | None = None) -> list[str]:
+    """``config.json``, ``generation_config.json`` and safetensors weights in HF layout."""
+    family, config = model.family, model.config
+    dtype = dtype or model.dtype
+    if dtype not in _FLOAT:
+        raise ValueError(f"cannot save in dtype '{dtype}'; choose one of {', '.join(_FLOAT)}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = family.to_hf_state(torch_layout_state(model), config)
+    files = _ckpt.save_state_dict(state, directory, max_shard_size=max_shard_size,
+                                  metadata={"format": "pt"}, dtype=dtype)
+    hf = {**family.config_to_hf(config), "dtype": dtype, "torch_dtype": dtype}
+    (directory / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+    gen = {k: getattr(config, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")
+           if getattr(config, k) is not None}
+    (directory / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+    return [str(f) for f in files]
