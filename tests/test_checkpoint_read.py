@@ -198,3 +198,25 @@ def test_float8_all_bit_patterns_match_torch():
             got = r.get_numpy(name)  # widened to float32
             assert got.dtype == np.float32
             np.testing.assert_array_equal(got, want)  # NaNs in the same places
+
+
+def test_open_index_file_directly_and_metadata():
+    with CheckpointReader(FIX / "hf_sharded" / "model.safetensors.index.json") as r:
+        assert r.metadata == {"format": "pt"}
+        assert r.file_of("lm_head.weight").name == "model-00003-of-00003.safetensors"
+    with CheckpointReader(FIX / "torch_sharded" / "pytorch_model.bin.index.json") as r:
+        assert r.keys() == list(TORCH_EXPECTED) and r.metadata == {}
+
+
+def test_reads_without_mmap(monkeypatch):
+    """Filesystems that refuse mmap: the reader falls back to plain reads, same values."""
+    from paddlellm.checkpoint import safetensors_io
+
+    def no_mmap(*a, **k):
+        raise OSError("mmap not supported")
+
+    monkeypatch.setattr(safetensors_io.mmap, "mmap", no_mmap)
+    for layout, expected in (("hf_sharded", HF_EXPECTED), ("torch_single", TORCH_EXPECTED)):
+        with CheckpointReader(FIX / layout) as r:
+            for name, want in expected.items():
+                _assert_exact(r.get_numpy(name), want, name)

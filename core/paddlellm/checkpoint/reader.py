@@ -132,6 +132,12 @@ class CheckpointReader:
         """Stored dtype: ``"float32" | "bfloat16" | "float16" | "int8" | ...``."""
         return self._entry(name)[1].dtype
 
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The safetensors header ``__metadata__`` of the first file (``{}`` for torch files)."""
+        first = next(iter(self._files.values()), None)
+        return dict(getattr(first, "metadata", {}) or {})
+
     def file_of(self, name: str) -> Path:
         """The file that holds tensor ``name``."""
         return Path(self._files[self._where[name]].path)

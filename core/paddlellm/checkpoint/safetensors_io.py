@@ -27,8 +27,23 @@ def map_region(fileobj, offset: int, count: int, dtype: np.dtype) -> np.ndarray:
     if nbytes == 0:
         return np.empty((count,), dtype=dtype)
     start = offset - offset % mmap.ALLOCATIONGRANULARITY
-    mm = mmap.mmap(fileobj.fileno(), nbytes + offset - start, access=mmap.ACCESS_READ, offset=start)
+    try:
+        mm = mmap.mmap(fileobj.fileno(), nbytes + offset - start, access=mmap.ACCESS_READ, offset=start)
+    except (OSError, ValueError):  # a filesystem without mmap: read the bytes instead
+        return np.frombuffer(read_at(fileobj, offset, nbytes), dtype=dtype, count=count)
     return np.frombuffer(mm, dtype=dtype, count=count, offset=offset - start)
+
+
+def read_at(fileobj, offset: int, nbytes: int) -> bytes:
+    """``nbytes`` at ``offset`` without moving the file position where ``os.pread`` exists."""
+    if hasattr(os, "pread"):
+        data = os.pread(fileobj.fileno(), nbytes, offset)
+    else:  # pragma: no cover  (Windows)
+        fileobj.seek(offset)
+        data = fileobj.read(nbytes)
+    if len(data) != nbytes:
+        raise CheckpointFormatError(f"{fileobj.name}: unexpected end of file (truncated?)")
+    return data
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import numpy as np
 
 from ._dtypes import STORAGE_NUMPY, canonical_dtype
 from ._errors import CheckpointFormatError, UnsafeCheckpointError
-from .safetensors_io import map_region
+from .safetensors_io import map_region, read_at
 
 _STORAGE_DTYPES = {
     "FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
@@ -213,7 +213,7 @@ class TorchBinFile:
                 raise CheckpointFormatError(f"{self.path}: storage {ref.key} missing from the archive")
             if info.compress_type != zipfile.ZIP_STORED:
                 return np.frombuffer(zf.read(info), dtype=STORAGE_NUMPY[ref.dtype])
-            local = os.pread(self._file.fileno(), 30, info.header_offset)  # thread-safe, no seek
+            local = read_at(self._file, info.header_offset, 30)
             if local[:4] != b"PK\x03\x04":
                 raise CheckpointFormatError(f"{self.path}: bad zip local header for storage {ref.key}")
             name_len, extra_len = struct.unpack("<HH", local[26:30])
