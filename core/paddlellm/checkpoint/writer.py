@@ -9,7 +9,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from ._dtypes import FLOATING, STORAGE_NUMPY, canonical_dtype, convert_storage
+from ._dtypes import FLOATING, canonical_dtype, convert_storage
 from ._paddle import is_paddle_tensor  # imports no paddle
 from .safetensors_io import TensorSource, write_safetensors
 
