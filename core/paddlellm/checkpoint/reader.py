@@ -168,7 +168,9 @@ class CheckpointReader:
         return arr if src == dst else arr.astype(STORAGE_NUMPY[dst])
 
     def get_tensor(self, name: str, dtype: str | None = None, place=None):
-        """Tensor as a ``paddle.Tensor`` (bfloat16 / float16 kept unless ``dtype`` casts)."""
+        """Tensor as a ``paddle.Tensor``: stored dtype kept (bfloat16 / float16 included; float8
+        widened to float32) unless ``dtype`` casts. float32 -> bfloat16 rounds to nearest even
+        in NumPy (bit-identical to torch's ``.to(torch.bfloat16)``), never via float64."""
         from ._paddle import bits_to_paddle
 
         src = self.dtype(name)
