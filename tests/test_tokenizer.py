@@ -13,7 +13,7 @@ import pytest
 from paddlellm.tokenizer import AutoTokenizer, Tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tokenizer"
-NAMES = ["qwen2", "llama3", "llama2", "gemma", "ours"]
+NAMES = ["qwen2", "llama3", "llama2", "gemma", "wordlevel", "ours"]
 
 
 def _expected(name: str) -> dict:
@@ -56,6 +56,13 @@ def test_encode_decode(case):
     all_ids = [item["ids"] for item in exp["encode"]]
     assert tok.batch_decode(all_ids, skip_special_tokens=True) == [item["decode_skip"] for item in exp["encode"]]
     assert tok.decode(np.asarray(all_ids[0])) == exp["encode"][0]["decode"]
+
+
+def test_add_bos_eos_overrides(case):
+    name, _, exp = case
+    for item in exp["bos_eos_overrides"]:
+        tok = Tokenizer.from_pretrained(FIXTURES / name, **item["kwargs"])
+        assert tok.encode(exp["encode"][0]["text"]) == item["ids"], item["kwargs"]
 
 
 def test_padding_and_truncation(case):

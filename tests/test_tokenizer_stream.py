@@ -10,8 +10,8 @@ import pytest
 from paddlellm.tokenizer import AutoTokenizer, IncrementalDetokenizer, Tokenizer, train_bpe_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tokenizer"
-NAMES = ["qwen2", "llama3", "llama2", "gemma", "ours"]
-STREAM_TEXT = "Hé 東京 🎉👨‍👩‍👧 naïve 𝔘𝔫𝔦 — “ok”\n  end 🇫🇷"
+NAMES = ["qwen2", "llama3", "llama2", "gemma", "wordlevel", "ours"]
+STREAM_TEXT = "Hé 東京 🎉👨‍👩‍👧 naïve 𝔘𝔫𝔦 — “ok”\n  end 🇫🇷. Hello world, I'm fine ! you're here ? it's ok"
 MESSAGES = [{"role": "user", "content": "東京 🎉?"}, {"role": "assistant", "content": "Oui — 👍🏽 café"}]
 
 
@@ -66,7 +66,8 @@ def test_stream_random_cuts_and_prompt_context(tok):
     for _ in range(5):
         cut = rng.randrange(1, len(full))
         prompt, generated = full[:cut], full[cut:]
-        prompt_text, whole = tok.decode(prompt), tok.decode(prompt + generated)
+        prompt_text = tok.decode(prompt, skip_special_tokens=True)
+        whole = tok.decode(prompt + generated, skip_special_tokens=True)
         text, _ = _stream(tok, generated, prompt_ids=prompt)
         if whole.startswith(prompt_text):  # the prompt ends on a character boundary
             assert text == whole[len(prompt_text):]

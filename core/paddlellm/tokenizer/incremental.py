@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .tokenizer import Tokenizer
+from .tokenizer import CLEANUP_REPLACEMENTS, Tokenizer, _clean_up_tokenization
 
 __all__ = ["IncrementalDetokenizer"]
 
 _REPLACEMENT = "\ufffd"
-_PROMPT_CONTEXT = 5  # prompt tokens kept as decoding context for the first generated token
+_PROMPT_CONTEXT = 5
+_CLEANUP_PATTERNS = tuple(before for before, _ in CLEANUP_REPLACEMENTS)  # prompt tokens kept as decoding context for the first generated token
 
 
 class IncrementalDetokenizer:
@@ -40,9 +41,31 @@ class IncrementalDetokenizer:
         self._prefix_offset = 0
         self._read_offset = len(self._ids)
         self.text = ""  # everything emitted so far
+        # Tokenizers whose decode() also applies transformers' clean-up (non-BPE models with
+        # clean_up_tokenization_spaces): clean the raw text, holding back a short tail that a later
+        # token could still change (every clean-up pattern starts with a space and is <= 4 chars).
+        self._cleanup = tokenizer.clean_up_tokenization_spaces and type(tokenizer.backend_tokenizer.model).__name__ != "BPE"
+        self._raw = ""
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.backend_tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens)
+
+    def _emit(self, raw_delta: str, final: bool = False) -> str:
+        if not self._cleanup:
+            self.text += raw_delta
+            return raw_delta
+        self._raw += raw_delta
+        stable = len(self._raw)
+        while not final and stable > 0:  # step back over a possible start of a clean-up pattern
+            starts = [j for j in range(max(0, stable - 3), stable)
+                      if self._raw[j] == " " and any(p.startswith(self._raw[j:stable]) for p in _CLEANUP_PATTERNS)]
+            if not starts:
+                break
+            stable = starts[0]
+        cleaned = _clean_up_tokenization(self._raw[:stable])
+        delta = cleaned[len(self.text) :]
+        self.text = cleaned
+        return delta
 
     def push(self, token_id: int) -> str:
         """Add one token id; return the text that became printable (possibly empty)."""
@@ -53,17 +76,13 @@ class IncrementalDetokenizer:
         prefix_text = self._decode(self._ids[self._prefix_offset : self._read_offset])
         new_text = self._decode(self._ids[self._prefix_offset :])
         if len(new_text) > len(prefix_text) and not new_text.endswith(_REPLACEMENT):
-            delta = new_text[len(prefix_text) :]
             self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
-            self.text += delta
-            return delta
+            return self._emit(new_text[len(prefix_text) :])
         return ""
 
     def flush(self) -> str:
         """Emit whatever is held back (an incomplete character becomes U+FFFD, as in a full decode)."""
         prefix_text = self._decode(self._ids[self._prefix_offset : self._read_offset])
         new_text = self._decode(self._ids[self._prefix_offset :])
-        delta = new_text[len(prefix_text) :]
         self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
-        self.text += delta
-        return delta
+        return self._emit(new_text[len(prefix_text) :], final=True)

@@ -50,9 +50,13 @@ def _to_id_list(ids: Any) -> list[int]:
     return [int(i) for i in ids]
 
 
+# transformers' clean_up_tokenization, applied in this order.
+CLEANUP_REPLACEMENTS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                        (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+
+
 def _clean_up_tokenization(text: str) -> str:
-    for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
-                          (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+    for before, after in CLEANUP_REPLACEMENTS:
         text = text.replace(before, after)
     return text
 
@@ -96,10 +100,29 @@ class Tokenizer:
             self._special[key] = _token_content(value)
         self._extra_special = [_token_content(t) for t in extras]
 
-        # transformers adds named/extra special tokens that the vocabulary lacks.
-        missing = [t for t in [*self._special.values(), *self._extra_special] if backend.token_to_id(t) is None]
+        # As transformers: tokens listed in the config's added_tokens_decoder that tokenizer.json lacks are
+        # added, and every named/extra special token becomes a special added token (so it matches as a
+        # whole in text and skip_special_tokens drops it), even when it is a plain vocabulary entry.
+        for index, spec in sorted((config.get("added_tokens_decoder") or {}).items(), key=lambda kv: int(kv[0])):
+            if isinstance(spec, Mapping) and backend.token_to_id(spec["content"]) is None:
+                fields = {k: spec[k] for k in ("single_word", "lstrip", "rstrip", "normalized", "special") if k in spec}
+                backend.add_tokens([AddedToken(spec["content"], **fields)])
+        flagged = {t.content for t in backend.get_added_tokens_decoder().values() if t.special}
+        missing = [t for t in [*self._special.values(), *self._extra_special] if t is not None and t not in flagged]
         if missing:
             backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in dict.fromkeys(missing)])
+
+    def set_bos_eos(self, add_bos_token: bool = False, add_eos_token: bool = False) -> None:
+        """Replace the post-processor so encoding adds BOS and/or EOS (transformers' ``add_bos_token``)."""
+        from tokenizers import processors
+
+        bos, eos = self._special.get("bos_token"), self._special.get("eos_token")
+        add_bos, add_eos = add_bos_token and bos is not None, add_eos_token and eos is not None
+        self.init_config = {**self.init_config, "add_bos_token": add_bos, "add_eos_token": add_eos}
+        single = f"{bos + ':0 ' if add_bos else ''}$A:0{' ' + eos + ':0' if add_eos else ''}"
+        pair = f"{single}{' ' + bos + ':1' if add_bos else ''} $B:1{' ' + eos + ':1' if add_eos else ''}"
+        specials = [(t, self._backend.token_to_id(t)) for t, on in ((bos, add_bos), (eos, add_eos)) if on]
+        self._backend.post_processor = processors.TemplateProcessing(single=single, pair=pair, special_tokens=specials)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -134,12 +157,18 @@ class Tokenizer:
             config["chat_template"] = templates
         elif config.get("chat_template") is None and (directory / "chat_template.json").is_file():
             config["chat_template"] = _read_json(directory / "chat_template.json").get("chat_template")
+        # tokenizer.json's post-processor decides BOS/EOS (transformers v5 ignores these config keys);
+        # passing add_bos_token/add_eos_token explicitly rebuilds it.
+        bos_eos = {k: overrides.pop(k) for k in ("add_bos_token", "add_eos_token") if k in overrides}
         config.update(overrides)
         backend = _Backend.from_file(str(tokenizer_file))
         if backend.padding is not None:  # padding saved inside tokenizer.json names the pad token and side
             config.setdefault("pad_token", backend.padding["pad_token"])
             config.setdefault("padding_side", backend.padding["direction"])
-        return cls(backend, config, name_or_path=str(path))
+        tokenizer = cls(backend, config, name_or_path=str(path))
+        if bos_eos:
+            tokenizer.set_bos_eos(**bos_eos)
+        return tokenizer
 
     @staticmethod
     def _read_template_files(directory: Path) -> str | dict[str, str] | None:
