@@ -137,3 +137,14 @@ def test_overrides_and_errors(tmp_path):
                                 continue_final_message=True)
     with pytest.raises(ValueError, match="padding must be"):
         tok("x", padding="sideways")
+
+
+def test_return_paddle_tensors():
+    paddle = pytest.importorskip("paddle")
+    tok = AutoTokenizer.from_pretrained(FIXTURES / "qwen2")
+    exp = _expected("qwen2")["batch"]
+    out = tok(exp["texts"], padding=True, return_tensors="pd")
+    assert isinstance(out["input_ids"], paddle.Tensor) and out["input_ids"].dtype == paddle.int64
+    assert out["input_ids"].numpy().tolist() == exp["cases"]["longest"]["input_ids"]
+    assert out["attention_mask"].numpy().tolist() == exp["cases"]["longest"]["attention_mask"]
+    assert tok.decode(out["input_ids"][0], skip_special_tokens=True) == exp["texts"][0]

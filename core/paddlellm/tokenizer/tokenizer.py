@@ -376,7 +376,8 @@ class Tokenizer:
         return self(text, add_special_tokens=add_special_tokens, return_attention_mask=False, **kwargs)["input_ids"]
 
     def tokenize(self, text: str, add_special_tokens: bool = False) -> list[str]:
-        return self._backend.encode(text, add_special_tokens=add_special_tokens).tokens
+        with self._lock:
+            return self._backend.encode(text, add_special_tokens=add_special_tokens).tokens
 
     # ------------------------------------------------------------------ decoding
     def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
