@@ -184,7 +184,9 @@ def spec_from_args(ns: argparse.Namespace) -> MergeSpec:
     else:
         paths = ns.model_path_list or (ns.model_path_str.split(",") if ns.model_path_str else None)
         if ns.lora_model_path:
-            return _lora_spec(ns, paths)
+            spec = _lora_spec(ns, paths)
+            _apply_flags(spec, ns)
+            return spec
         if not paths:
             raise MergeError("give a YAML merge config or --model_path_list A B ...")
         if len(paths) < 2:
