@@ -148,3 +148,28 @@ def test_return_paddle_tensors():
     assert out["input_ids"].numpy().tolist() == exp["cases"]["longest"]["input_ids"]
     assert out["attention_mask"].numpy().tolist() == exp["cases"]["longest"]["attention_mask"]
     assert tok.decode(out["input_ids"][0], skip_special_tokens=True) == exp["texts"][0]
+
+
+def test_template_sources(tmp_path):
+    import shutil
+
+    source = FIXTURES / "qwen2"
+    config = json.loads((source / "tokenizer_config.json").read_text(encoding="utf-8"))
+    template = config.pop("chat_template")
+    shutil.copy(source / "tokenizer.json", tmp_path / "tokenizer.json")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert Tokenizer.from_pretrained(tmp_path).chat_template is None
+    # legacy processor file chat_template.json
+    (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": template}), encoding="utf-8")
+    assert Tokenizer.from_pretrained(tmp_path).chat_template == template
+    # a list of named templates in tokenizer_config.json
+    config["chat_template"] = [{"name": "default", "template": "D{{ messages[0].content }}"},
+                               {"name": "rag", "template": "R{{ documents | length }}"}]
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    tok = Tokenizer.from_pretrained(tmp_path)
+    messages = [{"role": "user", "content": "q"}]
+    assert tok.apply_chat_template(messages, tokenize=False) == "Dq"
+    assert tok.apply_chat_template(messages, tokenize=False, chat_template="rag", documents=[{}]) == "R1"
+    # chat_template.jinja wins over the config
+    (tmp_path / "chat_template.jinja").write_text("J", encoding="utf-8")
+    assert Tokenizer.from_pretrained(tmp_path).chat_template == "J"
