@@ -137,3 +137,13 @@ def test_importing_the_tokenizer_does_not_import_paddle():
 
     code = "import sys, paddlellm.tokenizer; print('paddle' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_pickle_round_trip():
+    import pickle
+
+    tok = AutoTokenizer.from_pretrained(FIXTURES / "llama2")
+    clone = pickle.loads(pickle.dumps(tok))
+    assert clone.encode(STREAM_TEXT) == tok.encode(STREAM_TEXT)
+    assert clone.special_tokens_map == tok.special_tokens_map and clone.chat_template == tok.chat_template
+    assert clone(["a", "bb cc"], padding=True) == tok(["a", "bb cc"], padding=True)

@@ -528,6 +528,15 @@ class Tokenizer:
             files.append(str(directory / name))
         return (str(directory / "tokenizer.json"), *files)
 
+    def __getstate__(self) -> dict:  # picklable for data-loader worker processes
+        state = dict(self.__dict__)
+        state.pop("_lock")
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__dict__["_lock"] = threading.Lock()
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name_or_path={self.name_or_path!r}, vocab_size={self.vocab_size}, "
                 f"len={len(self)}, special_tokens={self._special}, padding_side={self.padding_side!r})")
