@@ -65,10 +65,12 @@ def convert(
     dst: str = typer.Argument(..., help="Output directory (Hugging Face safetensors)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float32, bfloat16 or float16."),
     max_shard_size: str = typer.Option("5GB", "--max_shard_size", "--max-shard-size"),
-    threshold: float = typer.Option(1e-3, "--threshold",
-                                    help="Fail when the max relative logit difference exceeds this."),
-    min_agreement: float = typer.Option(1.0, "--min_agreement", "--min-agreement",
-                                        help="Fail when top-1 agreement is below this."),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold", help="Fail when max |diff| / max |logit| exceeds this "
+        "(default by dtype: float32 1e-4, float16 2e-2, bfloat16 6e-2)."),
+    min_agreement: Optional[float] = typer.Option(
+        None, "--min_agreement", "--min-agreement",
+        help="Fail when top-1 agreement is below this (default 1.0 for float32, else 0.9)."),
     check: bool = typer.Option(True, "--check/--no-check", help="Compare logits after converting."),
 ) -> None:
     """Convert a checkpoint to clean HF safetensors, then check the converted model's logits."""
@@ -79,6 +81,9 @@ def convert(
     if not check:
         typer.echo(f"wrote {dst} (parity check skipped)")
         return
+    threshold = report["threshold"] if threshold is None else threshold
+    min_agreement = report["min_agreement"] if min_agreement is None else min_agreement
+    typer.echo(f"converted {report['src_dtype']} -> {report['dtype']}")
     typer.echo(f"top-1 agreement: {report['top1_agreement']:.4f}  "
                f"max |logit diff|: {report['max_abs_diff']:.3e}  "
                f"max relative diff: {report['max_rel_diff']:.3e}")
