@@ -45,4 +45,8 @@ def run_merge_cli(argv: list[str], log=print) -> None:
     if ns.parity:
         from .parity import parity_summary
 
-        parity_summary(ns.output_path, report.inputs, prompts=ns.parity_prompts, log=log)
+        inputs = list(report.inputs)
+        base = spec.base_model or ns.base_model_path
+        if base and base not in inputs:
+            inputs.append(base)  # e.g. an adapter merged into its base
+        parity_summary(ns.output_path, inputs, prompts=ns.parity_prompts, log=log)

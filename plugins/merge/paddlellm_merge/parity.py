@@ -27,8 +27,10 @@ def prompt_ids(path: str, prompts: Sequence[str], vocab_size: int) -> list[list[
     """Token ids of ``prompts`` with the checkpoint's tokenizer, or fixed pseudo-random ids
     (seeded, inside the vocabulary) when no tokenizer can be loaded."""
     try:
-        from paddlellm import AutoTokenizer  # type: ignore[attr-defined]
+        from paddlellm.tokenizer import AutoTokenizer
 
+        if not os.path.exists(os.path.join(path, "tokenizer.json")):
+            raise FileNotFoundError("no tokenizer.json")
         tok = AutoTokenizer.from_pretrained(path)
         ids = [list(tok.encode(p))[:32] for p in prompts]
         if all(ids) and max(max(i) for i in ids) < vocab_size:
