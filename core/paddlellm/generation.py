@@ -87,15 +87,20 @@ def make_config(model: Any = None, config: GenerationConfig | None = None,
 
 # --- logits processing ------------------------------------------------------------------------
 
-def apply_repetition_penalty(logits, ids, penalty: float):
-    """HF semantics: seen tokens' logits are divided (positive) or multiplied (negative) by penalty."""
+def apply_repetition_penalty(logits, ids, penalty: float, mask=None):
+    """HF semantics: logits of tokens seen in ``ids`` (``(B, L)``; left padding, where ``mask``
+    is 0, excluded as transformers 5 does) are divided (positive) or multiplied (negative)."""
     import paddle
 
     if penalty == 1.0:
         return logits
-    score = paddle.take_along_axis(logits, ids, axis=1)  # (B, L)
-    score = paddle.where(score < 0, score * penalty, score / penalty)
-    return paddle.put_along_axis(logits, ids, score, axis=1)
+    vocab = logits.shape[-1]
+    if mask is not None:
+        ids = paddle.where(mask == 0, paddle.full_like(ids, vocab), ids)
+    seen = paddle.zeros([logits.shape[0], vocab + 1], dtype=logits.dtype)
+    seen = paddle.put_along_axis(seen, ids, paddle.ones_like(ids, dtype=logits.dtype), axis=1)
+    penalized = paddle.where(logits < 0, logits * penalty, logits / penalty)
+    return paddle.where(seen[:, :vocab] > 0, penalized, logits)
 
 
 def filter_top_k_top_p(logits: np.ndarray, top_k: int, top_p: float) -> np.ndarray:
@@ -241,7 +246,7 @@ def _greedy_or_sample(model, ids, mask, cfg: GenerationConfig):
     new_tokens: list[list[int]] = [[] for _ in range(batch)]
     logits = runner.prefill() if cfg.max_new_tokens else None
     for step in range(cfg.max_new_tokens):
-        logits = apply_repetition_penalty(logits, runner.ids, cfg.repetition_penalty)
+        logits = apply_repetition_penalty(logits, runner.ids, cfg.repetition_penalty, runner.mask)
         logits = _mask_eos(logits, cfg, step)
         if cfg.decode_strategy == "greedy_search":
             tokens = paddle.argmax(logits, axis=-1).numpy()
@@ -307,7 +312,7 @@ def _beam_search(model, ids, mask, cfg: GenerationConfig):
     seqs: list[list[int]] = [[] for _ in range(batch * nb)]
     logits = runner.prefill() if cfg.max_new_tokens else None
     for step in range(cfg.max_new_tokens):
-        logits = apply_repetition_penalty(logits, runner.ids, cfg.repetition_penalty)
+        logits = apply_repetition_penalty(logits, runner.ids, cfg.repetition_penalty, runner.mask)
         logits = _mask_eos(logits, cfg, step)
         logprobs = logits - paddle.logsumexp(logits, axis=-1, keepdim=True)  # (B*nb, V)
         vocab = logprobs.shape[-1]

@@ -1,0 +1,134 @@
+"""Families, presets, the registry, errors, and the ``llm models`` / ``llm convert`` commands."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+from typer.testing import CliRunner
+
+from models_testutil import FIXTURES, NAMES, reference, rel_err
+from paddlellm import AutoModelForCausalLM
+from paddlellm.auto import family_by_name, family_for_model_type
+from paddlellm.errors import UnknownPluginError
+from paddlellm_models.registry_data import family_objects
+
+
+def _hf(name):
+    return json.loads((FIXTURES / name / "config.json").read_text())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hf_config_round_trip(name):
+    family = family_for_model_type(_hf(name)["model_type"])
+    config = family.config_from_hf(_hf(name))
+    assert family.config_from_hf(family.config_to_hf(config)) == config
+
+
+def test_every_preset_resolves_through_the_registry():
+    for family in family_objects().values():
+        for preset in family.presets:
+            assert family_by_name(preset) is family
+            config = family.config_for(preset)
+            assert config.family == family.name and config.num_parameters() > 0
+        if family.name not in family.presets:  # "gpt2" is both the family and a preset
+            assert family.config_for(family.name) == family.config_for(family.default_preset)
+
+
+@pytest.mark.parametrize("preset,params", [("qwen2.5-0.5b", 494.0e6), ("llama-3-8b", 8.03e9),
+                                           ("mixtral-8x7b", 46.7e9), ("gpt2", 124.4e6)])
+def test_preset_sizes_match_the_published_models(preset, params):
+    n = family_by_name(preset).config_for(preset).num_parameters()
+    assert abs(n - params) / params < 0.01, n
+
+
+def test_aliases_and_unknown_names():
+    assert family_by_name("qwen").name == "qwen2"
+    assert family_by_name("qwen2.5").name == "qwen2"
+    with pytest.raises(UnknownPluginError, match="unknown model 'qwen9'.*valid:.*qwen2.5-0.5b"):
+        family_by_name("qwen9")
+    with pytest.raises(KeyError, match="unknown llama preset 'llama-9b'"):
+        family_by_name("llama").config_for("llama-9b")
+    with pytest.raises(UnknownPluginError, match="unknown model_type 'rwkv'"):
+        family_for_model_type("rwkv")
+    with pytest.raises(TypeError, match="from_pretrained"):
+        AutoModelForCausalLM()
+
+
+@pytest.mark.parametrize("name", ["qwen-tiny", "gpt", "opt-tiny", "bloom-tiny", "qwen-moe-tiny",
+                                  "gemma-tiny", "mixtral-tiny", "mistral-tiny", "llama"])
+def test_build_from_preset_trains(name):
+    model = AutoModelForCausalLM.from_config(name, vocab_size=64)
+    assert model.config.vocab_size == 64
+    ids = paddle.to_tensor(np.random.default_rng(0).integers(0, 64, (2, 9)))
+    logits = model(ids[:, :-1])
+    assert logits.shape == [2, 8, 64]
+    loss = paddle.nn.functional.cross_entropy(logits.reshape([-1, 64]), ids[:, 1:].reshape([-1]))
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if not p.stop_gradient]
+    assert sum(g is not None and float(g.abs().sum()) > 0 for g in grads) > 0.9 * len(grads)
+
+
+def test_checkpoint_errors_name_the_tensor(tmp_path):
+    from paddlellm.checkpoint import CheckpointReader, save_state_dict
+
+    src = FIXTURES / "llama"
+    with CheckpointReader(src) as r:
+        state = {k: np.array(r.get_numpy(k)) for k in r.keys()}
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "extra" / "config.json").write_text((src / "config.json").read_text())
+    save_state_dict({**state, "model.layers.0.mlp.extra.weight": np.zeros(3, np.float32)},
+                    tmp_path / "extra")
+    with pytest.raises(KeyError, match="unexpected tensor 'model.layers.0.mlp.extra.weight'"):
+        AutoModelForCausalLM.from_pretrained(tmp_path / "extra")
+    (tmp_path / "missing").mkdir()
+    (tmp_path / "missing" / "config.json").write_text((src / "config.json").read_text())
+    save_state_dict({k: v for k, v in state.items() if k != "model.norm.weight"}, tmp_path / "missing")
+    with pytest.raises(KeyError, match="lacks 1 tensors, e.g. model.norm.weight"):
+        AutoModelForCausalLM.from_pretrained(tmp_path / "missing")
+    hf = {**_hf("qwen2"), "use_sliding_window": True, "max_window_layers": 1}
+    with pytest.raises(ValueError, match="sliding windows on only some layers"):
+        family_by_name("qwen2").config_from_hf(hf)
+
+
+def test_cli_does_not_import_paddle():
+    code = ("import sys; from typer.testing import CliRunner; from paddlellm.cli import build_app; "
+            "app = build_app(); r = CliRunner().invoke(app, ['--help']); assert 'convert' in r.output; "
+            "r = CliRunner().invoke(app, ['models', '--json']); assert r.exit_code == 0, r.output; "
+            "import json; rows = json.loads(r.output); assert any(x['name'] == 'qwen2.5-0.5b' for x in rows); "
+            "assert 'paddle' not in sys.modules, 'paddle imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_llm_models_table():
+    from paddlellm.cli import build_app
+
+    result = CliRunner().invoke(build_app(), ["models", "--family", "mixtral"])
+    assert result.exit_code == 0
+    assert "mixtral-8x7b" in result.output and "qwen2.5-0.5b" not in result.output
+
+
+def test_llm_convert_checks_parity(tmp_path):
+    from paddlellm.cli import build_app
+
+    app = build_app()
+    ok = CliRunner().invoke(app, ["convert", str(FIXTURES / "gpt2"), str(tmp_path / "fp32")])
+    assert ok.exit_code == 0, ok.output
+    assert "top-1 agreement: 1.0000" in ok.output and "max |logit diff|: 0.000e+00" in ok.output
+    ref = reference("gpt2")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "fp32")
+    assert rel_err(model(paddle.to_tensor(ref["single_ids"])).numpy(), ref["single_logits"]) <= 1e-5
+
+    bf16 = CliRunner().invoke(app, ["convert", str(FIXTURES / "qwen2"), str(tmp_path / "bf16"),
+                                    "--dtype", "bfloat16", "--max_shard_size", "20KB"])
+    assert bf16.exit_code == 0, bf16.output
+    assert "float32 -> bfloat16" in bf16.output
+    assert (tmp_path / "bf16" / "model.safetensors.index.json").is_file()
+    strict = CliRunner().invoke(app, ["convert", str(FIXTURES / "qwen2"), str(tmp_path / "strict"),
+                                      "--dtype", "bfloat16", "--threshold", "1e-6"])
+    assert strict.exit_code == 1
+    assert "parity check FAILED" in strict.output
