@@ -27,6 +27,8 @@ from .spec import MergeSpec
 COPY_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
               "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt",
               "added_tokens.json", "chat_template.jinja")
+#: tensors larger than this (entries) are merged in row blocks of about this size
+CHUNK_ELEMENTS = 1 << 20
 _ARCH_KEYS = ("model_type", "architectures", "num_hidden_layers", "hidden_size",
               "num_attention_heads", "num_key_value_heads", "vocab_size")
 
@@ -102,16 +104,51 @@ class _Job:
         self.sources = sources
         self.base_index = base_index
         self.input_indices = input_indices
+        self.chunk_elements = CHUNK_ELEMENTS  # fixed here, so workers block the same way
 
     def run(self, name: str, params: dict | None, out_dtype: str) -> np.ndarray:
+        """The merged tensor ``name`` in storage form; large tensors of methods that allow it
+        are merged in row blocks of about ``chunk_elements`` entries, read block by block
+        (random methods draw per block, so the block size is part of the seeded result)."""
+        src0 = self.sources[0]
         if params is None:  # non-floating tensor: copied from the first source
-            return self.sources[0].get(name)
-        tensors = [self.sources[i].get(name) for i in self.input_indices]
-        base = self.sources[self.base_index].get(name) if self.base_index is not None else None
-        merged = self.method.merge_tensor(name, tensors, base, params)
+            return src0.get(name)
+        shape = tuple(src0.shape(name))
+        numel = int(np.prod(shape, dtype=np.int64))
+        chunkable = getattr(self.method, "chunkable", None)
+        if not (shape and numel > self.chunk_elements and chunkable and chunkable(params)):
+            tensors = [self.sources[i].get(name) for i in self.input_indices]
+            base = self.sources[self.base_index].get(name) if self.base_index is not None else None
+            merged = self.method.merge_tensor(name, tensors, base,
+                                              {**params, "_rows": (0, shape[0] if shape else 1)})
+            return to_storage(self._finite(name, merged), out_dtype)
+        step = max(1, self.chunk_elements // (numel // shape[0]))
+        bounds = [(r, min(r + step, shape[0])) for r in range(0, shape[0], step)]
+        if hasattr(self.method, "prepare"):
+            params = self.method.prepare(name, params, bounds, lambda i, r0, r1: self._delta(
+                name, i, r0, r1))
+        out = None
+        for r0, r1 in bounds:
+            tensors = [self.sources[i].get_rows(name, r0, r1) for i in self.input_indices]
+            base = (self.sources[self.base_index].get_rows(name, r0, r1)
+                    if self.base_index is not None else None)
+            block = to_storage(self._finite(name, self.method.merge_tensor(
+                name, tensors, base, {**params, "_rows": (r0, r1)})), out_dtype)
+            if out is None:
+                out = np.empty(shape, dtype=block.dtype)
+            out[r0:r1] = block
+        return out
+
+    def _delta(self, name: str, i: int, r0: int, r1: int) -> np.ndarray:
+        """Rows ``r0:r1`` of input ``i``'s task vector (input minus base)."""
+        x = self.sources[self.input_indices[i]].get_rows(name, r0, r1)
+        return x - self.sources[self.base_index].get_rows(name, r0, r1)
+
+    @staticmethod
+    def _finite(name: str, merged: np.ndarray) -> np.ndarray:
         if not np.all(np.isfinite(merged)):
             raise MergeError(f"merging '{name}' produced NaN/inf (check weights/parameters)")
-        return to_storage(merged, out_dtype)
+        return merged
 
 
 _WORKER_JOB: _Job | None = None

@@ -62,6 +62,8 @@ class Reader:
     def __init__(self, path: str):
         self.path = path
         self._reader = None
+        self._headers: dict = {}  # file -> safetensors entries (for row reads)
+        self._files: dict = {}
         self._open()
 
     def _open(self):
@@ -89,8 +91,39 @@ class Reader:
         return arr.astype(np.float32) if self.dtype(name) in FLOATING and arr.dtype != np.float32 \
             else arr
 
+    def get_rows(self, name: str, r0: int, r1: int) -> np.ndarray:
+        """Rows ``r0:r1`` (along dim 0) as :meth:`get` would give them; safetensors reads only
+        those bytes (``.bin`` falls back to reading the whole tensor)."""
+        from paddlellm.checkpoint._dtypes import STORAGE_NUMPY
+        from paddlellm.checkpoint.safetensors_io import SafetensorsFile
+
+        shape, dtype = self.shape(name), self.dtype(name)
+        path = str(self._open().file_of(name))
+        if not path.endswith(".safetensors") or not shape:
+            return np.array(self.get(name)[r0:r1])
+        if path not in self._headers:
+            st = SafetensorsFile(path)
+            self._headers[path] = st.entries
+            st.close()
+            self._files[path] = open(path, "rb")
+        entry = self._headers[path][name]
+        storage = STORAGE_NUMPY[dtype]
+        row = int(np.prod(shape[1:], dtype=np.int64))
+        out = np.empty((r1 - r0) * row, dtype=storage)
+        f = self._files[path]
+        f.seek(entry.begin + r0 * row * storage.itemsize)
+        if f.readinto(memoryview(out).cast("B")) != out.nbytes:
+            raise MergeError(f"{path}: truncated data for tensor {name}")
+        out = out.reshape((r1 - r0, *shape[1:]))
+        if dtype in FLOATING and dtype != "float32":
+            from paddlellm.checkpoint._dtypes import widen
+
+            out = widen(out, dtype) if dtype not in ("float16", "float64") else out
+            out = out.astype(np.float32, copy=False)
+        return out
+
     def __getstate__(self):
-        return {"path": self.path, "_reader": None}
+        return {"path": self.path, "_reader": None, "_headers": {}, "_files": {}}
 
 
 def write_streaming(directory: str, plan: Iterable[tuple[str, tuple[int, ...], str]],

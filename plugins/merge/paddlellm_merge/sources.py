@@ -56,6 +56,9 @@ class CheckpointSource:
     def get(self, name: str) -> np.ndarray:
         return self._reader.get(name)
 
+    def get_rows(self, name: str, r0: int, r1: int) -> np.ndarray:
+        return self._reader.get_rows(name, r0, r1)
+
 
 class LoraAdapter:
     """A peft LoRA adapter: per target weight, ``scaling * B @ A`` (``(out, r) @ (r, in)``).
@@ -122,13 +125,18 @@ class LoraAdapter:
     def rank(self, base_key: str) -> int:
         return self.reader.shape(self.pairs[base_key][0])[0]
 
-    def delta(self, base_key: str) -> np.ndarray:
-        """``scaling * B @ A`` in float32, laid out like the base weight."""
+    def delta(self, base_key: str, rows: tuple[int, int] | None = None) -> np.ndarray:
+        """``scaling * B @ A`` in float32, laid out like the base weight (only ``rows`` of it
+        when given)."""
         a_key, b_key, _ = self.pairs[base_key]
         a = self.reader.get(a_key)  # (r, in)
         b = self.reader.get(b_key)  # (out, r)
-        delta = np.float32(self.scaling(base_key)) * (b @ a)  # (out, in)
-        return delta.T if self.config.get("fan_in_fan_out") else delta
+        s = np.float32(self.scaling(base_key))
+        if self.config.get("fan_in_fan_out"):  # the base weight is (in, out): delta.T
+            a = a if rows is None else a[:, rows[0]:rows[1]]
+            return s * (b @ a).T
+        b = b if rows is None else b[rows[0]:rows[1]]
+        return s * (b @ a)  # (out, in)
 
     def base_model_path(self) -> str | None:
         return self.config.get("base_model_name_or_path")
@@ -182,6 +190,14 @@ class LoraSource:
         x = self.base.get(name)
         if name in self.adapter.pairs and self.base.dtype(name) in FLOATING:
             x = x + self.adapter.delta(name)
+        return x
+
+    def get_rows(self, name: str, r0: int, r1: int) -> np.ndarray:
+        if name in self.adapter.replacements:
+            return self.adapter.reader.get_rows(self.adapter.replacements[name], r0, r1)
+        x = self.base.get_rows(name, r0, r1)
+        if name in self.adapter.pairs and self.base.dtype(name) in FLOATING:
+            x = x + self.adapter.delta(name, (r0, r1))
         return x
 
 

@@ -24,10 +24,10 @@ from .errors import MergeError
 RESCALE_NORMS = (None, "inverse", "l1", "l2", "linf")
 
 
-def tensor_rng(seed: int, name: str, index: int) -> np.random.Generator:
-    """The random stream for model ``index``'s delta of tensor ``name``: reproducible under
-    ``seed`` whatever the order or process the tensor is merged in."""
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode()), index])
+def tensor_rng(seed: int, name: str, index: int, row: int = 0) -> np.random.Generator:
+    """The random stream for model ``index``'s delta of tensor ``name`` (from row ``row`` on,
+    when merged in row blocks): reproducible under ``seed`` whatever the order or process."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode()), index, row])
 
 
 def _norm(x: np.ndarray, kind: str) -> float:
@@ -51,19 +51,40 @@ def _rescale(delta: np.ndarray, masked: np.ndarray, keep_prob, rescale_norm, eps
     return (masked * np.float32(before / after)).astype(np.float32)
 
 
+def trim_count(density: float, numel: int) -> int:
+    """How many entries TIES keeps: ``max(1, int(density * n))`` (mergekit's rule)."""
+    return max(1, int(density * numel))
+
+
+def trim_threshold(abs_values: np.ndarray, k: int) -> float:
+    """The k-th largest of ``abs_values`` (a scratch float32 array: partitioned in place)."""
+    flat = abs_values.reshape(-1)
+    flat.partition(flat.size - k)
+    return float(flat[flat.size - k])
+
+
+def trim_mask(delta: np.ndarray, threshold: float, quota: int) -> np.ndarray:
+    """Entries above ``threshold`` plus the first ``quota`` (in row-major order) equal to it."""
+    mag = np.abs(delta)
+    keep = mag > np.float32(threshold)
+    if quota > 0:
+        equal = np.flatnonzero(mag == np.float32(threshold))[:quota]
+        keep.reshape(-1)[equal] = True
+    return keep
+
+
 def trim(delta: np.ndarray, density: float, *, rescale: bool = False,
          rescale_norm: str | None = None) -> np.ndarray:
-    """Keep the ``max(1, int(density * n))`` largest-magnitude entries (TIES "trim")."""
+    """Keep the ``max(1, int(density * n))`` largest-magnitude entries (TIES "trim"); among
+    entries equal to the cut-off magnitude, the first in row-major order are kept."""
     if density >= 1:
         return delta
     if density <= 0 or delta.size == 0:
         return np.zeros_like(delta)
-    k = max(1, int(density * delta.size))
-    flat = np.abs(delta).reshape(-1)
-    keep = np.argpartition(-flat, k - 1)[:k]
-    mask = np.zeros(delta.size, dtype=np.float32)
-    mask[keep] = 1.0
-    masked = delta * mask.reshape(delta.shape)
+    k = trim_count(density, delta.size)
+    thr = trim_threshold(np.abs(delta), k)
+    quota = k - int(np.count_nonzero(np.abs(delta) > np.float32(thr)))
+    masked = np.where(trim_mask(delta, thr, quota), delta, np.float32(0))
     return _rescale(delta, masked, density, rescale_norm) if rescale else masked
 
 

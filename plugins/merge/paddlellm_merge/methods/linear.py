@@ -18,6 +18,10 @@ class LinearMerge:
         ParamSpec("normalize", bool, "shared", True, "divide by the sum of the weights"),
     )
 
+    def chunkable(self, params: Mapping[str, Any]) -> bool:
+        """Elementwise: row blocks merge independently."""
+        return True
+
     def merge_tensor(self, name: str, tensors: list[np.ndarray], base: np.ndarray | None,
                      params: Mapping[str, Any]) -> np.ndarray:
         weights = params["weight"]

@@ -29,7 +29,8 @@ import numpy as np
 
 from ..errors import MergeError
 from ..params import ParamSpec
-from ..sparsify import dare, magprune, tensor_rng, trim
+from ..sparsify import (_rescale, dare, magprune, tensor_rng, trim, trim_count, trim_mask,
+                        trim_threshold)
 
 
 class TaskVectorMerge:
@@ -67,14 +68,62 @@ class TaskVectorMerge:
     def __reduce__(self):  # picklable by name for worker processes
         return (_by_name, (self.name,))
 
+    def chunkable(self, params: Mapping[str, Any]) -> bool:
+        """Row blocks can be merged independently unless a whole-tensor norm is restored."""
+        return not (self.sparsify and params.get("rescale")
+                    and params.get("rescale_norm") not in (None, "inverse"))
+
+    def prepare(self, name: str, params: Mapping[str, Any], bounds: list[tuple[int, int]],
+                read_delta) -> dict:
+        """Before a row-block merge, TIES needs each delta's global top-k cut-off: one pass
+        collects ``|delta|`` into a scratch buffer (one tensor), a second counts, per block,
+        how many entries at the cut-off each block keeps (the first ones in row-major order)."""
+        params = dict(params)
+        if self.sparsify != "trim":
+            return params
+        cuts = []
+        for i, density in enumerate(params["density"]):
+            if density >= 1 or density <= 0:
+                cuts.append(None)
+                continue
+            scratch, offset = None, 0
+            for r0, r1 in bounds:
+                block = np.abs(read_delta(i, r0, r1)).reshape(-1)
+                if scratch is None:  # (numel,) float32: the one full-size buffer
+                    scratch = np.empty(block.size // (r1 - r0) * bounds[-1][1], np.float32)
+                scratch[offset:offset + block.size] = block
+                offset += block.size
+            k = trim_count(density, scratch.size)
+            thr = trim_threshold(scratch, k)
+            del scratch
+            counts = []
+            for r0, r1 in bounds:
+                mag = np.abs(read_delta(i, r0, r1))
+                counts.append((int(np.count_nonzero(mag > np.float32(thr))),
+                               int(np.count_nonzero(mag == np.float32(thr)))))
+            remaining = k - sum(gt for gt, _ in counts)
+            quotas = {}
+            for (r0, _), (_, eq) in zip(bounds, counts):
+                quotas[r0] = min(eq, remaining)
+                remaining -= quotas[r0]
+            cuts.append((thr, quotas))
+        params["_trim"] = cuts
+        return params
+
     def sparsify_delta(self, name: str, index: int, delta: np.ndarray,
                        params: Mapping[str, Any]) -> np.ndarray:
         density = params["density"][index]
         norm = params.get("rescale_norm")
         norm = None if norm in (None, "inverse") else norm
+        row = params.get("_rows", (0, 0))[0]
         if self.sparsify == "trim":
-            return trim(delta, density, rescale=params["rescale"], rescale_norm=norm)
-        rng = tensor_rng(params["seed"], name, index)
+            cut = params["_trim"][index] if "_trim" in params else None
+            if cut is None:
+                return trim(delta, density, rescale=params["rescale"], rescale_norm=norm)
+            thr, quotas = cut
+            masked = np.where(trim_mask(delta, thr, quotas[row]), delta, np.float32(0))
+            return _rescale(delta, masked, density, None) if params["rescale"] else masked
+        rng = tensor_rng(params["seed"], name, index, row)
         if self.sparsify == "dare":
             return dare(delta, density, rng, rescale=params["rescale"], rescale_norm=norm)
         return magprune(delta, density, params["epsilon"][index], rng,
