@@ -42,6 +42,10 @@ class RunConfig(BaseModel):
     data: str | None = Field(None, description="training data (jsonl file or directory)")
     eval_data: str | None = None
     max_length: int = Field(512, gt=1, description="maximum tokens per sequence")
+    split: str = Field("949,50,1", description="train,valid,test document ratio of an indexed "
+                       "(.bin/.idx) pretraining dataset")
+    tokenizer_name_or_path: str | None = Field(None, description="tokenizer directory (default: "
+                                               "model_name_or_path)")
 
     # --- trainer (TrainingArguments names) ---
     output_dir: str = "output"
@@ -66,6 +70,8 @@ class RunConfig(BaseModel):
     bf16: bool = False
     fp16: bool = False
     seed: int = 42
+    resume: bool = Field(False, description="resume from the newest checkpoint in output_dir")
+    resume_from_checkpoint: str | None = Field(None, description="resume from this checkpoint")
 
     #: validated options contributed by the selected plugins, by plugin kind
     plugin_options: dict[str, Any] = Field(default_factory=dict, exclude=True)

@@ -9,13 +9,18 @@ DEMO_SIZE = {"hidden_size": 128, "intermediate_size": 352, "num_hidden_layers": 
              "num_attention_heads": 4, "num_key_value_heads": 2}
 
 
-def build_model(ctx: Any, *, vocab_size: int, demo: bool, tokenizer: Any = None):
-    """A causal LM for the run in ``ctx`` (float32; mixed precision is the loop's job)."""
+def build_model(ctx: Any, *, vocab_size: int, demo: bool, tokenizer: Any = None,
+                path: str | None = None):
+    """A causal LM for the run in ``ctx`` (float32; mixed precision is the loop's job).
+
+    Loaded from ``path`` (a checkpoint to resume), else ``--model_name_or_path``, else
+    built from the ``--model`` preset.
+    """
     from .auto import AutoModelForCausalLM, family_by_name
 
     config = ctx.config
-    if config.model_name_or_path:
-        return AutoModelForCausalLM.from_pretrained(config.model_name_or_path)
+    if path or config.model_name_or_path:
+        return AutoModelForCausalLM.from_pretrained(path or config.model_name_or_path)
     family = family_by_name(config.model)
     overrides: dict[str, Any] = {"vocab_size": vocab_size,
                                  "max_position_embeddings": max(config.max_length, 128)}

@@ -41,3 +41,20 @@ def save_checkpoint(output_dir: str | Path, step: int, write: Callable[[str], No
         for old in list_checkpoints(root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def resume_checkpoint(config) -> Path | None:
+    """The checkpoint a run resumes from: ``--resume_from_checkpoint``, or with ``--resume``
+    the newest in ``output_dir`` (None when there is none yet: the run starts fresh)."""
+    from ..errors import ConfigError
+
+    if config.resume_from_checkpoint:
+        path = Path(config.resume_from_checkpoint)
+        if not (path / "trainer_state.json").is_file():
+            raise ConfigError(f"--resume_from_checkpoint {path}: not a checkpoint folder "
+                              "(no trainer_state.json)")
+        return path
+    if config.resume:
+        found = list_checkpoints(config.output_dir)
+        return found[-1] if found else None
+    return None

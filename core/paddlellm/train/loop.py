@@ -17,6 +17,7 @@ import paddle
 
 from .checkpointing import save_checkpoint
 from .metrics import MetricsLogger
+from .state import load_training_state, save_training_state
 
 # step_loss(model, batch) -> (mean loss tensor, number of target tokens)
 StepLoss = Callable[[paddle.nn.Layer, dict], "tuple[paddle.Tensor, int]"]
@@ -67,15 +68,31 @@ def train(
     logger: MetricsLogger,
     evaluate: Evaluate | None = None,
     save: Callable[[str], None] | None = None,
+    resume_from: str | None = None,
 ) -> TrainState:
-    """Run ``total_steps`` optimizer steps over ``batches`` (which must not run dry)."""
+    """Run ``total_steps`` optimizer steps over ``batches`` (which must not run dry).
+
+    ``save(dir)`` writes the model (and tokenizer) of a checkpoint; the loop adds optimizer,
+    scheduler and trainer state. ``resume_from`` (a checkpoint folder, whose weights the
+    stage has already loaded) restores them and skips the batches already consumed. Random
+    state is re-seeded from ``seed + step`` every step, so a resumed run continues exactly
+    as an uninterrupted one would.
+    """
     state = TrainState()
     strategy = ctx.strategy
     accum = config.gradient_accumulation_steps
+    if resume_from is not None:
+        saved = load_training_state(resume_from, model, optimizer, scheduler)
+        state.step, state.tokens = saved["step"], saved["tokens"]
+        state.losses = list(saved.get("losses", []))
+        for _ in range(state.step * accum):
+            next(batches)
+        logger.truncate_after(state.step)
     model.train()
     window_tokens, window_start = 0, time.perf_counter()
-    logger.start(total_steps)
+    logger.start(total_steps, done=state.step)
     while state.step < total_steps:
+        paddle.seed(config.seed + state.step)
         step_loss_sum = 0.0
         for _ in range(accum):
             batch = next(batches)
@@ -104,8 +121,13 @@ def train(
             logger.log(metrics)
         if save is not None and state.step % config.save_steps == 0 and state.step < total_steps:
             if strategy.is_main_process:
-                save_checkpoint(config.output_dir, state.step, save,
-                                {"step": state.step, "tokens": state.tokens},
+                def write(directory: str) -> None:
+                    save(directory)
+                    save_training_state(directory, model, optimizer, scheduler)
+
+                save_checkpoint(config.output_dir, state.step, write,
+                                {"step": state.step, "tokens": state.tokens,
+                                 "losses": state.losses},
                                 keep=config.save_total_limit)
             strategy.barrier()
     logger.finish()

@@ -35,7 +35,15 @@ class MetricsLogger:
         if self.path and enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def start(self, total_steps: int) -> None:
+    def truncate_after(self, step: int) -> None:
+        """Forget records past ``step`` (a run resumed from the checkpoint at ``step``)."""
+        if not (self.enabled and self.path and self.path.is_file()):
+            return
+        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+    def start(self, total_steps: int, done: int = 0) -> None:
         if not self.enabled or not self.stream.isatty():
             return
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -43,7 +51,7 @@ class MetricsLogger:
 
         self._progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("{task.fields[info]}"), TimeRemainingColumn())
-        self._task = self._progress.add_task("train", total=total_steps, info="")
+        self._task = self._progress.add_task("train", total=total_steps, completed=done, info="")
         self._progress.start()
 
     def log(self, record: dict[str, Any]) -> None:
