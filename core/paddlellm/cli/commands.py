@@ -1,4 +1,4 @@
-"""The core's commands: ``plugins``, ``doctor`` and ``run``."""
+"""The core's commands: ``plugins``, ``doctor``, ``run``, ``kernels`` and ``preprocess``."""
 from __future__ import annotations
 
 import json
@@ -18,6 +18,7 @@ def add_core_commands(app: typer.Typer) -> None:
                           "help_option_names": ["-h", "--help"]},
     )(run)
     app.add_typer(kernels_app, name="kernels")
+    app.command("preprocess")(preprocess)
 
 
 def plugins(
@@ -77,6 +78,28 @@ def run(ctx: typer.Context) -> None:
 
     manager = get_plugin_manager()
     run_job(build_run_config(config, args, registry=manager.registry), manager)
+
+
+def preprocess(
+    input_path: str = typer.Option(..., "--input_path", help="corpus: .jsonl (one object per "
+                                   "line) or text (one document per line)"),
+    output_prefix: str = typer.Option(..., "--output_prefix",
+                                      help="writes PREFIX.bin and PREFIX.idx"),
+    model_name_or_path: str = typer.Option(..., "--model_name_or_path",
+                                           help="directory with the tokenizer to use"),
+    json_key: str = typer.Option("text", "--json_key", help="the text field of jsonl records"),
+    append_eos: bool = typer.Option(False, "--append_eos",
+                                    help="end every document with the EOS token"),
+    workers: int = typer.Option(1, "--workers", min=1, help="tokenizer processes"),
+) -> None:
+    """Tokenize a corpus into the indexed .bin/.idx pretraining format (PaddleNLP's)."""
+    from ..data.preprocess import preprocess as run_preprocess
+
+    stats = run_preprocess(input_path, output_prefix, model_name_or_path, json_key=json_key,
+                           append_eos=append_eos, workers=workers)
+    typer.echo(f"wrote {stats['documents']} documents, {stats['tokens']} tokens "
+               f"({stats['dtype']}) to {stats['bin']} and {stats['idx']}"
+               + (f"; skipped {stats['skipped']} empty" if stats["skipped"] else ""))
 
 
 kernels_app = typer.Typer(help="Attention kernels: check a kernel plugin against the reference.",

@@ -1,0 +1,142 @@
+"""``llm preprocess``: jsonl / text -> the ``.bin`` / ``.idx`` indexed pretraining format.
+
+The input is streamed: lines are read, tokenized (in ``workers`` processes, at most a few
+chunks in flight) and appended to ``<prefix>.bin`` in input order, so memory stays bounded by
+the chunk window plus 4 bytes per document. ``.jsonl`` / ``.json`` lines are objects with a
+string field ``json_key``; any other file is plain text with one document per line. Blank
+lines are skipped; a malformed line is a :class:`DataFormatError` naming file and line, and
+leaves no output behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import DataFormatError
+
+CHUNK_LINES = 512
+
+_worker_tokenizer = None  # set in each worker process
+
+
+def _documents(path: Path, lines: list[tuple[int, str]], json_key: str | None
+               ) -> list[tuple[int, str]]:
+    out = []
+    for lineno, line in lines:
+        if json_key is None:
+            out.append((lineno, line.rstrip("\r\n")))
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
+        if not isinstance(record, dict) or not isinstance(record.get(json_key), str):
+            raise DataFormatError(f"{path}:{lineno}: expected an object with a string "
+                                  f"'{json_key}' field")
+        out.append((lineno, record[json_key]))
+    return out
+
+
+def _encode_chunk(tokenizer, path: Path, lines: list[tuple[int, str]], json_key: str | None,
+                  eos: int | None) -> list[list[int]]:
+    docs = []
+    for _, text in _documents(path, lines, json_key):
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        if eos is not None:
+            ids = [*ids, eos]
+        docs.append(ids)
+    return docs
+
+
+def _init_worker(tokenizer_path: str) -> None:
+    global _worker_tokenizer
+    from ..tokenizer import AutoTokenizer
+
+    _worker_tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+
+
+def _encode_in_worker(args) -> list[list[int]] | DataFormatError:
+    try:
+        return _encode_chunk(_worker_tokenizer, *args)
+    except DataFormatError as exc:  # returned, so the parent raises it in input order
+        return exc
+
+
+def _chunks(path: Path, size: int) -> Iterator[list[tuple[int, str]]]:
+    chunk: list[tuple[int, str]] = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            chunk.append((lineno, line))
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
+def preprocess(input_path: str | os.PathLike, output_prefix: str | os.PathLike,
+               tokenizer_path: str | os.PathLike, *, json_key: str = "text",
+               append_eos: bool = False, workers: int = 1,
+               chunk_lines: int = CHUNK_LINES) -> dict[str, Any]:
+    """Tokenize ``input_path`` into ``<output_prefix>.bin/.idx``; returns the counts.
+
+    Documents that tokenize to nothing are skipped (counted in ``skipped``).
+    """
+    from ..tokenizer import AutoTokenizer
+    from .indexed import IndexedDatasetBuilder, best_dtype, data_path, index_path
+
+    path = Path(input_path)
+    if not path.is_file():
+        raise DataFormatError(f"input file not found: {path}")
+    key = json_key if path.suffix.lower() in (".jsonl", ".json") else None
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    eos = tokenizer.eos_token_id if append_eos else None
+    if append_eos and eos is None:
+        raise DataFormatError(f"--append_eos: the tokenizer at {tokenizer_path} has no EOS token")
+    dtype = best_dtype(len(tokenizer))
+    stats = {"documents": 0, "tokens": 0, "skipped": 0, "dtype": str(dtype.__name__),
+             "bin": str(data_path(output_prefix)), "idx": str(index_path(output_prefix))}
+
+    def results() -> Iterator[list[list[int]]]:
+        chunks = _chunks(path, chunk_lines)
+        if workers <= 1:
+            for chunk in chunks:
+                yield _encode_chunk(tokenizer, path, chunk, key, eos)
+            return
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # never fork a process that may hold Paddle threads
+        with ctx.Pool(workers, initializer=_init_worker,
+                      initargs=(os.fspath(tokenizer_path),)) as pool:
+            pending: deque = deque()
+            for chunk in chunks:
+                pending.append(pool.apply_async(_encode_in_worker, ((path, chunk, key, eos),)))
+                if len(pending) >= 2 * workers:  # bounded window keeps memory flat
+                    yield _unwrap(pending.popleft().get())
+            while pending:
+                yield _unwrap(pending.popleft().get())
+
+    with IndexedDatasetBuilder(output_prefix, dtype) as builder:
+        for docs in results():
+            for ids in docs:
+                if not ids:
+                    stats["skipped"] += 1
+                    continue
+                builder.add_document(ids)
+        stats["documents"], stats["tokens"] = builder.num_documents, builder.num_tokens
+    if stats["documents"] == 0:
+        for p in (data_path(output_prefix), index_path(output_prefix)):
+            p.unlink(missing_ok=True)
+        raise DataFormatError(f"{path}: no documents")
+    return stats
+
+
+def _unwrap(result):
+    if isinstance(result, Exception):
+        raise result
+    return result
