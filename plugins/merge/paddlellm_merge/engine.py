@@ -227,10 +227,11 @@ def merge(spec: MergeSpec, output_path: str, *, n_process: int = 1,
     input_indices = [i for i in range(len(sources)) if not (needs_base and is_base[i])]
 
     specs = getattr(method, "param_specs", None)
-    if specs is not None and not spec.strict:
-        valid = {s.name for s in specs}
-        spec.parameters = {k: v for k, v in spec.parameters.items() if k in valid}
-        params_per_model = [{k: v for k, v in (p or {}).items() if k in valid} or None
+    if specs is not None and spec.flag_params:  # flags the method does not take: dropped
+        keep = {s.name for s in specs} | (set(spec.parameters) - set(spec.flag_params))
+        spec.parameters = {k: v for k, v in spec.parameters.items() if k in keep}
+        params_per_model = [{k: v for k, v in (p or {}).items()
+                             if k in keep or k not in spec.flag_params} or None
                             for p in params_per_model]
     if specs is not None:
         check_known(specs, spec.parameters, "parameters", spec.merge_method)

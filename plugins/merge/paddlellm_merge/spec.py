@@ -43,9 +43,9 @@ class MergeSpec:
     parameters: dict[str, Any] = field(default_factory=dict)
     dtype: str | None = None  # output dtype (mergekit: working dtype, also the output's)
     out_dtype: str | None = None
-    #: False for specs built from PaddleNLP flags: parameters the method does not take
-    #: (e.g. ``--weight_list`` with slerp) are dropped instead of being an error
-    strict: bool = True
+    #: parameter names set by PaddleNLP-style flags: dropped when the method does not take
+    #: them (``--weight_list`` with slerp), where a YAML typo is an error
+    flag_params: list[str] = field(default_factory=list)
 
     def output_dtype(self) -> str | None:
         name = self.out_dtype or self.dtype
@@ -180,7 +180,6 @@ def spec_from_args(ns: argparse.Namespace) -> MergeSpec:
             spec.merge_method = ns.merge_method
         if ns.base_model_path:
             spec.base_model = ns.base_model_path
-        spec.strict = False  # flags may add parameters the YAML's method does not take
     else:
         paths = ns.model_path_list or (ns.model_path_str.split(",") if ns.model_path_str else None)
         if ns.lora_model_path:
@@ -192,7 +191,7 @@ def spec_from_args(ns: argparse.Namespace) -> MergeSpec:
         if len(paths) < 2:
             raise MergeError(f"--model_path_list needs at least two models, got {paths}")
         spec = MergeSpec(ns.merge_method or "linear", [ModelInput(p) for p in paths],
-                         ns.base_model_path, strict=False)
+                         ns.base_model_path)
         _apply_weights(spec, ns.weight_list)
     _apply_flags(spec, ns)
     return spec
@@ -207,10 +206,12 @@ def _apply_weights(spec: MergeSpec, weights: list[float] | None) -> None:
         raise MergeError(f"--weight_list has {len(weights)} values for {n} models")
     for m, w in zip(spec.models, weights):
         m.parameters = {**(m.parameters or {}), "weight": w}
+    spec.flag_params = sorted({*spec.flag_params, "weight", "normalize"})
 
 
 def _apply_flags(spec: MergeSpec, ns: argparse.Namespace) -> None:
     p = spec.parameters
+    before = dict(p)
     method = spec.merge_method
     if ns.normalize is not None:
         p["normalize"] = ns.normalize
@@ -232,6 +233,8 @@ def _apply_flags(spec: MergeSpec, ns: argparse.Namespace) -> None:
     if ns.dtype:
         spec.out_dtype = ns.dtype
         spec.output_dtype()
+    changed = {k for k in p if k not in before or before[k] != p[k]}
+    spec.flag_params = sorted({*spec.flag_params, *changed})
 
 
 def _lora_spec(ns: argparse.Namespace, paths: list[str] | None) -> MergeSpec:
@@ -242,7 +245,6 @@ def _lora_spec(ns: argparse.Namespace, paths: list[str] | None) -> MergeSpec:
     base = ns.base_model_path
     spec = MergeSpec(ns.merge_method or "linear",
                      [ModelInput(f"{base}+{a}") for a in ns.lora_model_path],
-                     base if (ns.merge_method or "linear") not in ("linear",) else None,
-                     strict=False)
+                     base if (ns.merge_method or "linear") not in ("linear",) else None)
     _apply_weights(spec, ns.weight_list)
     return spec

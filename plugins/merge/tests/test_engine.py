@@ -180,3 +180,17 @@ print("loaded", len(ref.files))
                          env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "loaded 39" in res.stdout
+
+
+def test_yaml_typos_are_errors_but_inapplicable_flags_are_dropped(tmp_path, quiet):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"merge_method: ties\nbase_model: {fx('base')}\nmodels:\n"
+                   f"  - model: {fx('m1')}\n    parameters: {{weight: 1, densty: 0.5}}\n")
+    with pytest.raises(MergeError, match="unknown parameter 'densty' in parameters of"):
+        run_merge_cli([str(cfg), "--output_path", str(tmp_path / "o"), "--seed", "3"], log=quiet)
+    # PaddleNLP passes every flag to every method: --weight_list/--reserve_p mean nothing to slerp
+    run_merge_cli(["--merge_method", "slerp", "--model_path_list", fx("base"), fx("m1"),
+                   "--weight_list", "1", "1", "--reserve_p", "0.3", "--slerp_alpha", "0.3",
+                   "--output_path", str(tmp_path / "s"), "--no-parity"], log=quiet)
+    merged = json.loads((tmp_path / "s" / "merge_config.json").read_text())
+    assert merged["parameters"] == {"t": 0.3}
