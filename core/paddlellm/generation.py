@@ -80,6 +80,8 @@ def make_config(model: Any = None, config: GenerationConfig | None = None,
     for key in ("eos_token_id", "pad_token_id"):
         if key not in kwargs and base.get(key) is None and model_config is not None:
             kwargs[key] = getattr(model_config, key, None)
+    if (kwargs.get("num_beams") or 1) > 1 and "decode_strategy" not in kwargs and not base:
+        kwargs["decode_strategy"] = "beam_search"  # as transformers: num_beams > 1 means beams
     if kwargs.get("decode_strategy") == "beam_search" or base.get("decode_strategy") == "beam_search":
         kwargs.setdefault("num_beams", base.get("num_beams") if base.get("num_beams", 1) > 1 else 4)
     return GenerationConfig(**{**base, **kwargs})

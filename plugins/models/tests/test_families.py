@@ -132,3 +132,43 @@ def test_llm_convert_checks_parity(tmp_path):
                                       "--dtype", "bfloat16", "--threshold", "1e-6"])
     assert strict.exit_code == 1
     assert "parity check FAILED" in strict.output
+
+
+def test_torch_bin_checkpoint_loads_and_converts(tmp_path):
+    from paddlellm.cli import build_app
+
+    ref = reference("gpt2")
+    model = AutoModelForCausalLM.from_pretrained(FIXTURES / "gpt2_bin")
+    assert rel_err(model(paddle.to_tensor(ref["single_ids"])).numpy(), ref["single_logits"]) <= 1e-5
+    result = CliRunner().invoke(build_app(), ["convert", str(FIXTURES / "gpt2_bin"), str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "model.safetensors").is_file()
+    assert not (tmp_path / "pytorch_model.bin").exists()
+
+
+def test_rope_configs_of_every_transformers_version():
+    from paddlellm_models.families.base import rope_from_hf
+
+    v4 = {"rope_theta": 500000.0, "max_position_embeddings": 131072,
+          "rope_scaling": {"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                           "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}
+    v5 = {"rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                              "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                              "original_max_position_embeddings": 8192}}
+    assert rope_from_hf(v4) == rope_from_hf(v5)
+    assert rope_from_hf(v4)[0] == 500000.0 and rope_from_hf(v4)[1]["rope_type"] == "llama3"
+    assert rope_from_hf({"rope_theta": 1e6, "rope_scaling": None}) == (1e6, None)
+    theta, yarn = rope_from_hf({"max_position_embeddings": 4096,
+                                "rope_scaling": {"rope_type": "yarn", "factor": 4.0}})
+    assert theta == 10000.0 and yarn["original_max_position_embeddings"] == 4096
+    with pytest.raises(ValueError, match="unsupported rope_type 'longrope'"):
+        from paddlellm_models import rope
+
+        rope.inv_freq(8, 1e4, {"rope_type": "longrope"}, 16)
+
+
+def test_dtype_aliases_and_errors():
+    model = AutoModelForCausalLM.from_config("qwen-tiny", dtype="bf16", vocab_size=64)
+    assert model.dtype == "bfloat16"
+    with pytest.raises(ValueError, match="not 'int8'"):
+        AutoModelForCausalLM.from_config("qwen-tiny", dtype="int8", vocab_size=64)

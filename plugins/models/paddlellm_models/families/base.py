@@ -72,8 +72,13 @@ class Family:
     # -- building --------------------------------------------------------------------------
     def build(self, config: ModelConfig, dtype: str = "float32", init: bool = True):
         """A :class:`~paddlellm_models.decoder.CausalLM` (random init unless ``init=False``)."""
+        from paddlellm.checkpoint import canonical_dtype
+
         from ..decoder import CausalLM, build_context
 
+        dtype = canonical_dtype(dtype)  # "bf16" -> "bfloat16"
+        if dtype not in ("float32", "bfloat16", "float16", "float64"):
+            raise ValueError(f"models are built in float32, bfloat16 or float16, not '{dtype}'")
         with build_context(dtype, init=init, std=config.initializer_range):
             return CausalLM(config, family=self)
 
