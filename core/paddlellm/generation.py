@@ -65,7 +65,8 @@ _ALIASES = {"do_sample": None, "stop_token_ids": "eos_token_id", "stop": "stop_s
 
 def make_config(model: Any = None, config: GenerationConfig | None = None,
                 **kwargs: Any) -> GenerationConfig:
-    """A config from explicit options, defaulting eos/pad to the model config's ids."""
+    """A config from explicit options; eos/pad default to the model's ``generation_config``
+    (``generation_config.json``), then to its config."""
     if kwargs.pop("do_sample", None):
         kwargs.setdefault("decode_strategy", "sampling")
     if "stop_token_ids" in kwargs:
@@ -77,9 +78,13 @@ def make_config(model: Any = None, config: GenerationConfig | None = None,
                         f"valid: {', '.join(sorted(names))}")
     base = dataclasses.asdict(config) if config is not None else {}
     model_config = getattr(model, "config", None)
+    model_defaults = getattr(model, "generation_config", None) or {}  # generation_config.json
     for key in ("eos_token_id", "pad_token_id"):
-        if key not in kwargs and base.get(key) is None and model_config is not None:
-            kwargs[key] = getattr(model_config, key, None)
+        if key not in kwargs and base.get(key) is None:
+            if model_defaults.get(key) is not None:
+                kwargs[key] = model_defaults[key]
+            elif model_config is not None:
+                kwargs[key] = getattr(model_config, key, None)
     if (kwargs.get("num_beams") or 1) > 1 and "decode_strategy" not in kwargs and not base:
         kwargs["decode_strategy"] = "beam_search"  # as transformers: num_beams > 1 means beams
     if kwargs.get("decode_strategy") == "beam_search" or base.get("decode_strategy") == "beam_search":

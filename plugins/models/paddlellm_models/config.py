@@ -84,6 +84,23 @@ class ModelConfig:
         if self.norm not in ("rms", "layer"):
             raise ValueError(f"unknown norm '{self.norm}'")
 
+    # transformers' names, read-only, for code written against HF configs
+    @property
+    def num_hidden_layers(self) -> int:
+        return self.num_layers
+
+    @property
+    def num_attention_heads(self) -> int:
+        return self.num_heads
+
+    @property
+    def num_key_value_heads(self) -> int:
+        return self.num_kv_heads
+
+    @property
+    def tie_word_embeddings(self) -> bool:
+        return self.tie_embeddings
+
     def is_moe_layer(self, index: int) -> bool:
         return self.num_experts > 0 and index not in self.dense_layers
 

@@ -273,6 +273,8 @@ class CausalLM(nn.Layer):
     def __init__(self, config: ModelConfig, family: Any = None) -> None:
         super().__init__()
         self.config, self.family = config, family
+        #: defaults from ``generation_config.json`` (eos/pad/bos ids) when loaded from disk
+        self.generation_config: dict[str, Any] = {}
         self.model = DecoderModel(config)
         if not config.tie_embeddings:
             self.lm_head = linear(config.embed_proj_dim or config.hidden_size, config.vocab_size, False)
@@ -318,7 +320,7 @@ class CausalLM(nn.Layer):
                 dtype=str(x.dtype).replace("paddle.", ""), head_dim=c.head_dim, causal=True,
                 padding_mask=attention_mask is not None, sliding_window=c.sliding_window is not None,
                 alibi=self._alibi is not None, cache="contiguous" if cache is not None else "none",
-                training=self.training)),
+                training=paddle.is_grad_enabled())),
         }
         for i, layer in enumerate(m.layers):
             x = layer(x, ctx, cache[i] if cache is not None else None)

@@ -17,6 +17,7 @@ import paddle.nn as nn
 from . import _ckpt
 
 _FLOAT = ("float16", "bfloat16", "float32", "float64")
+GENERATION_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
 def linear_weight_names(model: nn.Layer) -> set[str]:
@@ -31,6 +32,10 @@ def load_pretrained(family: Any, path: str | os.PathLike, dtype: str = "float32"
     config = family.config_from_hf(hf)
     model = family.build(config, dtype=dtype, init=False)
     load_hf_weights(model, path)
+    gen_path = Path(path) / "generation_config.json"
+    if gen_path.is_file():
+        gen = _ckpt.read_json(gen_path)
+        model.generation_config = {k: gen[k] for k in GENERATION_KEYS if gen.get(k) is not None}
     model.eval()
     return model
 
@@ -93,7 +98,7 @@ def save_pretrained(model: nn.Layer, directory: str | os.PathLike, *, max_shard_
                                   metadata={"format": "pt"}, dtype=dtype)
     hf = {**family.config_to_hf(config), "dtype": dtype, "torch_dtype": dtype}
     (directory / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
-    gen = {k: getattr(config, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")
-           if getattr(config, k) is not None}
+    gen = {k: getattr(config, k) for k in GENERATION_KEYS if getattr(config, k) is not None}
+    gen.update(getattr(model, "generation_config", None) or {})
     (directory / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
     return [str(f) for f in files]

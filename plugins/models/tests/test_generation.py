@@ -117,3 +117,22 @@ def test_options_are_validated():
 def test_eos_defaults_to_the_model_config(load):
     model = load("llama")
     assert make_config(model).eos_token_id == model.config.eos_token_id
+
+
+def test_generation_config_json_sets_default_eos(tmp_path):
+    import json
+    import shutil
+
+    from models_testutil import FIXTURES
+    from paddlellm import AutoModelForCausalLM
+
+    ref = reference("llama")
+    shutil.copytree(FIXTURES / "llama", tmp_path / "m")
+    eos = int(ref["greedy_single"][0, 1])
+    (tmp_path / "m" / "generation_config.json").write_text(json.dumps({"eos_token_id": [eos, 10**6]}))
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    out = model.generate(ref["single_ids"], max_new_tokens=8).numpy()[0, T:]
+    assert out.tolist() == ref["greedy_single"][0, :2].tolist()
+    model.save_pretrained(tmp_path / "saved")
+    saved = json.loads((tmp_path / "saved" / "generation_config.json").read_text())
+    assert saved["eos_token_id"] == [eos, 10**6]
