@@ -85,6 +85,7 @@ def main() -> None:
     base_cmd = [llm, "merge", "--no-parity", "--model_path_list", paths["a"], paths["b"]]
     runs = [("linear", []), ("ties", ["--base_model_path", paths["base"]]),
             ("dare_ties", ["--base_model_path", paths["base"]]),
+            ("della", ["--base_model_path", paths["base"]]), ("slerp", []),
             ("linear", ["--n_process", "2"])]
     print(f"{'method':<22}{'peak RSS MB':>12}{'wall s':>8}")
     for method, extra in runs:

@@ -125,13 +125,11 @@ class _Job:
         step = max(1, self.chunk_elements // (numel // shape[0]))
         bounds = [(r, min(r + step, shape[0])) for r in range(0, shape[0], step)]
         if hasattr(self.method, "prepare"):
-            params = self.method.prepare(name, params, bounds, lambda i, r0, r1: self._delta(
-                name, i, r0, r1))
+            params = self.method.prepare(name, params, bounds,
+                                         lambda r0, r1: self._rows(name, r0, r1))
         out = None
         for r0, r1 in bounds:
-            tensors = [self.sources[i].get_rows(name, r0, r1) for i in self.input_indices]
-            base = (self.sources[self.base_index].get_rows(name, r0, r1)
-                    if self.base_index is not None else None)
+            tensors, base = self._rows(name, r0, r1)
             block = to_storage(self._finite(name, self.method.merge_tensor(
                 name, tensors, base, {**params, "_rows": (r0, r1)})), out_dtype)
             if out is None:
@@ -139,10 +137,12 @@ class _Job:
             out[r0:r1] = block
         return out
 
-    def _delta(self, name: str, i: int, r0: int, r1: int) -> np.ndarray:
-        """Rows ``r0:r1`` of input ``i``'s task vector (input minus base)."""
-        x = self.sources[self.input_indices[i]].get_rows(name, r0, r1)
-        return x - self.sources[self.base_index].get_rows(name, r0, r1)
+    def _rows(self, name: str, r0: int, r1: int):
+        """Rows ``r0:r1`` of the method's inputs and of the base (``None`` without one)."""
+        tensors = [self.sources[i].get_rows(name, r0, r1) for i in self.input_indices]
+        base = (self.sources[self.base_index].get_rows(name, r0, r1)
+                if self.base_index is not None else None)
+        return tensors, base
 
     @staticmethod
     def _finite(name: str, merged: np.ndarray) -> np.ndarray:
@@ -156,7 +156,6 @@ _WORKER_JOB: _Job | None = None
 
 def _worker_init(job: _Job) -> None:
     global _WORKER_JOB
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     _WORKER_JOB = job
 
 

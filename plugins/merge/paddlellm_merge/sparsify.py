@@ -105,7 +105,9 @@ def magprune_probs(delta: np.ndarray, density: float, epsilon: float) -> np.ndar
     ``[density - epsilon, density + epsilon]`` (smallest magnitude -> lowest)."""
     rows = delta.reshape(1, -1) if delta.ndim < 2 else delta.reshape(delta.shape[0], -1)
     n = rows.shape[1]  # rows: (R, n)
-    ranks = np.argsort(np.argsort(np.abs(rows), axis=1, kind="stable"), axis=1, kind="stable")
+    order = np.argsort(np.abs(rows), axis=1, kind="stable")  # (R, n): ascending magnitude
+    ranks = np.empty(rows.shape, dtype=np.int64)
+    np.put_along_axis(ranks, order, np.arange(n, dtype=np.int64)[None, :], axis=1)
     rank_norm = ranks.astype(np.float32) / np.float32(max(n - 1, 1)) if n > 1 else \
         np.full(rows.shape, 0.5, dtype=np.float32)
     probs = np.float32(density - epsilon) + rank_norm * np.float32(2 * epsilon)

@@ -21,7 +21,7 @@ def _ties():
                               ModelInput(fx("m2"), {"weight": 0.9, "density": 0.3})], fx("base"))
 
 
-def test_blockwise_ties_linear_task_arithmetic_match_references(tmp_path, small_blocks):
+def test_blockwise_ties_linear_slerp_lora_match_references(tmp_path, small_blocks):
     log = lambda s: None  # noqa: E731
     merge(_ties(), str(tmp_path / "ties"), log=log)
     assert_state_close(read_all(str(tmp_path / "ties")), expected("ties"))
@@ -29,6 +29,9 @@ def test_blockwise_ties_linear_task_arithmetic_match_references(tmp_path, small_
                                ModelInput(fx("m2"), {"weight": 0.7})]), str(tmp_path / "lin"),
           log=log)
     assert_state_close(read_all(str(tmp_path / "lin")), expected("linear"))
+    merge(MergeSpec("slerp", [ModelInput(fx("base")), ModelInput(fx("m1"))], None, {"t": 0.3}),
+          str(tmp_path / "slerp"), log=log)
+    assert_state_close(read_all(str(tmp_path / "slerp")), expected("slerp_mergekit"))
     merge(MergeSpec("linear", [ModelInput(fx("base") + "+" + fx("lora_a1"), {"weight": 1})]),
           str(tmp_path / "lora"), log=log)
     assert_state_close(read_all(str(tmp_path / "lora")), expected("lora_a1_merged"), atol=1e-5)
@@ -45,7 +48,7 @@ def test_trim_ties_at_the_cutoff_keep_exactly_k_in_row_major_order(tmp_path, sma
     whole = TIES.merge_tensor("w", [x], base, {**params, "_rows": (0, 30)})
     assert np.count_nonzero(whole) == 150
     bounds = [(r, min(r + 7, 30)) for r in range(0, 30, 7)]
-    p = TIES.prepare("w", params, bounds, lambda i, r0, r1: x[r0:r1] - base[r0:r1])
+    p = TIES.prepare("w", params, bounds, lambda r0, r1: ([x[r0:r1]], base[r0:r1]))
     blocks = np.concatenate([TIES.merge_tensor("w", [x[a:b]], base[a:b], {**p, "_rows": (a, b)})
                              for a, b in bounds])
     np.testing.assert_array_equal(blocks, whole)

@@ -74,11 +74,17 @@ class TaskVectorMerge:
                     and params.get("rescale_norm") not in (None, "inverse"))
 
     def prepare(self, name: str, params: Mapping[str, Any], bounds: list[tuple[int, int]],
-                read_delta) -> dict:
+                read) -> dict:
         """Before a row-block merge, TIES needs each delta's global top-k cut-off: one pass
         collects ``|delta|`` into a scratch buffer (one tensor), a second counts, per block,
-        how many entries at the cut-off each block keeps (the first ones in row-major order)."""
+        how many entries at the cut-off each block keeps (the first ones in row-major order).
+        ``read(r0, r1)`` gives the blocks ``(inputs, base)``."""
         params = dict(params)
+
+        def read_delta(i, r0, r1):
+            tensors, base = read(r0, r1)
+            return tensors[i] - base
+
         if self.sparsify != "trim":
             return params
         cuts = []
