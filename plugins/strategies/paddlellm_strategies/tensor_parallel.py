@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from paddlellm.errors import ConfigError
+from paddlellm.errors import ConfigError, PaddleLLMError
 
 from . import _dist
 
@@ -65,8 +65,12 @@ def parallelize_plan(model, degree: int) -> dict[str, Any]:
     return plan
 
 
+class CollectiveSaveError(PaddleLLMError, RuntimeError):
+    """A tensor-parallel model was saved from one process (saving needs all of them)."""
+
+
 def _single_process_save_error(*args: Any, **kwargs: Any) -> None:
-    raise RuntimeError(
+    raise CollectiveSaveError(
         "a tensor-parallel model's weights are split over processes: save it with "
         "TensorParallelStrategy.save_pretrained(model, directory) called on every process "
         "(llm run's stages save on process 0 only, so they cannot write tensor-parallel "

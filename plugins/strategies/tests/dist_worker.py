@@ -77,6 +77,13 @@ def main(name: str, out: str) -> None:
         losses, weights = train(strategy, data, optimizer_name)
         result[f"{optimizer_name}_losses"] = losses
         result.update({f"{optimizer_name}/{k}": v for k, v in weights.items()})
+    if name == "tensor_parallel":  # a one-process save of split weights is refused
+        from paddlellm_strategies.tensor_parallel import CollectiveSaveError
+
+        try:
+            model.save_pretrained(os.path.join(out, "refused"))
+        except CollectiveSaveError:
+            result["save_refused"] = np.ones(1)
     if hasattr(strategy, "save_pretrained"):  # collective: every process calls it
         strategy.save_pretrained(model, os.path.join(out, "checkpoint"))
     if strategy.is_main_process:

@@ -78,6 +78,7 @@ def test_tensor_parallel_two_processes_equal_one_process(single, tmp_path):
     np.testing.assert_allclose(tp["adamw_losses"], single["adamw_losses"], atol=1e-4)
     assert _max_diff(_weights(tp, "adamw"), _weights(single, "adamw")) < 1e-3
 
+    assert tp["save_refused"][0] == 1 and not (tmp_path / "refused").exists()
     # the collective save wrote the full (unsplit) weights: they load as a plain model
     from paddlellm.auto import AutoModelForCausalLM
 
