@@ -258,6 +258,10 @@ def merge(spec: MergeSpec, output_path: str, *, n_process: int = 1,
     if os.path.abspath(output_path) in {os.path.abspath(r) for r in refs}:
         raise MergeError(f"--output_path '{output_path}' is one of the inputs")
     parse_size(max_shard_size)
+    files_from = sources[base_index if base_index is not None else 0].config_dir
+    for fname in copy_file_list or ():
+        if not os.path.isfile(os.path.join(files_from, fname)):
+            raise MergeError(f"--copy_file_list: '{fname}' not found in {files_from}")
     job = _Job(method, sources, base_index, input_indices)
     layout = [(n, tuple(sources[0].shape(n)), d) for n, _, d in plan]
     log(f"merging {len(plan)} tensors of {len(sources)} checkpoints with "
@@ -273,8 +277,7 @@ def merge(spec: MergeSpec, output_path: str, *, n_process: int = 1,
             feeder = _OrderedFeeder(pool, plan, window=2 * n_process)
             files = write_streaming(output_path, layout, feeder.next_result,
                                     max_shard_size=max_shard_size, prefix=prefix, metadata=meta)
-    _copy_files(sources[base_index if base_index is not None else 0].config_dir, output_path,
-                copy_file_list, out_dtype)
+    _copy_files(files_from, output_path, copy_file_list, out_dtype)
     with open(os.path.join(output_path, "merge_config.json"), "w") as f:
         json.dump(spec.to_dict(), f, indent=2)
     total = sum(nbytes_of(tuple(sources[0].shape(n)), d) for n, _, d in plan)
@@ -287,9 +290,7 @@ def merge(spec: MergeSpec, output_path: str, *, n_process: int = 1,
 def _copy_files(src_dir: str, out_dir: str, extra: list[str] | None, out_dtype: str | None) -> None:
     for fname in (*COPY_FILES, *(extra or ())):
         src = os.path.join(src_dir, fname)
-        if os.path.isdir(src) or not os.path.exists(src):
-            if fname in (extra or ()):
-                raise MergeError(f"--copy_file_list: '{fname}' not found in {src_dir}")
+        if not os.path.isfile(src):
             continue
         shutil.copyfile(src, os.path.join(out_dir, fname))
     cfg_path = os.path.join(out_dir, "config.json")

@@ -194,3 +194,32 @@ def test_yaml_typos_are_errors_but_inapplicable_flags_are_dropped(tmp_path, quie
                    "--output_path", str(tmp_path / "s"), "--no-parity"], log=quiet)
     merged = json.loads((tmp_path / "s" / "merge_config.json").read_text())
     assert merged["parameters"] == {"t": 0.3}
+
+
+def test_pytorch_bin_input_is_read_without_torch(tmp_path, quiet):
+    merge(MergeSpec("linear", [ModelInput(fx("m1"), {"weight": 0.3}),
+                               ModelInput(fx("m2_bin"), {"weight": 0.7})]),
+          str(tmp_path / "o"), log=quiet)
+    from merge_testutil import assert_state_close
+
+    assert_state_close(read_all(str(tmp_path / "o")), expected("linear"))
+    assert "torch" not in sys.modules
+
+
+def test_files_copied_from_the_base(tmp_path, quiet):
+    base = tmp_path / "base"
+    shutil.copytree(fx("base"), base)
+    (base / "tokenizer.json").write_text("{}")
+    (base / "tokenizer_config.json").write_text("{}")
+    (base / "NOTES.txt").write_text("hello")
+    out = tmp_path / "o"
+    run_merge_cli(["--merge_method", "task_arithmetic", "--base_model_path", str(base),
+                   "--model_path_list", fx("m1"), fx("m2"), "--copy_file_list", "NOTES.txt",
+                   "--output_path", str(out), "--no-parity"], log=quiet)
+    for f in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+              "NOTES.txt", "merge_config.json", "model.safetensors"):
+        assert (out / f).exists(), f
+    with pytest.raises(MergeError, match="--copy_file_list: 'MISSING.txt' not found"):
+        run_merge_cli(["--model_path_list", fx("m1"), fx("m2"), "--copy_file_list", "MISSING.txt",
+                       "--output_path", str(tmp_path / "p"), "--no-parity"], log=quiet)
+    assert not (tmp_path / "p").exists()  # checked before anything is written
