@@ -45,6 +45,7 @@ class ModelConfig:
     parallel_residual: bool = False  # x + attn(norm1(x)) + mlp(norm2(x)) (GPT-J/NeoX)
     attention_scale: float | None = None  # None: head_dim ** -0.5
     sliding_window: int | None = None
+    full_attention_layers: list[int] = field(default_factory=list)  # layers without the window
 
     # positions
     position: Position = "rope"

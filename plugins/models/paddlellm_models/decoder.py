@@ -279,8 +279,11 @@ class CausalLM(nn.Layer):
         if not config.tie_embeddings:
             self.lm_head = linear(config.embed_proj_dim or config.hidden_size, config.vocab_size, False)
         self._rotary = Rotary(config) if config.position == "rope" else None
-        self._alibi = (paddle.to_tensor(alibi_slopes(config.num_heads))
-                       if config.position == "alibi" else None)
+        if config.position == "alibi":  # a buffer, so it follows the model across devices
+            self.register_buffer("alibi_slopes", paddle.to_tensor(alibi_slopes(config.num_heads)),
+                                 persistable=False)
+        else:
+            self.alibi_slopes = None
 
     # -- forward ---------------------------------------------------------------------------
     def positions(self, batch: int, length: int, attention_mask: paddle.Tensor | None,
@@ -315,14 +318,17 @@ class CausalLM(nn.Layer):
             "rope": self._rotary(position_ids, x.dtype) if self._rotary is not None else None,
             "mask": attention_mask,
             "window": c.sliding_window,
-            "alibi": self._alibi,
+            "alibi": self.alibi_slopes,
             "kernel": get_attention_kernel(AttentionSpec(
                 dtype=str(x.dtype).replace("paddle.", ""), head_dim=c.head_dim, causal=True,
                 padding_mask=attention_mask is not None, sliding_window=c.sliding_window is not None,
-                alibi=self._alibi is not None, cache="contiguous" if cache is not None else "none",
+                alibi=self.alibi_slopes is not None, cache="contiguous" if cache is not None else "none",
                 training=paddle.is_grad_enabled())),
         }
+        full = c.full_attention_layers
         for i, layer in enumerate(m.layers):
+            if full:
+                ctx["window"] = None if i in full else c.sliding_window
             x = layer(x, ctx, cache[i] if cache is not None else None)
         if c.final_norm:
             x = m.norm(x)

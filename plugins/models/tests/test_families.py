@@ -72,6 +72,15 @@ def test_build_from_preset_trains(name):
     assert sum(g is not None and float(g.abs().sum()) > 0 for g in grads) > 0.9 * len(grads)
 
 
+def test_qwen2_sliding_window_layers():
+    config = family_by_name("qwen2").config_from_hf(_hf("qwen2"))
+    assert config.sliding_window == 6 and config.full_attention_layers == [0]
+    legacy = {k: v for k, v in _hf("qwen2").items() if k != "layer_types"}
+    assert family_by_name("qwen2").config_from_hf(legacy) == config
+    off = family_by_name("qwen2").config_from_hf({**legacy, "use_sliding_window": False})
+    assert off.sliding_window is None and off.full_attention_layers == []
+
+
 def test_checkpoint_errors_name_the_tensor(tmp_path):
     from paddlellm.checkpoint import CheckpointReader, save_state_dict
 
@@ -89,9 +98,6 @@ def test_checkpoint_errors_name_the_tensor(tmp_path):
     save_state_dict({k: v for k, v in state.items() if k != "model.norm.weight"}, tmp_path / "missing")
     with pytest.raises(KeyError, match="lacks 1 tensors, e.g. model.norm.weight"):
         AutoModelForCausalLM.from_pretrained(tmp_path / "missing")
-    hf = {**_hf("qwen2"), "use_sliding_window": True, "max_window_layers": 1}
-    with pytest.raises(ValueError, match="sliding windows on only some layers"):
-        family_by_name("qwen2").config_from_hf(hf)
 
 
 def test_cli_does_not_import_paddle():

@@ -57,6 +57,8 @@ def test_beam_search_matches_transformers(name, load):
 
 @pytest.mark.parametrize("name,change", [
     ("mistral", {"sliding_window": None}),
+    ("qwen2", {"full_attention_layers": []}),
+    ("qwen2", {"sliding_window": None}),
     ("llama_rope_dynamic", {"rope_scaling": None}),
     ("llama_rope_yarn", {"rope_scaling": None}),
     ("llama_rope_llama3", {"rope_scaling": None}),

@@ -7,13 +7,32 @@ from ..config import ModelConfig
 from .llama import LlamaLikeFamily, _llama
 
 
-def qwen_window(hf: Mapping[str, Any]) -> int | None:
-    if not hf.get("use_sliding_window", False):
-        return None
-    if hf.get("max_window_layers", 0) < hf["num_hidden_layers"]:
-        raise ValueError("Qwen2 checkpoints with sliding windows on only some layers "
-                         "(max_window_layers < num_hidden_layers) are not supported")
-    return hf.get("sliding_window")
+def qwen_window(hf: Mapping[str, Any]) -> dict[str, Any]:
+    """``sliding_window`` / ``full_attention_layers`` from ``use_sliding_window``,
+    ``max_window_layers`` (layers from it on slide) or transformers 5's ``layer_types``."""
+    window = hf.get("sliding_window") if hf.get("use_sliding_window", False) else None
+    layers = hf["num_hidden_layers"]
+    if window is None:
+        return {"sliding_window": None, "full_attention_layers": []}
+    types = hf.get("layer_types")
+    if types:
+        full = [i for i, t in enumerate(types) if t != "sliding_attention"]
+    else:
+        full = list(range(min(hf.get("max_window_layers", layers), layers)))
+    if len(full) == layers:
+        return {"sliding_window": None, "full_attention_layers": []}
+    return {"sliding_window": window, "full_attention_layers": full}
+
+
+def qwen_window_to_hf(c: ModelConfig) -> dict[str, Any]:
+    full = set(c.full_attention_layers) if c.sliding_window is not None else set(range(c.num_layers))
+    prefix = 0
+    while prefix in full:
+        prefix += 1
+    return {"use_sliding_window": c.sliding_window is not None, "sliding_window": c.sliding_window,
+            "max_window_layers": prefix,
+            "layer_types": ["full_attention" if i in full else "sliding_attention"
+                            for i in range(c.num_layers)]}
 
 
 class Qwen2Family(LlamaLikeFamily):
@@ -44,14 +63,10 @@ class Qwen2Family(LlamaLikeFamily):
     }
 
     def config_from_hf(self, hf: Mapping[str, Any]) -> ModelConfig:
-        return ModelConfig(**{**self.common_from_hf(hf), "out_bias": False,
-                              "sliding_window": qwen_window(hf)})
+        return ModelConfig(**{**self.common_from_hf(hf), "out_bias": False, **qwen_window(hf)})
 
     def config_to_hf(self, c: ModelConfig) -> dict[str, Any]:
-        out = self.common_to_hf(c)
-        out.update(use_sliding_window=c.sliding_window is not None,
-                   sliding_window=c.sliding_window, max_window_layers=c.num_layers)
-        return out
+        return {**self.common_to_hf(c), **qwen_window_to_hf(c)}
 
 
 family = Qwen2Family()

@@ -5,7 +5,7 @@ from typing import Any, Mapping
 
 from ..config import ModelConfig
 from .llama import LLAMA_RULES, LlamaLikeFamily, _llama
-from .qwen2 import qwen_window
+from .qwen2 import qwen_window, qwen_window_to_hf
 
 RULES = LLAMA_RULES + tuple(
     (f"model.layers.{{i}}.mlp.{m}", f"model.layers.{{i}}.mlp.{m}") for m in (
@@ -43,7 +43,7 @@ class Qwen2MoeFamily(LlamaLikeFamily):
         only = set(hf.get("mlp_only_layers") or [])
         dense = [i for i in range(layers) if i in only or (i + 1) % step != 0]
         return ModelConfig(**{
-            **self.common_from_hf(hf), "out_bias": False, "sliding_window": qwen_window(hf),
+            **self.common_from_hf(hf), "out_bias": False, **qwen_window(hf),
             "num_experts": hf.get("num_experts", 60),
             "num_experts_per_tok": hf.get("num_experts_per_tok", 4),
             "moe_intermediate_size": hf.get("moe_intermediate_size", 1408),
@@ -57,8 +57,7 @@ class Qwen2MoeFamily(LlamaLikeFamily):
                    moe_intermediate_size=c.moe_intermediate_size, norm_topk_prob=c.norm_topk_prob,
                    shared_expert_intermediate_size=c.shared_expert_intermediate_size,
                    decoder_sparse_step=1, mlp_only_layers=list(c.dense_layers),
-                   use_sliding_window=c.sliding_window is not None,
-                   sliding_window=c.sliding_window, max_window_layers=c.num_layers)
+                   **qwen_window_to_hf(c))
         return out
 
 
