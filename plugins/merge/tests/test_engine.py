@@ -223,3 +223,12 @@ def test_files_copied_from_the_base(tmp_path, quiet):
         run_merge_cli(["--model_path_list", fx("m1"), fx("m2"), "--copy_file_list", "MISSING.txt",
                        "--output_path", str(tmp_path / "p"), "--no-parity"], log=quiet)
     assert not (tmp_path / "p").exists()  # checked before anything is written
+
+
+def test_merging_imports_neither_paddle_nor_torch(tmp_path):
+    code = (f"import sys; from paddlellm_merge.cli import run_merge_cli; run_merge_cli(["
+            f"'--merge_method', 'della', '--base_model_path', {fx('base')!r}, '--model_path_list', "
+            f"{fx('m1')!r}, {fx('m2')!r}, '--output_path', {str(tmp_path / 'o')!r}, '--no-parity'],"
+            f" log=lambda s: None); print('paddle' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False False", out.stderr
