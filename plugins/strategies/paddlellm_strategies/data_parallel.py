@@ -35,7 +35,12 @@ def _wrapper_class():
 
     class DataParallelModel(paddle.DataParallel):
         """``paddle.DataParallel`` that also answers the wrapped model's own attributes
-        (``save_pretrained``, ``generate``, ``config``...), so stages need not unwrap it."""
+        (``save_pretrained``, ``generate``, ``config``...), so stages need not unwrap it, and
+        names parameters as the model does (no ``_layers.`` prefix), so optimizer states and
+        weight-decay rules keyed by name are the same as with ``single``."""
+
+        def named_parameters(self, prefix: str = "", include_sublayers: bool = True):
+            return self._layers.named_parameters(prefix=prefix, include_sublayers=include_sublayers)
 
         def __getattr__(self, name: str) -> Any:
             try:

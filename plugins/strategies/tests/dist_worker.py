@@ -70,6 +70,8 @@ def main(name: str, out: str) -> None:
     result: dict[str, np.ndarray] = {}
 
     model = strategy.wrap_model(build())
+    # parameter names (optimizer-state keys on disk) are the unwrapped model's
+    result["names"] = np.asarray([n for n, _ in model.named_parameters()])
     result.update({f"init/{k}": v for k, v in full_weights(strategy, model).items()})
     with paddle.no_grad():
         result["logits"] = np.asarray(model(paddle.to_tensor(data[:2])).numpy())  # (2, T, V)

@@ -58,6 +58,7 @@ def _max_diff(a: dict, b: dict) -> float:
 def test_data_parallel_two_processes_batch_b_equal_one_process_batch_2b(single, tmp_path):
     launch([str(WORKER), "data_parallel", str(tmp_path)], tmp_path)
     dp = dict(np.load(tmp_path / "data_parallel.npz"))
+    assert list(dp["names"]) == list(single["names"])  # no DataParallel "_layers." prefix
     # SGD is linear in the gradient: averaged gradients of b + b == gradient of 2b
     np.testing.assert_allclose(dp["sgd_losses"], single["sgd_losses"], atol=1e-5)
     assert _max_diff(_weights(dp, "sgd"), _weights(single, "sgd")) < 1e-5
