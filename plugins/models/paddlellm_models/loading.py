@@ -84,6 +84,16 @@ def torch_layout_state(model: nn.Layer) -> dict[str, np.ndarray]:
     return state
 
 
+def check_expressible(family: Any, config: Any, hf: dict[str, Any]) -> None:
+    """Refuse to save a config the family's ``config.json`` cannot describe (it would load wrong)."""
+    back = family.config_from_hf(hf)
+    lost = [f"{k}={getattr(config, k)!r}" for k in config.to_dict()
+            if getattr(back, k) != getattr(config, k)]
+    if lost:
+        raise ValueError(f"a {family.name} config.json cannot express {', '.join(lost)}; "
+                         "save this model under a family that has these features")
+
+
 def save_pretrained(model: nn.Layer, directory: str | os.PathLike, *, max_shard_size: str = "5GB",
                     dtype: str | None = None) -> list[str]:
     """``config.json``, ``generation_config.json`` and safetensors weights in HF layout."""
@@ -91,12 +101,13 @@ def save_pretrained(model: nn.Layer, directory: str | os.PathLike, *, max_shard_
     dtype = dtype or model.dtype
     if dtype not in _FLOAT:
         raise ValueError(f"cannot save in dtype '{dtype}'; choose one of {', '.join(_FLOAT)}")
+    hf = {**family.config_to_hf(config), "dtype": dtype, "torch_dtype": dtype}
+    check_expressible(family, config, hf)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = family.to_hf_state(torch_layout_state(model), config)
     files = _ckpt.save_state_dict(state, directory, max_shard_size=max_shard_size,
                                   metadata={"format": "pt"}, dtype=dtype)
-    hf = {**family.config_to_hf(config), "dtype": dtype, "torch_dtype": dtype}
     (directory / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
     gen = {k: getattr(config, k) for k in GENERATION_KEYS if getattr(config, k) is not None}
     gen.update(getattr(model, "generation_config", None) or {})

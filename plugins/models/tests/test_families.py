@@ -178,3 +178,11 @@ def test_dtype_aliases_and_errors():
     assert model.dtype == "bfloat16"
     with pytest.raises(ValueError, match="not 'int8'"):
         AutoModelForCausalLM.from_config("qwen-tiny", dtype="int8", vocab_size=64)
+
+
+def test_save_refuses_what_the_family_cannot_express(tmp_path):
+    family = family_by_name("llama")
+    model = family.build(family.config_for("llama", vocab_size=64).replace(sliding_window=8))
+    with pytest.raises(ValueError, match="a llama config.json cannot express sliding_window=8"):
+        model.save_pretrained(tmp_path / "out")
+    assert not (tmp_path / "out").exists()
