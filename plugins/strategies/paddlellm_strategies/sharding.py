@@ -60,6 +60,10 @@ def _proxy_class():
         def forward(self, *args, **kwargs):
             return self.inner(*args, **kwargs)
 
+        def named_parameters(self, prefix: str = "", include_sublayers: bool = True):
+            # the model's own names (no "inner." prefix): optimizer states keyed as in single
+            return self.unwrapped.named_parameters(prefix=prefix, include_sublayers=include_sublayers)
+
         def __getattr__(self, name: str) -> Any:
             try:
                 return super().__getattr__(name)

@@ -146,3 +146,30 @@ def test_llm_launch_builds_the_paddle_launcher_command():
     assert cmd[3:] == ["--nproc_per_node", "2", "--max_restart", "0", "--log_dir", "logs",
                        str(ENTRY), "run", "--strategy", "data_parallel"]
     assert ENTRY.is_file()
+
+
+def test_loading_the_strategies_and_llm_launch_does_not_import_paddle():
+    code = ("import sys\n"
+            "from paddlellm.cli import build_app\n"
+            "from paddlellm.plugins import PluginManager\n"
+            "build_app()\n"
+            "m = PluginManager()\n"
+            f"for name in {STRATEGIES!r}:\n"
+            "    m.registry.load('trainer_strategy', name)\n"
+            "assert 'paddle' not in sys.modules, 'paddle imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_sharding_model_proxy_forwards_until_the_optimizer_exists(manager):
+    import numpy as np
+    import paddle
+
+    from paddlellm.auto import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_config("llama-tiny", vocab_size=64)
+    proxy = strategy(manager, "sharding").wrap_model(model)
+    ids = paddle.to_tensor(np.arange(8).reshape(1, 8))
+    np.testing.assert_array_equal(proxy(ids).numpy(), model(ids).numpy())
+    assert proxy.save_pretrained == model.save_pretrained and proxy.config is model.config
+    assert [id(p) for p in proxy.parameters()] == [id(p) for p in model.parameters()]
+    assert [n for n, _ in proxy.named_parameters()] == [n for n, _ in model.named_parameters()]
