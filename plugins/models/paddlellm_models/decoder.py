@@ -350,6 +350,10 @@ class CausalLM(nn.Layer):
         ``attention_mask`` is ``(B, past + T)`` (1 = token, 0 = left padding); without
         ``position_ids`` positions are ``cumsum(mask) - 1`` as in ``transformers.generate``.
         """
+        if not isinstance(input_ids, paddle.Tensor):  # lists / NumPy arrays of ids
+            input_ids = paddle.to_tensor(np.asarray(input_ids), dtype="int64")
+        if attention_mask is not None and not isinstance(attention_mask, paddle.Tensor):
+            attention_mask = paddle.to_tensor(np.asarray(attention_mask), dtype="int64")
         hidden = self.forward_hidden(input_ids, attention_mask, position_ids, cache)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]

@@ -28,6 +28,20 @@ def test_hf_config_round_trip(name):
     assert family.config_from_hf(family.config_to_hf(config)) == config
 
 
+def test_families_follow_the_core_protocol():
+    from paddlellm.interfaces import ModelFamily
+
+    assert len(family_objects()) == 9
+    assert all(isinstance(f, ModelFamily) for f in family_objects().values())
+
+
+def test_forward_accepts_plain_ids(load):
+    ref, model = reference("opt"), load("opt")
+    out = model(ref["batch_ids"].tolist(), attention_mask=ref["batch_mask"])
+    keep = ref["batch_mask"].astype(bool)
+    assert rel_err(out.numpy()[keep], ref["batch_logits"][keep]) <= 1e-5
+
+
 def test_every_preset_resolves_through_the_registry():
     for family in family_objects().values():
         for preset in family.presets:
