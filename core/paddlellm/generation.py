@@ -111,21 +111,32 @@ def apply_repetition_penalty(logits, ids, penalty: float, mask=None):
 
 
 def filter_top_k_top_p(logits: np.ndarray, top_k: int, top_p: float) -> np.ndarray:
-    """``(B, V)`` float logits with tokens outside top-k / nucleus top-p set to ``-inf``."""
+    """``(B, V)`` float logits with tokens outside top-k / nucleus top-p set to ``-inf``.
+
+    transformers' rule: a token is kept when the probability mass of the tokens ranked
+    above it is below ``top_p``. Only the best candidates are sorted (doubling until their
+    mass reaches ``top_p``), not the whole vocabulary.
+    """
     logits = logits.copy()
     vocab = logits.shape[-1]
     if top_k and top_k < vocab:
         kth = np.partition(logits, vocab - top_k, axis=-1)[:, vocab - top_k][:, None]  # (B, 1)
         logits[logits < kth] = -np.inf
     if top_p < 1.0:
-        order = np.argsort(logits, axis=-1, kind="stable")  # ascending
-        sorted_logits = np.take_along_axis(logits, order, axis=-1)
-        probs = _softmax(sorted_logits)
-        remove = np.cumsum(probs, axis=-1) <= (1 - top_p)
-        remove[:, -1] = False  # keep at least one token
-        mask = np.zeros_like(remove)
-        np.put_along_axis(mask, order, remove, axis=-1)
-        logits[mask] = -np.inf
+        for row in logits:  # (V,) views
+            probs = _softmax(row[None].astype(np.float64))[0]
+            m = min(vocab, 64)
+            while True:
+                cand = np.argpartition(-probs, m - 1)[:m] if m < vocab else np.arange(vocab)
+                order = cand[np.argsort(-probs[cand], kind="stable")]  # descending
+                above = np.cumsum(probs[order]) - probs[order]  # mass ranked above each
+                if m == vocab or above[-1] + probs[order[-1]] >= top_p:
+                    break
+                m = min(vocab, m * 4)
+            keep = np.zeros(vocab, dtype=bool)
+            keep[order[above < top_p]] = True
+            keep[order[0]] = True  # at least one token
+            row[~keep] = -np.inf
     return logits
 
 

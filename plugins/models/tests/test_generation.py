@@ -136,3 +136,29 @@ def test_generation_config_json_sets_default_eos(tmp_path):
     model.save_pretrained(tmp_path / "saved")
     saved = json.loads((tmp_path / "saved" / "generation_config.json").read_text())
     assert saved["eos_token_id"] == [eos, 10**6]
+
+
+def _hf_top_k_top_p(logits, top_k, top_p):
+    """transformers' TopK then TopP warpers, written out with a full sort."""
+    logits = logits.copy()
+    if top_k:
+        logits[logits < np.sort(logits, -1)[:, -top_k][:, None]] = -np.inf
+    if top_p < 1:
+        order = np.argsort(logits, -1, kind="stable")
+        s = np.take_along_axis(logits, order, -1)
+        p = np.exp(s - s.max(-1, keepdims=True))
+        remove = np.cumsum(p / p.sum(-1, keepdims=True), -1) <= 1 - top_p
+        remove[:, -1] = False
+        mask = np.zeros_like(remove)
+        np.put_along_axis(mask, order, remove, -1)
+        logits[mask] = -np.inf
+    return logits
+
+
+@pytest.mark.parametrize("vocab", [50, 5000])
+@pytest.mark.parametrize("scale", [0.3, 3.0])
+def test_top_k_top_p_equals_the_full_sort(vocab, scale):
+    x = np.random.default_rng(vocab).normal(size=(3, vocab)) * scale
+    for k, p in ((0, 0.9), (0, 0.5), (40, 0.95), (0, 0.999), (5, 1.0)):
+        np.testing.assert_array_equal(np.isfinite(filter_top_k_top_p(x, k, p)),
+                                      np.isfinite(_hf_top_k_top_p(x, k, p)))
