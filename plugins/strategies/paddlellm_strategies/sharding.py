@@ -2,8 +2,9 @@
 
 Stage 1 shards optimizer states, stage 2 also gradients, stage 3 also parameters
 (``group_sharded_parallel`` levels ``os``, ``os_g``, ``p_g_os``). Paddle implements these for
-GPU and XPU only (its group-sharded code asserts the device, and stage 3 needs a
-``reduce_scatter`` that the CPU/gloo backend lacks), so on CPU :meth:`setup` raises
+GPU and XPU only: measured with Paddle 3.3.1 on CPU, ``group_sharded_parallel`` asserts the
+device, ``ShardingStage3`` and auto-parallel's ``ShardingStage1/2`` (``shard_optimizer``)
+stop at "Unimplemented cpu kernel for CReduceScatterOp". So on CPU :meth:`setup` raises
 :class:`~paddlellm.errors.BackendUnavailableError`; use ``data_parallel`` there. Launch::
 
     python -m paddle.distributed.launch --nproc_per_node 8 $(which llm) run --strategy sharding --sharding_stage 2 ...
@@ -40,7 +41,8 @@ def check_device(device: str) -> None:
     if kind not in SUPPORTED_DEVICES:
         raise BackendUnavailableError(
             f"--strategy sharding needs a GPU or XPU: Paddle implements group-sharded "
-            f"(ZeRO stage 1/2/3) training for GPU/XPU only, and this run is on '{device}'. "
+            f"(ZeRO stage 1/2/3) training for GPU/XPU only (no reduce_scatter kernel on CPU), "
+            f"and this run is on '{device}'. "
             "On CPU use --strategy data_parallel (same result, replicated optimizer states).")
 
 

@@ -120,7 +120,8 @@ def test_sharding_on_cpu_is_a_clear_gpu_only_error(manager, backend, monkeypatch
     monkeypatch.setenv("PADDLE_TRAINER_ID", "0")
     with pytest.raises(BackendUnavailableError,
                        match=r"Paddle implements group-sharded \(ZeRO stage 1/2/3\) training "
-                             r"for GPU/XPU only.*'cpu'.*--strategy data_parallel"):
+                             r"for GPU/XPU only \(no reduce_scatter kernel on CPU\), and this "
+                             r"run is on 'cpu'.*--strategy data_parallel"):
         strategy(manager, "sharding").setup(backend)
 
 
