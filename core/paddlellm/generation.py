@@ -52,6 +52,9 @@ class GenerationConfig:
             raise ValueError("repetition_penalty must be > 0")
         if self.decode_strategy == "beam_search" and self.num_beams < 2:
             raise ValueError("beam_search needs num_beams >= 2")
+        if self.decode_strategy != "beam_search" and self.num_beams > 1:
+            raise ValueError(f"num_beams={self.num_beams} needs decode_strategy='beam_search' "
+                             f"(got '{self.decode_strategy}')")
 
     @property
     def eos_ids(self) -> list[int]:

@@ -110,6 +110,8 @@ def test_options_are_validated():
         make_config(top_q=0.5)
     with pytest.raises(ValueError, match="beam_search needs num_beams >= 2"):
         GenerationConfig(decode_strategy="beam_search", num_beams=1)
+    with pytest.raises(ValueError, match="num_beams=3 needs decode_strategy='beam_search'"):
+        make_config(num_beams=3, decode_strategy="sampling")
     assert make_config(do_sample=True).decode_strategy == "sampling"
     assert make_config(stop_token_ids=[3, 4]).eos_ids == [3, 4]
 
