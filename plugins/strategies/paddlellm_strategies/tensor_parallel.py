@@ -1,18 +1,21 @@
 """Tensor parallel through Paddle's auto-parallel API (``paddle.distributed.parallelize``).
 
-The processes form a one-dimensional ``ProcessMesh``; in every decoder layer the input
-projections (``q/k/v_proj``, ``gate/up_proj``) are split column-wise (each process holds a
-slice of the output features) and the output projections (``o_proj``, ``down_proj``)
-row-wise (a slice of the input features, partial sums all-reduced). Embeddings, norms and
-``lm_head`` stay replicated. Auto-parallel tensors keep a global view, so the model code is
-unchanged and the numbers match one process. Start it with Paddle's launcher::
+The processes form a ``(dp, mp)`` ``ProcessMesh``: ``tensor_parallel_degree`` consecutive
+processes (a row, the ``mp`` axis) split one model replica, and the rows are data-parallel
+replicas. In every decoder layer the input projections (``q/k/v_proj``, ``gate/up_proj``)
+are split column-wise (each process holds a slice of the output features) and the output
+projections (``o_proj``, ``down_proj``) row-wise (a slice of the input features, partial
+sums all-reduced). Embeddings, norms and ``lm_head`` stay replicated. Auto-parallel tensors
+keep a global view, so the model code is unchanged and the numbers match one process.
+Start it with Paddle's launcher::
 
     python -m paddle.distributed.launch --nproc_per_node 2 $(which llm) run --strategy tensor_parallel ...
+    ... --nproc_per_node 4 ... --strategy tensor_parallel --tensor_parallel_degree 2   # 2 replicas x 2
 
-Every process trains on the same batches: :attr:`world_size` and :attr:`rank` are those of
-the data-parallel dimension (1 and 0); :attr:`process_count` / :attr:`process_rank` are the
-launcher's. Weights are split, so writing a checkpoint is a collective:
-:meth:`save_pretrained` must be called on every process (only process 0 writes).
+:attr:`world_size` and :attr:`rank` are those of the data-parallel axis (the replicas, which
+read different batches); :attr:`process_count` / :attr:`process_rank` are the launcher's.
+Weights are split, so writing a checkpoint is a collective: :meth:`save_pretrained` must be
+called on every process (only process 0 writes).
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ class TensorParallelOptions(BaseModel):
 
     tensor_parallel_degree: int | None = Field(
         None, ge=1, description="processes a layer is split over (default: all launched "
-                                "processes; combining with data parallel is not supported yet)")
+                                "processes; fewer: the rest are data-parallel replicas)")
 
 
 def parallelize_plan(model, degree: int) -> dict[str, Any]:
@@ -69,6 +72,41 @@ class CollectiveSaveError(PaddleLLMError, RuntimeError):
     """A tensor-parallel model was saved from one process (saving needs all of them)."""
 
 
+def _add_batch_hooks(model, mesh, data_degree: int) -> None:
+    """Data parallel on the mesh's ``dp`` axis for a model fed per-process batches.
+
+    The loop gives each replica its own batch as plain tensors; the pre-hook declares them
+    the replica's rows of a global batch (``Shard(0)`` over ``dp``), so auto-parallel averages
+    gradients across replicas. The post-hook hands back the replica's own rows of the output,
+    which the stage's loss pairs with its plain labels; that loss is a per-replica mean, so
+    its gradient is scaled by ``1 / data_degree`` (the global mean's).
+    """
+    import paddle
+    import paddle.distributed as dist
+    from paddle.distributed.auto_parallel.api import dtensor_from_local, dtensor_to_local
+
+    placements = [dist.Shard(0), dist.Replicate()]
+
+    def to_global(value):
+        if isinstance(value, paddle.Tensor) and value.ndim > 0 and not value.is_dist():
+            return dtensor_from_local(value, mesh, placements)  # (b, ...) -> (dp*b, ...)
+        return value
+
+    def pre_hook(layer, args, kwargs):
+        return tuple(to_global(a) for a in args), {k: to_global(v) for k, v in kwargs.items()}
+
+    def post_hook(layer, args, kwargs, output):
+        if not (isinstance(output, paddle.Tensor) and output.is_dist()):
+            return output
+        local = dtensor_to_local(output, mesh, placements)  # (dp*b, ...) -> (b, ...)
+        if not local.stop_gradient:
+            local.register_hook(lambda grad: grad / data_degree)
+        return local
+
+    model.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    model.register_forward_post_hook(post_hook, with_kwargs=True)
+
+
 def _single_process_save_error(*args: Any, **kwargs: Any) -> None:
     raise CollectiveSaveError(
         "a tensor-parallel model's weights are split over processes: save it with "
@@ -78,7 +116,7 @@ def _single_process_save_error(*args: Any, **kwargs: Any) -> None:
 
 
 class TensorParallelStrategy:
-    """Column/row-wise split projections over a ProcessMesh of all processes."""
+    """Column/row-wise split projections over the ``mp`` axis of a ``(dp, mp)`` ProcessMesh."""
 
     name = "tensor_parallel"
     config_class = TensorParallelOptions
@@ -86,32 +124,35 @@ class TensorParallelStrategy:
     def __init__(self, options: TensorParallelOptions | None = None) -> None:
         self.options = options or TensorParallelOptions()
         self.process_count, self.process_rank = 1, 0
-        self.degree = 1
+        self.degree, self.data_degree = 1, 1
         self.mesh = None
 
     def setup(self, backend: Any) -> None:
         self.process_count, self.process_rank = _dist.require_launcher(self.name)
         self.degree = self.options.tensor_parallel_degree or self.process_count
-        if self.degree != self.process_count:
-            raise ConfigError(f"tensor_parallel_degree {self.degree} must equal the number of "
-                              f"launched processes ({self.process_count}); mixing tensor and "
-                              "data parallel is not supported yet")
-        if self.degree == 1:
+        if self.process_count % self.degree:
+            raise ConfigError(f"tensor_parallel_degree {self.degree} must divide the number of "
+                              f"launched processes ({self.process_count})")
+        self.data_degree = self.process_count // self.degree
+        if self.process_count == 1:
             warnings.warn("tensor_parallel with one process: this runs like --strategy single",
                           stacklevel=2)
             return
+        import numpy as np
         import paddle.distributed as dist
 
         _dist.init_process_group()
-        self.mesh = dist.ProcessMesh(list(range(self.degree)), dim_names=["mp"])
+        # row r of the mesh: the processes that split one replica (consecutive ranks)
+        ranks = np.arange(self.process_count).reshape(self.data_degree, self.degree)
+        self.mesh = dist.ProcessMesh(ranks.tolist(), dim_names=["dp", "mp"])
 
     @property
     def world_size(self) -> int:
-        return 1  # the data-parallel size: every process sees the same batches
+        return self.data_degree  # replicas reading different batches
 
     @property
     def rank(self) -> int:
-        return 0
+        return self.process_rank // self.degree  # this process's replica
 
     @property
     def is_main_process(self) -> bool:
@@ -125,6 +166,8 @@ class TensorParallelStrategy:
         plan = parallelize_plan(model, self.degree)
         model, _ = dist.parallelize(model, None, mesh=self.mesh,
                                     config={"mp_config": {"parallelize_plan": plan}})
+        if self.data_degree > 1:
+            _add_batch_hooks(model, self.mesh, self.data_degree)
         if hasattr(model, "save_pretrained"):
             # a rank-0-only save would wait forever for the other processes' shards
             model.save_pretrained = _single_process_save_error
@@ -138,10 +181,12 @@ class TensorParallelStrategy:
         return dist.shard_optimizer(optimizer)
 
     def shard(self, items: list) -> list:
-        return list(items)  # tensor parallel splits the model, not the data
+        # the processes of one replica read the same examples
+        return _dist.strided(items, self.data_degree, self.rank)
 
     def all_reduce_mean(self, value: float) -> float:
-        return float(value)  # every process computed the same (replicated) loss
+        # the processes of a replica hold equal values: the mean over all is the mean over replicas
+        return _dist.all_reduce_mean(value, self.process_count)
 
     def barrier(self) -> None:
         _dist.barrier(self.process_count)
@@ -156,7 +201,7 @@ class TensorParallelStrategy:
         state = {}
         for key, value in model.state_dict().items():
             if self.mesh is not None and value.is_dist():
-                value = dist.reshard(value, self.mesh, [dist.Replicate()])._local_value()
+                value = dist.reshard(value, self.mesh, [dist.Replicate()] * 2)._local_value()
             state[key] = value
         return state
 

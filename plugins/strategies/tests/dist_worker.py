@@ -2,7 +2,7 @@
 what it computed (losses, logits, weights) for the test to compare with one process.
 
     python dist_worker.py STRATEGY OUT_DIR         (single)
-    python -m paddle.distributed.launch --nproc_per_node 2 dist_worker.py STRATEGY OUT_DIR
+    python -m paddle.distributed.launch --nproc_per_node 2 dist_worker.py STRATEGY OUT_DIR [TP_DEGREE]
 
 Fixed data: EXAMPLES sequences; optimizer step ``i`` of the whole job consumes examples
 ``[i*GLOBAL_BATCH, (i+1)*GLOBAL_BATCH)``, whatever the number of data-parallel processes.
@@ -60,11 +60,13 @@ def train(strategy, data: np.ndarray, optimizer_name: str):
     return np.asarray(losses), full_weights(strategy, model)
 
 
-def main(name: str, out: str) -> None:
+def main(name: str, out: str, tp_degree: str | None = None) -> None:
     manager = PluginManager()
     backend = manager.select_backend(None).load()
     backend.setup()
-    strategy = manager.registry.load("trainer_strategy", name)(None)
+    factory = manager.registry.load("trainer_strategy", name)
+    options = (factory.config_class(tensor_parallel_degree=int(tp_degree)) if tp_degree else None)
+    strategy = factory(options)
     strategy.setup(backend)
     data = np.random.default_rng(0).integers(0, VOCAB, (EXAMPLES, LENGTH))  # (N, T)
     result: dict[str, np.ndarray] = {}
@@ -93,4 +95,4 @@ def main(name: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

@@ -89,6 +89,17 @@ def test_tensor_parallel_two_processes_equal_one_process(single, tmp_path):
     assert _max_diff({k: state[k] for k in init}, init) == 0.0
 
 
+def test_tensor_parallel_times_data_parallel_on_four_processes_equal_one_process(single, tmp_path):
+    """A (dp=2, mp=2) mesh: two replicas, each split over two processes."""
+    launch([str(WORKER), "tensor_parallel", str(tmp_path), "2"], tmp_path, nproc=4)
+    tp = dict(np.load(tmp_path / "tensor_parallel.npz"))
+    np.testing.assert_allclose(tp["logits"], single["logits"], atol=1e-5)
+    np.testing.assert_allclose(tp["sgd_losses"], single["sgd_losses"], atol=1e-5)
+    assert _max_diff(_weights(tp, "sgd"), _weights(single, "sgd")) < 1e-5
+    np.testing.assert_allclose(tp["adamw_losses"], single["adamw_losses"], atol=1e-4)
+    assert _max_diff(_weights(tp, "adamw"), _weights(single, "adamw")) < 1e-3
+
+
 def test_llm_run_data_parallel_end_to_end_under_llm_launch(tmp_path):
     out = tmp_path / "out"
     llm = Path(sys.executable).with_name("llm")

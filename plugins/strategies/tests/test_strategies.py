@@ -90,12 +90,12 @@ def test_data_parallel_shards_are_strided_disjoint_and_equal_length():
     assert _dist.strided([1, 2, 3], 1, 0) == [1, 2, 3]
 
 
-def test_tensor_parallel_degree_must_match_the_processes(manager, backend, monkeypatch):
+def test_tensor_parallel_degree_must_divide_the_processes(manager, backend, monkeypatch):
     from paddlellm_strategies.tensor_parallel import TensorParallelOptions
 
     monkeypatch.setenv("PADDLE_TRAINERS_NUM", "2")
     monkeypatch.setenv("PADDLE_TRAINER_ID", "0")
-    with pytest.raises(ConfigError, match=r"tensor_parallel_degree 4 must equal .* \(2\)"):
+    with pytest.raises(ConfigError, match=r"tensor_parallel_degree 4 must divide .* \(2\)"):
         strategy(manager, "tensor_parallel", TensorParallelOptions(tensor_parallel_degree=4)).setup(backend)
 
 
