@@ -43,6 +43,7 @@ class ModelConfig:
     out_bias: bool = False  # attention output projection bias
     mlp_bias: bool = False
     parallel_residual: bool = False  # x + attn(norm1(x)) + mlp(norm2(x)) (GPT-J/NeoX)
+    qk_norm: bool = False  # Qwen3: RMSNorm over head_dim on queries and keys before RoPE
     attention_scale: float | None = None  # None: head_dim ** -0.5
     sliding_window: int | None = None
     full_attention_layers: list[int] = field(default_factory=list)  # layers without the window

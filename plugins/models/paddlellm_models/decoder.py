@@ -153,12 +153,17 @@ class Attention(nn.Layer):
         self.k_proj = linear(h, config.num_kv_heads * d, config.qkv_bias)
         self.v_proj = linear(h, config.num_kv_heads * d, config.qkv_bias)
         self.o_proj = linear(config.num_heads * d, h, config.out_bias)
+        if config.qk_norm:
+            self.q_norm, self.k_norm = Norm(d, config), Norm(d, config)
+        self.qk_norm = config.qk_norm
 
     def forward(self, x: paddle.Tensor, ctx: dict[str, Any], cache=None) -> paddle.Tensor:
         b, t = x.shape[0], x.shape[1]
         q = self.q_proj(x).reshape([b, t, self.num_heads, self.head_dim])  # (B, T, Hq, D)
         k = self.k_proj(x).reshape([b, t, self.num_kv_heads, self.head_dim])  # (B, T, Hkv, D)
         v = self.v_proj(x).reshape([b, t, self.num_kv_heads, self.head_dim])  # (B, T, Hkv, D)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         if ctx["rope"] is not None:
             cos, sin = ctx["rope"]
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)

@@ -41,6 +41,7 @@ class LlamaLikeFamily(Family):
     tie_default = False
     qkv_bias_key: str | None = "attention_bias"  # HF key switching q/k/v (and o) biases
     fixed_qkv_bias: bool = False  # Qwen2: q/k/v always biased, o never
+    default_head_dim: int | None = None  # transformers' default when config.json has none
 
     def common_from_hf(self, hf: Mapping[str, Any]) -> dict[str, Any]:
         heads = hf["num_attention_heads"]
@@ -51,7 +52,7 @@ class LlamaLikeFamily(Family):
             vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
             num_layers=hf["num_hidden_layers"], num_heads=heads,
             num_kv_heads=hf.get("num_key_value_heads") or heads,
-            head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
+            head_dim=hf.get("head_dim") or self.default_head_dim or hf["hidden_size"] // heads,
             intermediate_size=hf.get("intermediate_size", 4 * hf["hidden_size"]),
             max_position_embeddings=hf.get("max_position_embeddings", 2048),
             norm="rms", norm_eps=hf.get("rms_norm_eps", 1e-6),
