@@ -125,3 +125,25 @@ def test_low_precision_load(name, dtype, load):
         out = model(paddle.to_tensor(ref["single_ids"])).astype("float32").numpy()
     assert np.isfinite(out).all()
     assert rel_err(out, ref["single_logits"]) < (5e-2 if dtype == "bfloat16" else 1e-2)
+
+
+@pytest.mark.parametrize("name", ["bloom", "gpt2", "qwen2_moe"])
+def test_save_in_bfloat16_and_in_shards(name, load, tmp_path):
+    from paddlellm import AutoModelForCausalLM
+    from paddlellm.checkpoint import CheckpointReader
+
+    model = load(name)
+    model.save_pretrained(tmp_path / "bf16", dtype="bf16")
+    with CheckpointReader(tmp_path / "bf16") as r:
+        assert {r.dtype(k) for k in r.keys()} == {"bfloat16"}
+    again = dict(AutoModelForCausalLM.from_pretrained(tmp_path / "bf16").named_parameters())
+    for pname, p in model.named_parameters():
+        np.testing.assert_array_equal(again[pname].numpy(),
+                                      p.astype("bfloat16").astype("float32").numpy())
+    files = model.save_pretrained(tmp_path / "shards", max_shard_size="10KB")
+    assert len(files) > 3 and (tmp_path / "shards" / "model.safetensors.index.json").is_file()
+    ref = reference(name)
+    ids = paddle.to_tensor(ref["single_ids"])
+    with paddle.no_grad():
+        np.testing.assert_array_equal(AutoModelForCausalLM.from_pretrained(tmp_path / "shards")(ids).numpy(),
+                                      model(ids).numpy())

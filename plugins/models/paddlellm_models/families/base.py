@@ -122,8 +122,33 @@ class Family:
             out[hf] = array
         return out
 
+    def save_groups(self, names: Iterable[str], config: ModelConfig) -> list[list[str]]:
+        """Our parameter names grouped so that each group maps to HF tensors on its own
+        (saving streams group by group). Families with fused tensors group their parts."""
+        return [[n] for n in names]
+
     def all_names(self) -> Iterable[str]:
         return (self.name, *self.aliases, *self.presets)
+
+
+QKV = ("q_proj", "k_proj", "v_proj")
+
+
+def qkv_key(name: str) -> tuple[str, str] | None:
+    """``model.layers.3.self_attn.k_proj.weight`` -> ``("3", "weight")``; None for other names."""
+    parts = name.split(".")
+    if len(parts) == 6 and parts[3] == "self_attn" and parts[4] in QKV:
+        return parts[2], parts[5]
+    return None
+
+
+def group_qkv(names: Iterable[str]) -> list[list[str]]:
+    """Groups for families that fuse q/k/v: the three parts of one layer and leaf together."""
+    groups: dict[Any, list[str]] = {}
+    for name in names:
+        key = qkv_key(name)
+        groups.setdefault(key if key else name, []).append(name)
+    return list(groups.values())
 
 
 # --- shared config helpers ------------------------------------------------------------------

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..config import ModelConfig
-from .base import Family, eos_from_hf, tokens_to_hf
+from .base import QKV, Family, eos_from_hf, group_qkv, qkv_key, tokens_to_hf
 
 RULES = (
     ("model.embed_tokens", "transformer.word_embeddings"),
@@ -18,7 +18,6 @@ RULES = (
     ("model.layers.{i}.mlp.up_proj", "transformer.h.{i}.mlp.dense_h_to_4h"),
     ("model.layers.{i}.mlp.down_proj", "transformer.h.{i}.mlp.dense_4h_to_h"),
 )
-QKV = ("q_proj", "k_proj", "v_proj")
 
 
 def _bloom(hidden, layers, heads, vocab=250880):
@@ -76,17 +75,22 @@ class BloomFamily(Family):
                     for j, n in enumerate(QKV)]
         return super().from_hf_tensor(hf_name, array, config)
 
+    def save_groups(self, names, config):
+        return group_qkv(names)
+
     def to_hf_state(self, state, config):
         heads, d = config.num_heads, config.head_dim
-        out = {}
-        for i in range(config.num_layers):
-            for leaf in ("weight", "bias"):
+        out, rest = {}, {}
+        for name, array in state.items():
+            key = qkv_key(name)
+            if key is None:
+                rest[name] = array
+            elif name.split(".")[-2] == "q_proj":
+                i, leaf = key
                 parts = [state[f"model.layers.{i}.self_attn.{n}.{leaf}"] for n in QKV]
                 stacked = np.stack([p.reshape([heads, d, *p.shape[1:]]) for p in parts], axis=1)
                 out[f"transformer.h.{i}.self_attention.query_key_value.{leaf}"] = \
-                    stacked.reshape([3 * heads * d, *parts[0].shape[1:]])
-        rest = {k: v for k, v in state.items()
-                if not (".self_attn." in k and k.split(".")[-2] in QKV)}
+                    stacked.reshape([3 * heads * d, *parts[0].shape[1:]])  # (H, 3, D[, in])
         out.update(super().to_hf_state(rest, config))
         return out
 

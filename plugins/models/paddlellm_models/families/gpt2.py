@@ -6,7 +6,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..config import ModelConfig
-from .base import Family, eos_from_hf, tokens_to_hf
+from .base import QKV, Family, eos_from_hf, group_qkv, qkv_key, tokens_to_hf
 from .llama import ACT_FROM_HF
 
 RULES = (
@@ -19,7 +19,6 @@ RULES = (
     ("model.layers.{i}.mlp.up_proj", "transformer.h.{i}.mlp.c_fc"),
     ("model.layers.{i}.mlp.down_proj", "transformer.h.{i}.mlp.c_proj"),
 )
-QKV = ("q_proj", "k_proj", "v_proj")
 
 
 def _gpt(embd, layers, heads, ctx=1024, vocab=50257, **kw):
@@ -88,23 +87,27 @@ class GPT2Family(Family):
         conv = hf_name.endswith("weight") and (".attn." in hf_name or ".mlp." in hf_name)
         return [(ours, array.T if conv else array)]  # Conv1D (in, out) -> torch layout
 
+    def save_groups(self, names, config):
+        return group_qkv(names)
+
     def to_hf_state(self, state, config):
         out = {}
-        for i in range(config.num_layers):
-            for leaf in ("weight", "bias"):
-                names = [f"model.layers.{i}.self_attn.{n}.{leaf}" for n in QKV]
-                parts = [state[n] for n in names]
-                fused = (np.concatenate([p.T for p in parts], axis=1) if leaf == "weight"
-                         else np.concatenate(parts))
-                out[f"transformer.h.{i}.attn.c_attn.{leaf}"] = fused
         for name, array in state.items():
-            if ".self_attn." in name and name.split(".")[-2] in QKV:
+            key = qkv_key(name)
+            if key is not None:
+                i, leaf = key
+                if name.split(".")[-2] != "q_proj":
+                    continue  # fused with q below
+                parts = [state[f"model.layers.{i}.self_attn.{n}.{leaf}"] for n in QKV]
+                out[f"transformer.h.{i}.attn.c_attn.{leaf}"] = (
+                    np.concatenate([p.T for p in parts], axis=1) if leaf == "weight"
+                    else np.concatenate(parts))  # Conv1D (in, 3*out)
                 continue
             hf = self.rename(name, to_hf=True)
             if hf is None:
                 raise KeyError(f"gpt2: no Hugging Face name for '{name}'")
             conv = hf.endswith("weight") and (".attn." in hf or ".mlp." in hf)
-            out[hf] = np.ascontiguousarray(array.T) if conv else array
+            out[hf] = array.T if conv else array
         return out
 
 
