@@ -79,8 +79,8 @@ def exists(prefix: str | os.PathLike) -> bool:
 class IndexedDatasetBuilder:
     """Stream sequences into ``<prefix>.bin``; ``finalize()`` writes ``<prefix>.idx``.
 
-    Token ids go straight to disk; only the per-sequence sizes (4 bytes each) stay in memory.
-    Use as a context manager, or call ``finalize()``.
+    Token ids go straight to disk; only the sizes and the document index (12 bytes a
+    document) stay in memory. Use as a context manager, or call ``finalize()``.
     """
 
     def __init__(self, prefix: str | os.PathLike, dtype: type = np.uint16):
@@ -113,6 +113,21 @@ class IndexedDatasetBuilder:
         """One sequence that is a whole document."""
         self.add_item(tokens)
         self.end_document()
+
+    def add_documents(self, tokens: np.ndarray, sizes: np.ndarray) -> None:
+        """Many one-sequence documents at once: ``tokens`` back to back, ``sizes`` each."""
+        sizes = np.asarray(sizes, dtype=np.int32)
+        tokens = np.asarray(tokens)
+        if int(sizes.sum(dtype=np.int64)) != tokens.size:
+            raise ValueError(f"sizes add up to {int(sizes.sum())}, not {tokens.size} tokens")
+        if tokens.dtype != self.dtype and tokens.size and (
+                tokens.min() < np.iinfo(self.dtype).min or tokens.max() > np.iinfo(self.dtype).max):
+            raise ValueError(f"token ids outside the range of {self.dtype}")
+        self._bin.write(tokens.astype(self.dtype, copy=False).tobytes(order="C"))
+        first = len(self._sizes)
+        self._sizes.frombytes(sizes.tobytes())
+        self._doc_idx.frombytes(np.arange(first + 1, first + 1 + len(sizes), dtype=np.int64).tobytes())
+        self.num_tokens += tokens.size
 
     @property
     def num_documents(self) -> int:
