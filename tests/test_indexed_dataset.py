@@ -297,6 +297,26 @@ def test_preprocess_cli_then_pretrain_on_the_indexed_data(demo, tmp_path):
     assert (out / "tokenizer.json").is_file() and (out / "model.safetensors").is_file()
 
 
+def test_pretrain_with_a_separate_indexed_eval_set(demo, tmp_path):
+    from paddlellm.data.preprocess import preprocess
+
+    root, texts, tokenizer = demo
+    preprocess(root / "corpus.jsonl", tmp_path / "train", root / "tok", append_eos=True)
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps({"text": t}) + "\n"
+                                                 for t in texts[:40]))
+    stats = preprocess(tmp_path / "eval.jsonl", tmp_path / "ev" / "eval", root / "tok",
+                       append_eos=True)
+    out = tmp_path / "out"
+    common = ["--stage", "pretrain", "--data", str(tmp_path / "train.bin"),
+              "--tokenizer_name_or_path", str(root / "tok"), "--max_steps", "2",
+              "--max_length", "16", "--split", "1,0,0", "--output_dir", str(out)]
+    run_cli("run", *common, "--eval_data", str(tmp_path / "ev"), check=True)
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["eval_tokens"] == (stats["tokens"] - 1) // 15 * 15  # all of the eval set
+    proc = run_cli("run", *common)
+    assert proc.returncode == 2 and "the valid split of '1,0,0' has no documents" in proc.stderr
+
+
 def test_preprocess_workers_text_input_and_json_key(demo, tmp_path):
     from paddlellm.data.preprocess import preprocess
 
