@@ -217,6 +217,52 @@ def test_several_epochs_and_the_separate_last_epoch(corpus, fraction, separate):
     assert sorted(ds.shuffle_idx.tolist()) == list(range(len(ds)))
 
 
+def megatron_order(documents, sizes, seq_length, num_samples, seed):
+    """doc_idx and shuffle_idx the way Megatron / PaddleNLP's ``_build_index_mappings`` draws
+    them (``np.mgrid`` per epoch, one ``RandomState``), written out as the reference."""
+    rng = np.random.RandomState(seed=seed)
+    per = int(sizes[documents].sum())
+    epochs, total = 0, 0
+    while True:
+        epochs, total = epochs + 1, total + per
+        if (total - 1) // seq_length >= num_samples:
+            break
+    separate = False
+    if epochs > 1:
+        before_last = ((epochs - 1) * per - 1) // seq_length
+        separate = num_samples - before_last < int(0.80 * ((per - 1) // seq_length))
+
+    def doc_idx_for(n):
+        grid = np.mgrid[0:n, 0:len(documents)][1]
+        grid[:] = documents
+        grid = grid.reshape(-1).astype(np.int32)
+        rng.shuffle(grid)
+        return grid
+
+    doc_idx = (np.concatenate([doc_idx_for(epochs - 1), doc_idx_for(1)]) if separate
+               else doc_idx_for(epochs))
+    total_samples = (epochs * per - 1) // seq_length
+    first_n = before_last if separate else total_samples
+    first = np.arange(first_n, dtype=np.uint32)
+    rng.shuffle(first)
+    if first_n == total_samples:
+        return doc_idx, first
+    last = np.arange(first_n, total_samples, dtype=np.uint32)
+    rng.shuffle(last)
+    return doc_idx, np.concatenate([first, last])
+
+
+@pytest.mark.parametrize("num_samples", [None, 700, 900])
+def test_same_order_as_megatron_for_the_same_seed(corpus, num_samples):
+    prefix, docs = corpus
+    ds = PretrainingDataset(prefix, 16, seed=11, num_samples=num_samples)
+    sizes = np.array([len(d) for d in docs])
+    doc_idx, shuffle_idx = megatron_order(np.arange(190), sizes, 16, ds.num_samples, 11)
+    np.testing.assert_array_equal(ds.doc_idx, doc_idx)
+    np.testing.assert_array_equal(ds.shuffle_idx, shuffle_idx)
+    assert ds.shuffle_idx.dtype == np.uint32
+
+
 def test_index_cache_is_built_once_then_memory_mapped(corpus, tmp_path):
     prefix, _ = corpus
     first = PretrainingDataset(prefix, 16, seed=5, num_samples=100)

@@ -297,12 +297,8 @@ def num_epochs_for(tokens_per_epoch: int, seq_length: int, num_samples: int) -> 
     if samples_per_epoch(per, seq_length) <= 0:
         raise DataFormatError(f"{tokens_per_epoch} tokens cannot fill one sample of "
                               f"{seq_length + 1}")
-    epochs = max(1, -(-(num_samples * seq_length + 1) // per))
-    while (epochs * per - 1) // seq_length < num_samples:  # guard the integer rounding
-        epochs += 1
-    while epochs > 1 and ((epochs - 1) * per - 1) // seq_length >= num_samples:
-        epochs -= 1
-    return epochs
+    # (E * per - 1) // seq_length >= num_samples  <=>  E >= (num_samples * seq_length + 1) / per
+    return max(1, -(-(num_samples * seq_length + 1) // per))
 
 
 def build_doc_idx(documents: np.ndarray, num_epochs: int, rng: np.random.RandomState,
