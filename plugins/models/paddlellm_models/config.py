@@ -35,6 +35,7 @@ class ModelConfig:
     pre_norm: bool = True  # False: OPT-350m style post-LN (norm after the residual add)
     final_norm: bool = True
     embedding_norm: bool = False  # Bloom's word_embeddings_layernorm
+    sandwich_norm: bool = False  # Gemma 2: also normalise the attention and MLP outputs
 
     # blocks
     activation: Activation = "silu"
@@ -45,6 +46,8 @@ class ModelConfig:
     parallel_residual: bool = False  # x + attn(norm1(x)) + mlp(norm2(x)) (GPT-J/NeoX)
     qk_norm: bool = False  # Qwen3: RMSNorm over head_dim on queries and keys before RoPE
     attention_scale: float | None = None  # None: head_dim ** -0.5
+    attention_softcap: float | None = None  # Gemma 2: c * tanh(scores / c)
+    final_logit_softcap: float | None = None  # Gemma 2: c * tanh(logits / c)
     sliding_window: int | None = None
     full_attention_layers: list[int] = field(default_factory=list)  # layers without the window
 

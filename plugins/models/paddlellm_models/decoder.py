@@ -169,7 +169,7 @@ class Attention(nn.Layer):
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         out = ctx["kernel"](q, k, v, causal=True, attention_mask=ctx["mask"],
                             sliding_window=ctx["window"], alibi_slopes=ctx["alibi"],
-                            scale=self.scale, cache=cache)  # (B, T, Hq, D)
+                            scale=self.scale, softcap=ctx["softcap"], cache=cache)  # (B, T, Hq, D)
         return self.o_proj(out.reshape([b, t, self.num_heads * self.head_dim]))
 
 
@@ -239,8 +239,15 @@ class DecoderLayer(nn.Layer):
         self.self_attn = Attention(config)
         self.post_attention_layernorm = Norm(config.hidden_size, config)
         self.mlp = SparseMoE(config) if config.is_moe_layer(index) else MLP(config, config.intermediate_size)
+        self.sandwich = config.sandwich_norm
+        if self.sandwich:
+            self.attn_output_norm = Norm(config.hidden_size, config)
+            self.mlp_output_norm = Norm(config.hidden_size, config)
 
     def forward(self, x: paddle.Tensor, ctx: dict[str, Any], cache=None) -> paddle.Tensor:
+        if self.sandwich:  # Gemma 2
+            x = x + self.attn_output_norm(self.self_attn(self.input_layernorm(x), ctx, cache))
+            return x + self.mlp_output_norm(self.mlp(self.post_attention_layernorm(x)))
         if self.parallel:
             return (x + self.self_attn(self.input_layernorm(x), ctx, cache)
                     + self.mlp(self.post_attention_layernorm(x)))
@@ -324,10 +331,12 @@ class CausalLM(nn.Layer):
             "mask": attention_mask,
             "window": c.sliding_window,
             "alibi": self.alibi_slopes,
+            "softcap": c.attention_softcap,
             "kernel": get_attention_kernel(AttentionSpec(
                 dtype=str(x.dtype).replace("paddle.", ""), head_dim=c.head_dim, causal=True,
                 padding_mask=attention_mask is not None, sliding_window=c.sliding_window is not None,
-                alibi=self.alibi_slopes is not None, cache="contiguous" if cache is not None else "none",
+                alibi=self.alibi_slopes is not None, softcap=c.attention_softcap is not None,
+                cache="contiguous" if cache is not None else "none",
                 training=paddle.is_grad_enabled())),
         }
         full = c.full_attention_layers
@@ -344,8 +353,11 @@ class CausalLM(nn.Layer):
         if hasattr(self.model, "project_out"):
             hidden = self.model.project_out(hidden)
         if self.config.tie_embeddings:
-            return paddle.matmul(hidden, self.model.embed_tokens.weight, transpose_y=True)
-        return self.lm_head(hidden)
+            logits = paddle.matmul(hidden, self.model.embed_tokens.weight, transpose_y=True)
+        else:
+            logits = self.lm_head(hidden)
+        cap = self.config.final_logit_softcap
+        return logits if cap is None else paddle.tanh(logits / cap) * cap
 
     def forward(self, input_ids: paddle.Tensor, attention_mask: paddle.Tensor | None = None,
                 position_ids: paddle.Tensor | None = None, cache: KVCache | None = None,

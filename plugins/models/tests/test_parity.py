@@ -14,7 +14,8 @@ TOL = 1e-5
 
 def test_every_family_has_a_fixture():
     types = {json.loads((FIXTURES / n / "config.json").read_text())["model_type"] for n in NAMES}
-    assert types == {"llama", "qwen2", "qwen2_moe", "qwen3", "mistral", "mixtral", "gemma", "gpt2", "opt",
+    assert types == {"llama", "qwen2", "qwen2_moe", "qwen3", "mistral", "mixtral", "gemma", "gemma2",
+                     "gpt2", "opt",
                      "bloom"}
 
 
@@ -64,6 +65,9 @@ def test_beam_search_matches_transformers(name, load):
     ("llama_rope_llama3", {"rope_scaling": None}),
     ("llama_rope_linear", {"rope_scaling": None}),
     ("gemma", {"norm_unit_offset": False}),
+    ("gemma2", {"attention_softcap": None}),
+    ("gemma2", {"final_logit_softcap": None}),
+    ("gemma2", {"sliding_window": None}),
     ("qwen2_moe", {"norm_topk_prob": True}),
 ])
 def test_the_fixtures_exercise_the_feature(name, change):

@@ -9,6 +9,7 @@ FAMILIES = {
     "mistral": "paddlellm_models.families.mistral:family",
     "mixtral": "paddlellm_models.families.mixtral:family",
     "gemma": "paddlellm_models.families.gemma:family",
+    "gemma2": "paddlellm_models.families.gemma2:family",
     "gpt2": "paddlellm_models.families.gpt2:family",
     "opt": "paddlellm_models.families.opt:family",
     "bloom": "paddlellm_models.families.bloom:family",
