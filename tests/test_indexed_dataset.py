@@ -285,6 +285,20 @@ def test_index_cache_is_built_once_then_memory_mapped(corpus, tmp_path):
     assert PretrainingDataset(prefix, 16, seed=5, num_samples=100).built
 
 
+def test_pickling_reopens_the_memory_maps(corpus):
+    import pickle
+
+    prefix, _ = corpus
+    ds = PretrainingDataset(prefix, 16, seed=5)
+    blob = pickle.dumps(ds)
+    assert len(blob) < 1000  # arguments only, no arrays (data-loader workers reopen)
+    again = pickle.loads(blob)
+    assert not again.built and isinstance(again.indexed.buffer, np.memmap)
+    np.testing.assert_array_equal(again[3], ds[3])
+    reader = pickle.loads(pickle.dumps(ds.indexed))
+    assert isinstance(reader.buffer, np.memmap) and reader[7].tolist() == ds.indexed[7].tolist()
+
+
 def test_resolve_prefix(tmp_path):
     write_indexed_dataset(tmp_path / "one" / "c", [[1, 2, 3]])
     prefix = str(tmp_path / "one" / "c")

@@ -225,6 +225,12 @@ class MMapIndexedDataset:
         self.buffer = (np.memmap(data_path(self.prefix), mode="r", dtype=self.dtype)
                        if bin_size else np.zeros(0, self.dtype))
 
+    def __getstate__(self) -> str:  # data-loader workers reopen the maps, never copy them
+        return self.prefix
+
+    def __setstate__(self, prefix: str) -> None:
+        self.__init__(prefix)
+
     def __len__(self) -> int:
         return len(self.sizes)
 
@@ -364,6 +370,7 @@ class PretrainingDataset:
             raise ValueError(f"seq_length must be positive, got {seq_length}")
         self.prefix = os.path.abspath(os.fspath(prefix))
         self.seq_length, self.split, self.which, self.seed = seq_length, split, which, seed
+        self._args = (prefix, seq_length, split, which, seed, num_samples, cache_dir)
         self.indexed = MMapIndexedDataset(self.prefix)
         bounds = split_boundaries(split, len(self.indexed))
         k = SPLIT_NAMES.index(which)
@@ -422,6 +429,12 @@ class PretrainingDataset:
             with open(tmp, "wb") as fh:
                 np.save(fh, arr)
             os.replace(tmp, self.cache_files[name])
+
+    def __getstate__(self) -> tuple:  # pickles as its arguments; the cache is reused
+        return self._args
+
+    def __setstate__(self, args: tuple) -> None:
+        self.__init__(*args)
 
     def __len__(self) -> int:
         """Samples available (at least ``num_samples``: whole epochs are indexed)."""
