@@ -287,6 +287,8 @@ class CausalLM(nn.Layer):
         self.config, self.family = config, family
         #: defaults from ``generation_config.json`` (eos/pad/bos ids) when loaded from disk
         self.generation_config: dict[str, Any] = {}
+        #: recompute each layer's activations in backward (``enable_recompute``)
+        self.recompute = False
         self.model = DecoderModel(config)
         if not config.tie_embeddings:
             self.lm_head = linear(config.embed_proj_dim or config.hidden_size, config.vocab_size, False)
@@ -343,7 +345,12 @@ class CausalLM(nn.Layer):
         for i, layer in enumerate(m.layers):
             if full:
                 ctx["window"] = None if i in full else c.sliding_window
-            x = layer(x, ctx, cache[i] if cache is not None else None)
+            if self.recompute and self.training and cache is None and paddle.is_grad_enabled():
+                from paddle.distributed.fleet.utils import recompute
+
+                x = recompute(layer, x, ctx, None, use_reentrant=False)
+            else:
+                x = layer(x, ctx, cache[i] if cache is not None else None)
         if c.final_norm:
             x = m.norm(x)
         return x
@@ -375,6 +382,11 @@ class CausalLM(nn.Layer):
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         return self.logits(hidden)
+
+    def enable_recompute(self, enabled: bool = True) -> "CausalLM":
+        """Gradient checkpointing: keep only layer inputs, recompute the rest in backward."""
+        self.recompute = enabled
+        return self
 
     # -- inference helpers -----------------------------------------------------------------
     def new_cache(self, batch: int, max_length: int, dtype: str | None = None) -> KVCache:
