@@ -45,6 +45,19 @@ def test_write_read_round_trip(tmp_path, dtype):
     assert str(ds.buffer.filename) == str((tmp_path / "c.bin").resolve())
 
 
+def test_bulk_writes_and_range_checks(tmp_path):
+    with IndexedDatasetBuilder(tmp_path / "c", np.uint16) as builder:
+        builder.add_documents(np.array([1, 2, 3, 4], np.uint16), [3, 1])
+        builder.add_document([5])
+        with pytest.raises(ValueError, match="outside the range of uint16"):
+            builder.add_document([70000])
+        with pytest.raises(ValueError, match="sizes add up to 3, not 2 tokens"):
+            builder.add_documents(np.array([1, 2]), [3])
+    ds = MMapIndexedDataset(tmp_path / "c")
+    assert [ds[i].tolist() for i in range(3)] == [[1, 2, 3], [4], [5]]
+    assert ds.doc_idx.tolist() == [0, 1, 2, 3]
+
+
 def spec_index_bytes(dtype_code: int, sizes: list[int], itemsize: int,
                      doc_idx: list[int]) -> bytes:
     """The .idx bytes built field by field from the documented layout (PaddleNLP/Megatron

@@ -100,11 +100,15 @@ class IndexedDatasetBuilder:
         arr = np.asarray(tokens)
         if arr.ndim != 1:
             raise ValueError(f"a sequence must be 1-D, got shape {arr.shape}")
-        if arr.size and (arr.min() < np.iinfo(self.dtype).min or arr.max() > np.iinfo(self.dtype).max):
-            raise ValueError(f"token ids outside the range of {self.dtype}")
+        self._check_range(arr)
         self._bin.write(arr.astype(self.dtype, copy=False).tobytes(order="C"))
         self._sizes.append(int(arr.size))
         self.num_tokens += int(arr.size)
+
+    def _check_range(self, arr: np.ndarray) -> None:
+        info = np.iinfo(self.dtype)
+        if arr.dtype != self.dtype and arr.size and (arr.min() < info.min or arr.max() > info.max):
+            raise ValueError(f"token ids outside the range of {self.dtype}")
 
     def end_document(self) -> None:
         self._doc_idx.append(len(self._sizes))
@@ -120,13 +124,12 @@ class IndexedDatasetBuilder:
         tokens = np.asarray(tokens)
         if int(sizes.sum(dtype=np.int64)) != tokens.size:
             raise ValueError(f"sizes add up to {int(sizes.sum())}, not {tokens.size} tokens")
-        if tokens.dtype != self.dtype and tokens.size and (
-                tokens.min() < np.iinfo(self.dtype).min or tokens.max() > np.iinfo(self.dtype).max):
-            raise ValueError(f"token ids outside the range of {self.dtype}")
+        self._check_range(tokens)
         self._bin.write(tokens.astype(self.dtype, copy=False).tobytes(order="C"))
         first = len(self._sizes)
         self._sizes.frombytes(sizes.tobytes())
-        self._doc_idx.frombytes(np.arange(first + 1, first + 1 + len(sizes), dtype=np.int64).tobytes())
+        ends = np.arange(first + 1, first + 1 + len(sizes), dtype=np.int64)
+        self._doc_idx.frombytes(ends.tobytes())
         self.num_tokens += tokens.size
 
     @property

@@ -5,8 +5,8 @@ with ``workers > 1`` in that many processes, at most ``2 * workers`` chunks in f
 appended to ``<prefix>.bin`` in input order, so memory stays bounded by the chunk window plus
 12 bytes per document (its size and index entry). ``.jsonl`` / ``.json`` lines are objects
 with a string field ``json_key``; any other file is plain text with one document per line.
-Blank lines and documents that tokenize to nothing are skipped; a malformed line is a :class:`DataFormatError` naming file and line, and
-leaves no output behind.
+Blank lines and documents that tokenize to nothing are skipped; a malformed line is a
+:class:`DataFormatError` naming file and line, and leaves no output behind.
 """
 from __future__ import annotations
 
