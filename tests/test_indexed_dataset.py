@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,6 +103,39 @@ def test_reader_reads_a_file_built_from_the_spec(tmp_path):
     (tmp_path / "x.bin").write_bytes(struct.pack("<5i", *tokens))
     ds = MMapIndexedDataset(tmp_path / "x")
     assert ds.dtype == np.int32 and [ds[0].tolist(), ds[1].tolist()] == [[11, 12], [13, 14, 15]]
+
+
+#: written by PaddleNLP's own code: scripts/fixtures/make_indexed_fixtures.py
+FIXTURES = Path(__file__).parent / "fixtures" / "indexed"
+
+
+def test_reads_and_rewrites_files_written_by_paddlenlp(tmp_path):
+    theirs = MMapIndexedDataset(FIXTURES / "paddlenlp")
+    assert theirs.dtype == np.uint16 and len(theirs) == 201 and theirs.num_documents == 200
+    assert theirs.doc_idx[:6].tolist() == [0, 1, 2, 3, 5, 6]  # document 3: two sentences
+    assert theirs[4].tolist() == [7, 8, 9]
+    with IndexedDatasetBuilder(tmp_path / "ours", np.uint16) as builder:
+        for j in range(theirs.num_documents):
+            for sentence in theirs.document(j):
+                builder.add_item(sentence)
+            builder.end_document()
+    for ext in (".bin", ".idx"):
+        assert (tmp_path / f"ours{ext}").read_bytes() == (FIXTURES / f"paddlenlp{ext}").read_bytes()
+
+
+@pytest.mark.parametrize("which,num_samples", [("train", 194), ("train", 700), ("valid", 33)])
+def test_index_mappings_equal_paddlenlp(tmp_path, which, num_samples):
+    """Same seed, split and sequence length: PaddleNLP's GPTDataset index arrays."""
+    for ext in (".bin", ".idx"):
+        (tmp_path / f"c{ext}").write_bytes((FIXTURES / f"paddlenlp{ext}").read_bytes())
+    ref = np.load(FIXTURES / "paddlenlp_index.npz")
+    assert split_boundaries("80,15,5", 201) == ref["bounds"].tolist()
+    ds = PretrainingDataset(tmp_path / "c", 16, split="80,15,5", which=which, seed=1234,
+                            num_samples=num_samples)
+    tag = f"{which}_{num_samples}"
+    np.testing.assert_array_equal(ds.doc_idx, ref[f"{tag}_doc_idx"])
+    np.testing.assert_array_equal(ds.sample_idx, ref[f"{tag}_sample_idx"])
+    np.testing.assert_array_equal(ds.shuffle_idx, ref[f"{tag}_shuffle_idx"])
 
 
 def test_corrupt_files_are_clear_errors(tmp_path):
