@@ -31,7 +31,7 @@ def test_hf_config_round_trip(name):
 def test_families_follow_the_core_protocol():
     from paddlellm.interfaces import ModelFamily
 
-    assert len(family_objects()) == 11
+    assert len(family_objects()) == 12
     assert all(isinstance(f, ModelFamily) for f in family_objects().values())
 
 
@@ -54,7 +54,8 @@ def test_every_preset_resolves_through_the_registry():
 
 @pytest.mark.parametrize("preset,params", [("qwen2.5-0.5b", 494.0e6), ("llama-3-8b", 8.03e9),
                                            ("mixtral-8x7b", 46.7e9), ("gpt2", 124.4e6),
-                                           ("qwen3-8b", 8.19e9), ("gemma2-9b", 9.24e9)])
+                                           ("qwen3-8b", 8.19e9), ("gemma2-9b", 9.24e9),
+                                           ("qwen3-30b-a3b", 30.5e9)])
 def test_preset_sizes_match_the_published_models(preset, params):
     n = family_by_name(preset).config_for(preset).num_parameters()
     assert abs(n - params) / params < 0.01, n
@@ -75,7 +76,7 @@ def test_aliases_and_unknown_names():
 
 @pytest.mark.parametrize("name", ["qwen-tiny", "gpt", "opt-tiny", "bloom-tiny", "qwen-moe-tiny",
                                   "gemma-tiny", "mixtral-tiny", "mistral-tiny", "llama",
-                                  "qwen3-tiny", "gemma2-tiny"])
+                                  "qwen3-tiny", "gemma2-tiny", "qwen3-moe-tiny"])
 def test_build_from_preset_trains(name):
     model = AutoModelForCausalLM.from_config(name, vocab_size=64)
     assert model.config.vocab_size == 64

@@ -14,7 +14,7 @@ TOL = 1e-5
 
 def test_every_family_has_a_fixture():
     types = {json.loads((FIXTURES / n / "config.json").read_text())["model_type"] for n in NAMES}
-    assert types == {"llama", "qwen2", "qwen2_moe", "qwen3", "mistral", "mixtral", "gemma", "gemma2",
+    assert types == {"llama", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "mistral", "mixtral", "gemma", "gemma2",
                      "gpt2", "opt",
                      "bloom"}
 

@@ -6,6 +6,7 @@ FAMILIES = {
     "qwen2": "paddlellm_models.families.qwen2:family",
     "qwen2_moe": "paddlellm_models.families.qwen2_moe:family",
     "qwen3": "paddlellm_models.families.qwen3:family",
+    "qwen3_moe": "paddlellm_models.families.qwen3_moe:family",
     "mistral": "paddlellm_models.families.mistral:family",
     "mixtral": "paddlellm_models.families.mixtral:family",
     "gemma": "paddlellm_models.families.gemma:family",

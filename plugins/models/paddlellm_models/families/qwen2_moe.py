@@ -38,27 +38,31 @@ class Qwen2MoeFamily(LlamaLikeFamily):
                                  shared_expert_intermediate_size=20480),
     }
 
-    def config_from_hf(self, hf: Mapping[str, Any]) -> ModelConfig:
+    def moe_from_hf(self, hf: Mapping[str, Any]) -> dict[str, Any]:
+        """Routed experts, dense layers (``mlp_only_layers``, ``decoder_sparse_step``)."""
         layers, step = hf["num_hidden_layers"], hf.get("decoder_sparse_step", 1)
         only = set(hf.get("mlp_only_layers") or [])
-        dense = [i for i in range(layers) if i in only or (i + 1) % step != 0]
+        experts = hf.get("num_experts") or hf.get("num_local_experts") or 60  # qwen3_moe in v5
+        return {"num_experts": experts,
+                "num_experts_per_tok": hf.get("num_experts_per_tok", 4),
+                "moe_intermediate_size": hf.get("moe_intermediate_size", 1408),
+                "norm_topk_prob": bool(hf.get("norm_topk_prob", False)),
+                "dense_layers": [i for i in range(layers) if i in only or (i + 1) % step != 0]}
+
+    def moe_to_hf(self, c: ModelConfig) -> dict[str, Any]:
+        return {"num_experts": c.num_experts, "num_experts_per_tok": c.num_experts_per_tok,
+                "moe_intermediate_size": c.moe_intermediate_size, "norm_topk_prob": c.norm_topk_prob,
+                "decoder_sparse_step": 1, "mlp_only_layers": list(c.dense_layers)}
+
+    def config_from_hf(self, hf: Mapping[str, Any]) -> ModelConfig:
         return ModelConfig(**{
-            **self.common_from_hf(hf), "out_bias": False, **qwen_window(hf),
-            "num_experts": hf.get("num_experts", 60),
-            "num_experts_per_tok": hf.get("num_experts_per_tok", 4),
-            "moe_intermediate_size": hf.get("moe_intermediate_size", 1408),
-            "norm_topk_prob": bool(hf.get("norm_topk_prob", False)),
+            **self.common_from_hf(hf), "out_bias": False, **qwen_window(hf), **self.moe_from_hf(hf),
             "shared_expert_intermediate_size": hf.get("shared_expert_intermediate_size", 5632),
-            "shared_expert_gate": True, "dense_layers": dense})
+            "shared_expert_gate": True})
 
     def config_to_hf(self, c: ModelConfig) -> dict[str, Any]:
-        out = self.common_to_hf(c)
-        out.update(num_experts=c.num_experts, num_experts_per_tok=c.num_experts_per_tok,
-                   moe_intermediate_size=c.moe_intermediate_size, norm_topk_prob=c.norm_topk_prob,
-                   shared_expert_intermediate_size=c.shared_expert_intermediate_size,
-                   decoder_sparse_step=1, mlp_only_layers=list(c.dense_layers),
-                   **qwen_window_to_hf(c))
-        return out
+        return {**self.common_to_hf(c), **self.moe_to_hf(c), **qwen_window_to_hf(c),
+                "shared_expert_intermediate_size": c.shared_expert_intermediate_size}
 
 
 family = Qwen2MoeFamily()
