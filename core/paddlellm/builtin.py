@@ -55,6 +55,8 @@ def select_attention_kernel(spec, backend, registry):
 def register_stages(register):
     register("pretrain", "paddlellm.stages:pretrain_stage",
              description="causal LM on raw text (the generated demo corpus without --data)")
+    register("sft", "paddlellm.finetune:sft_stage",
+             description="supervised fine-tuning, loss on responses (the demo without --data)")
 
 
 @hookimpl

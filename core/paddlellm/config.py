@@ -42,6 +42,8 @@ class RunConfig(BaseModel):
     data: str | None = Field(None, description="training data (jsonl file or directory)")
     eval_data: str | None = None
     max_length: int = Field(512, gt=1, description="maximum tokens per sequence")
+    zero_padding: bool = Field(False, description="sft: pack several examples per sequence "
+                               "(block-diagonal attention, positions restart per example)")
     split: str = Field("949,50,1", description="train,valid,test document ratio of an indexed "
                        "(.bin/.idx) pretraining dataset")
     tokenizer_name_or_path: str | None = Field(None, description="tokenizer directory (default: "

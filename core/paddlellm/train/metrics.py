@@ -43,6 +43,16 @@ class MetricsLogger:
                 if line.strip() and json.loads(line).get("step", 0) <= step]
         self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
+    def initial_eval(self) -> dict[str, Any] | None:
+        """The step-0 evaluation already in the file (a resumed run reports it as "before")."""
+        if not (self.path and self.path.is_file()):
+            return None
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            if record.get("step") == 0 and "eval_loss" in record:
+                return {k: v for k, v in record.items() if k not in ("step", "time")}
+        return None
+
     def start(self, total_steps: int, done: int = 0) -> None:
         if not self.enabled or not self.stream.isatty():
             return
