@@ -3,7 +3,7 @@
 Works with any model that is called as ``model(input_ids, attention_mask=..., position_ids=...,
 cache=..., logits_to_keep=1) -> logits (B, T, V)`` and offers ``new_cache(batch, max_length)``
 (a :class:`paddlellm.kv_cache.KVCache`); without ``new_cache`` every step re-runs the whole
-sequence. Semantics follow ``transformers``: left padding with position ids
+sequence, and a model's ``cache_needs_refresh(cached, total)`` may ask for a re-prefill. Semantics follow ``transformers``: left padding with position ids
 ``cumsum(attention_mask) - 1``, HF's repetition penalty, top-k then top-p filtering after the
 temperature, and beam hypotheses scored by ``sum_logprobs / new_len ** length_penalty``.
 """
@@ -194,6 +194,10 @@ class _Runner:
         self.mask = paddle.concat([self.mask, paddle.ones_like(tok)], axis=-1)
         self.pos = paddle.concat([self.pos, pos], axis=-1)
         self.next_pos = self.next_pos + 1
+        refresh = getattr(self.model, "cache_needs_refresh", None)
+        if self.cache is not None and refresh is not None and refresh(len(self.cache[0]), self.ids.shape[1]):
+            self.cache = self.model.new_cache(self.ids.shape[0], self.cache[0].max_length)
+            return self._call(self.ids, self.pos).astype("float32")  # re-prefill everything
         return self._call(tok, pos).astype("float32")
 
     def reorder(self, index) -> None:

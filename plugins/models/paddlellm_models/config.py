@@ -55,6 +55,7 @@ class ModelConfig:
     position: Position = "rope"
     rope_theta: float = 10000.0
     rope_scaling: dict[str, Any] | None = None  # HF rope_parameters without rope_theta
+    rotary_dim: int | None = None  # partial rotary (Phi): rotate the first dims only; None: all
     learned_position_offset: int = 0  # OPT: 2
     # embeddings / head
     tie_embeddings: bool = False

@@ -95,12 +95,20 @@ class Rotary:
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
-        self.dim = config.head_dim
+        self.dim = config.rotary_dim or config.head_dim
         self.kind = rope.rope_type(config.rope_scaling)
         self._static = None
+        self._longrope: dict[bool, tuple[paddle.Tensor, float]] = {}
 
     def _freq(self, max_pos: int | None) -> tuple[paddle.Tensor, float]:
         c = self.config
+        if self.kind == "longrope":  # short or long factors, by the longest position
+            long = max_pos + 1 > c.rope_scaling["original_max_position_embeddings"]
+            if long not in self._longrope:
+                freq, factor = rope.inv_freq(self.dim, c.rope_theta, c.rope_scaling,
+                                             c.max_position_embeddings, seq_len=max_pos + 1)
+                self._longrope[long] = (paddle.to_tensor(freq), factor)
+            return self._longrope[long]
         if self.kind == "dynamic" and max_pos is not None and max_pos + 1 > c.max_position_embeddings:
             freq, factor = rope.inv_freq(self.dim, c.rope_theta, c.rope_scaling,
                                          c.max_position_embeddings, seq_len=max_pos + 1)
@@ -113,7 +121,7 @@ class Rotary:
 
     def __call__(self, position_ids: paddle.Tensor, dtype) -> tuple[paddle.Tensor, paddle.Tensor]:
         """``(cos, signed_sin)``, each ``(B, T, 1, D)``; see :func:`apply_rotary`."""
-        max_pos = int(position_ids.max()) if self.kind == "dynamic" else None
+        max_pos = int(position_ids.max()) if self.kind in rope.LENGTH_DEPENDENT else None
         inv_freq, scale = self._freq(max_pos)
         freqs = position_ids.astype("float32").unsqueeze(-1) * inv_freq  # (B, T, D/2)
         cos, sin = paddle.cos(freqs), paddle.sin(freqs)
@@ -125,9 +133,13 @@ class Rotary:
 
 
 def apply_rotary(x: paddle.Tensor, cos: paddle.Tensor, signed_sin: paddle.Tensor) -> paddle.Tensor:
-    """``x * cos + rotate_half(x) * sin`` with rotate_half(x) = [-x2, x1] = roll(x) * [-1, 1]."""
-    half = x.shape[-1] // 2
-    return x * cos + paddle.roll(x, shifts=half, axis=-1) * signed_sin  # (B, T, H, D)
+    """``x * cos + rotate_half(x) * sin`` with rotate_half(x) = [-x2, x1] = roll(x) * [-1, 1];
+    with partial rotary (``cos`` narrower than ``x``) the remaining dims pass through."""
+    rot = cos.shape[-1]
+    if rot < x.shape[-1]:
+        x_rot, x_pass = x[..., :rot], x[..., rot:]
+        return paddle.concat([apply_rotary(x_rot, cos, signed_sin), x_pass], axis=-1)
+    return x * cos + paddle.roll(x, shifts=rot // 2, axis=-1) * signed_sin  # (B, T, H, D)
 
 
 def alibi_slopes(num_heads: int) -> np.ndarray:
@@ -394,6 +406,15 @@ class CausalLM(nn.Layer):
         c = self.config
         dtype = dtype or str(self.model.embed_tokens.weight.dtype).replace("paddle.", "")
         return KVCache(c.num_layers, batch, max_length, c.num_kv_heads, c.head_dim, dtype)
+
+    def cache_needs_refresh(self, cached: int, total: int) -> bool:
+        """Whether keys cached for ``cached`` positions are stale once the sequence reaches
+        ``total``: with longrope, crossing ``original_max_position_embeddings`` switches to the
+        long factors and transformers recomputes the whole cache (Phi-3)."""
+        if self._rotary is None or self._rotary.kind != "longrope":
+            return False
+        original = self.config.rope_scaling["original_max_position_embeddings"]
+        return total >= original + 1 and cached <= original
 
     def generate(self, input_ids, attention_mask=None, **kwargs) -> paddle.Tensor:
         """See :func:`paddlellm.generation.generate`."""

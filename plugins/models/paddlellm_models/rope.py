@@ -1,7 +1,8 @@
 """Rotary-embedding frequencies for every ``rope_type`` transformers writes.
 
 ``default``, ``linear``, ``dynamic`` (NTK, recomputed from the call's longest position),
-``llama3`` and ``yarn``; the formulas follow ``transformers.modeling_rope_utils``. NumPy only.
+``llama3``, ``yarn`` and ``longrope`` (Phi-3: long or short factors by the call's longest
+position); the formulas follow ``transformers.modeling_rope_utils``. NumPy only.
 """
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-SUPPORTED = ("default", "linear", "dynamic", "llama3", "yarn")
+SUPPORTED = ("default", "linear", "dynamic", "llama3", "yarn", "longrope")
+#: types whose frequencies depend on the longest position of the call
+LENGTH_DEPENDENT = ("dynamic", "longrope")
 
 
 def _base_inv_freq(base: float, dim: int) -> np.ndarray:
@@ -42,7 +45,25 @@ def inv_freq(dim: int, theta: float, scaling: Mapping[str, Any] | None,
         return _base_inv_freq(base, dim), 1.0
     if kind == "llama3":
         return _llama3(dim, theta, scaling, factor), 1.0
+    if kind == "longrope":
+        return _longrope(dim, theta, scaling, factor, max_position_embeddings, seq_len)
     return _yarn(dim, theta, scaling, factor, max_position_embeddings)
+
+
+def _longrope(dim: int, theta: float, s: Mapping[str, Any], factor: float | None,
+              max_position_embeddings: int, seq_len: int | None) -> tuple[np.ndarray, float]:
+    original = s["original_max_position_embeddings"]
+    if factor is None:
+        factor = max_position_embeddings / original
+    attention_factor = s.get("attention_factor")
+    if attention_factor is None:
+        attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
+    ext = np.asarray(s["long_factor"] if seq_len and seq_len > original else s["short_factor"],
+                     dtype=np.float32)
+    if ext.shape != (dim // 2,):
+        raise ValueError(f"longrope factors must have {dim // 2} entries, got {ext.shape[0]}")
+    shape = np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)
+    return (1.0 / (ext * np.float32(theta) ** shape)).astype(np.float32), float(attention_factor)
 
 
 def _llama3(dim: int, theta: float, s: Mapping[str, Any], factor: float) -> np.ndarray:

@@ -31,7 +31,7 @@ def test_hf_config_round_trip(name):
 def test_families_follow_the_core_protocol():
     from paddlellm.interfaces import ModelFamily
 
-    assert len(family_objects()) == 12
+    assert len(family_objects()) == 13
     assert all(isinstance(f, ModelFamily) for f in family_objects().values())
 
 
@@ -55,7 +55,8 @@ def test_every_preset_resolves_through_the_registry():
 @pytest.mark.parametrize("preset,params", [("qwen2.5-0.5b", 494.0e6), ("llama-3-8b", 8.03e9),
                                            ("mixtral-8x7b", 46.7e9), ("gpt2", 124.4e6),
                                            ("qwen3-8b", 8.19e9), ("gemma2-9b", 9.24e9),
-                                           ("qwen3-30b-a3b", 30.5e9)])
+                                           ("qwen3-30b-a3b", 30.5e9),
+                                           ("phi-3-mini-4k", 3.82e9)])
 def test_preset_sizes_match_the_published_models(preset, params):
     n = family_by_name(preset).config_for(preset).num_parameters()
     assert abs(n - params) / params < 0.01, n
@@ -76,7 +77,7 @@ def test_aliases_and_unknown_names():
 
 @pytest.mark.parametrize("name", ["qwen-tiny", "gpt", "opt-tiny", "bloom-tiny", "qwen-moe-tiny",
                                   "gemma-tiny", "mixtral-tiny", "mistral-tiny", "llama",
-                                  "qwen3-tiny", "gemma2-tiny", "qwen3-moe-tiny"])
+                                  "qwen3-tiny", "gemma2-tiny", "qwen3-moe-tiny", "phi3-tiny"])
 def test_build_from_preset_trains(name):
     model = AutoModelForCausalLM.from_config(name, vocab_size=64)
     assert model.config.vocab_size == 64
@@ -184,10 +185,10 @@ def test_rope_configs_of_every_transformers_version():
     theta, yarn = rope_from_hf({"max_position_embeddings": 4096,
                                 "rope_scaling": {"rope_type": "yarn", "factor": 4.0}})
     assert theta == 10000.0 and yarn["original_max_position_embeddings"] == 4096
-    with pytest.raises(ValueError, match="unsupported rope_type 'longrope'"):
+    with pytest.raises(ValueError, match="unsupported rope_type 'su'"):
         from paddlellm_models import rope
 
-        rope.inv_freq(8, 1e4, {"rope_type": "longrope"}, 16)
+        rope.inv_freq(8, 1e4, {"rope_type": "su"}, 16)
 
 
 def test_dtype_aliases_and_errors():

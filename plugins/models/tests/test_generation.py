@@ -163,3 +163,10 @@ def test_top_k_top_p_equals_the_full_sort(vocab, scale):
     for k, p in ((0, 0.9), (0, 0.5), (40, 0.95), (0, 0.999), (5, 1.0)):
         np.testing.assert_array_equal(np.isfinite(filter_top_k_top_p(x, k, p)),
                                       np.isfinite(_hf_top_k_top_p(x, k, p)))
+
+
+def test_longrope_generation_recomputes_the_cache_when_crossing(load):
+    """Phi-3: from 12 prompt tokens, generation crosses original_max_position_embeddings (16)."""
+    ref, model = reference("phi3_longrope"), load("phi3_longrope")
+    out = model.generate(ref["single_ids"][:, :12], max_new_tokens=8, eos_token_id=None).numpy()
+    np.testing.assert_array_equal(out[:, 12:], ref["greedy_cross"])

@@ -15,7 +15,7 @@ TOL = 1e-5
 def test_every_family_has_a_fixture():
     types = {json.loads((FIXTURES / n / "config.json").read_text())["model_type"] for n in NAMES}
     assert types == {"llama", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "mistral", "mixtral", "gemma", "gemma2",
-                     "gpt2", "opt",
+                     "phi3", "gpt2", "opt",
                      "bloom"}
 
 
@@ -65,6 +65,8 @@ def test_beam_search_matches_transformers(name, load):
     ("llama_rope_llama3", {"rope_scaling": None}),
     ("llama_rope_linear", {"rope_scaling": None}),
     ("gemma", {"norm_unit_offset": False}),
+    ("phi3_longrope", {"rope_scaling": None}),
+    ("phi3_longrope", {"sliding_window": None}),
     ("gemma2", {"attention_softcap": None}),
     ("gemma2", {"final_logit_softcap": None}),
     ("gemma2", {"sliding_window": None}),

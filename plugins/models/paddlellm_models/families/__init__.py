@@ -11,6 +11,7 @@ FAMILIES = {
     "mixtral": "paddlellm_models.families.mixtral:family",
     "gemma": "paddlellm_models.families.gemma:family",
     "gemma2": "paddlellm_models.families.gemma2:family",
+    "phi3": "paddlellm_models.families.phi3:family",
     "gpt2": "paddlellm_models.families.gpt2:family",
     "opt": "paddlellm_models.families.opt:family",
     "bloom": "paddlellm_models.families.bloom:family",
