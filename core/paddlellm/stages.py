@@ -69,8 +69,11 @@ def _tokenizer(ctx, train_docs: list[str], is_demo: bool, resume_dir: Path | Non
     if resume_dir or config.model_name_or_path:
         return AutoTokenizer.from_pretrained(resume_dir or config.model_name_or_path)
     vocab = DEMO_VOCAB if is_demo else 32000
-    return train_bpe_tokenizer(train_docs, vocab, ctx.output_dir / "tokenizer",
-                               model_max_length=config.max_length)
+    directory = ctx.output_dir / "tokenizer"
+    if ctx.strategy.is_main_process:  # one process trains and writes; the others read it
+        train_bpe_tokenizer(train_docs, vocab, directory, model_max_length=config.max_length)
+    ctx.strategy.barrier()
+    return AutoTokenizer.from_pretrained(directory)
 
 
 def pretrain_stage(ctx) -> dict[str, Any]:

@@ -75,8 +75,8 @@ def train(
     ``save(dir)`` writes the model (and tokenizer) of a checkpoint; the loop adds optimizer,
     scheduler and trainer state. ``resume_from`` (a checkpoint folder, whose weights the
     stage has already loaded) restores them and skips the batches already consumed. Random
-    state is re-seeded from ``seed + step`` every step, so a resumed run continues exactly
-    as an uninterrupted one would.
+    state is re-seeded from ``(seed, step, rank)`` every step, so a resumed run continues
+    exactly as an uninterrupted one would.
     """
     state = TrainState()
     strategy = ctx.strategy
@@ -92,7 +92,8 @@ def train(
     window_tokens, window_start = 0, time.perf_counter()
     logger.start(total_steps, done=state.step)
     while state.step < total_steps:
-        paddle.seed(config.seed + state.step)
+        # a function of (step, process): exact on resume, distinct dropout on every rank
+        paddle.seed(config.seed + state.step + 1_000_003 * strategy.rank)
         step_loss_sum = 0.0
         for _ in range(accum):
             batch = next(batches)
