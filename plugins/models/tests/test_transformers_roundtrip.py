@@ -25,7 +25,6 @@ def _dev_python() -> str | None:
     return DEV_PYTHON if probe.returncode == 0 else None
 
 
-@pytest.mark.slow
 def test_transformers_loads_what_we_save(load, tmp_path):
     python = _dev_python()
     if python is None:
