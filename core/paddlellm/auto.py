@@ -52,7 +52,11 @@ class AutoModelForCausalLM:
         hf = read_json(config_path)
         if "model_type" not in hf:
             raise ValueError(f"{config_path} has no 'model_type'")
-        return family_for_model_type(hf["model_type"]).from_pretrained(path, dtype=dtype)
+        family = family_for_model_type(hf["model_type"])
+        if not hasattr(family, "from_pretrained"):
+            raise TypeError(f"model family '{family.name}' builds models but cannot load "
+                            "checkpoints (it has no from_pretrained)")
+        return family.from_pretrained(path, dtype=dtype)
 
     @classmethod
     def from_config(cls, config: Any, dtype: str = "float32", **overrides: Any):
