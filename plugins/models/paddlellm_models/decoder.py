@@ -355,14 +355,13 @@ class CausalLM(nn.Layer):
         }
         full = c.full_attention_layers
         for i, layer in enumerate(m.layers):
-            if full:
-                ctx["window"] = None if i in full else c.sliding_window
+            layer_ctx = {**ctx, "window": None if i in full else c.sliding_window} if full else ctx
             if self.recompute and self.training and cache is None and paddle.is_grad_enabled():
                 from paddle.distributed.fleet.utils import recompute
 
-                x = recompute(layer, x, ctx, None, use_reentrant=False)
+                x = recompute(layer, x, layer_ctx, None, use_reentrant=False)
             else:
-                x = layer(x, ctx, cache[i] if cache is not None else None)
+                x = layer(x, layer_ctx, cache[i] if cache is not None else None)
         if c.final_norm:
             x = m.norm(x)
         return x

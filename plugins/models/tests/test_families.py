@@ -206,9 +206,12 @@ def test_save_refuses_what_the_family_cannot_express(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("name", ["qwen-moe-tiny", "gpt-tiny"])
-def test_recompute_gives_the_same_gradients(name):
-    model = AutoModelForCausalLM.from_config(name, vocab_size=64)
+@pytest.mark.parametrize("name,overrides", [
+    ("qwen-moe-tiny", {}), ("gpt-tiny", {}),
+    ("gemma2-tiny", {"sliding_window": 4}),  # per-layer windows must survive recomputation
+])
+def test_recompute_gives_the_same_gradients(name, overrides):
+    model = AutoModelForCausalLM.from_config(name, vocab_size=64, **overrides)
     ids = paddle.to_tensor(np.random.default_rng(0).integers(0, 64, (2, 9)))
 
     def grads(recompute):
