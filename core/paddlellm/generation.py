@@ -234,6 +234,11 @@ def generate(model: Any, input_ids, attention_mask=None, generation_config: Gene
     if ids.ndim == 1:
         ids = ids.unsqueeze(0)
     mask = _as_tensor(attention_mask) if attention_mask is not None else paddle.ones_like(ids)
+    if attention_mask is not None and bool((mask[:, -1] == 0).any()):
+        import warnings
+
+        warnings.warn("generate: the attention_mask has padding on the right; decoder-only "
+                      "models need left padding for correct continuations", stacklevel=2)
     with paddle.no_grad():
         if cfg.decode_strategy == "beam_search":
             return _beam_search(model, ids, mask, cfg)

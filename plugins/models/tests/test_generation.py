@@ -170,3 +170,11 @@ def test_longrope_generation_recomputes_the_cache_when_crossing(load):
     ref, model = reference("phi3_longrope"), load("phi3_longrope")
     out = model.generate(ref["single_ids"][:, :12], max_new_tokens=8, eos_token_id=None).numpy()
     np.testing.assert_array_equal(out[:, 12:], ref["greedy_cross"])
+
+
+def test_right_padding_warns(load):
+    ref, model = reference("llama"), load("llama")
+    mask = np.ones_like(ref["batch_ids"])
+    mask[1, -3:] = 0
+    with pytest.warns(UserWarning, match="padding on the right"):
+        model.generate(ref["batch_ids"], attention_mask=mask, max_new_tokens=1)
