@@ -83,11 +83,13 @@ class Norm(nn.Layer):
         if self.kind == "layer":
             return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
         dtype = x.dtype
-        xf = x.astype("float32") if dtype != paddle.float32 else x
+        low = dtype != paddle.float32
+        xf = x.astype("float32") if low else x
         xf = xf * paddle.rsqrt((xf * xf).mean(axis=-1, keepdim=True) + self.eps)
         if self.unit_offset:  # Gemma: (1 + w) in float32, then cast
-            return (xf * (1.0 + self.weight.astype("float32"))).astype(dtype)
-        return self.weight * xf.astype(dtype)
+            out = xf * (1.0 + (self.weight.astype("float32") if low else self.weight))
+            return out.astype(dtype) if low else out
+        return self.weight * (xf.astype(dtype) if low else xf)
 
 
 class Rotary:
