@@ -183,7 +183,8 @@ class Attention(nn.Layer):
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         out = ctx["kernel"](q, k, v, causal=True, attention_mask=ctx["mask"],
                             sliding_window=ctx["window"], alibi_slopes=ctx["alibi"],
-                            scale=self.scale, softcap=ctx["softcap"], cache=cache)  # (B, T, Hq, D)
+                            segment_ids=ctx["segments"], scale=self.scale,
+                            softcap=ctx["softcap"], cache=cache)  # (B, T, Hq, D)
         return self.o_proj(out.reshape([b, t, self.num_heads * self.head_dim]))
 
 
@@ -325,9 +326,15 @@ class CausalLM(nn.Layer):
 
     def forward_hidden(self, input_ids: paddle.Tensor, attention_mask: paddle.Tensor | None = None,
                        position_ids: paddle.Tensor | None = None, cache: KVCache | None = None,
-                       ) -> paddle.Tensor:
-        """Final hidden states ``(B, T, H)`` (after the final norm, before ``project_out``)."""
+                       segment_ids: paddle.Tensor | None = None) -> paddle.Tensor:
+        """Final hidden states ``(B, T, H)`` (after the final norm, before ``project_out``).
+
+        ``segment_ids (B, T)`` packs several sequences into one row (zero padding): tokens
+        attend only within their segment; pass ``position_ids`` restarting per segment.
+        """
         c, m = self.config, self.model
+        if segment_ids is not None and cache is not None:
+            raise ValueError("segment_ids (packed sequences) cannot be used with a KV cache")
         b, t = input_ids.shape
         past = cache.seq_length if cache is not None else 0
         if position_ids is None and c.position in ("rope", "learned"):
@@ -345,6 +352,7 @@ class CausalLM(nn.Layer):
         ctx = {
             "rope": self._rotary(position_ids, x.dtype) if self._rotary is not None else None,
             "mask": attention_mask,
+            "segments": segment_ids,
             "window": c.sliding_window,
             "alibi": self.alibi_slopes,
             "softcap": c.attention_softcap,
@@ -352,6 +360,7 @@ class CausalLM(nn.Layer):
                 dtype=str(x.dtype).replace("paddle.", ""), head_dim=c.head_dim, causal=True,
                 padding_mask=attention_mask is not None, sliding_window=c.sliding_window is not None,
                 alibi=self.alibi_slopes is not None, softcap=c.attention_softcap is not None,
+                segments=segment_ids is not None,
                 cache="contiguous" if cache is not None else "none",
                 training=paddle.is_grad_enabled())),
         }
@@ -381,17 +390,19 @@ class CausalLM(nn.Layer):
 
     def forward(self, input_ids: paddle.Tensor, attention_mask: paddle.Tensor | None = None,
                 position_ids: paddle.Tensor | None = None, cache: KVCache | None = None,
-                logits_to_keep: int = 0) -> paddle.Tensor:
+                logits_to_keep: int = 0, segment_ids: paddle.Tensor | None = None
+                ) -> paddle.Tensor:
         """Logits ``(B, T, V)`` (the last ``logits_to_keep`` positions when > 0).
 
         ``attention_mask`` is ``(B, past + T)`` (1 = token, 0 = left padding); without
         ``position_ids`` positions are ``cumsum(mask) - 1`` as in ``transformers.generate``.
+        ``segment_ids`` packs sequences (see :meth:`forward_hidden`).
         """
         if not isinstance(input_ids, paddle.Tensor):  # lists / NumPy arrays of ids
             input_ids = paddle.to_tensor(np.asarray(input_ids), dtype="int64")
         if attention_mask is not None and not isinstance(attention_mask, paddle.Tensor):
             attention_mask = paddle.to_tensor(np.asarray(attention_mask), dtype="int64")
-        hidden = self.forward_hidden(input_ids, attention_mask, position_ids, cache)
+        hidden = self.forward_hidden(input_ids, attention_mask, position_ids, cache, segment_ids)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         return self.logits(hidden)
