@@ -83,3 +83,16 @@ def test_bad_runs_fail_with_a_clear_message(tmp_path, args, message):
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_recompute_trains_to_the_same_losses(tmp_path):
+    def losses(out, *extra):
+        run_cli("run", "--output_dir", str(out), "--max_steps", "3", "--logging_steps", "1",
+                "--max_length", "32", "--per_device_train_batch_size", "4", *extra, check=True)
+        return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()
+                if '"loss"' in line]
+
+    plain = losses(tmp_path / "plain")
+    again = losses(tmp_path / "recompute", "--recompute")
+    assert len(plain) == 3
+    assert again == pytest.approx(plain, rel=1e-5)

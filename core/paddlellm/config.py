@@ -69,6 +69,7 @@ class RunConfig(BaseModel):
     save_total_limit: int | None = None
     logging_steps: int = Field(10, gt=0)
     eval_steps: int | None = None
+    recompute: bool = Field(False, description="recompute activations in backward (less memory)")
     bf16: bool = False
     fp16: bool = False
     seed: int = 42

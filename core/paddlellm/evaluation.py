@@ -50,13 +50,19 @@ def generate_answers(model: Any, tokenizer: Any, questions: Sequence[str], *,
 
 def exact_match(model: Any, tokenizer: Any, examples: Sequence[dict], *, batch_size: int = 32,
                 max_new_tokens: int = 16, samples: int = 3) -> dict[str, Any]:
-    """Fraction of ``{"src", "tgt"}`` examples whose greedy answer equals ``tgt``."""
+    """Fraction of ``{"src", "tgt"}`` examples whose greedy answer equals ``tgt`` (and per
+    ``task`` when the examples name one)."""
     answers = generate_answers(model, tokenizer, [e["src"] for e in examples],
                                batch_size=batch_size, max_new_tokens=max_new_tokens)
     hits = [a == e["tgt"].strip() for a, e in zip(answers, examples)]
+    by_task: dict[str, list[bool]] = {}
+    for hit, e in zip(hits, examples):
+        if "task" in e:
+            by_task.setdefault(e["task"], []).append(hit)
     return {
         "exact_match": float(np.mean(hits)) if hits else 0.0,
         "count": len(hits),
+        "by_task": {task: round(float(np.mean(v)), 4) for task, v in by_task.items()},
         "samples": [{"src": e["src"], "tgt": e["tgt"], "got": a}
                     for e, a in list(zip(examples, answers))[:samples]],
     }

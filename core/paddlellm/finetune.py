@@ -15,7 +15,10 @@ import numpy as np
 from .errors import ConfigError
 
 DEMO_TRAIN_EXAMPLES = 3000
-DEMO_EVAL_EXAMPLES = 200
+DEMO_EVAL_EXAMPLES = 300
+#: settings of the bundled demo, applied to the options the user did not set
+DEMO_DEFAULTS = {"learning_rate": 2e-3, "num_train_epochs": 2.0, "warmup_steps": 20,
+                 "lr_scheduler_type": "cosine", "max_length": 128}
 #: the bundled demo model (built by scripts/build_demo_model.py)
 DEMO_MODEL_DIR = Path(__file__).parent / "assets" / "qwen-demo"
 
@@ -25,6 +28,12 @@ def demo_model_dir() -> Path:
         raise ConfigError(f"the bundled demo model is missing from {DEMO_MODEL_DIR}; rebuild it "
                           "with `python scripts/build_demo_model.py`")
     return DEMO_MODEL_DIR
+
+
+def apply_demo_defaults(config):
+    """``config`` with :data:`DEMO_DEFAULTS` for every option not given explicitly."""
+    unset = {k: v for k, v in DEMO_DEFAULTS.items() if k not in config.model_fields_set}
+    return config.model_copy(update=unset), unset
 
 
 def _datasets(config) -> tuple[list, list, list[dict] | None]:
@@ -95,6 +104,7 @@ def sft_stage(ctx) -> dict[str, Any]:
 
     from .auto import AutoModelForCausalLM
     from .data.sft import padding_ratio, tokenize_all
+    from .models import prepare_for_training
     from .evaluation import exact_match
     from .tokenizer import AutoTokenizer
     from .train.checkpointing import resume_checkpoint
@@ -103,12 +113,16 @@ def sft_stage(ctx) -> dict[str, Any]:
     from .train.optim import build_optimizer
 
     config, strategy = ctx.config, ctx.strategy
+    is_demo = config.data is None
+    demo_defaults: dict = {}
+    if is_demo:
+        config, demo_defaults = apply_demo_defaults(config)
     paddle.seed(config.seed)
     resume_dir = resume_checkpoint(config)
-    is_demo = config.data is None
     source = str(resume_dir or config.model_name_or_path or demo_model_dir())
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = strategy.wrap_model(AutoModelForCausalLM.from_pretrained(source))
+    model = strategy.wrap_model(prepare_for_training(AutoModelForCausalLM.from_pretrained(source),
+                                                     config))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     train_conv, eval_conv, eval_pairs = _datasets(config)
@@ -142,18 +156,21 @@ def sft_stage(ctx) -> dict[str, Any]:
     before = logger.initial_eval() if resume_dir else None
     if before is None:
         before = {**evaluate(model), **em()}
-        logger.log({"step": 0, **{k: v for k, v in before.items() if k != "samples"}})
+        logger.log({"step": 0,
+                    **{k: v for k, v in before.items() if k not in ("samples", "by_task")}})
     state = train(model, optimizer, scheduler,
                   epoch_stream(train_ex, config, pad_id, strategy.shard), forward_loss,
                   config=config, ctx=ctx, total_steps=total_steps, logger=logger,
                   evaluate=evaluate, save=lambda d: _save(model, tokenizer, d),
                   resume_from=str(resume_dir) if resume_dir else None)
     after = {**evaluate(model), **em()}
-    logger.log({"step": state.step, **{k: v for k, v in after.items() if k != "samples"}})
+    logger.log({"step": state.step,
+                **{k: v for k, v in after.items() if k not in ("samples", "by_task")}})
     if strategy.is_main_process:
         _save(model, tokenizer, str(ctx.output_dir))
     summary = {
-        "stage": "sft", "demo": is_demo, "steps": state.step, "train_examples": len(train_ex),
+        "stage": "sft", "demo": is_demo, "demo_defaults": demo_defaults, "steps": state.step,
+        "train_examples": len(train_ex),
         "train_loss_first": state.losses[0], "train_loss_last": state.losses[-1],
         "eval_loss_before": before["eval_loss"], "eval_loss_after": after["eval_loss"],
         "padding_ratio": padding_ratio(one_epoch),
@@ -163,6 +180,8 @@ def sft_stage(ctx) -> dict[str, Any]:
     if eval_pairs:
         summary.update(exact_match_before=before["exact_match"],
                        exact_match_after=after["exact_match"], eval_examples=after["count"],
+                       exact_match_by_task_before=before.get("by_task", {}),
+                       exact_match_by_task_after=after.get("by_task", {}),
                        samples_after=after["samples"])
     return summary
 

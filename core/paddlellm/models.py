@@ -20,7 +20,8 @@ def build_model(ctx: Any, *, vocab_size: int, demo: bool, tokenizer: Any = None,
 
     config = ctx.config
     if path or config.model_name_or_path:
-        return AutoModelForCausalLM.from_pretrained(path or config.model_name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(path or config.model_name_or_path)
+        return prepare_for_training(model, config)
     family = family_by_name(config.model)
     overrides: dict[str, Any] = {"vocab_size": vocab_size,
                                  "max_position_embeddings": max(config.max_length, 128)}
@@ -31,4 +32,16 @@ def build_model(ctx: Any, *, vocab_size: int, demo: bool, tokenizer: Any = None,
                 overrides[key] = value
     if demo and config.model in (family.name, *getattr(family, "aliases", ())):
         overrides.update(DEMO_SIZE)
-    return AutoModelForCausalLM.from_config(config.model, **overrides)
+    return prepare_for_training(AutoModelForCausalLM.from_config(config.model, **overrides),
+                                config)
+
+
+def prepare_for_training(model, config):
+    """Apply the run's model-level training options (``--recompute``)."""
+    if config.recompute:
+        if not hasattr(model, "enable_recompute"):
+            from .errors import ConfigError
+
+            raise ConfigError(f"--recompute: {type(model).__name__} has no enable_recompute()")
+        model.enable_recompute()
+    return model

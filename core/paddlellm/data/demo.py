@@ -2,9 +2,9 @@
 
 Every example is a ``{"src", "tgt"}`` pair (PaddleNLP's SFT format) whose answer is
 determined by its question, so held-out exact match measures learning, not memory:
-addition, subtraction, reversing a word, sorting digits, and look-ups in a fixed table of
-made-up facts (the one task that must be learned from the training text itself).
-Train and held-out examples never share a question.
+copying, reversing and counting letters, sorting digits (skills that generalise to unseen
+questions), and two small look-up tables: the alphabet's successor and made-up animal
+colours (knowledge that must be learned from the training text itself).
 """
 from __future__ import annotations
 
@@ -17,26 +17,33 @@ _ANIMALS = ["cat", "dog", "owl", "fox", "bee", "elk", "yak", "eel", "ant", "bat"
 _COLOURS = ["red", "blue", "green", "gold", "pink", "grey", "teal", "navy"]
 
 
-def _add(rng: random.Random) -> tuple[str, str]:
-    a, b = rng.randint(0, 99), rng.randint(0, 99)
-    return f"What is {a} + {b}?", str(a + b)
+def _letters(rng: random.Random) -> list[str]:
+    return [rng.choice(_LETTERS) for _ in range(rng.randint(3, 6))]
 
 
-def _sub(rng: random.Random) -> tuple[str, str]:
-    a = rng.randint(0, 99)
-    b = rng.randint(0, a)
-    return f"What is {a} - {b}?", str(a - b)
+def _copy(rng: random.Random) -> tuple[str, str]:
+    letters = " ".join(_letters(rng))
+    return f"Repeat: {letters}", letters
 
 
 def _reverse(rng: random.Random) -> tuple[str, str]:
-    word = "".join(rng.choice(_LETTERS) for _ in range(rng.randint(3, 6)))
-    return f"Reverse the word {word}.", word[::-1]
+    letters = _letters(rng)
+    return f"Reverse: {' '.join(letters)}", " ".join(reversed(letters))
 
 
 def _sort(rng: random.Random) -> tuple[str, str]:
     digits = [rng.randint(0, 9) for _ in range(rng.randint(3, 6))]
-    return (f"Sort the digits {' '.join(map(str, digits))}.",
-            " ".join(map(str, sorted(digits))))
+    return f"Sort: {' '.join(map(str, digits))}", " ".join(map(str, sorted(digits)))
+
+
+def _count(rng: random.Random) -> tuple[str, str]:
+    letters = _letters(rng)
+    return f"Count: {' '.join(letters)}", str(len(letters))
+
+
+def _next(rng: random.Random) -> tuple[str, str]:
+    i = rng.randrange(len(_LETTERS) - 1)
+    return f"What comes after {_LETTERS[i]}?", _LETTERS[i + 1]
 
 
 def _fact(rng: random.Random) -> tuple[str, str]:
@@ -48,8 +55,11 @@ def _fact(rng: random.Random) -> tuple[str, str]:
 FACTS = {animal: _COLOURS[(i * 5) % len(_COLOURS)] for i, animal in enumerate(_ANIMALS)}
 
 TASKS: dict[str, Callable[[random.Random], tuple[str, str]]] = {
-    "add": _add, "sub": _sub, "reverse": _reverse, "sort": _sort, "fact": _fact,
+    "copy": _copy, "reverse": _reverse, "sort": _sort, "count": _count, "next": _next,
+    "fact": _fact,
 }
+#: tasks with a small fixed set of questions, asked in both splits (knowledge, not skill)
+SHARED_TASKS = ("next", "fact")
 
 
 def _is_held_out(question: str, fraction: float) -> bool:
@@ -61,8 +71,8 @@ def demo_examples(n: int, *, split: str = "train", seed: int = 0, held_out: floa
                   tasks: tuple[str, ...] = tuple(TASKS)) -> list[dict[str, str]]:
     """``n`` examples of the ``split`` ("train" or "eval"), round-robin over ``tasks``.
 
-    The split is decided by a hash of the question; facts are shared by both splits (their
-    questions are few), every other task's eval questions never occur in train.
+    The split is decided by a hash of the question; the few questions of ``SHARED_TASKS``
+    occur in both splits, every other task's eval questions never occur in train.
     """
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
@@ -76,7 +86,7 @@ def demo_examples(n: int, *, split: str = "train", seed: int = 0, held_out: floa
             raise RuntimeError("could not generate enough distinct demo examples")
         task = order[len(out) % len(order)]
         question, answer = TASKS[task](rng)
-        if task != "fact" and _is_held_out(question, held_out) != (split == "eval"):
+        if task not in SHARED_TASKS and _is_held_out(question, held_out) != (split == "eval"):
             continue
         out.append({"src": question, "tgt": answer, "task": task})
     return out

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Training-step throughput: paddlellm vs transformers on the same config and weights.
+
+One run builds a random Llama-architecture checkpoint, then times a full training step
+(forward + backward + AdamW) in both frameworks, interleaving rounds so both see the same
+machine load, and reports tokens/s and the ratio (median of rounds).
+
+    .venv/bin/python benchmarks/train_bench.py [--hidden 512 --layers 8 --batch 4 --seq 512]
+
+The transformers side runs in a separate interpreter with torch installed (dev-only; default
+/work/devenv/bin/python, or --torch-python / $PADDLELLM_DEV_PYTHON).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+PADDLE_WORKER = textwrap.dedent("""
+    import json, os, sys, time
+    import numpy as np
+    from paddlellm_backend_cpu.backend import backend
+    backend.setup()
+    import paddle
+    from paddlellm import AutoModelForCausalLM
+    from paddlellm.train.loss import causal_lm_loss
+    path, batch, seq, warmup, steps = sys.argv[1], *map(int, sys.argv[2:6])
+    model = AutoModelForCausalLM.from_pretrained(path)
+    model.train()
+    opt = paddle.optimizer.AdamW(1e-4, parameters=model.parameters())
+    rng = np.random.default_rng(0)
+    ids = paddle.to_tensor(rng.integers(0, model.config.vocab_size, (batch, seq)))
+    def step():
+        loss, _ = causal_lm_loss(model(ids), ids)
+        loss.backward(); opt.step(); opt.clear_grad()
+        return float(loss)
+    for _ in range(warmup): step()
+    t = time.perf_counter()
+    for _ in range(steps): step()
+    dt = time.perf_counter() - t
+    print(json.dumps({"tokens_per_sec": batch * seq * steps / dt}))
+""")
+
+TORCH_WORKER = textwrap.dedent("""
+    import json, sys, time
+    import torch
+    from transformers import AutoModelForCausalLM
+    torch.set_num_threads(int(sys.argv[6]))
+    path, batch, seq, warmup, steps = sys.argv[1], *map(int, sys.argv[2:6])
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (batch, seq), generator=g)
+    def step():
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward(); opt.step(); opt.zero_grad()
+        return float(loss)
+    for _ in range(warmup): step()
+    t = time.perf_counter()
+    for _ in range(steps): step()
+    dt = time.perf_counter() - t
+    print(json.dumps({"tokens_per_sec": batch * seq * steps / dt}))
+""")
+
+
+def make_checkpoint(directory: str, args) -> None:
+    from paddlellm import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_config(
+        "llama-tiny", hidden_size=args.hidden, intermediate_size=args.hidden * 11 // 4,
+        num_hidden_layers=args.layers, num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads, vocab_size=args.vocab,
+        max_position_embeddings=max(args.seq, 128))
+    model.save_pretrained(directory)
+
+
+def run(cmd: list[str], env: dict) -> float:
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise SystemExit(f"worker failed: {' '.join(cmd[:2])}\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])["tokens_per_sec"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--kv_heads", type=int, default=4)
+    p.add_argument("--vocab", type=int, default=32000)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seq", type=int, default=512)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--torch-python", default=os.environ.get("PADDLELLM_DEV_PYTHON",
+                                                            "/work/devenv/bin/python"))
+    args = p.parse_args()
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    shape = [str(v) for v in (args.batch, args.seq, args.warmup, args.steps)]
+    with tempfile.TemporaryDirectory() as tmp:
+        make_checkpoint(tmp, args)
+        results: dict[str, list[float]] = {"paddlellm": [], "transformers": []}
+        for r in range(args.rounds):
+            results["paddlellm"].append(run([sys.executable, "-c", PADDLE_WORKER, tmp, *shape], env))
+            results["transformers"].append(run([args.torch_python, "-c", TORCH_WORKER, tmp, *shape,
+                                                str(args.threads)], env))
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f} tok/s" for k, v in results.items()),
+                  flush=True)
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(json.dumps({"config": vars(args), "median_tokens_per_sec": med,
+                      "ratio_paddlellm_over_transformers": med["paddlellm"] / med["transformers"]},
+                     indent=2))
+
+
+if __name__ == "__main__":
+    main()
