@@ -5,7 +5,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/llm run
+	.venv/bin/llm run --model qwen --stage sft
 
 test: setup
 	.venv/bin/python -m pytest

@@ -73,3 +73,13 @@ def test_unknown_kernel_name_is_a_clear_error():
     proc = run_cli("kernels", "check", "refrence")
     assert proc.returncode == 2
     assert "unknown attention_kernel 'refrence'" in proc.stderr and "reference" in proc.stderr
+
+
+def test_public_api_names_resolve_lazily():
+    code = ("import sys, paddlellm\n"
+            "assert 'paddle' not in sys.modules\n"
+            "from paddlellm import AutoTokenizer, AutoModelForCausalLM\n"
+            "assert AutoTokenizer.__name__ and AutoModelForCausalLM.__name__\n"
+            "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr

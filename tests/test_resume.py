@@ -11,7 +11,7 @@ import time
 
 from helpers import run_cli
 
-ARGS = ["--max_steps", "16", "--save_steps", "4", "--logging_steps", "1", "--max_length", "64",
+ARGS = ["--stage", "pretrain", "--max_steps", "16", "--save_steps", "4", "--logging_steps", "1", "--max_length", "64",
         "--per_device_train_batch_size", "8", "--learning_rate", "3e-3", "--warmup_steps", "2"]
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from helpers import run_cli
 
-SMALL = ["--max_length", "32", "--per_device_train_batch_size", "8", "--learning_rate", "3e-3",
+SMALL = ["--stage", "pretrain", "--max_length", "32", "--per_device_train_batch_size", "8", "--learning_rate", "3e-3",
          "--logging_steps", "10", "--warmup_steps", "3"]
 
 
@@ -63,7 +63,7 @@ def test_final_model_reloads_with_the_same_predictions(demo_run):
 
 def test_config_file_with_flags_winning(tmp_path):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(f"max_steps: 2\noutput_dir: {tmp_path / 'o'}\nmax_length: 32\n"
+    cfg.write_text(f"stage: pretrain\nmax_steps: 2\noutput_dir: {tmp_path / 'o'}\nmax_length: 32\n"
                    "per_device_train_batch_size: 2\n")
     run_cli("run", str(cfg), "--max_steps", "3", check=True)
     summary = json.loads((tmp_path / "o" / "run_summary.json").read_text())
@@ -88,7 +88,8 @@ def test_bad_runs_fail_with_a_clear_message(tmp_path, args, message):
 def test_recompute_trains_to_the_same_losses(tmp_path):
     def losses(out, *extra):
         run_cli("run", "--output_dir", str(out), "--max_steps", "3", "--logging_steps", "1",
-                "--max_length", "32", "--per_device_train_batch_size", "4", *extra, check=True)
+                "--max_length", "32", "--per_device_train_batch_size", "4", "--stage", "pretrain",
+                *extra, check=True)
         return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()
                 if '"loss"' in line]
 

@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 from .hookspecs import hookimpl  # noqa: E402  (plugin authors: ``from paddlellm import hookimpl``)
 
-__all__ = ["__version__", "hookimpl", "AutoModelForCausalLM"]
+__all__ = ["__version__", "hookimpl", "AutoModelForCausalLM", "AutoTokenizer"]
 
 
 def __getattr__(name: str):  # lazy: importing paddlellm must not import Paddle
@@ -22,4 +22,8 @@ def __getattr__(name: str):  # lazy: importing paddlellm must not import Paddle
         from .auto import AutoModelForCausalLM
 
         return AutoModelForCausalLM
+    if name == "AutoTokenizer":
+        from .tokenizer import AutoTokenizer
+
+        return AutoTokenizer
     raise AttributeError(f"module 'paddlellm' has no attribute {name!r}")

@@ -31,7 +31,7 @@ class RunConfig(BaseModel):
     # --- composition (plugin names) ---
     model: str = Field("qwen", description="model family or preset name (see `llm models`)")
     model_name_or_path: str | None = Field(None, description="checkpoint directory to start from")
-    stage: str = Field("pretrain", description="training stage (see `llm plugins --kind stage`)")
+    stage: str = Field("sft", description="training stage (see `llm plugins --kind stage`)")
     peft: str | None = Field(None, description="PEFT method (see `llm plugins`)")
     align: str | None = Field(None, description="alignment loss (see `llm plugins`)")
     strategy: str = Field("single", description="trainer strategy")

@@ -104,7 +104,8 @@ def test_llm_run_data_parallel_end_to_end_under_llm_launch(tmp_path):
     out = tmp_path / "out"
     llm = Path(sys.executable).with_name("llm")
     cmd = [str(llm), "launch", "--nproc_per_node", "2", "--log_dir", str(tmp_path / "log"), "--",
-           "run", "--strategy", "data_parallel", "--max_steps", "3", "--max_length", "32",
+           "run", "--stage", "pretrain", "--strategy", "data_parallel", "--max_steps", "3",
+           "--max_length", "32",
            "--output_dir", str(out)]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=TIMEOUT,
                           cwd=tmp_path)
