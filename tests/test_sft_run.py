@@ -12,7 +12,7 @@ from paddlellm.data.demo import demo_examples
 def test_sft_demo_raises_held_out_exact_match(tmp_path):
     out = tmp_path / "demo"
     proc = run_cli("run", "--model", "qwen", "--stage", "sft", "--output_dir", str(out),
-                   "--max_steps", "250", "--logging_steps", "50", check=True)
+                   "--max_steps", "200", "--logging_steps", "50", check=True)
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["demo"] is True and summary["eval_examples"] == 300
     assert summary["demo_defaults"]["learning_rate"] == 2e-3  # unset options take demo values
