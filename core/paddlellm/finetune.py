@@ -104,7 +104,7 @@ def sft_stage(ctx) -> dict[str, Any]:
 
     from .auto import AutoModelForCausalLM
     from .data.sft import padding_ratio, tokenize_all
-    from .models import prepare_for_training
+    from .models import prepare_for_training, save_model
     from .evaluation import exact_match
     from .tokenizer import AutoTokenizer
     from .train.checkpointing import resume_checkpoint
@@ -161,13 +161,13 @@ def sft_stage(ctx) -> dict[str, Any]:
     state = train(model, optimizer, scheduler,
                   epoch_stream(train_ex, config, pad_id, strategy.shard), forward_loss,
                   config=config, ctx=ctx, total_steps=total_steps, logger=logger,
-                  evaluate=evaluate, save=lambda d: _save(model, tokenizer, d),
+                  evaluate=evaluate, save=lambda d: save_model(model, tokenizer, d),
                   resume_from=str(resume_dir) if resume_dir else None)
     after = {**evaluate(model), **em()}
     logger.log({"step": state.step,
                 **{k: v for k, v in after.items() if k not in ("samples", "by_task")}})
     if strategy.is_main_process:
-        _save(model, tokenizer, str(ctx.output_dir))
+        save_model(model, tokenizer, str(ctx.output_dir))
     summary = {
         "stage": "sft", "demo": is_demo, "demo_defaults": demo_defaults, "steps": state.step,
         "train_examples": len(train_ex),
@@ -184,8 +184,3 @@ def sft_stage(ctx) -> dict[str, Any]:
                        exact_match_by_task_after=after.get("by_task", {}),
                        samples_after=after["samples"])
     return summary
-
-
-def _save(model, tokenizer, directory: str) -> None:
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)

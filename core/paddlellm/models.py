@@ -45,3 +45,9 @@ def prepare_for_training(model, config):
             raise ConfigError(f"--recompute: {type(model).__name__} has no enable_recompute()")
         model.enable_recompute()
     return model
+
+
+def save_model(model, tokenizer, directory: str) -> None:
+    """The Hugging Face layout of a run's model: weights, config and tokenizer."""
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)

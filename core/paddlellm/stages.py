@@ -79,7 +79,7 @@ def _tokenizer(ctx, train_docs: list[str], is_demo: bool, resume_dir: Path | Non
 def pretrain_stage(ctx) -> dict[str, Any]:
     import paddle
 
-    from .models import build_model
+    from .models import build_model, save_model
     from .train.checkpointing import resume_checkpoint
     from .train.loop import evaluate_lm, train
     from .train.loss import causal_lm_loss
@@ -132,17 +132,17 @@ def pretrain_stage(ctx) -> dict[str, Any]:
     evaluate = lambda m: evaluate_lm(m, eval_batches, step_loss)
     logger = MetricsLogger(ctx.output_dir / "metrics.jsonl", enabled=strategy.is_main_process)
 
-    before = _initial_eval(logger, resume_dir) or evaluate(model)
+    before = (logger.initial_eval() if resume_dir else None) or evaluate(model)
     if resume_dir is None:
         logger.log({"step": 0, **before})
     state = train(model, optimizer, scheduler, batches, step_loss, config=config, ctx=ctx,
                   total_steps=total_steps, logger=logger, evaluate=evaluate,
-                  save=lambda d: _save(model, tokenizer, d),
+                  save=lambda d: save_model(model, tokenizer, d),
                   resume_from=str(resume_dir) if resume_dir else None)
     after = evaluate(model)
     logger.log({"step": state.step, **after})
     if strategy.is_main_process:
-        _save(model, tokenizer, str(ctx.output_dir))
+        save_model(model, tokenizer, str(ctx.output_dir))
     return {
         "stage": "pretrain", "demo": is_demo, "steps": state.step, "tokens": state.tokens,
         "parameters": int(sum(int(np.prod(p.shape)) for p in model.parameters())),
@@ -151,19 +151,3 @@ def pretrain_stage(ctx) -> dict[str, Any]:
         "eval_ppl_before": before["eval_ppl"], "eval_ppl_after": after["eval_ppl"],
         "output_dir": str(ctx.output_dir),
     }
-
-
-def _initial_eval(logger, resume_dir: Path | None) -> dict | None:
-    """On resume, the step-0 evaluation the interrupted run logged (if any)."""
-    if resume_dir is None or not (logger.path and logger.path.is_file()):
-        return None
-    for line in logger.path.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        if record.get("step") == 0 and "eval_loss" in record:
-            return {k: v for k, v in record.items() if k.startswith("eval_")}
-    return None
-
-
-def _save(model, tokenizer, directory: str) -> None:
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
