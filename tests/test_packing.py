@@ -7,7 +7,7 @@ import pytest
 
 from paddlellm.auto import AutoModelForCausalLM
 from paddlellm.data.sft import IGNORE_INDEX, Example, pack_examples, packed_batch, pad_batch
-from paddlellm.finetune import forward_loss
+from paddlellm.train.loss import batch_loss as forward_loss
 
 
 def _examples(rng, n, vocab):

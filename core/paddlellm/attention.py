@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from .errors import UnknownPluginError
-from .interfaces import AttentionKernel, AttentionSpec
+from .interfaces import AttentionKernel, AttentionSpec, kernel_runs_on
 from .plugins import get_plugin_manager
 
 AUTO = "auto"
@@ -50,7 +50,7 @@ def _kernel(spec: AttentionSpec, name: str, backend: str) -> AttentionKernel:
     manager = get_plugin_manager()
     if name != AUTO:
         kernel = manager.registry.load("attention_kernel", name)
-        if not kernel.supports(spec) or not ("*" in kernel.backends or backend in kernel.backends):
+        if not kernel.supports(spec) or not kernel_runs_on(kernel, backend):
             raise UnknownPluginError(
                 f"attention kernel '{name}' does not support {spec} on backend '{backend}'")
         return kernel

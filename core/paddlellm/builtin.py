@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .errors import BackendUnavailableError
 from .hookspecs import hookimpl
+from .interfaces import kernel_runs_on
 
 AUTO_VALUES = (None, "", "auto")
 
@@ -45,8 +46,7 @@ def select_backend(requested, registry):
 def select_attention_kernel(spec, backend, registry):
     for entry in sorted(registry.entries("attention_kernel"), key=lambda e: -e.priority):
         kernel = entry.load()
-        runs_here = "*" in kernel.backends or backend in kernel.backends
-        if runs_here and kernel.supports(spec):
+        if kernel_runs_on(kernel, backend) and kernel.supports(spec):
             return entry.name
     return None
 

@@ -13,7 +13,7 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Iterable, Iterator, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -226,12 +226,7 @@ def build_run_config(
 
     check_plugin_names(config, registry)
     plugin_classes: dict[str, type[BaseModel]] = {}
-    for field, kind in PLUGIN_FIELDS.items():
-        name = getattr(config, field)
-        if name is None or name == AUTO:
-            continue
-        if field == "device":
-            name = name.partition(":")[0]
+    for kind, name in selected_plugins(config):
         cls = plugin_config_class(registry, kind, name)
         if cls is not None:
             plugin_classes[kind] = cls
@@ -258,14 +253,20 @@ def _field_of(kind: str) -> str:
     return next(f for f, k in PLUGIN_FIELDS.items() if k == kind)
 
 
-def check_plugin_names(config: RunConfig, registry: "Registry") -> None:
-    """Every plugin named in ``config`` is installed (``auto`` is always valid)."""
+def selected_plugins(config: RunConfig) -> Iterator[tuple[str, str]]:
+    """``(kind, name)`` of every plugin ``config`` names (``auto`` and unset skipped)."""
     for field, kind in PLUGIN_FIELDS.items():
         name = getattr(config, field)
         if name is None or name == AUTO:
             continue
         if field == "device":  # "gpu:1" names the backend "gpu"
             name = name.partition(":")[0]
+        yield kind, name
+
+
+def check_plugin_names(config: RunConfig, registry: "Registry") -> None:
+    """Every plugin named in ``config`` is installed (``auto`` is always valid)."""
+    for kind, name in selected_plugins(config):
         registry.get(kind, name)  # raises UnknownPluginError listing the installed names
 
 

@@ -82,23 +82,6 @@ def epoch_stream(examples: Sequence, config, pad_id: int, shard) -> Iterator[dic
         epoch += 1
 
 
-def forward_loss(model, batch: dict):
-    """Mean response-token loss of a (padded or packed) batch."""
-    import paddle
-
-    from .train.loss import causal_lm_loss
-
-    kwargs: dict[str, Any] = {}
-    if "attention_mask" in batch:
-        kwargs["attention_mask"] = paddle.to_tensor(batch["attention_mask"])
-    if "segment_ids" in batch:
-        kwargs["segment_ids"] = paddle.to_tensor(batch["segment_ids"])
-        kwargs["position_ids"] = paddle.to_tensor(batch["position_ids"])
-    logits = model(paddle.to_tensor(batch["input_ids"]), **kwargs)
-    logits = getattr(logits, "logits", logits)
-    return causal_lm_loss(logits, paddle.to_tensor(batch["labels"]))
-
-
 def sft_stage(ctx) -> dict[str, Any]:
     import paddle
 
@@ -109,6 +92,7 @@ def sft_stage(ctx) -> dict[str, Any]:
     from .tokenizer import AutoTokenizer
     from .train.checkpointing import resume_checkpoint
     from .train.loop import evaluate_lm, train
+    from .train.loss import batch_loss
     from .train.metrics import MetricsLogger
     from .train.optim import build_optimizer
 
@@ -140,7 +124,7 @@ def sft_stage(ctx) -> dict[str, Any]:
     optimizer = strategy.wrap_optimizer(optimizer)
     eval_batches = make_batches(eval_ex, config.model_copy(update={"zero_padding": False}),
                                 pad_id, seed=0, shuffle=False)
-    evaluate = lambda m: evaluate_lm(m, eval_batches, forward_loss)
+    evaluate = lambda m: evaluate_lm(m, eval_batches, batch_loss)
     logger = MetricsLogger(ctx.output_dir / "metrics.jsonl", enabled=strategy.is_main_process)
     if resume_dir is None:
         logger.log({"step": 0, "train_examples": len(train_ex), "dropped_too_long": dropped,
@@ -159,7 +143,7 @@ def sft_stage(ctx) -> dict[str, Any]:
         logger.log({"step": 0,
                     **{k: v for k, v in before.items() if k not in ("samples", "by_task")}})
     state = train(model, optimizer, scheduler,
-                  epoch_stream(train_ex, config, pad_id, strategy.shard), forward_loss,
+                  epoch_stream(train_ex, config, pad_id, strategy.shard), batch_loss,
                   config=config, ctx=ctx, total_steps=total_steps, logger=logger,
                   evaluate=evaluate, save=lambda d: save_model(model, tokenizer, d),
                   resume_from=str(resume_dir) if resume_dir else None)

@@ -114,6 +114,11 @@ class AttentionKernel(Protocol):
     ) -> "paddle.Tensor": ...
 
 
+def kernel_runs_on(kernel: AttentionKernel, backend: str) -> bool:
+    """Whether ``kernel`` lists ``backend`` (or ``"*"``) in its ``backends``."""
+    return "*" in kernel.backends or backend in kernel.backends
+
+
 @runtime_checkable
 class KVCacheLayer(Protocol):
     """The key/value cache of one attention layer."""

@@ -14,7 +14,7 @@ from typing import Any
 from .builtin import parse_device
 from .config import AUTO, RunConfig, dump_config
 from .errors import ConfigError, UnknownPluginError
-from .interfaces import AttentionSpec, Backend, TrainerStrategy
+from .interfaces import AttentionSpec, Backend, TrainerStrategy, kernel_runs_on
 from .plugins import PluginManager
 
 
@@ -59,7 +59,7 @@ def check_attention_kernel(config: RunConfig, manager: PluginManager, backend_na
         return
     kernel = manager.registry.load("attention_kernel", config.attention_kernel)
     spec = AttentionSpec(training=True)
-    if not ("*" in kernel.backends or backend_name in kernel.backends):
+    if not kernel_runs_on(kernel, backend_name):
         raise UnknownPluginError(f"attention kernel '{config.attention_kernel}' does not run on "
                                  f"backend '{backend_name}' (it runs on {', '.join(kernel.backends)})")
     if not kernel.supports(spec):

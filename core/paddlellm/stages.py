@@ -82,7 +82,7 @@ def pretrain_stage(ctx) -> dict[str, Any]:
     from .models import build_model, save_model
     from .train.checkpointing import resume_checkpoint
     from .train.loop import evaluate_lm, train
-    from .train.loss import causal_lm_loss
+    from .train.loss import batch_loss
     from .train.metrics import MetricsLogger
     from .train.optim import build_optimizer
     from .data.indexed import resolve_prefix
@@ -116,11 +116,6 @@ def pretrain_stage(ctx) -> dict[str, Any]:
     optimizer, scheduler = build_optimizer(model, config, total_steps)
     optimizer = strategy.wrap_optimizer(optimizer)
 
-    def step_loss(m, batch):
-        logits = m(paddle.to_tensor(batch["input_ids"]))
-        logits = getattr(logits, "logits", logits)
-        return causal_lm_loss(logits, paddle.to_tensor(batch["labels"]))
-
     if prefix is not None:
         eval_batches, batches = indexed.eval_batches(), indexed.train_batches(total_steps)
     else:
@@ -129,13 +124,13 @@ def pretrain_stage(ctx) -> dict[str, Any]:
                         for i in range(0, len(eval_blocks), config.per_device_eval_batch_size)]
         shard = strategy.shard(list(range(len(train_blocks))))
         batches = block_batches(train_blocks, micro, seed=config.seed, shard=shard)
-    evaluate = lambda m: evaluate_lm(m, eval_batches, step_loss)
+    evaluate = lambda m: evaluate_lm(m, eval_batches, batch_loss)
     logger = MetricsLogger(ctx.output_dir / "metrics.jsonl", enabled=strategy.is_main_process)
 
     before = (logger.initial_eval() if resume_dir else None) or evaluate(model)
     if resume_dir is None:
         logger.log({"step": 0, **before})
-    state = train(model, optimizer, scheduler, batches, step_loss, config=config, ctx=ctx,
+    state = train(model, optimizer, scheduler, batches, batch_loss, config=config, ctx=ctx,
                   total_steps=total_steps, logger=logger, evaluate=evaluate,
                   save=lambda d: save_model(model, tokenizer, d),
                   resume_from=str(resume_dir) if resume_dir else None)

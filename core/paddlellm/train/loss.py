@@ -21,3 +21,18 @@ def causal_lm_loss(logits: paddle.Tensor, labels: paddle.Tensor) -> tuple[paddle
     total = F.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE_INDEX,
                             reduction="sum")
     return total / max(count, 1), count
+
+
+def batch_loss(model, batch: dict) -> tuple[paddle.Tensor, int]:
+    """:func:`causal_lm_loss` of ``model`` on a NumPy batch: ``input_ids`` and ``labels``,
+    plus ``attention_mask`` (padded batches) or ``segment_ids`` and ``position_ids`` (packed
+    batches) when present."""
+    kwargs = {}
+    if "attention_mask" in batch:
+        kwargs["attention_mask"] = paddle.to_tensor(batch["attention_mask"])
+    if "segment_ids" in batch:
+        kwargs["segment_ids"] = paddle.to_tensor(batch["segment_ids"])
+        kwargs["position_ids"] = paddle.to_tensor(batch["position_ids"])
+    logits = model(paddle.to_tensor(batch["input_ids"]), **kwargs)
+    logits = getattr(logits, "logits", logits)
+    return causal_lm_loss(logits, paddle.to_tensor(batch["labels"]))

@@ -19,18 +19,21 @@ from typing import Any
 
 from paddlellm.errors import BackendUnavailableError
 
+from .single import SingleDeviceStrategy
+
 CPU_REASON = ("Paddle implements pipeline parallelism for GPU/XPU only: on CPU its gloo "
               "process group has no calc-stream send/recv (fleet PipelineLayer) and "
               "auto-parallel's cross-stage reshard crashes")
 
 
-class PipelineParallelStrategy:
-    """Pipeline parallel (GPU/XPU in Paddle; not implemented in paddlellm yet)."""
+class PipelineParallelStrategy(SingleDeviceStrategy):
+    """Pipeline parallel (GPU/XPU in Paddle; not implemented in paddlellm yet).
+
+    ``setup`` always raises; the rest of the strategy interface is single's, so the object
+    still satisfies ``TrainerStrategy``.
+    """
 
     name = "pipeline_parallel"
-
-    def __init__(self, options: Any = None) -> None:
-        self.options = options
 
     def setup(self, backend: Any) -> None:
         import paddle
@@ -44,23 +47,3 @@ class PipelineParallelStrategy:
             "--strategy pipeline_parallel is not implemented in paddlellm yet (Paddle's "
             "pipeline schedule needs the decoder as a fleet PipelineLayer); use "
             "--strategy tensor_parallel, data_parallel or sharding on GPU")
-
-    # Never reached (setup raises); present so the object satisfies TrainerStrategy.
-    world_size = 1
-    rank = 0
-    is_main_process = True
-
-    def wrap_model(self, model):
-        return model
-
-    def wrap_optimizer(self, optimizer):
-        return optimizer
-
-    def shard(self, items: list) -> list:
-        return list(items)
-
-    def all_reduce_mean(self, value: float) -> float:
-        return float(value)
-
-    def barrier(self) -> None:
-        return None
