@@ -1,0 +1,250 @@
+"""The generic PEFT API: apply, save, load, merge and switch off adapters of any method.
+
+Methods are plugins (``register_peft_methods``, kind ``peft_method``) following
+:class:`paddlellm.interfaces.PeftMethod`; this module only dispatches by name, so stages,
+``AutoModelForCausalLM.from_pretrained(base, lora_path=...)``, ``llm export`` and alignment
+(``disable_adapters`` gives DPO its reference model) work with every method::
+
+    model = apply_peft(model, "lora", {"lora_rank": 8})
+    save_adapter(model, "out")            # adapter_config.json + adapter_model.safetensors
+    model = load_adapter(base, "out")     # peft_type in adapter_config.json picks the method
+    with disable_adapters(model): ...     # the base model's outputs
+    model = merge_adapter(model)          # plain layers again
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from .errors import ConfigError
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+KIND = "peft_method"
+#: method-config keys that name an adapter directory to start from (``--lora_path``)
+ADAPTER_PATH_KEYS = ("lora_path", "prefix_path", "adapter_path")
+
+
+def _registry():
+    from .plugins import get_plugin_manager
+
+    return get_plugin_manager().registry
+
+
+def unwrap(model):
+    """The model inside a strategy wrapper (``paddle.DataParallel`` keeps it in ``_layers``)."""
+    return getattr(model, "_layers", model)
+
+
+def get_peft_method(name: str):
+    """The registered PEFT method called ``name`` (unknown names list the installed ones)."""
+    return _registry().load(KIND, name)
+
+
+def method_for_peft_type(peft_type: str):
+    """The registered method whose ``peft_type`` is ``peft_type`` (peft's ``LORA``, ...)."""
+    known = {}
+    for entry in _registry().entries(KIND):
+        method = entry.load()
+        ptype = getattr(method, "peft_type", None)
+        if ptype:
+            known.setdefault(str(ptype).upper(), method)
+    method = known.get(str(peft_type).upper())
+    if method is None:
+        raise ConfigError(f"no installed PEFT method reads peft_type '{peft_type}'; "
+                          f"installed: {', '.join(sorted(known)) or 'none'}")
+    return method
+
+
+def method_config(method, config: Any = None):
+    """``config`` as the method's pydantic ``config_class`` (a dict or None is validated)."""
+    cls = method.config_class
+    if config is None:
+        return cls()
+    if isinstance(config, cls):
+        return config
+    if hasattr(config, "model_dump"):
+        config = config.model_dump()
+    if not isinstance(config, Mapping):
+        raise TypeError(f"PEFT config must be a {cls.__name__} or a mapping, got {type(config).__name__}")
+    from .config import _validate
+
+    return _validate(cls, dict(config), f"options of PEFT method '{method.name}'")
+
+
+def freeze(model) -> None:
+    """Stop gradients of every parameter (the base model's, before adapters are added)."""
+    for p in model.parameters():
+        p.stop_gradient = True
+
+
+def apply_peft(model, name: str, config: Any = None):
+    """Freeze ``model`` and add the adapters of method ``name``; returns the adapted model.
+
+    Sets ``model.peft_method`` (the method's name) and ``model.peft_config``.
+    """
+    method = get_peft_method(name)
+    cfg = method_config(method, config)
+    inner = unwrap(model)
+    if getattr(inner, "peft_method", None):
+        raise ConfigError(f"the model already carries '{inner.peft_method}' adapters; merge "
+                          "them (merge_adapter) before applying another method")
+    freeze(inner)
+    inner = method.apply(inner, cfg)
+    inner.peft_method, inner.peft_config = method.name, cfg
+    return inner
+
+
+def is_peft_model(model) -> bool:
+    return bool(getattr(unwrap(model), "peft_method", None))
+
+
+def _method_of(model):
+    inner = unwrap(model)
+    name = getattr(inner, "peft_method", None)
+    if not name:
+        raise ValueError("the model has no adapters (apply_peft or load_adapter first)")
+    return inner, get_peft_method(name)
+
+
+def save_adapter(model, directory: str | Path) -> None:
+    """Write the adapter weights in the ``peft`` format (``adapter_config.json`` +
+    ``adapter_model.safetensors``); the base weights are not written."""
+    inner, method = _method_of(model)
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    method.save_adapter(inner, str(directory))
+
+
+def read_adapter_config(directory: str | Path) -> dict:
+    path = Path(directory) / ADAPTER_CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"no {ADAPTER_CONFIG} in {directory} (not a peft-format adapter)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: invalid JSON: {exc}") from None
+    if not isinstance(data, dict) or "peft_type" not in data:
+        raise ConfigError(f"{path}: expected an object with a 'peft_type' key")
+    return data
+
+
+def load_adapter(model, directory: str | Path):
+    """Load an adapter directory onto ``model``; returns the adapted model.
+
+    On a plain model the method named by ``peft_type`` adds its layers (base frozen); on a
+    model that already carries that method's adapters (a resumed run) the weights are
+    loaded into them.
+    """
+    data = read_adapter_config(directory)
+    method = method_for_peft_type(data["peft_type"])
+    inner = unwrap(model)
+    current = getattr(inner, "peft_method", None)
+    if current and get_peft_method(current) is not method:
+        raise ConfigError(f"{directory} holds a {data['peft_type']} adapter but the model "
+                          f"carries '{current}' adapters")
+    if not current:
+        freeze(inner)
+    inner = method.load_adapter(inner, str(directory))
+    inner.peft_method = method.name
+    if getattr(inner, "peft_config", None) is None:
+        inner.peft_config = None
+    return inner
+
+
+def merge_adapter(model):
+    """Merge the adapters into the base weights and unload them: plain layers again."""
+    inner, method = _method_of(model)
+    inner = method.merge(inner)
+    inner.peft_method, inner.peft_config = None, None
+    for p in inner.parameters():
+        p.stop_gradient = False
+    return inner
+
+
+def unmerge_adapter(model):
+    """Undo an in-place ``merge_in_place`` (methods with an ``unmerge``; LoRA has one)."""
+    inner, method = _method_of(model)
+    if not hasattr(method, "unmerge"):
+        raise ValueError(f"PEFT method '{method.name}' cannot unmerge")
+    return method.unmerge(inner)
+
+
+def adapter_layers(model) -> list:
+    """Every sublayer that follows the adapter contract (has ``adapter_enabled``)."""
+    return [layer for _, layer in unwrap(model).named_sublayers(include_self=True)
+            if hasattr(layer, "adapter_enabled")]
+
+
+@contextlib.contextmanager
+def disable_adapters(model) -> Iterator[Any]:
+    """Inside, every adapter layer computes the base output only (DPO's reference model)."""
+    layers = adapter_layers(model)
+    before = [layer.adapter_enabled for layer in layers]
+    try:
+        for layer in layers:
+            layer.adapter_enabled = False
+        yield model
+    finally:
+        for layer, state in zip(layers, before):
+            layer.adapter_enabled = state
+
+
+def trainable_parameter_report(model) -> tuple[int, int, str]:
+    """``(trainable, total, text)``; text as peft prints it."""
+    trainable = total = 0
+    for p in unwrap(model).parameters():
+        n = 1
+        for d in p.shape:
+            n *= int(d)
+        total += n
+        if not p.stop_gradient:
+            trainable += n
+    pct = 100.0 * trainable / max(total, 1)
+    return trainable, total, (f"trainable params: {trainable:,} || all params: {total:,} || "
+                              f"trainable%: {pct:.4f}")
+
+
+# --- what the training stages use -----------------------------------------------------------
+
+def adapter_init_path(options: Any) -> str | None:
+    """``--lora_path`` (or another method's adapter-path key) when the run set one."""
+    for key in ADAPTER_PATH_KEYS:
+        value = getattr(options, key, None)
+        if value:
+            return str(value)
+    return None
+
+
+def setup_run_peft(model, config, options, resume_dir: str | Path | None = None):
+    """Apply ``--peft`` to a run's model, then load ``resume_dir`` (a checkpoint of this run)
+    or the method's adapter path (``--lora_path``); prints the trainable-parameter report.
+    Without ``--peft`` the model is returned as is (the report is printed too)."""
+    if config.peft:
+        model = apply_peft(model, config.peft, options)
+        source = str(resume_dir) if resume_dir else adapter_init_path(options)
+        if source:
+            model = load_adapter(model, source)
+    _, _, text = trainable_parameter_report(model)
+    print(f"[{config.peft or 'full fine-tuning'}] {text}", flush=True)
+    return model
+
+
+def run_weights_source(config, resume_dir, default) -> str:
+    """Where a run loads its model weights: with ``--peft`` the base checkpoint (a checkpoint
+    of a PEFT run holds only the adapter), else the resumed checkpoint."""
+    if config.peft:
+        return str(config.model_name_or_path or default)
+    return str(resume_dir or config.model_name_or_path or default)
+
+
+def save_model_or_adapter(model, tokenizer, directory: str) -> None:
+    """A run's output: the adapter (peft format) for a PEFT model, else the whole model."""
+    if is_peft_model(model):
+        save_adapter(model, directory)
+        tokenizer.save_pretrained(directory)
+        return
+    from .models import save_model
+
+    save_model(model, tokenizer, directory)

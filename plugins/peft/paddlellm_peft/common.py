@@ -1,0 +1,234 @@
+"""Helpers every PEFT method shares: target matching, module replacement, peft-format I/O.
+
+* Targets: ``"q_proj,v_proj"`` / ``["q_proj", "v_proj"]`` select modules whose path equals a
+  name or ends with ``.<name>`` (peft's rule); a string with regex characters
+  (``".*(q|v)_proj"``) must match the whole module path (``re.fullmatch``, peft's rule).
+* Names: our module paths follow the LLaMA layout of ``transformers``; the model family's
+  weight map (``model.family.rename``) gives the Hugging Face path used in peft's keys
+  ``base_model.model.<HF module path>.<leaf>``.
+* I/O: ``adapter_config.json`` + ``adapter_model.safetensors`` (tensors in torch layout).
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."
+#: projections of attention and MLP blocks: the default targets
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_REGEX_CHARS = set(".*+?[]()|^$\\{}")
+
+
+class AdapterError(ValueError):
+    """A bad adapter directory or a target specification that matches nothing."""
+
+
+# --- targets --------------------------------------------------------------------------------
+
+def parse_targets(value: str | Iterable[str] | None) -> tuple[str, ...] | str:
+    """A tuple of module names, or one regex string (fullmatch against module paths)."""
+    if value is None:
+        return DEFAULT_TARGETS
+    if not isinstance(value, str) and len(list(value)) == 1:  # ["q_proj,v_proj"] from a flag
+        value = list(value)[0]
+    if isinstance(value, str):
+        text = value.strip()
+        if any(c in _REGEX_CHARS for c in text):
+            try:
+                re.compile(text)
+            except re.error as exc:
+                raise AdapterError(f"target_modules: invalid regex {text!r}: {exc}") from None
+            return text
+        names = tuple(n.strip() for n in text.split(",") if n.strip())
+    else:
+        names = tuple(n.strip() for n in value if str(n).strip())
+    if not names:
+        raise AdapterError("target_modules is empty")
+    return names
+
+
+def matches(path: str, targets: tuple[str, ...] | str) -> bool:
+    if isinstance(targets, str):
+        return re.fullmatch(targets, path) is not None
+    return any(path == t or path.endswith("." + t) for t in targets)
+
+
+def find_targets(model, targets, accept: Callable[[Any], bool]) -> list[tuple[str, Any]]:
+    """``[(path, layer)]`` of sublayers matching ``targets`` that ``accept`` takes.
+
+    Matching nothing is an error listing the module names that could be targeted.
+    """
+    parsed = parse_targets(targets)
+    found, candidates = [], set()
+    for path, layer in model.named_sublayers():
+        if not accept(layer):
+            continue
+        candidates.add(path.split(".")[-1])
+        if matches(path, parsed):
+            found.append((path, layer))
+    if not found:
+        raise AdapterError(f"target_modules {targets!r} matched no layer; layers that can be "
+                           f"targeted: {', '.join(sorted(candidates)) or 'none'}")
+    return found
+
+
+def get_submodule(model, path: str):
+    layer = model
+    for part in path.split("."):
+        layer = getattr(layer, part)
+    return layer
+
+
+def replace_module(model, path: str, new) -> None:
+    """Put ``new`` at ``path`` (``model.layers.0.self_attn.q_proj``) in ``model``."""
+    parent_path, _, leaf = path.rpartition(".")
+    parent = get_submodule(model, parent_path) if parent_path else model
+    setattr(parent, leaf, new)
+
+
+def wrap_base(layer, method: str, adapter_name: str = "default"):
+    """The base layer to wrap: what a plugin's ``wrap_base_layer_for_adapter`` returns
+    (QLoRA: a quantized layer), else ``layer`` itself."""
+    from paddlellm.plugins import get_plugin_manager
+
+    replacement = get_plugin_manager().hook.wrap_base_layer_for_adapter(
+        layer=layer, adapter_name=adapter_name, method=method)
+    return layer if replacement is None else replacement
+
+
+def layer_features(layer) -> tuple[int, int]:
+    """``(in_features, out_features)`` of a base layer (``paddle.nn.Linear`` or any layer
+    exposing ``in_features``/``out_features``)."""
+    if hasattr(layer, "in_features") and hasattr(layer, "out_features"):
+        return int(layer.in_features), int(layer.out_features)
+    weight = getattr(layer, "weight", None)
+    if weight is not None and len(weight.shape) == 2:  # paddle.nn.Linear: (in, out)
+        return int(weight.shape[0]), int(weight.shape[1])
+    raise AdapterError(f"{type(layer).__name__} is not a linear base layer: it must expose "
+                       "in_features/out_features (or a 2-D (in, out) weight)")
+
+
+def is_linear(layer) -> bool:
+    import paddle.nn as nn
+
+    return isinstance(layer, nn.Linear)
+
+
+# --- names ----------------------------------------------------------------------------------
+
+def hf_module_path(model, path: str) -> str:
+    """Our module path -> the Hugging Face module path (through the family's weight map)."""
+    family = getattr(model, "family", None)
+    if family is None or not hasattr(family, "rename"):
+        return path
+    hf = family.rename(f"{path}.weight", to_hf=True)
+    if hf is None or not hf.endswith(".weight"):
+        raise AdapterError(f"module '{path}' has no single Hugging Face counterpart in the "
+                           f"{family.name} weight map (a fused tensor?), so its adapter cannot be "
+                           "saved in the peft format; target other modules")
+    return hf[: -len(".weight")]
+
+
+def our_module_path(model, hf_path: str) -> str:
+    family = getattr(model, "family", None)
+    if family is None or not hasattr(family, "rename"):
+        return hf_path
+    ours = family.rename(f"{hf_path}.weight", to_hf=False)
+    if ours is None:
+        raise AdapterError(f"adapter module '{hf_path}' is not a module of this "
+                           f"{family.name} model")
+    return ours[: -len(".weight")]
+
+
+def peft_key(model, path: str, leaf: str) -> str:
+    """``base_model.model.<HF path>.<leaf>`` (``leaf`` e.g. ``lora_A.weight``)."""
+    return f"{PEFT_PREFIX}{hf_module_path(model, path)}.{leaf}"
+
+
+def split_peft_key(model, key: str, leaves: Iterable[str]) -> tuple[str, str]:
+    """``base_model.model.<HF path>.<leaf>`` -> ``(our module path, leaf)``."""
+    if not key.startswith(PEFT_PREFIX):
+        raise AdapterError(f"unexpected adapter tensor '{key}' (peft keys start with "
+                           f"'{PEFT_PREFIX}')")
+    rest = key[len(PEFT_PREFIX):]
+    for leaf in sorted(leaves, key=len, reverse=True):
+        if rest.endswith("." + leaf):
+            return our_module_path(model, rest[: -len(leaf) - 1]), leaf
+    raise AdapterError(f"unexpected adapter tensor '{key}'; expected leaves: "
+                       f"{', '.join(sorted(leaves))}")
+
+
+def target_names_for_config(model, paths: list[str]) -> list[str]:
+    """``target_modules`` for ``adapter_config.json``: the HF leaf names when every module of
+    those names is adapted (peft's usual form), else the full HF paths."""
+    leaves = sorted({hf_module_path(model, p).split(".")[-1] for p in paths})
+    chosen = set(paths)
+    every = [n for n, _ in model.named_sublayers() if n.split(".")[-1] in leaves
+             and not any(n.startswith(c + ".") for c in chosen)]
+    if set(every) <= chosen:
+        return leaves
+    return sorted(hf_module_path(model, p) for p in paths)
+
+
+# --- files ----------------------------------------------------------------------------------
+
+def base_model_name(model) -> str | None:
+    return getattr(model, "name_or_path", None)
+
+
+def write_adapter(directory: str | Path, config: Mapping[str, Any],
+                  tensors: Mapping[str, np.ndarray]) -> None:
+    """``adapter_config.json`` and ``adapter_model.safetensors`` (float32, torch layout)."""
+    from paddlellm.checkpoint import save_state_dict
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_state_dict({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
+                    directory, prefix="adapter_model", max_shard_size=2**62)
+    (directory / ADAPTER_CONFIG).write_text(json.dumps(dict(config), indent=2) + "\n")
+
+
+def read_adapter(directory: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """``(adapter_config, {key: float32 array})`` of a peft-format adapter directory."""
+    from paddlellm.checkpoint import CheckpointReader
+    from paddlellm.peft import read_adapter_config
+
+    directory = Path(directory)
+    config = read_adapter_config(directory)
+    weights = directory / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        legacy = directory / "adapter_model.bin"
+        if not legacy.is_file():
+            raise AdapterError(f"no {ADAPTER_WEIGHTS} (or adapter_model.bin) in {directory}")
+        weights = legacy
+    with CheckpointReader(weights) as reader:
+        tensors = {k: reader.get_numpy(k, dtype="float32") for k in reader.keys()}
+    return config, tensors
+
+
+def peft_lora_common_config(model, peft_type: str, paths: list[str], **fields: Any) -> dict:
+    """The fields peft's configs share, plus ``fields``."""
+    return {"peft_type": peft_type, "task_type": "CAUSAL_LM", "base_model_name_or_path":
+            base_model_name(model), "inference_mode": True,
+            "target_modules": target_names_for_config(model, paths), **fields}
+
+
+def to_paddle(array: np.ndarray, like=None):
+    import paddle
+
+    t = paddle.to_tensor(np.ascontiguousarray(array))
+    return t.astype(like.dtype) if like is not None and t.dtype != like.dtype else t
+
+
+def assign(param, array: np.ndarray, name: str) -> None:
+    """Copy ``array`` into ``param`` (shapes must agree)."""
+    if tuple(param.shape) != tuple(array.shape):
+        raise AdapterError(f"adapter tensor '{name}' has shape {tuple(array.shape)}, the "
+                           f"model expects {tuple(param.shape)} (different rank or model?)")
+    param.set_value(to_paddle(array, param))

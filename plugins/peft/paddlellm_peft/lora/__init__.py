@@ -1,0 +1,11 @@
+"""LoRA and its variants (rsLoRA, LoRA+, PiSSA, DoRA, MoSLoRA): ``--peft lora``.
+
+Registered lazily: listing plugins imports neither Paddle nor the layer code.
+"""
+from paddlellm import hookimpl
+
+
+@hookimpl
+def register_peft_methods(register):
+    register("lora", "paddlellm_peft.lora.method:LORA",
+             description="LoRA (+ rsLoRA, LoRA+, PiSSA, DoRA, MoSLoRA switches); peft format")
