@@ -2,8 +2,9 @@
 
 Implements the full contract of :class:`paddlellm.interfaces.AttentionKernel` (causal,
 padding, sliding window, ALiBi, grouped/multi-query heads, packed-sequence segments,
-soft-capping, a contiguous KV cache). Grouped heads are computed without repeating keys:
-queries are folded to ``(B, Hkv, G*Tq, D)`` so each kv head is read once.
+soft-capping, a contiguous KV cache, a paged KV cache in :mod:`.paged`). Grouped heads are
+computed without repeating keys: queries are folded to ``(B, Hkv, G*Tq, D)`` so each kv
+head is read once.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import paddle
 import paddle.nn.functional as F
 
 from paddlellm.interfaces import AttentionSpec
+
+from .paged import paged_attention
 
 _LOW_PRECISION = ("float16", "bfloat16")
 
@@ -67,7 +70,8 @@ class ReferenceAttention:
     priority = 0
 
     def supports(self, spec: AttentionSpec) -> bool:
-        return spec.cache in ("none", "contiguous") and spec.dtype in ("float32", *_LOW_PRECISION)
+        return (spec.cache in ("none", "contiguous", "paged") and spec.dtype in ("float32", *_LOW_PRECISION)
+                and not (spec.cache == "paged" and (spec.padding_mask or spec.segments)))
 
     def __call__(
         self,
@@ -84,6 +88,11 @@ class ReferenceAttention:
         softcap: float | None = None,
         cache=None,
     ) -> paddle.Tensor:
+        if getattr(cache, "paged", False):  # many sequences in one flattened row
+            if attention_mask is not None or segment_ids is not None:
+                raise ValueError("paged attention takes no attention_mask or segment_ids")
+            return paged_attention(q, k, v, cache, sliding_window=sliding_window,
+                                   alibi_slopes=alibi_slopes, scale=scale, softcap=softcap)
         if cache is not None:
             k, v = cache.update(k, v)
         batch, q_len, q_heads, head_dim = q.shape

@@ -83,7 +83,8 @@ def test_gradients_match_finite_differences_in_float64():
 
 def test_supports_and_conformance_summary():
     assert kernel.supports(AttentionSpec(cache="contiguous"))
-    assert not kernel.supports(AttentionSpec(cache="paged"))
+    assert kernel.supports(AttentionSpec(cache="paged"))  # the engine's paged path
+    assert not kernel.supports(AttentionSpec(cache="paged", padding_mask=True))
     results = check_kernel(kernel)
     assert all(r.supported and r.passed for r in results), results
 

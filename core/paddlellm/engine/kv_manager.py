@@ -1,0 +1,182 @@
+"""The paged KV cache: a pool of fixed-size blocks, per-sequence block tables, and the
+per-call view the attention kernel reads (:class:`paddlellm.interfaces.PagedKVCacheLayer`).
+
+:class:`BlockManager` is host bookkeeping only (which block belongs to whom);
+:class:`PagedKVCache` owns the preallocated ``(num_blocks * block_size, Hkv, D)`` pools of
+every layer and builds one :class:`PagedBatch` per engine step.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+DEFAULT_KV_CACHE_BYTES = 1 << 30  # budget when neither num_blocks nor a budget is given
+
+
+def block_bytes(num_layers: int, block_size: int, kv_heads: int, head_dim: int,
+                dtype: str = "float32") -> int:
+    """Bytes of one block across all layers (keys and values)."""
+    return 2 * num_layers * block_size * kv_heads * head_dim * DTYPE_BYTES[dtype]
+
+
+def num_blocks_for_budget(budget_bytes: int, num_layers: int, block_size: int, kv_heads: int,
+                          head_dim: int, dtype: str, max_model_len: int, max_num_seqs: int) -> int:
+    """Blocks that fit ``budget_bytes``, never fewer than one full-length sequence needs and
+    never more than ``max_num_seqs`` full-length sequences can use."""
+    per_seq = math.ceil(max_model_len / block_size)
+    fit = budget_bytes // block_bytes(num_layers, block_size, kv_heads, head_dim, dtype)
+    return int(max(per_seq, min(fit, per_seq * max_num_seqs)))
+
+
+class BlockManager:
+    """Free list of block ids and the block table of every sequence."""
+
+    def __init__(self, num_blocks: int, block_size: int) -> None:
+        if num_blocks < 1 or block_size < 1:
+            raise ValueError(f"num_blocks ({num_blocks}) and block_size ({block_size}) must be >= 1")
+        self.num_blocks, self.block_size = num_blocks, block_size
+        self._free: list[int] = list(range(num_blocks - 1, -1, -1))  # pop() gives 0, 1, ...
+        self.tables: dict[str, list[int]] = {}
+
+    # -- queries ------------------------------------------------------------------------
+    @property
+    def num_free(self) -> int:
+        return len(self._free)
+
+    @property
+    def num_used(self) -> int:
+        return self.num_blocks - len(self._free)
+
+    def blocks_needed(self, num_tokens: int) -> int:
+        return math.ceil(num_tokens / self.block_size)
+
+    def extra_blocks(self, seq_id: str, num_tokens: int) -> int:
+        """Blocks ``seq_id`` must still get to hold ``num_tokens`` tokens."""
+        have = len(self.tables.get(seq_id, ()))
+        return max(0, self.blocks_needed(num_tokens) - have)
+
+    def can_allocate(self, seq_id: str, num_tokens: int) -> bool:
+        return self.extra_blocks(seq_id, num_tokens) <= len(self._free)
+
+    # -- changes ------------------------------------------------------------------------
+    def allocate(self, seq_id: str, num_tokens: int) -> list[int]:
+        """Grow ``seq_id``'s table to hold ``num_tokens`` tokens; returns the table."""
+        extra = self.extra_blocks(seq_id, num_tokens)
+        if extra > len(self._free):
+            raise MemoryError(f"KV cache: {extra} blocks needed, {len(self._free)} free")
+        table = self.tables.setdefault(seq_id, [])
+        for _ in range(extra):
+            table.append(self._free.pop())
+        return table
+
+    def free(self, seq_id: str) -> int:
+        """Return every block of ``seq_id`` to the pool; the number freed."""
+        table = self.tables.pop(seq_id, [])
+        self._free.extend(reversed(table))
+        return len(table)
+
+    def slots(self, seq_id: str, start: int, end: int) -> np.ndarray:
+        """Pool slots of token positions ``start..end-1`` of ``seq_id``."""
+        table = np.asarray(self.tables[seq_id], dtype=np.int64)
+        pos = np.arange(start, end, dtype=np.int64)
+        return table[pos // self.block_size] * self.block_size + pos % self.block_size
+
+
+@dataclass
+class PagedLayer:
+    """One layer's view for one call; implements :class:`~paddlellm.interfaces.PagedKVCacheLayer`."""
+
+    batch: "PagedBatch"
+    key_pool: object
+    value_pool: object
+    paged = True
+
+    def __getattr__(self, name):  # metadata shared by all layers lives on the batch
+        if name in ("batch", "key_pool", "value_pool"):
+            raise AttributeError(name)
+        return getattr(self.batch, name)
+
+    def write(self, k, v) -> None:
+        import paddle
+
+        n = k.shape[1]
+        k = k.reshape([n, k.shape[2], k.shape[3]]).astype(self.key_pool.dtype)  # (N, Hkv, D)
+        v = v.reshape([n, v.shape[2], v.shape[3]]).astype(self.value_pool.dtype)  # (N, Hkv, D)
+        paddle.scatter_(self.key_pool, self.batch.slot_mapping, k, overwrite=True)
+        paddle.scatter_(self.value_pool, self.batch.slot_mapping, v, overwrite=True)
+
+    def __len__(self) -> int:
+        return int(sum(self.batch.context_lens_host))
+
+
+class PagedBatch:
+    """Metadata of one engine step (shared by all layers) plus the layer views.
+
+    Passed to the model as ``cache``: ``cache[i]`` is layer ``i``'s :class:`PagedLayer`.
+    """
+
+    paged = True
+    seq_length = 0  # positions come explicitly from the engine
+
+    def __init__(self, cache: "PagedKVCache", block_tables: list[list[int]],
+                 context_lens: list[int], query_lens: list[int], slot_mapping: np.ndarray) -> None:
+        import paddle
+
+        self.block_size = cache.block_size
+        self.query_lens = list(query_lens)
+        self.query_start = [0, *np.cumsum(query_lens)[:-1].tolist()]
+        self.context_lens_host = list(context_lens)
+        self.max_query_len = max(query_lens)
+        self.max_context_len = max(context_lens)
+        width = max(len(t) for t in block_tables)
+        tables = np.zeros((len(block_tables), width), dtype=np.int64)
+        for i, t in enumerate(block_tables):
+            tables[i, :len(t)] = t
+        self.block_tables = paddle.to_tensor(tables)  # (S, max_blocks)
+        self.context_lens = paddle.to_tensor(np.asarray(context_lens, dtype=np.int64))  # (S,)
+        self.slot_mapping = paddle.to_tensor(slot_mapping.astype(np.int64))  # (N,)
+        self.scratch: dict = {}
+        self._layers = [PagedLayer(self, k, v) for k, v in zip(cache.key_pools, cache.value_pools)]
+
+    def __getitem__(self, i: int) -> PagedLayer:
+        return self._layers[i]
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+
+class PagedKVCache:
+    """Preallocated key/value pools of every layer plus their :class:`BlockManager`."""
+
+    def __init__(self, num_layers: int, num_blocks: int, block_size: int, kv_heads: int,
+                 head_dim: int, dtype: str = "float32") -> None:
+        import paddle
+
+        self.num_layers, self.block_size, self.dtype = num_layers, block_size, dtype
+        self.kv_heads, self.head_dim = kv_heads, head_dim
+        self.blocks = BlockManager(num_blocks, block_size)
+        slots = num_blocks * block_size
+        self.key_pools = [paddle.zeros([slots, kv_heads, head_dim], dtype=dtype)
+                          for _ in range(num_layers)]  # (num_slots, Hkv, D) each
+        self.value_pools = [paddle.zeros([slots, kv_heads, head_dim], dtype=dtype)
+                            for _ in range(num_layers)]
+
+    @property
+    def num_blocks(self) -> int:
+        return self.blocks.num_blocks
+
+    @property
+    def nbytes(self) -> int:
+        return self.num_blocks * block_bytes(self.num_layers, self.block_size, self.kv_heads,
+                                             self.head_dim, self.dtype)
+
+    def batch(self, seq_ids: list[str], cached: list[int], new: list[int]) -> PagedBatch:
+        """The view for one call: sequence ``seq_ids[s]`` has ``cached[s]`` keys in the pool
+        and writes ``new[s]`` more (its blocks must already be allocated)."""
+        slots = np.concatenate([self.blocks.slots(s, c, c + n)
+                                for s, c, n in zip(seq_ids, cached, new)])  # (N,)
+        tables = [self.blocks.tables[s] for s in seq_ids]
+        return PagedBatch(self, tables, [c + n for c, n in zip(cached, new)], new, slots)

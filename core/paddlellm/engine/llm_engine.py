@@ -1,0 +1,244 @@
+"""The engine: ``add_request`` / ``abort_request`` / ``step`` over a paged KV cache.
+
+One :meth:`LLMEngine.step` is schedule -> execute -> update: the scheduler picks the running
+decodes and the prefills it can admit, the model runs all their new tokens as one flattened
+row through the paged attention kernel, and each sequence gets one sampled token (its
+output, stop checks and streamed text). Thread-safe: a server may add and abort requests
+from other threads while one thread steps.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .kv_manager import DEFAULT_KV_CACHE_BYTES, PagedKVCache, num_blocks_for_budget
+from .sampling import (RequestOutput, SamplingParams, StopTracker, repetition_penalty,
+                       sample_row, token_logprobs)
+from .scheduler import ScheduledBatch, Scheduler, Sequence
+
+
+def _eos_ids(model: Any) -> frozenset[int]:
+    from ..generation import make_config
+
+    return frozenset(make_config(model).eos_ids)
+
+
+class LLMEngine:
+    """Continuous-batching inference over one model (see the module docstring)."""
+
+    def __init__(self, model: Any, tokenizer: Any = None, *, block_size: int = 64,
+                 num_blocks: int | None = None, max_num_seqs: int = 64,
+                 max_model_len: int | None = None, kv_cache_bytes: int | None = None,
+                 max_num_batched_tokens: int | None = None, model_name: str = "model") -> None:
+        c = model.config
+        model.eval()
+        self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
+        limit = c.max_position_embeddings
+        self.max_model_len = int(min(max_model_len or limit, limit))
+        if self.max_model_len < 2:
+            raise ValueError(f"max_model_len must be >= 2, got {self.max_model_len}")
+        dtype = model.dtype
+        if num_blocks is None:
+            num_blocks = num_blocks_for_budget(kv_cache_bytes or DEFAULT_KV_CACHE_BYTES,
+                                               c.num_layers, block_size, c.num_kv_heads,
+                                               c.head_dim, dtype, self.max_model_len, max_num_seqs)
+        self.cache = PagedKVCache(c.num_layers, num_blocks, block_size, c.num_kv_heads,
+                                  c.head_dim, dtype)
+        self.scheduler = Scheduler(self.cache.blocks, max_num_seqs,
+                                   max_num_batched_tokens or max(4096, self.max_model_len))
+        self.eos_ids = _eos_ids(model)
+        self._requests: dict[str, Sequence] = {}
+        self._aborted: list[RequestOutput] = []
+        self._lock = threading.RLock()
+        self.counters = {"requests_added": 0, "requests_finished": 0, "requests_aborted": 0,
+                         "prompt_tokens": 0, "generation_tokens": 0, "steps": 0}
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, dtype: str = "float32",
+                        block_size: int = 64, num_blocks: int | None = None,
+                        max_num_seqs: int = 64, max_model_len: int | None = None,
+                        lora_path: str | None = None, quant_type: str | None = None,
+                        **kwargs: Any) -> "LLMEngine":
+        """Load a checkpoint directory (default: the bundled demo model) and its tokenizer."""
+        from ..auto import AutoModelForCausalLM
+        from ..tokenizer import AutoTokenizer
+
+        path = Path(path) if path else default_model_path()
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        if lora_path:
+            from .lora import merge_lora
+
+            merge_lora(model, lora_path)
+        if quant_type:
+            from .quant import quantize_for_inference
+
+            model = quantize_for_inference(model, quant_type)
+        tokenizer = (AutoTokenizer.from_pretrained(str(path))
+                     if (path / "tokenizer.json").is_file() else None)
+        return cls(model, tokenizer, block_size=block_size, num_blocks=num_blocks,
+                   max_num_seqs=max_num_seqs, max_model_len=max_model_len,
+                   model_name=path.name, **kwargs)
+
+    # -- requests ----------------------------------------------------------------------
+    def add_request(self, request_id: str, prompt_token_ids: list[int],
+                    params: SamplingParams | None = None) -> None:
+        """Queue a request; ValueError when it cannot fit (length, ids, duplicate id)."""
+        params = params or SamplingParams()
+        prompt = [int(t) for t in prompt_token_ids]
+        vocab = self.model.config.vocab_size
+        if not prompt:
+            raise ValueError("the prompt is empty")
+        if len(prompt) >= self.max_model_len:
+            raise ValueError(f"prompt of {len(prompt)} tokens leaves no room to generate within "
+                             f"the context length of {self.max_model_len} tokens")
+        if min(prompt) < 0 or max(prompt) >= vocab:
+            raise ValueError(f"prompt token ids must be in [0, {vocab})")
+        longest = min(len(prompt) + params.max_tokens, self.max_model_len)
+        if self.cache.blocks.blocks_needed(longest) > self.cache.num_blocks:
+            raise ValueError(f"a sequence of {longest} tokens needs "
+                             f"{self.cache.blocks.blocks_needed(longest)} KV blocks but the pool "
+                             f"has {self.cache.num_blocks} (raise num_blocks)")
+        with self._lock:
+            if request_id in self._requests:
+                raise ValueError(f"request id '{request_id}' is already in use")
+            seq = Sequence(request_id, prompt, params, StopTracker(self.tokenizer, prompt, params.stop),
+                           self.eos_ids, self.max_model_len)
+            self._requests[request_id] = seq
+            self.scheduler.add(seq)
+            self.counters["requests_added"] += 1
+            self.counters["prompt_tokens"] += len(prompt)
+
+    def abort_request(self, request_id: str) -> bool:
+        """Cancel a request and free its blocks now; the next :meth:`step` reports it once
+        with ``finish_reason="abort"``. False when the id is unknown (or already finished)."""
+        with self._lock:
+            seq = self._requests.pop(request_id, None)
+            if seq is None:
+                return False
+            self.scheduler.remove(request_id)
+            seq.finish_reason = "abort"
+            self.counters["requests_aborted"] += 1
+            self._aborted.append(self._output(seq, [], "", None))
+            return True
+
+    def has_unfinished_requests(self) -> bool:
+        with self._lock:
+            return bool(self._requests or self._aborted)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            blocks = self.cache.blocks
+            return {"num_running": len(self.scheduler.running),
+                    "num_waiting": len(self.scheduler.waiting),
+                    "kv_blocks_total": blocks.num_blocks, "kv_blocks_used": blocks.num_used,
+                    "kv_blocks_free": blocks.num_free, "block_size": blocks.block_size,
+                    "num_preemptions": self.scheduler.num_preemptions,
+                    "max_num_seqs": self.scheduler.max_num_seqs, **self.counters}
+
+    # -- the step ----------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        """Schedule, run the model once, sample one token per scheduled sequence."""
+        with self._lock:
+            outputs, self._aborted = self._aborted, []
+            batch = self.scheduler.schedule()
+            if not batch:
+                return outputs
+            self.counters["steps"] += 1
+            logits = self._execute(batch)  # (S, V) float32
+            return outputs + self._update(batch, logits)
+
+    def _execute(self, batch: ScheduledBatch):
+        import paddle
+
+        ids, pos, cached = [], [], []
+        for seq, n in zip(batch.seqs, batch.num_new):
+            start = seq.length - n
+            ids.extend(seq.all_ids[start:])
+            pos.extend(range(start, seq.length))
+            cached.append(start)
+        view = self.cache.batch([s.request_id for s in batch.seqs], cached, batch.num_new)
+        input_ids = paddle.to_tensor(np.asarray(ids, dtype=np.int64)[None])  # (1, N)
+        position_ids = paddle.to_tensor(np.asarray(pos, dtype=np.int64)[None])  # (1, N)
+        with paddle.no_grad():
+            hidden = self.model.forward_hidden(input_ids, position_ids=position_ids, cache=view)
+            last = np.cumsum(batch.num_new) - 1  # (S,) each sequence's last new token
+            if len(last) != hidden.shape[1]:
+                hidden = paddle.index_select(hidden[0], paddle.to_tensor(last), axis=0)[None]
+            logits = self.model.logits(hidden)[0].astype("float32")  # (S, V)
+        for seq in batch.seqs:
+            seq.num_cached = seq.length
+        return logits
+
+    def _update(self, batch: ScheduledBatch, logits) -> list[RequestOutput]:
+        import paddle
+
+        host = any(s.params.needs_logits for s in batch.seqs)
+        rows = logits.numpy() if host else None  # (S, V)
+        greedy = None if host else paddle.argmax(logits, axis=-1).numpy()  # (S,)
+        outputs = []
+        for i, seq in enumerate(batch.seqs):
+            p = seq.params
+            lp = None
+            if host:
+                row = repetition_penalty(rows[i], seq.all_ids, p.repetition_penalty)
+                token = sample_row(row, p, seq.rng)
+                if p.logprobs is not None:
+                    lp = [token_logprobs(rows[i], token, p.logprobs)]
+            else:
+                token = int(greedy[i])
+            seq.output_ids.append(token)
+            self.counters["generation_tokens"] += 1
+            reason, text, stopped = None, "", False
+            if token in seq.stop_ids:  # eos / stop token: not part of the text
+                reason = "stop"
+            else:
+                text, stopped = seq.tracker.push(token)
+                if stopped:  # the text was cut before the stop string
+                    reason = "stop"
+            if reason is None and (len(seq.output_ids) >= p.max_tokens or seq.length >= seq.max_len):
+                reason = "length"
+            if reason is not None:
+                if not stopped:
+                    text += seq.tracker.finish()
+                seq.finish_reason = reason
+                self.scheduler.finish(seq)
+                self._requests.pop(seq.request_id, None)
+                self.counters["requests_finished"] += 1
+            outputs.append(self._output(seq, [token], text, lp))
+        return outputs
+
+    def _output(self, seq: Sequence, tokens: list[int], text: str, lp) -> RequestOutput:
+        return RequestOutput(seq.request_id, tokens, text, seq.finished, seq.finish_reason, lp,
+                             len(seq.prompt_ids), len(seq.output_ids))
+
+    # -- convenience -------------------------------------------------------------------
+    def generate(self, prompts: Iterable[list[int]], params: SamplingParams | list[SamplingParams],
+                 on_output=None) -> list[dict[str, Any]]:
+        """Run prompts to completion (all queued at once); per prompt
+        ``{"token_ids", "text", "finish_reason", "logprobs"}`` in input order."""
+        prompts = list(prompts)
+        plist = params if isinstance(params, list) else [params] * len(prompts)
+        results = [{"token_ids": [], "text": "", "finish_reason": None, "logprobs": []}
+                   for _ in prompts]
+        base = f"gen-{id(results)}-"
+        for i, (ids, p) in enumerate(zip(prompts, plist)):
+            self.add_request(f"{base}{i}", ids, p)
+        while self.has_unfinished_requests():
+            for out in self.step():
+                r = results[int(out.request_id[len(base):])]
+                r["token_ids"] += out.new_token_ids
+                r["text"] += out.new_text
+                r["logprobs"] += out.logprobs or []
+                r["finish_reason"] = out.finish_reason
+                if on_output is not None:
+                    on_output(out)
+        return results
+
+
+def default_model_path() -> Path:
+    """The bundled demo model (``paddlellm/assets/qwen-demo``)."""
+    return Path(__file__).resolve().parents[1] / "assets" / "qwen-demo"
+
