@@ -40,8 +40,14 @@ class AutoModelForCausalLM:
         raise TypeError("use AutoModelForCausalLM.from_pretrained(...) or .from_config(...)")
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32", **kwargs: Any):
-        """Load a Hugging Face checkpoint directory (``config.json`` + safetensors or ``.bin``)."""
+    def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32",
+                        quant_type: str | None = None, quant_config: Any = None, **kwargs: Any):
+        """Load a Hugging Face checkpoint directory (``config.json`` + safetensors or ``.bin``).
+
+        A checkpoint with ``quantization_config`` in ``config.json`` is loaded by the quantizer
+        registered for its ``quant_type``. ``quant_type=`` quantizes a float checkpoint on load
+        (calibration-free types such as ``weight_only_int8``; ``quant_config``: its options).
+        """
         from .checkpoint import read_json
 
         if kwargs:
@@ -56,7 +62,18 @@ class AutoModelForCausalLM:
         if not hasattr(family, "from_pretrained"):
             raise TypeError(f"model family '{family.name}' builds models but cannot load "
                             "checkpoints (it has no from_pretrained)")
-        return family.from_pretrained(path, dtype=dtype)
+        stored = hf.get("quantization_config")
+        if stored:
+            if not isinstance(stored, dict) or "quant_type" not in stored:
+                raise ValueError(f"{config_path}: quantization_config has no 'quant_type'")
+            if quant_type not in (None, stored["quant_type"]):
+                raise ValueError(f"{path} is already quantized as '{stored['quant_type']}'; "
+                                 f"cannot load it as quant_type='{quant_type}'")
+            return quantizer_for(stored["quant_type"]).load_pretrained(family, path, stored, dtype=dtype)
+        model = family.from_pretrained(path, dtype=dtype)
+        if quant_type:
+            model = quantize_model(model, quant_type, config=quant_config)
+        return model
 
     @classmethod
     def from_config(cls, config: Any, dtype: str = "float32", **overrides: Any):
@@ -72,3 +89,18 @@ class AutoModelForCausalLM:
                 config = config.replace(**overrides)
             family, model_config = family_by_name(config.family), config
         return family.build(model_config, dtype=dtype)
+
+
+def quantizer_for(quant_type: str) -> Any:
+    """The quantizer registered (kind "quantizer") under ``quant_type``."""
+    return get_plugin_manager().registry.load("quantizer", quant_type)
+
+
+def quantize_model(model: Any, quant_type: str, calibration: Any = None, config: Any = None) -> Any:
+    """Quantize ``model`` in place with the quantizer registered for ``quant_type``."""
+    quantizer = quantizer_for(quant_type)
+    if calibration is None and getattr(quantizer, "needs_calibration", False):
+        raise ValueError(f"quant_type '{quant_type}' needs calibration data: run `llm quantize "
+                         f"--quant_type {quant_type} --calibration_data FILE --output_dir OUT` and "
+                         "load OUT")
+    return quantizer.quantize(model, quant_type, calibration, config or {})

@@ -1,0 +1,150 @@
+"""Quantized checkpoints: Hugging Face layout plus integer weights and a ``quantization_config``.
+
+``config.json`` is the family's config with ``quantization_config`` added::
+
+    {"quant_type": "weight_only_int4", "quant_method": "rtn", "bits": 4, "group_size": 64,
+     "sym": true, "modules_to_not_convert": ["lm_head"], "format": "paddlellm", ...}
+
+``model.safetensors`` holds the float tensors (embeddings, norms, unquantized linears) under
+their Hugging Face names, and each quantized layer's tensors under the model's module name:
+``model.layers.0.self_attn.q_proj.qweight`` (int8, or uint8 with two int4 per byte),
+``...q_proj.scales`` (float, ``(out, n_groups)``), optional ``...q_proj.pre_scale`` and
+``...q_proj.bias`` (see :mod:`paddlellm_quant.layers`).
+
+Loading builds the float architecture without initialisation, lets the quantizer named by
+``quant_type`` replace the layers (``prepare_for_loading``), then copies tensors one at a time.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+
+from paddlellm.checkpoint import CheckpointReader, read_json, save_state_dict
+
+from .layers import QuantizedLayer
+
+GENERATION_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
+
+
+def quantized_modules(model: nn.Layer) -> dict[str, QuantizedLayer]:
+    return {n: l for n, l in model.named_sublayers() if isinstance(l, QuantizedLayer)}
+
+
+def _quant_tensors(model: nn.Layer) -> dict[str, paddle.Tensor]:
+    """Persistable buffers and parameters of the quantized layers, by full name."""
+    out: dict[str, paddle.Tensor] = {}
+    for mname, layer in quantized_modules(model).items():
+        for key, tensor in layer.state_dict(include_sublayers=False).items():
+            out[f"{mname}.{key}"] = tensor
+    return out
+
+
+def _float_state(model: nn.Layer, skip: set[str]) -> dict[str, np.ndarray]:
+    """Float parameters (not in quantized layers) as float32 arrays in transformers' layout."""
+    linear = {f"{n}.weight" for n, l in model.named_sublayers() if isinstance(l, nn.Linear)}
+    state = {}
+    for name, p in model.named_parameters():
+        if name in skip:
+            continue
+        a = p.astype("float32").numpy()
+        state[name] = np.ascontiguousarray(a.T) if name in linear else a
+    return state
+
+
+def save_quantized(model: nn.Layer, directory: str | os.PathLike, *, max_shard_size: str = "5GB") -> list[str]:
+    """Write ``model`` (quantized in place by this plugin) as a quantized HF-layout checkpoint."""
+    qc = getattr(model, "quantization_config", None)
+    if not qc:
+        raise ValueError("model has no quantization_config: quantize it first")
+    family, config = model.family, model.config
+    dtype = model.dtype
+    quant = _quant_tensors(model)
+    floats = _float_state(model, set(quant))
+    tensors: dict[str, Any] = {}
+    for group in family.save_groups(list(floats), config):
+        tensors.update(family.to_hf_state({n: floats[n] for n in group}, config))
+    clash = set(tensors) & set(quant)
+    if clash:
+        raise ValueError(f"quantized tensor names collide with float ones: {sorted(clash)[:3]}")
+    tensors.update(quant)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = save_state_dict(tensors, directory, max_shard_size=max_shard_size, dtype=dtype,
+                            metadata={"format": "pt", "quantization": qc["quant_type"]})
+    hf = {**family.config_to_hf(config), "dtype": dtype, "torch_dtype": dtype,
+          "quantization_config": dict(qc)}
+    (directory / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+    gen = {k: getattr(config, k) for k in GENERATION_KEYS if getattr(config, k, None) is not None}
+    gen.update(getattr(model, "generation_config", None) or {})
+    (directory / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+    return files
+
+
+def _assign(target: paddle.Tensor, array: np.ndarray, name: str) -> None:
+    if tuple(target.shape) != tuple(array.shape):
+        raise ValueError(f"shape mismatch for '{name}': checkpoint {tuple(array.shape)}, "
+                         f"model {tuple(target.shape)}")
+    value = paddle.to_tensor(np.ascontiguousarray(array))
+    if value.dtype != target.dtype:
+        value = value.astype(target.dtype)
+    target.set_value(value)
+
+
+def load_quantized(family: Any, path: str | os.PathLike, quantizer: Any,
+                   quantization_config: Mapping[str, Any], dtype: str = "float32") -> nn.Layer:
+    """Build the architecture, let ``quantizer`` swap in quantized layers, load the tensors."""
+    path = Path(path)
+    hf = read_json(path / "config.json")
+    config = family.config_from_hf(hf)
+    model = family.build(config, dtype=dtype, init=False)
+    model = quantizer.prepare_for_loading(model, dict(quantization_config))
+    quant = _quant_tensors(model)
+    floats = {n: p for n, p in model.named_parameters() if n not in quant}
+    linear = {f"{n}.weight" for n, l in model.named_sublayers() if isinstance(l, nn.Linear)}
+    loaded: set[str] = set()
+    with CheckpointReader(path) as reader:
+        for key in reader.keys():
+            if key in quant:
+                raw = reader.get_numpy(key, dtype="float32" if reader.is_floating(key) else None)
+                _assign(quant[key], raw, key)
+                loaded.add(key)
+                continue
+            if family.is_ignored(key):
+                continue
+            array = reader.get_numpy(key, dtype="float32")
+            for name, value in family.from_hf_tensor(key, array, config):
+                if name not in floats:
+                    raise KeyError(f"{path}: tensor '{key}' maps to '{name}', which the "
+                                   f"{quantization_config.get('quant_type')} model does not have")
+                _assign(floats[name], value.T if name in linear else value, name)
+                loaded.add(name)
+    missing = sorted(set(quant) | set(floats)) if not loaded else sorted((set(quant) | set(floats)) - loaded)
+    if missing:
+        raise KeyError(f"the quantized checkpoint at {path} lacks {len(missing)} tensors, "
+                       f"e.g. {', '.join(missing[:5])}")
+    gen_path = path / "generation_config.json"
+    if gen_path.is_file():
+        gen = read_json(gen_path)
+        model.generation_config = {k: gen[k] for k in GENERATION_KEYS if gen.get(k) is not None}
+    mark_quantized(model, quantization_config)
+    model.eval()
+    return model
+
+
+def mark_quantized(model: nn.Layer, quantization_config: Mapping[str, Any]) -> nn.Layer:
+    """Record the config on the model and make ``model.save_pretrained`` write the quantized layout."""
+    model.quantization_config = dict(quantization_config)
+
+    def save_pretrained(directory, *, max_shard_size: str = "5GB", dtype: str | None = None):
+        if dtype is not None and dtype != model.dtype:
+            raise ValueError("a quantized model is saved in its own dtype; dtype= cannot change it")
+        return save_quantized(model, directory, max_shard_size=max_shard_size)
+
+    model.save_pretrained = save_pretrained
+    return model

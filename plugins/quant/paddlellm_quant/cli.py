@@ -1,0 +1,178 @@
+"""``llm quantize``: quantize a checkpoint, save it, and report perplexity before and after.
+
+    llm quantize --model_name_or_path M --quant_type gptq --calibration_data calib.jsonl \\
+                 --output_dir out [--group_size 64] [--config quant.yaml]
+
+Flags win over the config file (JSON or YAML, the same flat keys). The quantizer's own
+options (``group_size``, ``bits``, ``percdamp``, ...) are the fields of its ``config_class``.
+Without ``--model_name_or_path`` the bundled demo model is quantized, with calibration and
+held-out text generated from the demo tasks.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field
+
+#: the options of the command itself; the rest belong to the selected quantizer
+class QuantizeArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    quant_type: str = Field(..., description="weight_only_int8, weight_only_int4, gptq, awq, ...")
+    output_dir: str = Field(..., description="where the quantized checkpoint is written")
+    model_name_or_path: str | None = Field(None, description="float checkpoint (default: the bundled demo model)")
+    calibration_data: str | None = Field(None, description="jsonl with 'text' or 'src'(+'tgt'), or .txt lines")
+    eval_data: str | None = Field(None, description="held-out text for perplexity (same formats)")
+    dtype: str = Field("float32", description="dtype the model is loaded and saved in")
+    nsamples: int = Field(128, gt=0, description="calibration blocks of seqlen tokens")
+    seqlen: int = Field(128, gt=1, description="tokens per calibration block")
+    batch_size: int = Field(8, gt=0, description="calibration / evaluation batch size")
+    max_eval_samples: int = Field(256, gt=0, description="held-out texts used for perplexity")
+    seed: int = 0
+    skip_eval: bool = Field(False, description="do not compute perplexity")
+
+
+HELP = __doc__
+
+
+def add_quantize_command(app: typer.Typer) -> None:
+    app.command(
+        "quantize",
+        add_help_option=False,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        help="Quantize a model (weight_only_int8/int4, gptq, awq, ...) and report perplexity. "
+             "`llm quantize --help` for the options.",
+    )(quantize_command)
+
+
+def quantize_command(ctx: typer.Context) -> None:
+    """Quantize a model; `llm quantize --help` lists the options."""
+    args = list(ctx.args)
+    if not args or "--help" in args or "-h" in args:
+        typer.echo(usage())
+        return
+    from paddlellm.errors import ConfigError
+
+    try:
+        run_quantize_cli(args)
+    except (ConfigError, ValueError, FileNotFoundError, KeyError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+
+
+def usage() -> str:
+    lines = [HELP.strip(), "", "options:"]
+    for key, field in QuantizeArgs.model_fields.items():
+        lines.append(f"  --{key:<20} {field.description or ''}")
+    lines.append("  --config FILE          JSON/YAML file with the same keys")
+    try:
+        from paddlellm.plugins import get_plugin_manager
+
+        registry = get_plugin_manager().registry
+        for entry in registry.entries("quantizer"):
+            cls = getattr(entry.load(), "config_class", None)
+            keys = ", ".join(f"--{k}" for k in (cls.model_fields if cls else {}))
+            lines.append(f"  quant_type {entry.name}: {keys}")
+    except Exception:  # the listing is a convenience
+        pass
+    return "\n".join(lines)
+
+
+def split_options(raw: dict[str, Any]) -> tuple[QuantizeArgs, dict[str, Any]]:
+    """Command keys -> :class:`QuantizeArgs`; the rest are the quantizer's options."""
+    from paddlellm.config import _validate
+
+    core = {k: v for k, v in raw.items() if k in QuantizeArgs.model_fields}
+    rest = {k: v for k, v in raw.items() if k not in QuantizeArgs.model_fields}
+    return _validate(QuantizeArgs, core, "llm quantize options"), rest
+
+
+def run_quantize_cli(argv: list[str], log: Callable[[str], None] = typer.echo) -> dict[str, Any]:
+    from paddlellm.config import load_config_file, parse_overrides
+
+    config_file = argv.pop(0) if argv and not argv[0].startswith("--") else None
+    flags = parse_overrides(argv)
+    config_file = flags.pop("config", config_file)
+    raw = load_config_file(config_file) if config_file else {}
+    raw.update(flags)
+    args, options = split_options(raw)
+    return quantize_checkpoint(args, options, log=log)
+
+
+def _typed_options(quantizer: Any, options: dict[str, Any], quant_type: str) -> dict[str, Any]:
+    """Flag strings -> the quantizer's option types (unknown keys list the valid ones)."""
+    from .base import validate_options
+
+    cls = getattr(quantizer, "config_class", None)
+    if cls is None:
+        if options:
+            raise ValueError(f"quant_type '{quant_type}' takes no options, got {', '.join(options)}")
+        return {}
+    from paddlellm.config import _normalise
+
+    options = {k: _normalise(v, cls.model_fields[k].annotation) if k in cls.model_fields else v
+               for k, v in options.items()}
+    return validate_options(cls, options, quant_type).model_dump()
+
+
+def quantize_checkpoint(args: QuantizeArgs, options: dict[str, Any],
+                        log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Load, (calibrate,) quantize, save, evaluate; returns the report (also in OUT/quantize_report.json)."""
+    import paddlellm
+    from paddlellm.auto import quantizer_for
+    from paddlellm.tokenizer import AutoTokenizer
+
+    from .calibration import demo_texts, encode_texts, read_texts, token_blocks, batches
+    from .layers import weight_bytes
+    from .ppl import perplexity
+
+    quantizer = quantizer_for(args.quant_type)  # unknown types list the installed ones
+    opts = _typed_options(quantizer, options, args.quant_type)
+    demo = args.model_name_or_path is None
+    path = args.model_name_or_path or str(Path(paddlellm.__file__).parent / "assets" / "qwen-demo")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = paddlellm.AutoModelForCausalLM.from_pretrained(path, dtype=args.dtype)
+    max_pos = getattr(model.config, "max_position_embeddings", None) or args.seqlen
+    seqlen = min(args.seqlen, max_pos)
+
+    needs = bool(getattr(quantizer, "needs_calibration", False))
+    calib_texts = (read_texts(args.calibration_data) if args.calibration_data
+                   else demo_texts(args.nsamples * max(seqlen // 8, 1), "train", args.seed)
+                   if demo and needs else None)
+    if calib_texts is None and needs:
+        raise ValueError(f"quant_type '{args.quant_type}' needs --calibration_data FILE")
+    eval_texts = (read_texts(args.eval_data) if args.eval_data
+                  else demo_texts(args.max_eval_samples, "eval", args.seed) if demo else None)
+    calibration = None
+    if calib_texts is not None:
+        blocks = token_blocks(encode_texts(tokenizer, calib_texts), seqlen, args.nsamples)
+        calibration = batches(blocks, args.batch_size)
+        log(f"calibration: {blocks.shape[0]} blocks of {seqlen} tokens")
+    eval_ids = encode_texts(tokenizer, eval_texts[: args.max_eval_samples]) if eval_texts else None
+
+    report: dict[str, Any] = {"quant_type": args.quant_type, "model": path, "options": opts}
+    if eval_ids and not args.skip_eval:
+        report["ppl_before"] = perplexity(model, eval_ids, args.batch_size, max_pos)
+        log(f"perplexity before ({args.dtype}): {report['ppl_before']:.4f}")
+    report["bytes_before"] = weight_bytes(model)
+    start = time.perf_counter()
+    model = quantizer.quantize(model, args.quant_type, calibration, opts)
+    report["quantize_seconds"] = round(time.perf_counter() - start, 3)
+    report["bytes_after"] = weight_bytes(model)
+    if eval_ids and not args.skip_eval:
+        report["ppl_after"] = perplexity(model, eval_ids, args.batch_size, max_pos)
+        change = 100 * (report["ppl_after"] / report["ppl_before"] - 1)
+        log(f"perplexity after ({args.quant_type}): {report['ppl_after']:.4f} ({change:+.2f}%)")
+    before, after = report["bytes_before"], report["bytes_after"]
+    log(f"resident weights: {before['total'] / 2**20:.2f} MiB -> {after['total'] / 2**20:.2f} MiB "
+        f"(linear layers {before['linear_layers'] / 2**20:.2f} -> {after['linear_layers'] / 2**20:.2f} MiB)")
+    out = Path(args.output_dir)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    (out / "quantize_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    log(f"saved {args.quant_type} checkpoint to {out}")
+    return report
