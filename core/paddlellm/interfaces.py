@@ -229,11 +229,34 @@ class MergeMethod(Protocol):
 
 @runtime_checkable
 class Quantizer(Protocol):
-    """Turns a float model into a quantized one (and loads quantized checkpoints)."""
+    """Turns a float model into a quantized one (and loads quantized checkpoints).
+
+    Registered under each ``quant_type`` it handles. A quantized model carries
+    ``model.quantization_config`` (a JSON-able dict with at least ``quant_type``) and its
+    ``save_pretrained`` writes that dict into ``config.json``. ``AutoModelForCausalLM
+    .from_pretrained`` sees it there and calls :meth:`load_pretrained` of the quantizer
+    registered for that ``quant_type``.
+    """
 
     name: str
     #: ``--quant_type`` values handled
     quant_types: tuple[str, ...]
+    #: whether :meth:`quantize` needs calibration batches (GPTQ, AWQ, static activation scales)
+    needs_calibration: bool
+    #: optional pydantic model of the options (``group_size`` ...): flat keys of ``llm
+    #: quantize`` and of ``llm run --quant_type``
+    config_class: ClassVar[type["BaseModel"]]
 
     def quantize(self, model: "paddle.nn.Layer", quant_type: str,
-                 calibration: Iterable[Any] | None, config: Mapping[str, Any]) -> "paddle.nn.Layer": ...
+                 calibration: Iterable[Any] | None, config: Mapping[str, Any]) -> "paddle.nn.Layer":
+        """Quantize ``model`` in place and return it; ``calibration`` is an iterable of token-id
+        batches ``(B, T)`` (int64 NumPy arrays) or None; ``config`` the options."""
+
+    def prepare_for_loading(self, model: "paddle.nn.Layer",
+                            quantization_config: Mapping[str, Any]) -> "paddle.nn.Layer":
+        """Replace layers of a freshly built, uninitialised float model by empty quantized ones
+        as described by ``quantization_config``, so the checkpoint's tensors load into them."""
+
+    def load_pretrained(self, family: ModelFamily, path: str, quantization_config: Mapping[str, Any],
+                        dtype: str = "float32") -> "paddle.nn.Layer":
+        """Build ``family``'s model for the checkpoint at ``path``, prepare it and load it."""
