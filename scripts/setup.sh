@@ -20,3 +20,13 @@ fi
   -e plugins/merge \
   -e plugins/quant
 .venv/bin/python -m pip install -q --no-deps -e plugins/backends/gpu
+# Headless Chromium + chromedriver from Debian's packages for tests/test_chat_page.py (it skips
+# with a reason when they are missing): installed only when missing and when running as root.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "note: chromium/chromedriver missing and not root: the chat-page test will skip" >&2
+  fi
+fi

@@ -1,0 +1,388 @@
+"""The OpenAI-compatible HTTP layer (starlette): routes, validation, SSE streaming, errors.
+
+HTTP layer -> engine client (:class:`AsyncEngine`, one engine thread) -> ``LLMEngine.step()``.
+Every error is answered in OpenAI's shape ``{"error": {"message","type","param","code"}}``;
+a bug in a handler answers 500 in that shape and the server keeps serving.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .async_engine import AsyncEngine, EngineDeadError, QueueFullError
+from .metrics import CONTENT_TYPE, ServerMetrics
+from .protocol import (APIError, ChatCompletionRequest, CompletionRequest, error_body,
+                       unsupported_fields, validation_error)
+from .responses import ChoiceState, OpenAIFormatter
+from .streams import ClientDisconnected, Fanout, cancel_on_disconnect
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+RETRY_AFTER_S = 1
+
+
+class ServerState:
+    """What the handlers share: engine client, tokenizer, names, key, metrics."""
+
+    def __init__(self, engine: AsyncEngine, *, model_name: str, aliases: tuple[str, ...] = (),
+                 api_key: str | None = None, sampling_params_cls: Callable | None = None):
+        self.engine = engine
+        self.tokenizer = engine.engine.tokenizer
+        self.model_name = model_name
+        self.model_names = {model_name, *aliases}
+        self.max_model_len = int(engine.engine.max_model_len)
+        self.api_key = api_key or None
+        self.metrics = ServerMetrics(model_name)
+        self.created = int(time.time())
+        if sampling_params_cls is None:
+            from ..engine import SamplingParams as sampling_params_cls  # noqa: N813
+        self.sampling_params_cls = sampling_params_cls
+        self.formatter = OpenAIFormatter(self.tokenizer, model_name)
+
+
+# ---------------------------------------------------------------------------- helpers
+def _json_error(exc: APIError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def _read_json(request: Request) -> dict:
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"Invalid JSON body: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise APIError(400, f"The request body must be a JSON object, got {type(body).__name__}",
+                       code="invalid_json")
+    return body
+
+
+def _authorize(state: ServerState, request: Request) -> None:
+    if state.api_key is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or token.strip() != state.api_key:
+        raise APIError(401, "Incorrect API key provided: pass it as 'Authorization: Bearer <key>'",
+                       code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+
+def _check_model(state: ServerState, model: str | None) -> None:
+    if model is not None and model not in state.model_names:
+        raise APIError(404, f"The model `{model}` does not exist. Served: {state.model_name}",
+                       param="model", code="model_not_found")
+
+
+def _budget(state: ServerState, prompt_len: int, max_tokens: int | None) -> int:
+    """``max_tokens`` checked against the context length (default: what is left)."""
+    limit = state.max_model_len
+    if prompt_len == 0:
+        raise APIError(400, "The prompt is empty.", param="prompt")
+    if max_tokens is None:
+        if prompt_len >= limit:
+            raise APIError(400, f"This model's maximum context length is {limit} tokens. However, "
+                                f"your prompt has {prompt_len} tokens.", param="messages",
+                           code="context_length_exceeded")
+        return limit - prompt_len
+    if prompt_len + max_tokens > limit:
+        raise APIError(400, f"This model's maximum context length is {limit} tokens. However, you "
+                            f"requested {prompt_len + max_tokens} tokens ({prompt_len} in the "
+                            f"prompt, {max_tokens} for the completion). Please reduce the length "
+                            f"of the prompt or the completion.", param="max_tokens",
+                       code="context_length_exceeded")
+    return max_tokens
+
+
+def _sampling_params(state: ServerState, req, max_tokens: int, seed: int | None,
+                     logprobs: int | None):
+    return state.sampling_params_cls(
+        max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
+        top_k=max(req.top_k, 0), repetition_penalty=req.repetition_penalty, seed=seed,
+        stop=list(req.stop or []), stop_token_ids=list(req.stop_token_ids or []), ignore_eos=req.ignore_eos,
+        logprobs=logprobs)
+
+
+def _chat_prompt(state: ServerState, req: ChatCompletionRequest) -> list[int]:
+    messages = []
+    for m in req.messages:
+        message = {"role": m.role, "content": m.text()}
+        if m.name:
+            message["name"] = m.name
+        messages.append(message)
+    try:
+        return list(state.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=req.add_generation_prompt, tokenize=True))
+    except Exception as exc:  # template errors (raise_exception, bad roles) are the caller's
+        raise APIError(400, f"Cannot apply the chat template: {exc}", param="messages") from None
+
+
+def _completion_prompt(state: ServerState, prompt: str | list[int]) -> list[int]:
+    if isinstance(prompt, str):
+        return list(state.tokenizer.encode(prompt))
+    vocab = len(state.tokenizer)
+    bad = [t for t in prompt if not 0 <= t < vocab]
+    if bad:
+        raise APIError(400, f"Token ids out of range [0, {vocab}): {bad[:5]}", param="prompt")
+    return list(prompt)
+
+
+# ---------------------------------------------------------------------------- generation
+async def _start(state: ServerState, prompts: list[list[int]], params: list[Any]) -> Fanout:
+    """One engine request per (prompt, params), admitted whole (or 503) and accepted by the
+    engine before the response starts, so its errors get a status code."""
+    try:
+        state.engine.reserve(len(params))
+    except Exception as exc:
+        raise _engine_error(exc) from None
+    prefix = uuid.uuid4().hex[:12]
+    results = await asyncio.gather(
+        *(state.engine.submit(f"{prefix}-{i}", ids, p) for i, (ids, p) in enumerate(zip(prompts, params))),
+        return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        for r in results:
+            if not isinstance(r, BaseException):
+                r.close()
+        raise _engine_error(errors[0])
+    return Fanout(results)
+
+
+def _engine_error(exc: Exception) -> APIError:
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, QueueFullError):
+        return APIError(503, f"The server is busy ({exc}); retry later.", type="server_error",
+                        code="queue_full", headers={"Retry-After": str(RETRY_AFTER_S)})
+    if isinstance(exc, ValueError):  # the engine's validation (e.g. too long)
+        return APIError(400, str(exc))
+    if isinstance(exc, EngineDeadError):
+        return APIError(503, str(exc), type="server_error", code="engine_unavailable")
+    if not isinstance(exc, Exception):
+        raise exc  # cancellation and the like pass through
+    logger.exception("generation failed", exc_info=exc)
+    return APIError(500, f"Internal error during generation: {exc!r}", type="server_error")
+
+
+async def _collect(state: ServerState, fanout: Fanout, choices: list[ChoiceState]) -> None:
+    try:
+        while (event := await fanout.next()) is not None:
+            index, out = event
+            choices[index].update(out)
+    except Exception as exc:
+        raise _engine_error(exc) from None
+    finally:
+        await fanout.aclose()
+
+
+async def _respond(state: ServerState, request: Request, *, route: str, stream: bool,
+                   include_usage: bool, prompts: list[list[int]], params: list[Any],
+                   choices: list[ChoiceState], kind: str) -> Response:
+    fmt = state.formatter
+    rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
+    created = int(time.time())
+    fanout = await _start(state, prompts, params)
+    if not stream:
+        try:
+            await cancel_on_disconnect(request.receive, _collect(state, fanout, choices))
+        finally:
+            await fanout.aclose()
+        _count_tokens(state, choices)
+        return JSONResponse(fmt.full_response(kind, rid, created, choices))
+
+    async def events():
+        try:
+            for chunk in fmt.opening_chunks(kind, rid, created, choices, include_usage):
+                yield _sse(chunk)
+            while (event := await fanout.next()) is not None:
+                index, out = event
+                delta = choices[index].update(out)
+                if delta is not None:
+                    yield _sse(fmt.chunk(kind, rid, created, choices[index], delta, include_usage))
+            if include_usage:
+                yield _sse(fmt.usage_chunk(kind, rid, created, choices))
+        except Exception as exc:  # after the headers: report in the stream
+            yield _sse(_engine_error(exc).body())
+        finally:
+            await fanout.aclose()
+            _count_tokens(state, choices)
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _count_tokens(state: ServerState, choices: list[ChoiceState]) -> None:
+    usage = state.formatter.usage(choices)
+    state.metrics.count_tokens(prompt=usage["prompt_tokens"], generated=usage["completion_tokens"])
+
+
+def _sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+# ---------------------------------------------------------------------------- routes
+async def chat_completions(request: Request) -> Response:
+    state: ServerState = request.app.state.server
+    body = await _read_json(request)
+    try:
+        req = ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    _check_model(state, req.model)
+    unsupported_fields(req)
+    if req.tools:
+        raise APIError(400, "tools are not supported by this server", param="tools",
+                       code="unsupported_parameter")
+    if req.top_logprobs and not req.logprobs:
+        raise APIError(400, "top_logprobs requires logprobs=true", param="top_logprobs")
+    ids = _chat_prompt(state, req)
+    max_tokens = _budget(state, len(ids), req.max_new_tokens())
+    logprobs = (req.top_logprobs or 0) if req.logprobs else None
+    params = [_sampling_params(state, req, max_tokens,
+                               None if req.seed is None else req.seed + i, logprobs)
+              for i in range(req.n)]
+    choices = [ChoiceState(index=i, prompt_index=0, logprobs=logprobs) for i in range(req.n)]
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    return await _respond(state, request, route="chat", stream=req.stream,
+                          include_usage=include_usage, prompts=[ids] * req.n, params=params,
+                          choices=choices, kind="chat")
+
+
+async def completions(request: Request) -> Response:
+    state: ServerState = request.app.state.server
+    body = await _read_json(request)
+    try:
+        req = CompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    _check_model(state, req.model)
+    unsupported_fields(req)
+    if req.suffix:
+        raise APIError(400, "suffix is not supported", param="suffix", code="unsupported_parameter")
+    if req.echo and req.logprobs is not None:
+        raise APIError(400, "echo with logprobs is not supported", param="echo",
+                       code="unsupported_parameter")
+    prompts, params, choices = [], [], []
+    for p_index, prompt in enumerate(req.prompts()):
+        ids = _completion_prompt(state, prompt)
+        max_tokens = _budget(state, len(ids), req.max_tokens)
+        echo = (prompt if isinstance(prompt, str) else state.tokenizer.decode(ids)) if req.echo else ""
+        for j in range(req.n):
+            seed = None if req.seed is None else req.seed + j
+            prompts.append(ids)
+            params.append(_sampling_params(state, req, max_tokens, seed, req.logprobs))
+            choices.append(ChoiceState(index=len(choices), prompt_index=p_index,
+                                       logprobs=req.logprobs, echo=echo))
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    return await _respond(state, request, route="completions", stream=req.stream,
+                          include_usage=include_usage, prompts=prompts, params=params,
+                          choices=choices, kind="completion")
+
+
+async def list_models(request: Request) -> Response:
+    state: ServerState = request.app.state.server
+    return JSONResponse({"object": "list", "data": [_model_card(state)]})
+
+
+async def get_model(request: Request) -> Response:
+    state: ServerState = request.app.state.server
+    _check_model(state, request.path_params["model"])
+    return JSONResponse(_model_card(state))
+
+
+def _model_card(state: ServerState) -> dict:
+    return {"id": state.model_name, "object": "model", "created": state.created,
+            "owned_by": "paddlellm", "max_model_len": state.max_model_len}
+
+
+async def health(request: Request) -> Response:
+    state: ServerState = request.app.state.server
+    if not state.engine.is_running:
+        return JSONResponse({"status": "error", "error": repr(state.engine.error)}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+async def metrics(request: Request) -> Response:
+    state: ServerState = request.app.state.server
+    return Response(state.metrics.render(state.engine.stats()), media_type=CONTENT_TYPE)
+
+
+async def index(request: Request) -> Response:
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+
+def _endpoint(handler, route: str, protected: bool):
+    """Wrap a handler: API key, OpenAI-shaped errors, request counting."""
+
+    async def wrapped(request: Request) -> Response:
+        state: ServerState = request.app.state.server
+        try:
+            if protected:
+                _authorize(state, request)
+            response = await handler(request)
+        except APIError as exc:
+            response = _json_error(exc)
+        except ClientDisconnected:
+            state.metrics.count_request(route, 499)
+            return Response(status_code=499)
+        except Exception as exc:  # a bug: answer in the error shape and keep serving
+            logger.exception("unhandled error on %s", request.url.path)
+            response = _json_error(APIError(500, f"Internal server error: {exc!r}",
+                                            type="server_error"))
+        state.metrics.count_request(route, response.status_code)
+        return response
+
+    return wrapped
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    messages = {404: f"Not found: {request.method} {request.url.path}",
+                405: f"Method {request.method} not allowed on {request.url.path}"}
+    message = messages.get(exc.status_code, str(exc.detail))
+    return JSONResponse(error_body(message, code=str(exc.status_code)), status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+def build_app(engine: AsyncEngine, *, model_name: str, aliases: tuple[str, ...] = (),
+              api_key: str | None = None, sampling_params_cls: Callable | None = None) -> Starlette:
+    """The starlette app; its lifespan starts and stops the engine thread."""
+    state = ServerState(engine, model_name=model_name, aliases=aliases, api_key=api_key,
+                        sampling_params_cls=sampling_params_cls)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        engine.start()
+        try:
+            yield
+        finally:
+            engine.stop()
+
+    routes = [
+        Route("/v1/chat/completions", _endpoint(chat_completions, "/v1/chat/completions", True),
+              methods=["POST"]),
+        Route("/v1/completions", _endpoint(completions, "/v1/completions", True), methods=["POST"]),
+        Route("/v1/models", _endpoint(list_models, "/v1/models", True), methods=["GET"]),
+        Route("/v1/models/{model:path}", _endpoint(get_model, "/v1/models/{model}", True),
+              methods=["GET"]),
+        Route("/health", _endpoint(health, "/health", False), methods=["GET"]),
+        Route("/metrics", _endpoint(metrics, "/metrics", False), methods=["GET"]),
+        Route("/", _endpoint(index, "/", False), methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: _http_error})
+    app.state.server = state
+    return app
