@@ -1,0 +1,231 @@
+"""Int8 KV cache: keys and values stored as int8 with float32 scales.
+
+* **static** (``a8w8c8``, PaddleNLP's cachekv int8): one scale per KV head for keys and one
+  for values, ``absmax / 127`` over calibration data (keys after RoPE, as cached); kept in
+  the checkpoint as ``model.layers.{i}.self_attn.cache_scales.k_scale`` / ``.v_scale``
+  ``(Hkv,)`` (a small :class:`KVCacheScales` sublayer of each attention layer).
+* **dynamic**: a scale per token and head, ``absmax over head_dim / 127``, computed when the
+  token is written and stored beside it (``(B, L, Hkv, 1)`` float32: 4 bytes per 128-wide
+  head = +3% over int8).
+
+:class:`Int8LayerKVCache` follows :class:`paddlellm.interfaces.KVCacheLayer` like the core's
+contiguous :class:`paddlellm.kv_cache.LayerKVCache`: ``update`` quantizes the new keys/values
+into preallocated int8 buffers and returns the dequantized cache for the attention kernel.
+:func:`enable_int8_kv_cache` makes ``model.generate`` use it (through ``model.new_cache``).
+"""
+from __future__ import annotations
+
+from types import MethodType
+from typing import Any, Iterable
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+from paddlellm.kv_cache import KVCache, LayerKVCache
+
+from .a8w8 import int8_scale, quantize_int8
+from .layers import QuantizedLayer
+
+KV_MODES = ("static", "dynamic")
+
+
+class KVCacheScales(QuantizedLayer):
+    """Static KV-cache scales of one attention layer: ``k_scale``, ``v_scale`` ``(Hkv,)``."""
+
+    bits = 8
+
+    def __init__(self, kv_heads: int) -> None:
+        super().__init__()
+        self.register_buffer("k_scale", paddle.ones([kv_heads], dtype="float32"))
+        self.register_buffer("v_scale", paddle.ones([kv_heads], dtype="float32"))
+
+    def forward(self, *args: Any) -> None:
+        raise TypeError("KVCacheScales holds scales for the int8 KV cache; it is not called")
+
+
+class Int8LayerKVCache:
+    """One layer's int8 keys/values ``(B, max_length, Hkv, D)`` with static ``(Hkv,)`` scales
+    or dynamic per-token ``(B, max_length, Hkv, 1)`` scales."""
+
+    def __init__(self, batch: int, max_length: int, kv_heads: int, head_dim: int,
+                 dtype: str = "float32", k_scale: paddle.Tensor | None = None,
+                 v_scale: paddle.Tensor | None = None) -> None:
+        if (k_scale is None) != (v_scale is None):
+            raise ValueError("give both k_scale and v_scale (static) or neither (dynamic)")
+        self.dtype = dtype
+        self.k = paddle.zeros([batch, max_length, kv_heads, head_dim], dtype="int8")
+        self.v = paddle.zeros([batch, max_length, kv_heads, head_dim], dtype="int8")
+        self.static = k_scale is not None
+        if self.static:
+            self.k_scale = k_scale.astype("float32").reshape([1, 1, kv_heads, 1])  # (1, 1, Hkv, 1)
+            self.v_scale = v_scale.astype("float32").reshape([1, 1, kv_heads, 1])
+        else:
+            self.k_scale = paddle.ones([batch, max_length, kv_heads, 1], dtype="float32")
+            self.v_scale = paddle.ones([batch, max_length, kv_heads, 1], dtype="float32")
+        self.length = 0
+
+    @property
+    def max_length(self) -> int:
+        return self.k.shape[1]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def nbytes(self) -> int:
+        """Bytes held by the int8 buffers and their scales."""
+        tensors = [self.k, self.v] + ([] if self.static else [self.k_scale, self.v_scale])
+        return sum(int(t.size) * (1 if t.dtype == paddle.int8 else 4) for t in tensors)
+
+    def update(self, k: paddle.Tensor, v: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """Quantize and append ``(B, T, Hkv, D)``; return all ``(B, Tk, Hkv, D)`` dequantized."""
+        start, end = self.length, self.length + k.shape[1]
+        if end > self.max_length:
+            raise ValueError(f"KV cache overflow: {end} positions > capacity {self.max_length}")
+        k32, v32 = k.astype("float32"), v.astype("float32")
+        if self.static:
+            ks, vs = self.k_scale, self.v_scale
+        else:  # per token and head
+            ks = int8_scale(k32.abs().max(axis=-1, keepdim=True))  # (B, T, Hkv, 1)
+            vs = int8_scale(v32.abs().max(axis=-1, keepdim=True))
+            self.k_scale[:, start:end] = ks
+            self.v_scale[:, start:end] = vs
+        self.k[:, start:end] = quantize_int8(k32, ks)
+        self.v[:, start:end] = quantize_int8(v32, vs)
+        self.length = end
+        return self._dequantize(end)
+
+    def _dequantize(self, end: int) -> tuple[paddle.Tensor, paddle.Tensor]:
+        ks = self.k_scale if self.static else self.k_scale[:, :end]
+        vs = self.v_scale if self.static else self.v_scale[:, :end]
+        k = self.k[:, :end].astype("float32") * ks  # (B, Tk, Hkv, D)
+        v = self.v[:, :end].astype("float32") * vs
+        return k.astype(self.dtype), v.astype(self.dtype)
+
+    def reorder(self, index: paddle.Tensor) -> None:
+        """Keep batch rows ``index`` (beam search)."""
+        self.k = paddle.index_select(self.k, index, axis=0)
+        self.v = paddle.index_select(self.v, index, axis=0)
+        if not self.static:
+            self.k_scale = paddle.index_select(self.k_scale, index, axis=0)
+            self.v_scale = paddle.index_select(self.v_scale, index, axis=0)
+
+    def crop(self, length: int) -> None:
+        """Forget positions from ``length`` on (speculative decoding rollback)."""
+        self.length = min(self.length, length)
+
+
+class Int8KVCache(KVCache):
+    """One :class:`Int8LayerKVCache` per layer (``scales``: per layer ``(k, v)`` or None)."""
+
+    def __init__(self, num_layers: int, batch: int, max_length: int, kv_heads: int,
+                 head_dim: int, dtype: str = "float32",
+                 scales: list[tuple[paddle.Tensor, paddle.Tensor]] | None = None) -> None:
+        if scales is not None and len(scales) != num_layers:
+            raise ValueError(f"{len(scales)} static KV scale pairs for {num_layers} layers")
+        self.layers = [Int8LayerKVCache(batch, max_length, kv_heads, head_dim, dtype,
+                                        *(scales[i] if scales is not None else (None, None)))
+                       for i in range(num_layers)]
+
+    def nbytes(self) -> int:
+        return sum(layer.nbytes() for layer in self.layers)
+
+
+class _RecordingLayer(LayerKVCache):
+    """A float cache layer that records ``absmax`` per KV head of what is written."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.k_absmax = self.v_absmax = None
+
+    def update(self, k, v):
+        km = k.astype("float32").abs().max(axis=[0, 1, 3]).numpy()  # (Hkv,)
+        vm = v.astype("float32").abs().max(axis=[0, 1, 3]).numpy()
+        self.k_absmax = km if self.k_absmax is None else np.maximum(self.k_absmax, km)
+        self.v_absmax = vm if self.v_absmax is None else np.maximum(self.v_absmax, vm)
+        return super().update(k, v)
+
+
+def calibrate_kv_scales(model: nn.Layer, calibration: Iterable[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per layer ``(k_absmax, v_absmax)`` ``(Hkv,)`` over the calibration sequences, run one
+    sequence at a time through a recording cache (so padding never counts)."""
+    from .smoothquant import calibration_batches
+
+    c = model.config
+    records: list[_RecordingLayer] | None = None
+    with paddle.no_grad():
+        for ids, mask in calibration_batches(calibration):
+            for row in range(ids.shape[0]):
+                seq = ids[row] if mask is None else ids[row][mask[row].astype("bool")]
+                if seq.shape[0] == 0:
+                    continue
+                cache = KVCache(0, 1, seq.shape[0], c.num_kv_heads, c.head_dim)
+                cache.layers = [_RecordingLayer(1, seq.shape[0], c.num_kv_heads, c.head_dim)
+                                for _ in range(c.num_layers)]
+                model(seq.unsqueeze(0), cache=cache)
+                if records is None:
+                    records = cache.layers
+                else:
+                    for old, new in zip(records, cache.layers):
+                        old.k_absmax = np.maximum(old.k_absmax, new.k_absmax)
+                        old.v_absmax = np.maximum(old.v_absmax, new.v_absmax)
+    if records is None:
+        raise ValueError("calibration data is empty: static KV-cache scales need calibration text")
+    return [(r.k_absmax, r.v_absmax) for r in records]
+
+
+def _attention_layers(model: nn.Layer) -> list[nn.Layer]:
+    return [layer.self_attn for layer in model.model.layers]
+
+
+def _new_int8_cache(self, batch: int, max_length: int, dtype: str | None = None) -> Int8KVCache:
+    """``model.new_cache`` of a model whose KV cache is int8 (bound by enable_int8_kv_cache)."""
+    c = self.config
+    dtype = dtype or str(self.model.embed_tokens.weight.dtype).replace("paddle.", "")
+    scales = None
+    if self.kv_cache_quant == "static":
+        scales = [(a.cache_scales.k_scale, a.cache_scales.v_scale) for a in _attention_layers(self)]
+    return Int8KVCache(c.num_layers, batch, max_length, c.num_kv_heads, c.head_dim, dtype, scales)
+
+
+def enable_int8_kv_cache(model: nn.Layer, mode: str = "static",
+                         absmax: list[tuple[np.ndarray, np.ndarray]] | None = None) -> nn.Layer:
+    """Make ``model.new_cache`` (used by ``model.generate``) build an int8 cache.
+
+    ``static`` gives every attention layer a :class:`KVCacheScales` ``cache_scales``:
+    ``absmax / 127`` from :func:`calibrate_kv_scales`, or ones (to be overwritten by a
+    checkpoint's tensors) when ``absmax`` is None.
+    """
+    if mode not in KV_MODES:
+        raise ValueError(f"unknown KV-cache quantization '{mode}'; valid: {', '.join(KV_MODES)}")
+    if not hasattr(model, "new_cache"):
+        raise TypeError(f"{type(model).__name__} has no new_cache(); cannot install an int8 KV cache")
+    if mode == "static":
+        hkv = model.config.num_kv_heads
+        attn_layers = _attention_layers(model)
+        if absmax is not None and len(absmax) != len(attn_layers):
+            raise ValueError(f"{len(absmax)} KV scale pairs for {len(attn_layers)} layers")
+        for i, attn in enumerate(attn_layers):
+            scales = KVCacheScales(hkv)
+            if absmax is not None:
+                k, v = absmax[i]
+                scales.k_scale = int8_scale(paddle.to_tensor(np.asarray(k, np.float32)))
+                scales.v_scale = int8_scale(paddle.to_tensor(np.asarray(v, np.float32)))
+            attn.cache_scales = scales
+    model.kv_cache_quant = mode
+    model.new_cache = MethodType(_new_int8_cache, model)
+    return model
+
+
+def setup_kv_cache_quant(model: nn.Layer, mode: str | None, calibration: Iterable[Any] | None) -> str | None:
+    """Apply a quantizer's ``kv_cache_quant`` option: ``None``/``"none"`` does nothing,
+    ``"static"`` calibrates per-head scales on ``calibration``, ``"dynamic"`` needs no data.
+    Returns the mode recorded in ``quantization_config``."""
+    if mode in (None, "none"):
+        return None
+    if mode == "static":
+        if not calibration:
+            raise ValueError("kv_cache_quant 'static' needs calibration data (`--calibration_data FILE`)")
+        enable_int8_kv_cache(model, "static", calibrate_kv_scales(model, calibration))
+    else:
+        enable_int8_kv_cache(model, mode)
+    return mode
