@@ -69,11 +69,11 @@ class LLMEngine:
         path = Path(path) if path else default_model_path()
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
         if lora_path:
-            from .lora import merge_lora
+            from .loading import merge_lora
 
-            merge_lora(model, lora_path)
+            model = merge_lora(model, lora_path)
         if quant_type:
-            from .quant import quantize_for_inference
+            from .loading import quantize_for_inference
 
             model = quantize_for_inference(model, quant_type)
         tokenizer = (AutoTokenizer.from_pretrained(str(path))

@@ -1,0 +1,99 @@
+"""``llm predict`` and ``llm chat``: the inference engine from the command line.
+
+Without ``--model_name_or_path`` both use the bundled demo model. Paddle is imported only
+when a command runs.
+"""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+import typer
+
+from ..errors import PaddleLLMError
+
+MODEL_HELP = "Checkpoint directory (Hugging Face layout); default: the bundled demo model."
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Bad options or files end the command with ``error: ...`` (no traceback)."""
+    try:
+        yield
+    except PaddleLLMError:
+        raise
+    except (ValueError, FileNotFoundError) as exc:
+        raise PaddleLLMError(str(exc)) from None
+
+
+def predict(
+    model_name_or_path: Optional[str] = typer.Option(None, help=MODEL_HELP),
+    input_file: Optional[str] = typer.Option(
+        None, "--input_file", "--data_file", help="jsonl of {\"src\": ...} (or \"messages\") lines."),
+    output_file: str = typer.Option("output.json", "--output_file", help="jsonl written here."),
+    batch_size: int = typer.Option(1, "--batch_size", help="Sequences decoded together."),
+    src_length: int = typer.Option(1024, "--src_length", help="Max prompt tokens (keeps the end)."),
+    max_length: int = typer.Option(2048, "--max_length",
+                                   help="Max prompt + generated tokens (capped by the model)."),
+    decode_strategy: str = typer.Option("sampling", "--decode_strategy",
+                                        help="greedy_search | sampling (top_k=1 is greedy)."),
+    top_k: int = typer.Option(1, "--top_k"),
+    top_p: float = typer.Option(1.0, "--top_p"),
+    temperature: float = typer.Option(1.0, "--temperature"),
+    repetition_penalty: float = typer.Option(1.0, "--repetition_penalty"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (per request)."),
+    lora_path: Optional[str] = typer.Option(None, "--lora_path", help="peft adapter to merge."),
+    quant_type: Optional[str] = typer.Option(None, "--quant_type",
+                                             help="e.g. weight_only_int8 (quant plugin)."),
+    dtype: str = typer.Option("float32", "--dtype"),
+    block_size: int = typer.Option(64, "--block_size", help="Tokens per KV-cache block."),
+    num_blocks: Optional[int] = typer.Option(None, "--num_blocks",
+                                             help="KV-cache blocks (default: from a 1 GiB budget)."),
+    chat_template: bool = typer.Option(True, "--chat_template/--no_chat_template",
+                                       help="Render src with the tokenizer's chat template."),
+    benchmark: bool = typer.Option(False, "--benchmark",
+                                   help="Decode to max_length; report tokens/s and latency p50/p90/p99."),
+) -> None:
+    """Batch inference: jsonl prompts in, jsonl predictions out (PaddleNLP predictor options).
+
+    Example: llm predict --input_file in.jsonl --output_file out.jsonl --batch_size 8
+    """
+    values = dict(locals())
+    from ..engine.predict import PredictOptions, predict as run_predict
+
+    with _user_errors():
+        run_predict(PredictOptions(**values), log=lambda msg: typer.echo(msg, err=True))
+
+
+def chat(
+    model_name_or_path: Optional[str] = typer.Option(None, help=MODEL_HELP),
+    system: Optional[str] = typer.Option(None, "--system", help="System message."),
+    max_length: int = typer.Option(256, "--max_length", help="Max tokens per reply."),
+    decode_strategy: str = typer.Option("sampling", "--decode_strategy",
+                                        help="greedy_search | sampling (top_k=1 is greedy)."),
+    top_k: int = typer.Option(1, "--top_k"),
+    top_p: float = typer.Option(1.0, "--top_p"),
+    temperature: float = typer.Option(1.0, "--temperature"),
+    repetition_penalty: float = typer.Option(1.0, "--repetition_penalty"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    lora_path: Optional[str] = typer.Option(None, "--lora_path", help="peft adapter to merge."),
+    dtype: str = typer.Option("float32", "--dtype"),
+) -> None:
+    """Chat in the terminal with the model's chat template; replies stream token by token.
+
+    Type /reset to start a new conversation and /exit (or end of input) to quit.
+    """
+    from ..engine.chat import chat_loop
+    from ..engine.llm_engine import LLMEngine
+    from ..engine.predict import PredictOptions, sampling_params
+
+    with _user_errors():
+        opts = PredictOptions(decode_strategy=decode_strategy, top_k=top_k, top_p=top_p,
+                              temperature=temperature, repetition_penalty=repetition_penalty,
+                              seed=seed)
+        params = sampling_params(opts, max_tokens=max_length)
+        engine = LLMEngine.from_pretrained(model_name_or_path, dtype=dtype, lora_path=lora_path,
+                                           max_num_seqs=1)
+        chat_loop(engine, params, sys.stdin, sys.stdout, system=system,
+                  interactive=sys.stdin.isatty())

@@ -1,0 +1,32 @@
+"""Model preparation for inference: merge a PEFT adapter, quantize through a plugin."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def merge_lora(model: Any, lora_path: str | Path) -> Any:
+    """Load a ``peft``-format adapter directory (LoRA and the other mergeable methods) and
+    fold it into the base weights, so inference runs on plain layers at full speed."""
+    from .. import peft
+
+    if not (Path(lora_path) / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"--lora_path {lora_path}: no adapter_config.json there")
+    model = peft.load_adapter(model, str(lora_path))
+    return peft.merge_adapter(model)
+
+
+def quantize_for_inference(model: Any, quant_type: str) -> Any:
+    """Quantize with the installed quantizer plugin that handles ``quant_type``."""
+    from ..plugins import get_plugin_manager
+
+    registry = get_plugin_manager().registry
+    known: list[str] = []
+    for entry in registry.entries("quantizer"):
+        quantizer = entry.load()
+        types = tuple(getattr(quantizer, "quant_types", ()))
+        if quant_type in types:
+            return quantizer.quantize(model, quant_type, None, {})
+        known.extend(types)
+    raise ValueError(f"unknown quant_type '{quant_type}'; installed quantizers handle: "
+                     f"{', '.join(sorted(set(known))) or 'none (install paddlellm-quant)'}")

@@ -1,0 +1,176 @@
+"""``llm predict``: batch inference from jsonl to jsonl on the engine (PaddleNLP's predictor
+options), with a ``--benchmark`` mode that reports throughput and latency percentiles."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import DataFormatError
+from .sampling import SamplingParams
+
+DECODE_STRATEGIES = ("greedy_search", "sampling")
+
+
+@dataclass
+class PredictOptions:
+    """PaddleNLP predictor names; ``batch_size`` is the number of sequences decoded together."""
+
+    model_name_or_path: str | None = None
+    input_file: str | None = None
+    output_file: str = "output.json"
+    batch_size: int = 1
+    src_length: int = 1024
+    max_length: int = 2048
+    decode_strategy: str = "sampling"
+    top_k: int = 1
+    top_p: float = 1.0
+    temperature: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    lora_path: str | None = None
+    quant_type: str | None = None
+    dtype: str = "float32"
+    block_size: int = 64
+    num_blocks: int | None = None
+    chat_template: bool = True
+    benchmark: bool = False
+
+
+def sampling_params(o: PredictOptions, max_tokens: int, ignore_eos: bool = False) -> SamplingParams:
+    """Decode options as :class:`SamplingParams`; ``sampling`` with ``top_k=1`` is greedy."""
+    if o.decode_strategy not in DECODE_STRATEGIES:
+        raise ValueError(f"unknown --decode_strategy '{o.decode_strategy}'; valid: "
+                         f"{', '.join(DECODE_STRATEGIES)}")
+    greedy = o.decode_strategy == "greedy_search" or o.top_k == 1
+    return SamplingParams(max_tokens=max_tokens, temperature=0.0 if greedy else o.temperature,
+                          top_k=o.top_k, top_p=o.top_p, repetition_penalty=o.repetition_penalty,
+                          seed=o.seed, ignore_eos=ignore_eos)
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """jsonl records with ``src`` (a string, or a list of user turns with ``tgt`` the earlier
+    answers) or OpenAI ``messages``; errors name file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"input file not found: {path}")
+    records = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataFormatError(f"{where}: not valid JSON: {exc.msg}") from None
+            if not isinstance(record, dict) or not ("src" in record or "messages" in record):
+                raise DataFormatError(f"{where}: expected an object with 'src' (or 'messages')")
+            record["_messages"] = record_messages(record, where)
+            records.append(record)
+    if not records:
+        raise DataFormatError(f"{path}: no records")
+    return records
+
+
+def record_messages(record: dict[str, Any], where: str) -> list[dict[str, str]]:
+    if "messages" in record:
+        msgs = record["messages"]
+        if not isinstance(msgs, list) or not all(
+                isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role")
+                for m in msgs):
+            raise DataFormatError(f"{where}: 'messages' must be a list of {{role, content}}")
+        return [{"role": m["role"], "content": m["content"]} for m in msgs]
+    src = record["src"]
+    src = [src] if isinstance(src, str) else src
+    if not isinstance(src, list) or not src or not all(isinstance(s, str) for s in src):
+        raise DataFormatError(f"{where}: 'src' must be a string or a non-empty list of strings")
+    tgt = record.get("tgt", [])
+    tgt = [tgt] if isinstance(tgt, str) else list(tgt or [])
+    messages = [{"role": "system", "content": record["system"]}] if record.get("system") else []
+    for i, s in enumerate(src):  # earlier turns: user src[i], assistant tgt[i]
+        messages.append({"role": "user", "content": s})
+        if i < len(src) - 1:
+            if i >= len(tgt):
+                raise DataFormatError(f"{where}: multi-turn 'src' needs the earlier answers in 'tgt'")
+            messages.append({"role": "assistant", "content": tgt[i]})
+    return messages
+
+
+def encode_prompt(tokenizer, messages: list[dict[str, str]], chat_template: bool) -> list[int]:
+    """Token ids of a prompt: the chat template with a generation prompt when the tokenizer
+    has one (as PaddleNLP's predictor does), else the plain text of the last user turn."""
+    if chat_template and getattr(tokenizer, "chat_template", None):
+        return list(tokenizer.apply_chat_template(messages, tokenize=True,
+                                                  add_generation_prompt=True))
+    return list(tokenizer.encode(messages[-1]["content"]))
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else 0.0
+
+
+def predict(o: PredictOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run ``o``; writes ``o.output_file`` and returns ``{"results", "metrics"}``."""
+    from .llm_engine import LLMEngine
+
+    if o.input_file is None:
+        raise DataFormatError("--input_file is required (a jsonl file of {\"src\": ...} lines)")
+    if o.batch_size < 1 or o.src_length < 1 or o.max_length < 2:
+        raise ValueError("--batch_size and --src_length must be >= 1, --max_length >= 2")
+    sampling_params(o, 1)  # option errors before the model loads
+    records = read_records(o.input_file)
+    engine = LLMEngine.from_pretrained(o.model_name_or_path, dtype=o.dtype, block_size=o.block_size,
+                                       num_blocks=o.num_blocks, max_num_seqs=o.batch_size,
+                                       lora_path=o.lora_path, quant_type=o.quant_type)
+    if engine.tokenizer is None:
+        raise DataFormatError(f"{o.model_name_or_path}: no tokenizer.json to encode 'src' with")
+    total_len = min(o.max_length, engine.max_model_len)
+    prompts, params = [], []
+    for r in records:
+        ids = encode_prompt(engine.tokenizer, r["_messages"], o.chat_template)
+        ids = ids[-min(o.src_length, total_len - 1):]  # keep the end of over-long inputs
+        prompts.append(ids)
+        params.append(sampling_params(o, total_len - len(ids), ignore_eos=o.benchmark))
+    starts: dict[str, float] = {}
+    first: dict[str, float] = {}
+    done: dict[str, float] = {}
+
+    def on_output(out) -> None:
+        now = time.perf_counter()
+        first.setdefault(out.request_id, now)
+        if out.finished:
+            done[out.request_id] = now
+
+    t0 = time.perf_counter()
+    results = engine.generate(prompts, params, on_output=on_output)
+    elapsed = time.perf_counter() - t0
+    Path(o.output_file).parent.mkdir(parents=True, exist_ok=True)
+    with open(o.output_file, "w", encoding="utf-8") as fh:
+        for r, res in zip(records, results):
+            row = {k: v for k, v in r.items() if k != "_messages"}
+            row.update(output=res["text"], output_token_ids=res["token_ids"],
+                       finish_reason=res["finish_reason"])
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    n_out = sum(len(res["token_ids"]) for res in results)
+    latencies = sorted(done.values())
+    lat = [t - t0 for t in latencies]  # every request is queued at t0
+    ttft = [t - t0 for t in first.values()]
+    metrics = {"requests": len(records), "prompt_tokens": sum(map(len, prompts)),
+               "output_tokens": n_out, "seconds": elapsed,
+               "output_tokens_per_s": n_out / elapsed if elapsed else 0.0,
+               "latency_p50_s": percentile(lat, 50), "latency_p90_s": percentile(lat, 90),
+               "latency_p99_s": percentile(lat, 99), "ttft_p50_s": percentile(ttft, 50),
+               "num_preemptions": engine.stats()["num_preemptions"]}
+    log(f"wrote {len(results)} predictions to {o.output_file}")
+    if o.benchmark:
+        log(f"benchmark: {metrics['requests']} requests, batch_size {o.batch_size}, "
+            f"{metrics['prompt_tokens']} prompt + {n_out} output tokens in {elapsed:.2f} s: "
+            f"{metrics['output_tokens_per_s']:.1f} output tokens/s; latency p50 "
+            f"{metrics['latency_p50_s']:.3f} s, p90 {metrics['latency_p90_s']:.3f} s, p99 "
+            f"{metrics['latency_p99_s']:.3f} s; time to first token p50 {metrics['ttft_p50_s']:.3f} s")
+    return {"results": results, "metrics": metrics}
