@@ -7,6 +7,8 @@ from typing import Optional
 import typer
 
 from ..plugins import get_plugin_manager
+from . import infer
+from .serve import serve
 
 
 def add_core_commands(app: typer.Typer) -> None:
@@ -19,6 +21,9 @@ def add_core_commands(app: typer.Typer) -> None:
     )(run)
     app.add_typer(kernels_app, name="kernels")
     app.command("preprocess")(preprocess)
+    app.command("predict")(infer.predict)
+    app.command("chat")(infer.chat)
+    app.command("serve")(serve)
 
 
 def plugins(
