@@ -219,6 +219,8 @@ def build_run_config(
     core = {k: v for k, v in raw.items() if k in CORE_KEYS}
     extra = {k: v for k, v in raw.items() if k not in CORE_KEYS}
     config = _validate(RunConfig, core, "config")
+    if config.align and "stage" not in config.model_fields_set:
+        config.stage = "align"  # --align without --stage runs the alignment stage
     if registry is None:
         if extra:
             raise ConfigError(closest_keys_message(next(iter(extra)), CORE_KEYS))
