@@ -102,12 +102,12 @@ class Int8LayerKVCache:
         return k.astype(self.dtype), v.astype(self.dtype)
 
     def reorder(self, index: paddle.Tensor) -> None:
-        """Keep batch rows ``index`` (beam search)."""
-        self.k = paddle.index_select(self.k, index, axis=0)
-        self.v = paddle.index_select(self.v, index, axis=0)
+        """Keep batch rows ``index`` (beam search); ``gather``: CPU index_select has no int8 kernel."""
+        self.k = paddle.gather(self.k, index, axis=0)
+        self.v = paddle.gather(self.v, index, axis=0)
         if not self.static:
-            self.k_scale = paddle.index_select(self.k_scale, index, axis=0)
-            self.v_scale = paddle.index_select(self.v_scale, index, axis=0)
+            self.k_scale = paddle.gather(self.k_scale, index, axis=0)
+            self.v_scale = paddle.gather(self.v_scale, index, axis=0)
 
     def crop(self, length: int) -> None:
         """Forget positions from ``length`` on (speculative decoding rollback)."""
