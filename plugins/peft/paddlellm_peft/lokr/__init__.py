@@ -1,0 +1,8 @@
+"""LoKr: low-rank Kronecker-product weight updates (LyCORIS), in peft's ``LOKR`` format."""
+from paddlellm import hookimpl
+
+
+@hookimpl
+def register_peft_methods(register):
+    register("lokr", "paddlellm_peft.lokr.method:METHOD",
+             description="LoKr: Kronecker-product updates (--lokr_rank, --lokr_alpha)")

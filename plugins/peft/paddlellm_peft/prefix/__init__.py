@@ -1,0 +1,9 @@
+"""Prefix tuning (Li & Liang, 2021): trainable per-layer prefix keys/values, peft format."""
+from paddlellm import hookimpl
+
+
+@hookimpl
+def register_peft_methods(register):
+    register("prefix", "paddlellm_peft.prefix.method:METHOD", aliases=("prefix_tuning",),
+             description="prefix tuning: trainable past keys/values per layer "
+                         "(--num_prefix_tokens, --prefix_projection)")

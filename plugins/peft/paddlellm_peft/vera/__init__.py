@@ -1,0 +1,8 @@
+"""VeRA: shared frozen random projections, trainable scaling vectors (peft's ``VERA``)."""
+from paddlellm import hookimpl
+
+
+@hookimpl
+def register_peft_methods(register):
+    register("vera", "paddlellm_peft.vera.method:METHOD",
+             description="VeRA: shared random A/B, trainable vectors (--vera_rank)")
