@@ -72,10 +72,14 @@ def save_quantized(model: nn.Layer, directory: str | os.PathLike, *, max_shard_s
     clash = set(tensors) & set(quant)
     if clash:
         raise ValueError(f"quantized tensor names collide with float ones: {sorted(clash)[:3]}")
+    cast = dtype
+    if any("float8" in str(t.dtype) for t in quant.values()):  # FP8 weights keep their dtype:
+        tensors = {k: paddle.to_tensor(v).astype(dtype) for k, v in tensors.items()}  # cast floats here
+        cast = None
     tensors.update(quant)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    files = save_state_dict(tensors, directory, max_shard_size=max_shard_size, dtype=dtype,
+    files = save_state_dict(tensors, directory, max_shard_size=max_shard_size, dtype=cast,
                             metadata={"format": "pt", "quantization": qc["quant_type"]})
     hf = {**family.config_to_hf(config), "dtype": dtype, "torch_dtype": dtype,
           "quantization_config": dict(qc)}

@@ -162,6 +162,8 @@ def quantize_checkpoint(args: QuantizeArgs, options: dict[str, Any],
     start = time.perf_counter()
     model = quantizer.quantize(model, args.quant_type, calibration, opts)
     report["quantize_seconds"] = round(time.perf_counter() - start, 3)
+    if hasattr(quantizer, "describe"):  # e.g. FP8 says its compute is simulated
+        log(quantizer.describe(model))
     report["bytes_after"] = weight_bytes(model)
     if eval_ids and not args.skip_eval:
         report["ppl_after"] = perplexity(model, eval_ids, args.batch_size, max_pos)

@@ -111,6 +111,8 @@ class FP8Quantizer(StaticPTQQuantizer):
     quant_types = ("fp8", "a8w8_fp8")
     quant_method = "fp8"
     config_class = FP8Options
+    compute = ("e4m3 storage; compute SIMULATED on CPU (e4m3 operands widened to float32, "
+               "float32 accumulation): Paddle has no FP8 GEMM kernel here")
     weight_storage = ("qweight float8_e4m3fn (out, in), weight_scale (out,), input_scale (1,) per "
                       "tensor; compute simulated on CPU (e4m3 operands widened to float32)")
 

@@ -36,7 +36,10 @@ def perplexity(model: Any, sequences: list[list[int]], batch_size: int = 16,
                 for r, s in enumerate(chunk):
                     ids[r, :len(s)] = s
                     mask[r, :len(s) - 1] = 1.0
-                logits = model(paddle.to_tensor(ids))[:, :-1].astype("float32")  # (B, T-1, V)
+                # a quantized KV cache (a8w8c8) only acts through the cache: prefill into one
+                cache = (model.new_cache(len(chunk), width)
+                         if getattr(model, "kv_cache_quant", None) else None)
+                logits = model(paddle.to_tensor(ids), cache=cache)[:, :-1].astype("float32")  # (B, T-1, V)
                 labels = paddle.to_tensor(ids[:, 1:]).unsqueeze(-1)  # (B, T-1, 1)
                 nll = F.cross_entropy(logits, labels, reduction="none").squeeze(-1)  # (B, T-1)
                 total_nll += float((nll * paddle.to_tensor(mask)).sum())

@@ -332,6 +332,21 @@ class StaticPTQQuantizer(BaseQuantizer):
         qc.update(activation_scheme="static", weight_storage=self.weight_storage)
         return qc
 
+    def describe(self, model) -> str:
+        """One line for ``llm quantize``'s output: compute path, KV cache, chosen α."""
+        qc = getattr(model, "quantization_config", {})
+        report = getattr(model, "quantization_report", {})
+        lines = [f"{qc.get('quant_type')}: {self.compute}; KV cache: "
+                 f"{'int8 ' + qc['kv_cache_quant'] if qc.get('kv_cache_quant', 'none') != 'none' else 'float'}"]
+        alphas = report.get("alphas", {})
+        if alphas and qc.get("smooth", False):
+            chosen = [a for a in alphas.values() if a is not None]
+            how = "searched" if qc.get("smooth_search") else "fixed"
+            lines.append(f"SmoothQuant α ({how}) over {len(alphas)} layer groups: "
+                         + (f"min {min(chosen):.2f}, mean {np.mean(chosen):.2f}, max {max(chosen):.2f}; " if chosen else "")
+                         + f"{len(alphas) - len(chosen)} left unsmoothed")
+        return "\n".join(lines)
+
     def prepare_for_loading(self, model, quantization_config):
         qc = quantization_config
         prepare_static(model, self.empty_layer, qc.get("modules_to_not_convert", ()))
@@ -347,6 +362,7 @@ class SmoothQuantQuantizer(StaticPTQQuantizer):
     quant_method = "smoothquant"
     config_class = SmoothQuantOptions
     default_kv = {"a8w8c8": "static"}
+    compute = "int8 x int8 GEMM with exact int32 accumulation (Paddle int32 matmul on CPU)"
     weight_storage = ("qweight int8 (out, in), weight_scale (out,), input_scale (1,) per tensor, "
                       "smooth_scale (in,); int8 x int8 -> int32 GEMM")
 
