@@ -154,6 +154,7 @@ def test_bad_completions_routes_and_methods_then_server_still_serves(served):
         (http.post("/v1/completions", json={"prompt": 42}), 400, "prompt"),
         (http.get("/v1/nothing"), 404, "Not found: GET /v1/nothing"),
         (http.get(CHAT), 405, "Method GET not allowed"),
+        (http.post(CHAT, content=b" " * (8 * 1024 * 1024 + 1)), 413, "request body is over"),
         (http.get("/v1/models/other"), 404, "does not exist"),
     ]
     for r, status, words in cases:
@@ -232,6 +233,15 @@ def test_client_disconnect_mid_stream_aborts_and_frees_blocks():
         metrics = parse_prometheus(http.get("/metrics").text)
         assert metrics['paddlellm_kv_blocks_used{model_name="fake-model"}'] == 0
         assert metrics['paddlellm_num_requests_in_flight{model_name="fake-model"}'] == 0
+
+
+def test_client_disconnect_during_non_streaming_request_aborts_it():
+    engine, thread = make_server(FakeEngine(step_delay=0.01))
+    with thread as url:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url + CHAT, json={"messages": HELLO, "max_tokens": 70}, timeout=0.3)
+        assert wait_until(lambda: len(engine.aborted) == 1)
+        assert wait_until(lambda: engine.stats()["kv_blocks_used"] == 0)
 
 
 def test_metrics_count_requests_and_tokens():

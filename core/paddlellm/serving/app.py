@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 RETRY_AFTER_S = 1
+MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 class ServerState:
@@ -60,7 +61,12 @@ def _json_error(exc: APIError) -> JSONResponse:
 
 
 async def _read_json(request: Request) -> dict:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise APIError(413, f"The request body is over {MAX_BODY_BYTES} bytes", code="body_too_large")
     raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise APIError(413, f"The request body is over {MAX_BODY_BYTES} bytes", code="body_too_large")
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -188,7 +194,7 @@ async def _collect(state: ServerState, fanout: Fanout, choices: list[ChoiceState
         await fanout.aclose()
 
 
-async def _respond(state: ServerState, request: Request, *, route: str, stream: bool,
+async def _respond(state: ServerState, request: Request, *, stream: bool,
                    include_usage: bool, prompts: list[list[int]], params: list[Any],
                    choices: list[ChoiceState], kind: str) -> Response:
     fmt = state.formatter
@@ -217,8 +223,8 @@ async def _respond(state: ServerState, request: Request, *, route: str, stream: 
         except Exception as exc:  # after the headers: report in the stream
             yield _sse(_engine_error(exc).body())
         finally:
-            await fanout.aclose()
             _count_tokens(state, choices)
+            await fanout.aclose()  # aborts what is unfinished (client gone)
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream",
@@ -257,7 +263,7 @@ async def chat_completions(request: Request) -> Response:
               for i in range(req.n)]
     choices = [ChoiceState(index=i, prompt_index=0, logprobs=logprobs) for i in range(req.n)]
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    return await _respond(state, request, route="chat", stream=req.stream,
+    return await _respond(state, request, stream=req.stream,
                           include_usage=include_usage, prompts=[ids] * req.n, params=params,
                           choices=choices, kind="chat")
 
@@ -288,7 +294,7 @@ async def completions(request: Request) -> Response:
             choices.append(ChoiceState(index=len(choices), prompt_index=p_index,
                                        logprobs=req.logprobs, echo=echo))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    return await _respond(state, request, route="completions", stream=req.stream,
+    return await _respond(state, request, stream=req.stream,
                           include_usage=include_usage, prompts=prompts, params=params,
                           choices=choices, kind="completion")
 

@@ -98,7 +98,8 @@ class AsyncEngine:
 
     def __init__(self, engine: Any, *, max_num_seqs: int | None = None, max_queue: int = 256):
         self.engine = engine
-        self.max_in_flight = int(max_num_seqs or getattr(engine, "max_num_seqs", 64)) + int(max_queue)
+        batch = max_num_seqs or getattr(engine, "max_num_seqs", None) or engine.stats().get("max_num_seqs", 64)
+        self.max_in_flight = int(batch) + int(max_queue)
         self._cond = threading.Condition()
         self._ops: list[tuple[str, Any]] = []
         self._streams: dict[str, _Stream] = {}
