@@ -41,8 +41,13 @@ class AutoModelForCausalLM:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32",
-                        quant_type: str | None = None, quant_config: Any = None, **kwargs: Any):
+                        quant_type: str | None = None, quant_config: Any = None,
+                        lora_path: str | os.PathLike | None = None,
+                        prefix_path: str | os.PathLike | None = None, **kwargs: Any):
         """Load a Hugging Face checkpoint directory (``config.json`` + safetensors or ``.bin``).
+
+        ``lora_path`` / ``prefix_path``: a peft-format adapter directory loaded on top
+        (:func:`paddlellm.peft.load_adapter`; the method comes from its ``peft_type``).
 
         A checkpoint with ``quantization_config`` in ``config.json`` is loaded by the quantizer
         registered for its ``quant_type``. ``quant_type=`` quantizes a float checkpoint on load
@@ -52,6 +57,14 @@ class AutoModelForCausalLM:
 
         if kwargs:
             raise TypeError(f"unexpected arguments: {', '.join(sorted(kwargs))}")
+        if lora_path or prefix_path:
+            from .peft import load_adapter
+
+            if lora_path and prefix_path:
+                raise ValueError("give one of lora_path and prefix_path")
+            model = cls.from_pretrained(path, dtype=dtype, quant_type=quant_type,
+                                        quant_config=quant_config)
+            return load_adapter(model, lora_path or prefix_path)
         config_path = Path(path) / "config.json"
         if not config_path.is_file():
             raise FileNotFoundError(f"no config.json in {path}")

@@ -87,7 +87,9 @@ def sft_stage(ctx) -> dict[str, Any]:
 
     from .auto import AutoModelForCausalLM
     from .data.sft import padding_ratio, tokenize_all
-    from .models import prepare_for_training, save_model
+    from .models import prepare_for_training
+    from .peft import (run_weights_source, save_model_or_adapter, setup_run_peft,
+                       trainable_parameter_report)
     from .evaluation import exact_match
     from .tokenizer import AutoTokenizer
     from .train.checkpointing import resume_checkpoint
@@ -105,8 +107,10 @@ def sft_stage(ctx) -> dict[str, Any]:
     resume_dir = resume_checkpoint(config)
     source = str(resume_dir or config.model_name_or_path or demo_model_dir())
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = strategy.wrap_model(prepare_for_training(AutoModelForCausalLM.from_pretrained(source),
-                                                     config))
+    weights = run_weights_source(config, resume_dir, demo_model_dir())  # --peft: the base
+    model = prepare_for_training(AutoModelForCausalLM.from_pretrained(weights), config)
+    model = strategy.wrap_model(setup_run_peft(model, config, ctx.options("peft_method"),
+                                               resume_dir))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     train_conv, eval_conv, eval_pairs = _datasets(config)
@@ -145,13 +149,13 @@ def sft_stage(ctx) -> dict[str, Any]:
     state = train(model, optimizer, scheduler,
                   epoch_stream(train_ex, config, pad_id, strategy.shard), batch_loss,
                   config=config, ctx=ctx, total_steps=total_steps, logger=logger,
-                  evaluate=evaluate, save=lambda d: save_model(model, tokenizer, d),
+                  evaluate=evaluate, save=lambda d: save_model_or_adapter(model, tokenizer, d),
                   resume_from=str(resume_dir) if resume_dir else None)
     after = {**evaluate(model), **em()}
     logger.log({"step": state.step,
                 **{k: v for k, v in after.items() if k not in ("samples", "by_task")}})
     if strategy.is_main_process:
-        save_model(model, tokenizer, str(ctx.output_dir))
+        save_model_or_adapter(model, tokenizer, str(ctx.output_dir))
     summary = {
         "stage": "sft", "demo": is_demo, "demo_defaults": demo_defaults, "steps": state.step,
         "train_examples": len(train_ex),
@@ -161,6 +165,9 @@ def sft_stage(ctx) -> dict[str, Any]:
         "padding_ratio_unpacked": padding_ratio(unpacked),
         "output_dir": str(ctx.output_dir),
     }
+    trainable, total, _ = trainable_parameter_report(model)
+    summary.update(peft=config.peft, trainable_params=trainable, total_params=total,
+                   trainable_percent=100.0 * trainable / max(total, 1))
     if eval_pairs:
         summary.update(exact_match_before=before["exact_match"],
                        exact_match_after=after["exact_match"], eval_examples=after["count"],

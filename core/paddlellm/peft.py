@@ -153,9 +153,15 @@ def load_adapter(model, directory: str | Path):
     return inner
 
 
-def merge_adapter(model):
-    """Merge the adapters into the base weights and unload them: plain layers again."""
+def merge_adapter(model, unload: bool = True):
+    """Merge the adapters into the base weights and unload them: plain layers again.
+
+    ``unload=False`` merges in place and keeps the adapter layers (``unmerge_adapter``
+    undoes it), for methods whose ``merge`` takes ``unload``.
+    """
     inner, method = _method_of(model)
+    if not unload:
+        return method.merge(inner, unload=False)
     inner = method.merge(inner)
     inner.peft_method, inner.peft_config = None, None
     for p in inner.parameters():
@@ -164,7 +170,7 @@ def merge_adapter(model):
 
 
 def unmerge_adapter(model):
-    """Undo an in-place ``merge_in_place`` (methods with an ``unmerge``; LoRA has one)."""
+    """Undo ``merge_adapter(model, unload=False)`` (methods with an ``unmerge``, e.g. LoRA)."""
     inner, method = _method_of(model)
     if not hasattr(method, "unmerge"):
         raise ValueError(f"PEFT method '{method.name}' cannot unmerge")

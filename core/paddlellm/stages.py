@@ -79,7 +79,9 @@ def _tokenizer(ctx, train_docs: list[str], is_demo: bool, resume_dir: Path | Non
 def pretrain_stage(ctx) -> dict[str, Any]:
     import paddle
 
-    from .models import build_model, save_model
+    from .errors import ConfigError
+    from .models import build_model
+    from .peft import save_model_or_adapter, setup_run_peft, trainable_parameter_report
     from .train.checkpointing import resume_checkpoint
     from .train.loop import evaluate_lm, train
     from .train.loss import batch_loss
@@ -104,9 +106,13 @@ def pretrain_stage(ctx) -> dict[str, Any]:
         train_blocks = pack_documents(encode(train_docs), config.max_length, eos)
         eval_blocks = pack_documents(encode(eval_docs), config.max_length, eos, drop_last=False)
 
+    if config.peft and not config.model_name_or_path:
+        raise ConfigError(f"--peft {config.peft} trains adapters on a pretrained base: give "
+                          "--model_name_or_path")
     model = build_model(ctx, vocab_size=len(tokenizer), demo=is_demo, tokenizer=tokenizer,
-                        path=str(resume_dir) if resume_dir else None)
-    model = strategy.wrap_model(model)
+                        path=str(resume_dir) if resume_dir and not config.peft else None)
+    model = strategy.wrap_model(setup_run_peft(model, config, ctx.options("peft_method"),
+                                               resume_dir))  # a PEFT checkpoint: the adapter
     micro = config.per_device_train_batch_size
     per_step = micro * config.gradient_accumulation_steps * strategy.world_size
     steps_per_epoch = (indexed.steps_per_epoch if prefix
@@ -132,15 +138,16 @@ def pretrain_stage(ctx) -> dict[str, Any]:
         logger.log({"step": 0, **before})
     state = train(model, optimizer, scheduler, batches, batch_loss, config=config, ctx=ctx,
                   total_steps=total_steps, logger=logger, evaluate=evaluate,
-                  save=lambda d: save_model(model, tokenizer, d),
+                  save=lambda d: save_model_or_adapter(model, tokenizer, d),
                   resume_from=str(resume_dir) if resume_dir else None)
     after = evaluate(model)
     logger.log({"step": state.step, **after})
     if strategy.is_main_process:
-        save_model(model, tokenizer, str(ctx.output_dir))
+        save_model_or_adapter(model, tokenizer, str(ctx.output_dir))
     return {
         "stage": "pretrain", "demo": is_demo, "steps": state.step, "tokens": state.tokens,
         "parameters": int(sum(int(np.prod(p.shape)) for p in model.parameters())),
+        "peft": config.peft, "trainable_params": trainable_parameter_report(model)[0],
         "train_loss_first": state.losses[0], "train_loss_last": state.losses[-1],
         "eval_loss_before": before["eval_loss"], "eval_loss_after": after["eval_loss"],
         "eval_ppl_before": before["eval_ppl"], "eval_ppl_after": after["eval_ppl"],

@@ -8,6 +8,7 @@ import typer
 
 from ..plugins import get_plugin_manager
 from . import infer
+from .export import export
 from .serve import serve
 
 
@@ -24,6 +25,7 @@ def add_core_commands(app: typer.Typer) -> None:
     app.command("predict")(infer.predict)
     app.command("chat")(infer.chat)
     app.command("serve")(serve)
+    app.command("export")(export)
 
 
 def plugins(

@@ -135,6 +135,10 @@ class LoraMethod:
                               use_mixer="lora_AB.weight" in parts)
             elif layer.pissa_init_weights is not None and a_t.shape[0] == 2 * layer.r:
                 a_t, b_t = _unconvert_pissa(layer, a_t, b_t, directory, path)
+            elif a_t.shape[0] != layer.r:
+                raise common.AdapterError(f"{directory}: module '{path}' has rank {a_t.shape[0]} "
+                                          f"in the adapter but rank {layer.r} in the model "
+                                          "(--lora_rank)")
             common.assign(layer.lora_A, a_t.T, f"{path}.lora_A.weight")
             common.assign(layer.lora_B, b_t.T, f"{path}.lora_B.weight")
             if ("lora_AB.weight" in parts) != (layer.lora_AB is not None):
