@@ -144,3 +144,39 @@ def test_options_are_validated(data):
         quantize_model(model, "a8w8", calib, {"smooth_alpha": 2.0})
     with pytest.raises(ValueError, match="needs calibration data"):
         quantize_model(model, "a8w8", None)
+
+
+@pytest.mark.parametrize("quant_type", ["a8w8", "a8w8c8", "fp8"])
+def test_llm_quantize_command(tmp_path, quant_type):
+    """``llm quantize --quant_type T --calibration_data FILE --output_dir OUT`` (in process,
+    config-file form for a8w8c8): perplexity before/after printed, OUT loads back."""
+    import json
+
+    from paddlellm.data.demo import demo_examples
+    from paddlellm_quant.cli import run_quantize_cli
+
+    calib = tmp_path / "calib.jsonl"
+    calib.write_text("".join(json.dumps({"src": e["src"], "tgt": e["tgt"]}) + "\n"
+                             for e in demo_examples(40, split="train", seed=4)))
+    out = tmp_path / "out"
+    flags = {"quant_type": quant_type, "calibration_data": str(calib), "output_dir": str(out),
+             "nsamples": 8, "seqlen": 32, "max_eval_samples": 16}
+    if quant_type == "a8w8c8":
+        (tmp_path / "quant.json").write_text(json.dumps({**flags, "smooth_alpha": 0.7, "smooth_search": False}))
+        argv = ["--config", str(tmp_path / "quant.json")]
+    else:
+        argv = [a for k, v in flags.items() for a in (f"--{k}", str(v))]
+    logs: list[str] = []
+    report = run_quantize_cli(argv, log=logs.append)
+    text = "\n".join(logs)
+    assert "perplexity before (float32)" in text and f"perplexity after ({quant_type})" in text
+    assert abs(report["ppl_after"] / report["ppl_before"] - 1) < 0.02
+    assert ("SIMULATED" in text) == (quant_type == "fp8")
+    assert ("KV cache: int8 static" in text) == (quant_type == "a8w8c8")
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert qc["quant_type"] == quant_type
+    if quant_type == "a8w8c8":
+        assert qc["smooth_alpha"] == 0.7 and "SmoothQuant α (fixed)" in text
+    loaded = AutoModelForCausalLM.from_pretrained(out)
+    ids = paddle.to_tensor([[5, 9, 30, 41, 7, 2]])
+    assert np.isfinite(loaded(ids).numpy()).all()
