@@ -2,6 +2,7 @@
 engine with ``LLMEngine``'s interface (no Paddle: fast tests of the HTTP layer)."""
 from __future__ import annotations
 
+import functools
 import math
 import socket
 import threading
@@ -13,6 +14,24 @@ import uvicorn
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL = ROOT / "core" / "paddlellm" / "assets" / "qwen-demo"
+
+
+@functools.lru_cache(maxsize=1)
+def demo_engine():
+    """One real ``LLMEngine`` on the demo model per test process (loading costs seconds)."""
+    from paddlellm.engine import LLMEngine
+
+    return LLMEngine.from_pretrained(DEMO_MODEL)
+
+
+def demo_app(**kwargs):
+    """A fresh app (own engine client thread) over the shared demo engine."""
+    from paddlellm.engine import SamplingParams
+    from paddlellm.serving import AsyncEngine, build_app
+
+    engine = demo_engine()
+    client = AsyncEngine(engine, max_queue=kwargs.pop("max_queue", 256))
+    return build_app(client, model_name=engine.model_name, sampling_params_cls=SamplingParams, **kwargs)
 
 
 class ServerThread:

@@ -15,8 +15,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from paddlellm.serving import create_app  # noqa: E402
-from server_testing import ServerThread  # noqa: E402
+from server_testing import ServerThread, demo_app  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -41,7 +40,7 @@ new MutationObserver((records) => {
 
 @pytest.fixture(scope="module")
 def served():
-    app = create_app(None)
+    app = demo_app()
     with ServerThread(app) as url:
         yield url
 

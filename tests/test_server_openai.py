@@ -14,9 +14,8 @@ import httpx
 import openai
 import pytest
 
-from paddlellm.serving import create_app
 from paddlellm.serving.metrics import parse_prometheus
-from server_testing import ServerThread
+from server_testing import ServerThread, demo_app
 
 MODEL = "qwen-demo"
 LABEL = '{model_name="qwen-demo"}'
@@ -24,7 +23,7 @@ LABEL = '{model_name="qwen-demo"}'
 
 @pytest.fixture(scope="module")
 def server():
-    app = create_app(None, max_num_seqs=64)
+    app = demo_app()
     with ServerThread(app) as url:
         yield app.state.server, url
 
