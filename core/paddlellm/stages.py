@@ -92,6 +92,9 @@ def pretrain_stage(ctx) -> dict[str, Any]:
     from .data.pretraining import IndexedPretrainingData, load_tokenizer
 
     config, strategy = ctx.config, ctx.strategy
+    if config.peft and not config.model_name_or_path:
+        raise ConfigError(f"--peft {config.peft} trains adapters on a pretrained base: give "
+                          "--model_name_or_path")
     paddle.seed(config.seed)
     resume_dir = resume_checkpoint(config)
     prefix = resolve_prefix(config.data) if config.data else None
@@ -106,9 +109,6 @@ def pretrain_stage(ctx) -> dict[str, Any]:
         train_blocks = pack_documents(encode(train_docs), config.max_length, eos)
         eval_blocks = pack_documents(encode(eval_docs), config.max_length, eos, drop_last=False)
 
-    if config.peft and not config.model_name_or_path:
-        raise ConfigError(f"--peft {config.peft} trains adapters on a pretrained base: give "
-                          "--model_name_or_path")
     model = build_model(ctx, vocab_size=len(tokenizer), demo=is_demo, tokenizer=tokenizer,
                         path=str(resume_dir) if resume_dir and not config.peft else None)
     model = strategy.wrap_model(setup_run_peft(model, config, ctx.options("peft_method"),
