@@ -3,7 +3,6 @@ driven by selenium with the system chromedriver, so Selenium Manager never runs)
 message, watch the reply stream in, and check it equals the API's greedy reply."""
 from __future__ import annotations
 
-import os
 import shutil
 
 import httpx
@@ -52,7 +51,6 @@ def browser():
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--window-size=1000,700", "--no-first-run", "--disable-extensions"):
         options.add_argument(arg)
-    os.environ.setdefault("SE_OFFLINE", "true")  # belt and braces: no driver downloads
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
     yield driver
