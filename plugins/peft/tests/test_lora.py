@@ -260,3 +260,16 @@ def test_qlora_hook_supplies_the_base_layer(monkeypatch):
         merge_adapter(model)
     with pytest.raises(AdapterError, match="DoRA needs the float weight.*FakeQuantLinear"):
         apply_peft(base_model(), "lora", {"use_dora": True, "target_modules": "q_proj"})
+
+
+def test_run_setup_applies_options_and_starts_from_lora_path(capsys):
+    from types import SimpleNamespace
+
+    from paddlellm.peft import setup_run_peft
+    from paddlellm_peft.lora.config import LoraConfig
+
+    options = LoraConfig(lora_rank=4, lora_alpha=8, lora_path=str(FIX / "lora"))
+    model = setup_run_peft(base_model(), SimpleNamespace(peft="lora"), options).eval()
+    assert "[lora] trainable params: " in capsys.readouterr().out
+    assert np.abs(logits(model) - REF["lora_logits"]).max() <= 1e-5
+    assert all(not p.stop_gradient for n, p in model.named_parameters() if "lora_" in n)
