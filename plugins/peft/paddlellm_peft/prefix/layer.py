@@ -70,8 +70,9 @@ class PrefixEncoder(nn.Layer):
                              "without prefix_projection")
         expected = [self.num_tokens, self.num_layers * 2 * self.token_dim]
         if list(table.shape) != expected:
-            raise ValueError(f"prompt_embeddings has shape {list(table.shape)}, this model needs "
-                             f"{expected} (num_prefix_tokens, num_layers * 2 * kv_heads * head_dim)")
+            raise ValueError(f"prompt_embeddings has shape {list(table.shape)}, this model "
+                             f"needs {expected} (num_prefix_tokens, num_layers * 2 * kv_heads "
+                             "* head_dim)")
         self.embedding.weight.set_value(paddle.to_tensor(table, dtype=self.embedding.weight.dtype))
 
     def extra_repr(self) -> str:

@@ -71,7 +71,8 @@ class PrefixTuning:
         e = find_encoder(model)
         return {
             "peft_type": PEFT_TYPE, "task_type": "CAUSAL_LM", "auto_mapping": None,
-            "base_model_name_or_path": base_model_name(model), "revision": None, "inference_mode": True,
+            "base_model_name_or_path": base_model_name(model), "revision": None,
+            "inference_mode": True,
             "num_virtual_tokens": e.num_tokens, "token_dim": e.token_dim,
             "num_attention_heads": e.kv_heads, "num_layers": e.num_layers,
             "num_transformer_submodules": 1, "modules_to_save": None, "init_weights": None,

@@ -1,0 +1,135 @@
+"""LoKr: peft's factorisation, peft adapters (full and decomposed factors, rank/alpha
+patterns) load with equal logits, merge == unmerged, adapter_enabled, training via llm run."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+
+from paddlellm import AutoModelForCausalLM
+from paddlellm.peft import (apply_peft, disable_adapters, load_adapter, merge_adapter,
+                            save_adapter, unmerge_adapter)
+from paddlellm_peft.lokr.layer import LoKrLinear, factor_shapes, factorization
+
+FIX = Path(__file__).parent / "fixtures" / "others"
+REF = dict(np.load(FIX / "reference.npz"))
+TOL = 1e-5
+
+
+def base():
+    return AutoModelForCausalLM.from_pretrained(FIX / "base").eval()
+
+
+def logits(model) -> np.ndarray:
+    return model(REF["ids"]).numpy()
+
+
+def test_factorization_matches_peft_docstring_examples():
+    assert factorization(256) == (16, 16)
+    assert factorization(128) == (8, 16)
+    assert factorization(127) == (1, 127)
+    assert factorization(128, factor=4) == (4, 32)
+    # (out 32, in 32) -> w1 (4, 4) and w2 (8, 8): r=2 decomposes w2 only, r=1 + both also w1
+    assert factor_shapes(32, 32, 2, decompose_both=True) == {
+        "lokr_w1": [4, 4], "lokr_w2_a": [8, 2], "lokr_w2_b": [2, 8]}
+    assert factor_shapes(32, 32, 1, decompose_both=True) == {
+        "lokr_w1_a": [4, 1], "lokr_w1_b": [1, 4], "lokr_w2_a": [8, 1], "lokr_w2_b": [1, 8]}
+
+
+def test_peft_lokr_adapter_gives_peft_logits():
+    model = AutoModelForCausalLM.from_pretrained(FIX / "base", lora_path=FIX / "lokr").eval()
+    assert model.peft_method == "lokr"
+    layers = {p: l for p, l in model.named_sublayers() if isinstance(l, LoKrLinear)}
+    assert len(layers) == 6
+    v = layers["model.layers.0.self_attn.v_proj"]
+    down = layers["model.layers.1.mlp.down_proj"]
+    assert (v.r, v.alpha, sorted(v.shapes)) == (8, 3.0, ["lokr_w1", "lokr_w2"])  # rank_pattern
+    assert (down.r, down.alpha) == (1, 5.0) and "lokr_w1_a" in down.shapes  # alpha_pattern
+    assert np.abs(logits(model) - REF["lokr_logits"]).max() <= TOL
+    batch = model(paddle.to_tensor(REF["batch_ids"]),
+                  attention_mask=paddle.to_tensor(REF["batch_mask"]),
+                  position_ids=paddle.to_tensor(REF["batch_pos"])).numpy()
+    real = REF["batch_mask"].astype(bool)
+    assert np.abs(batch - REF["lokr_batch_logits"])[real].max() <= TOL
+    with disable_adapters(model):
+        assert np.abs(logits(model) - REF["base_logits"]).max() <= TOL
+
+
+def test_merge_equals_unmerged_and_unmerge_restores_the_base():
+    model = load_adapter(base(), FIX / "lokr")
+    before = {n: p.numpy().copy() for n, p in model.named_parameters() if "base_layer" in n}
+    want = logits(model)
+    merge_adapter(model, unload=False)  # in place: the layers stay
+    assert np.abs(logits(model) - want).max() <= TOL
+    with disable_adapters(model):  # switched off while merged: the base output
+        assert np.abs(logits(model) - REF["base_logits"]).max() <= TOL
+    unmerge_adapter(model)
+    after = {n: p.numpy() for n, p in model.named_parameters() if "base_layer" in n}
+    assert max(np.abs(after[n] - before[n]).max() for n in before) <= 1e-6
+    merged = merge_adapter(model)  # unload: plain Linear layers, a normal checkpoint
+    assert not any(isinstance(l, LoKrLinear) for _, l in merged.named_sublayers())
+    assert np.abs(logits(merged) - want).max() <= TOL
+
+
+def test_save_reload_keeps_logits_and_patterns(tmp_path):
+    model = apply_peft(base(), "lokr", {"lokr_rank": 2, "lokr_alpha": 4,
+                                        "target_modules": "q_proj,up_proj",
+                                        "lokr_rank_pattern": {"up_proj": 8}})
+    assert all(l.adapter_enabled for _, l in model.named_sublayers() if isinstance(l, LoKrLinear))
+    assert np.abs(logits(model) - REF["base_logits"]).max() <= TOL  # w1 starts at zero
+    rng = np.random.default_rng(0)
+    for p in model.parameters():
+        if not p.stop_gradient:
+            p.set_value(rng.normal(0, 0.3, p.shape).astype("float32"))
+    want = logits(model)
+    save_adapter(model, tmp_path / "a")
+    config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert (config["peft_type"], config["r"], config["alpha"]) == ("LOKR", 2, 4.0)
+    assert config["target_modules"] == ["q_proj", "up_proj"]
+    assert set(config["rank_pattern"].values()) == {8}
+    reloaded = load_adapter(base(), tmp_path / "a")
+    assert np.abs(logits(reloaded) - want).max() <= TOL
+
+
+def test_mismatched_lokr_adapter_is_refused_by_message(tmp_path):
+    config = json.loads((FIX / "lokr" / "adapter_config.json").read_text())
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "adapter_config.json").write_text(
+        json.dumps({**config, "rank_pattern": {}}))  # every module r=2: other factor shapes
+    (tmp_path / "a" / "adapter_model.safetensors").write_bytes(
+        (FIX / "lokr" / "adapter_model.safetensors").read_bytes())
+    expected = (r"module 'model.layers.0.mlp.down_proj' has \['lokr_w1_a', .*\], but r=2 "
+                "with decompose_both=True gives")
+    with pytest.raises(ValueError, match=expected):
+        load_adapter(base(), tmp_path / "a")
+    with pytest.raises(ValueError, match="matched no layer; layers that can be targeted"):
+        apply_peft(base(), "lokr", {"target_modules": "nope_proj"})
+
+
+def test_lokr_trains_through_llm_run(tmp_path):
+    from paddlellm.data.demo import demo_examples
+
+    rows = demo_examples(36, split="train", seed=3)
+    data, dev = tmp_path / "train.jsonl", tmp_path / "dev.jsonl"
+    for path, part in ((data, rows[:32]), (dev, rows[32:])):
+        path.write_text("".join(json.dumps({"src": r["src"], "tgt": r["tgt"]}) + "\n"
+                                for r in part))
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "paddlellm", "run", "--model", "qwen", "--stage", "sft",
+         "--peft", "lokr", "--lokr_rank", "4", "--lokr_alpha", "8",
+         "--target_modules", "q_proj,v_proj",
+         "--data", str(data), "--eval_data", str(dev), "--max_steps", "6",
+         "--learning_rate", "1e-2", "--per_device_train_batch_size", "4", "--max_length", "64",
+         "--output_dir", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["peft"] == "lokr" and summary["trainable_percent"] < 5
+    assert summary["eval_loss_after"] < 0.9 * summary["eval_loss_before"]
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert (config["peft_type"], config["r"], config["alpha"]) == ("LOKR", 4, 8.0)

@@ -1,0 +1,134 @@
+"""VeRA: peft adapters (saved projections) load with equal logits, shared frozen A/B,
+merge == unmerged, adapter_enabled, save/reload, errors, training via llm run."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+
+from paddlellm import AutoModelForCausalLM
+from paddlellm.peft import (apply_peft, disable_adapters, load_adapter, merge_adapter,
+                            save_adapter, unmerge_adapter)
+from paddlellm_peft.vera.layer import VeraLinear
+
+FIX = Path(__file__).parent / "fixtures" / "others"
+REF = dict(np.load(FIX / "reference.npz"))
+TOL = 1e-5
+
+
+def base():
+    return AutoModelForCausalLM.from_pretrained(FIX / "base").eval()
+
+
+def logits(model) -> np.ndarray:
+    return model(REF["ids"]).numpy()
+
+
+def vera_layers(model) -> dict[str, VeraLinear]:
+    return {p: l for p, l in model.named_sublayers() if isinstance(l, VeraLinear)}
+
+
+def test_peft_vera_adapter_gives_peft_logits():
+    model = load_adapter(base(), FIX / "vera")
+    layers = vera_layers(model)
+    assert len(layers) == 6
+    shared = {id(l.projections) for l in layers.values()}
+    assert len(shared) == 1  # one A/B pair for all layers
+    A = next(iter(layers.values())).projections.A
+    assert list(A.shape) == [4, 32] and A.stop_gradient
+    assert np.abs(logits(model) - REF["vera_logits"]).max() <= TOL
+    batch = model(paddle.to_tensor(REF["batch_ids"]),
+                  attention_mask=paddle.to_tensor(REF["batch_mask"]),
+                  position_ids=paddle.to_tensor(REF["batch_pos"])).numpy()
+    real = REF["batch_mask"].astype(bool)
+    assert np.abs(batch - REF["vera_batch_logits"])[real].max() <= TOL
+    with disable_adapters(model):
+        assert np.abs(logits(model) - REF["base_logits"]).max() <= TOL
+
+
+def test_merge_equals_unmerged_and_unmerge_restores_the_base():
+    model = load_adapter(base(), FIX / "vera")
+    want = logits(model)
+    before = {n: p.numpy().copy() for n, p in model.named_parameters() if "base_layer" in n}
+    merge_adapter(model, unload=False)
+    assert np.abs(logits(model) - want).max() <= TOL
+    with disable_adapters(model):
+        assert np.abs(logits(model) - REF["base_logits"]).max() <= TOL
+    unmerge_adapter(model)
+    after = {n: p.numpy() for n, p in model.named_parameters() if "base_layer" in n}
+    assert max(np.abs(after[n] - before[n]).max() for n in before) <= 1e-6
+    merged = merge_adapter(model)
+    assert not vera_layers(merged)
+    assert np.abs(logits(merged) - want).max() <= TOL
+
+
+def test_apply_trains_only_the_vectors_and_reloads(tmp_path):
+    model = apply_peft(base(), "vera", {"vera_rank": 8, "target_modules": ["k_proj", "down_proj"],
+                                        "vera_projection_prng_key": 3})
+    trainable = sorted(n.rsplit(".", 1)[-1] for n, p in model.named_parameters()
+                       if not p.stop_gradient)
+    assert set(trainable) == {"vera_lambda_b", "vera_lambda_d"} and len(trainable) == 8
+    assert np.abs(logits(model) - REF["base_logits"]).max() <= TOL  # lambda_b starts at zero
+    proj = next(iter(vera_layers(model).values())).projections
+    assert list(proj.A.shape) == [8, 32] and list(proj.B.shape) == [32, 8]  # largest in / out
+    model.train()
+    logits_t = model(REF["ids"])
+    logits_t.mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if not p.stop_gradient)
+    model.eval()
+    rng = np.random.default_rng(0)
+    for p in model.parameters():
+        if not p.stop_gradient:
+            p.set_value(rng.normal(0, 0.3, p.shape).astype("float32"))
+    want = logits(model)
+    save_adapter(model, tmp_path / "a")
+    config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert (config["peft_type"], config["r"], config["save_projection"],
+            config["projection_prng_key"]) == ("VERA", 8, True, 3)
+    assert np.abs(logits(load_adapter(base(), tmp_path / "a")) - want).max() <= TOL
+    # the same key draws the same projections
+    again = apply_peft(base(), "vera", {"vera_rank": 8, "target_modules": ["k_proj", "down_proj"],
+                                        "vera_projection_prng_key": 3})
+    np.testing.assert_array_equal(next(iter(vera_layers(again).values())).projections.A.numpy(),
+                                  proj.A.numpy())
+
+
+def test_adapter_without_projections_is_refused_by_message(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(FIX / "vera" / "adapter_model.safetensors"))
+    (tmp_path / "a").mkdir()
+    save_file({k: v for k, v in tensors.items() if "vera_A" not in k and "vera_B" not in k},
+              str(tmp_path / "a" / "adapter_model.safetensors"))
+    (tmp_path / "a" / "adapter_config.json").write_text(
+        (FIX / "vera" / "adapter_config.json").read_text())
+    with pytest.raises(ValueError, match="saved with save_projection=False"):
+        load_adapter(base(), tmp_path / "a")
+
+
+def test_vera_trains_through_llm_run(tmp_path):
+    from paddlellm.data.demo import demo_examples
+
+    rows = demo_examples(36, split="train", seed=3)
+    data, dev = tmp_path / "train.jsonl", tmp_path / "dev.jsonl"
+    for path, part in ((data, rows[:32]), (dev, rows[32:])):
+        path.write_text("".join(json.dumps({"src": r["src"], "tgt": r["tgt"]}) + "\n"
+                                for r in part))
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "paddlellm", "run", "--model", "qwen", "--stage", "sft",
+         "--peft", "vera", "--vera_rank", "32", "--data", str(data), "--eval_data", str(dev),
+         "--max_steps", "6", "--learning_rate", "5e-2", "--per_device_train_batch_size", "4",
+         "--max_length", "64", "--output_dir", str(out)], capture_output=True, text=True,
+        timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["peft"] == "vera" and summary["trainable_percent"] < 2
+    assert summary["eval_loss_after"] < 0.9 * summary["eval_loss_before"]
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert (config["peft_type"], config["r"]) == ("VERA", 32)
