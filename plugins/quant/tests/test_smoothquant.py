@@ -180,3 +180,43 @@ def test_llm_quantize_command(tmp_path, quant_type):
     loaded = AutoModelForCausalLM.from_pretrained(out)
     ids = paddle.to_tensor([[5, 9, 30, 41, 7, 2]])
     assert np.isfinite(loaded(ids).numpy()).all()
+
+
+class _SmoothedFloat(paddle.nn.Layer):
+    """A float stand-in for a quantized layer: ``(x / s) (diag(s) W) + b``."""
+
+    def __init__(self, linear, act_absmax, smooth_scale):
+        super().__init__()
+        self.linear, self.s = linear, smooth_scale
+
+    def forward(self, x):
+        if self.s is None:
+            return self.linear(x)
+        y = paddle.matmul(x / self.s, self.linear.weight * self.s.unsqueeze(-1))
+        return y if self.linear.bias is None else y + self.linear.bias
+
+
+@pytest.mark.parametrize("preset,overrides", [
+    ("qwen-tiny", {}), ("mixtral-tiny", {}), ("gemma-tiny", {}), ("bloom-tiny", {}),
+    ("opt-tiny", {"do_layer_norm_before": False}),  # post-norm: nothing to fold into
+])
+def test_smoothing_preserves_the_function_in_every_family(preset, overrides):
+    """Folding s into RMSNorm / (1 + w) RMSNorm / LayerNorm with bias, or into the layer
+    (post-norm, o_proj, down_proj, MoE experts), leaves the float model's logits unchanged."""
+    from paddlellm_quant.smoothquant import quantize_static
+
+    paddle.seed(0)
+    model = AutoModelForCausalLM.from_config(preset, vocab_size=97, **overrides)
+    model.eval()
+    ids = paddle.to_tensor(np.random.default_rng(0).integers(0, 97, (2, 12)))
+    ref = model(ids).numpy()
+    report = quantize_static(model, [ids], _SmoothedFloat, smooth=True, alpha=0.5, search=False)
+    assert all(a == 0.5 for a in report["alphas"].values())
+    np.testing.assert_allclose(model(ids).numpy(), ref, atol=2e-6)
+    if preset == "mixtral-tiny":  # the real thing runs on MoE experts too
+        paddle.seed(0)
+        moe = AutoModelForCausalLM.from_config(preset, vocab_size=97)
+        moe.eval()
+        quantize_model(moe, "a8w8", [ids])
+        out = moe(ids).numpy()
+        assert np.abs(out - ref).max() < 0.05 * np.abs(ref).max()
