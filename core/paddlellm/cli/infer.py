@@ -47,6 +47,7 @@ def predict(
     quant_type: Optional[str] = typer.Option(None, "--quant_type",
                                              help="e.g. weight_only_int8 (quant plugin)."),
     dtype: str = typer.Option("float32", "--dtype"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, gpu:0, ... (default: auto)."),
     block_size: int = typer.Option(64, "--block_size", help="Tokens per KV-cache block."),
     num_blocks: Optional[int] = typer.Option(None, "--num_blocks",
                                              help="KV-cache blocks (default: from a 1 GiB budget)."),
@@ -79,6 +80,7 @@ def chat(
     seed: Optional[int] = typer.Option(None, "--seed"),
     lora_path: Optional[str] = typer.Option(None, "--lora_path", help="peft adapter to merge."),
     dtype: str = typer.Option("float32", "--dtype"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, gpu:0, ... (default: auto)."),
 ) -> None:
     """Chat in the terminal with the model's chat template; replies stream token by token.
 
@@ -94,6 +96,6 @@ def chat(
                               seed=seed)
         params = sampling_params(opts, max_tokens=max_length)
         engine = LLMEngine.from_pretrained(model_name_or_path, dtype=dtype, lora_path=lora_path,
-                                           max_num_seqs=1)
+                                           max_num_seqs=1, device=device)
         chat_loop(engine, params, sys.stdin, sys.stdout, system=system,
                   interactive=sys.stdin.isatty())

@@ -61,11 +61,13 @@ class LLMEngine:
                         block_size: int = 64, num_blocks: int | None = None,
                         max_num_seqs: int = 64, max_model_len: int | None = None,
                         lora_path: str | None = None, quant_type: str | None = None,
-                        **kwargs: Any) -> "LLMEngine":
-        """Load a checkpoint directory (default: the bundled demo model) and its tokenizer."""
+                        device: str | None = None, **kwargs: Any) -> "LLMEngine":
+        """Load a checkpoint directory (default: the bundled demo model) and its tokenizer,
+        after setting up the backend (``device``: ``"cpu"``, ``"gpu:0"``; default: auto)."""
         from ..auto import AutoModelForCausalLM
         from ..tokenizer import AutoTokenizer
 
+        setup_device(device)
         path = Path(path) if path else default_model_path()
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
         if lora_path:
@@ -236,6 +238,16 @@ class LLMEngine:
                 if on_output is not None:
                     on_output(out)
         return results
+
+
+def setup_device(device: str | None = None) -> str:
+    """Select and set up the hardware backend (``--device``; threads on CPU), as ``llm run``
+    does; returns the Paddle device string."""
+    from ..builtin import parse_device
+    from ..plugins import get_plugin_manager
+
+    entry = get_plugin_manager().select_backend(device)
+    return entry.load().setup(parse_device(device)[1])
 
 
 def default_model_path() -> Path:

@@ -35,6 +35,7 @@ class PredictOptions:
     lora_path: str | None = None
     quant_type: str | None = None
     dtype: str = "float32"
+    device: str | None = None
     block_size: int = 64
     num_blocks: int | None = None
     chat_template: bool = True
@@ -126,7 +127,8 @@ def predict(o: PredictOptions, log: Callable[[str], None] = print) -> dict[str, 
     records = read_records(o.input_file)
     engine = LLMEngine.from_pretrained(o.model_name_or_path, dtype=o.dtype, block_size=o.block_size,
                                        num_blocks=o.num_blocks, max_num_seqs=o.batch_size,
-                                       lora_path=o.lora_path, quant_type=o.quant_type)
+                                       lora_path=o.lora_path, quant_type=o.quant_type,
+                                       device=o.device)
     if engine.tokenizer is None:
         raise DataFormatError(f"{o.model_name_or_path}: no tokenizer.json to encode 'src' with")
     total_len = min(o.max_length, engine.max_model_len)

@@ -70,9 +70,11 @@ def paged_attention(q, k, v, cache, *, sliding_window=None, alibi_slopes=None, s
     qf = q.reshape([n, q_heads, head_dim])  # (N, Hq, D)
     if tq > 1:
         qf = paddle.index_select(qf, idx["q_index"], axis=0)  # (S*Tq, Hq, D)
-    # (S, Tq, Hkv, G, D) -> (S, Hkv, G*Tq, D)
-    qh = qf.reshape([s_count, tq, kv_heads, groups, head_dim]).transpose([0, 2, 3, 1, 4])
-    qh = qh.reshape([s_count, kv_heads, groups * tq, head_dim])
+    if tq == 1:  # decode: (S, 1, Hkv, G, D) is already (S, Hkv, G, D), no copy
+        qh = qf.reshape([s_count, kv_heads, groups, head_dim])
+    else:  # (S, Tq, Hkv, G, D) -> (S, Hkv, G*Tq, D)
+        qh = qf.reshape([s_count, tq, kv_heads, groups, head_dim]).transpose([0, 2, 3, 1, 4])
+        qh = qh.reshape([s_count, kv_heads, groups * tq, head_dim])
     kh = paddle.index_select(cache.key_pool, idx["kv_index"], axis=0)  # (S*Tk, Hkv, D)
     vh = paddle.index_select(cache.value_pool, idx["kv_index"], axis=0)  # (S*Tk, Hkv, D)
     kh = kh.reshape([s_count, tk, kv_heads, head_dim]).transpose([0, 2, 1, 3])  # (S, Hkv, Tk, D)
@@ -99,8 +101,9 @@ def paged_attention(q, k, v, cache, *, sliding_window=None, alibi_slopes=None, s
         probs = probs.astype(q.dtype)
     probs = probs.reshape([s_count, kv_heads, groups * tq, tk])
     out = paddle.matmul(probs, vh)  # (S, Hkv, G*Tq, D)
+    if tq == 1:  # (S, Hkv, G, D) is (N, Hq, D)
+        return out.reshape([1, n, q_heads, head_dim])
     out = out.reshape([s_count, kv_heads, groups, tq, head_dim]).transpose([0, 3, 1, 2, 4])
     out = out.reshape([s_count * tq, q_heads, head_dim])  # (S*Tq, Hq, D)
-    if tq > 1:
-        out = paddle.index_select(out, idx["out_index"], axis=0)  # (N, Hq, D)
+    out = paddle.index_select(out, idx["out_index"], axis=0)  # (N, Hq, D)
     return out.reshape([1, n, q_heads, head_dim])
