@@ -233,6 +233,10 @@ def test_client_disconnect_mid_stream_aborts_and_frees_blocks():
         metrics = parse_prometheus(http.get("/metrics").text)
         assert metrics['paddlellm_kv_blocks_used{model_name="fake-model"}'] == 0
         assert metrics['paddlellm_num_requests_in_flight{model_name="fake-model"}'] == 0
+        with http.stream("POST", CHAT, json={"messages": HELLO, "max_tokens": 70, "stream": True}) as r:
+            assert r.status_code == 200  # hang up before reading any event
+        assert wait_until(lambda: len(engine.aborted) == 2)
+        assert wait_until(lambda: not engine.requests)
 
 
 def test_client_disconnect_during_non_streaming_request_aborts_it():

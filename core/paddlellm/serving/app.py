@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -227,8 +228,10 @@ async def _respond(state: ServerState, request: Request, *, stream: bool,
             await fanout.aclose()  # aborts what is unfinished (client gone)
         yield "data: [DONE]\n\n"
 
+    # the background task also aborts when the client left before the first event was read
     return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                             background=BackgroundTask(fanout.aclose))
 
 
 def _count_tokens(state: ServerState, choices: list[ChoiceState]) -> None:
