@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from paddlellm.errors import PaddleLLMError
+
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
@@ -25,8 +27,9 @@ DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 _REGEX_CHARS = set(".*+?[]()|^$\\{}")
 
 
-class AdapterError(ValueError):
-    """A bad adapter directory or a target specification that matches nothing."""
+class AdapterError(PaddleLLMError, ValueError):
+    """A bad adapter directory or a target specification that matches nothing (the CLI
+    prints it without a traceback)."""
 
 
 # --- targets --------------------------------------------------------------------------------
