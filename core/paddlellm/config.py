@@ -37,6 +37,8 @@ class RunConfig(BaseModel):
     strategy: str = Field("single", description="trainer strategy")
     device: str = Field("auto", description="hardware backend name, or auto")
     attention_kernel: str = Field("auto", description="attention kernel name, or auto")
+    quant_type: str | None = Field(None, description="QLoRA: quantize the base model "
+                                   "(weight_only_int4, weight_only_int8) under the --peft adapters")
 
     # --- data ---
     data: str | None = Field(None, description="training data (jsonl file or directory)")
@@ -89,6 +91,7 @@ PLUGIN_FIELDS: dict[str, str] = {
     "strategy": "trainer_strategy",
     "device": "backend",
     "attention_kernel": "attention_kernel",
+    "quant_type": "quantizer",
 }
 AUTO = "auto"
 CORE_KEYS = tuple(k for k in RunConfig.model_fields if k != "plugin_options")

@@ -51,10 +51,12 @@ def group_index(in_features: int, group_size: int) -> np.ndarray:
 def absmax_scales(w: np.ndarray, bits: int, group_size: int) -> np.ndarray:
     """``(out, in)`` float weight -> ``(out, n_groups)`` scales ``absmax / qmax`` (never 0)."""
     out, n = w.shape
-    idx = group_index(n, group_size)
-    g = idx.max() + 1
-    amax = np.zeros((out, g), dtype=np.float64)
-    np.maximum.at(amax.T, idx, np.abs(w).T.astype(np.float64))  # (g, out) per group
+    G = num_groups(n, group_size)
+    g = n if G == 1 else group_size
+    a = np.abs(w)
+    if G * g != n:  # a shorter last group: pad with zeros (they never raise the max)
+        a = np.pad(a, ((0, 0), (0, G * g - n)))
+    amax = a.reshape(out, G, g).max(axis=-1).astype(np.float64)  # (out, G)
     amax = np.where(amax > 0, amax, 1.0)
     return (amax / INT_RANGE[check_bits(bits)][1]).astype(np.float32)
 
@@ -95,11 +97,24 @@ def unpack_int4(packed: np.ndarray, in_features: int) -> np.ndarray:
     return np.where(both >= 8, both - 16, both).astype(np.int8)
 
 
+_SHARED: dict[tuple, paddle.Tensor] = {}  # small constant tensors shared by all layers
+
+
 def _nibble_table(dtype: str) -> paddle.Tensor:
     """``(256, 2)``: byte -> its (low, high) signed nibble values, for a one-op unpack."""
-    b = np.arange(256)
-    table = np.stack([b & 0xF, b >> 4], axis=1)
-    return paddle.to_tensor(np.where(table >= 8, table - 16, table).astype(dtype))
+    key = ("nibbles", dtype, str(paddle.get_device()))
+    if key not in _SHARED:
+        b = np.arange(256)
+        table = np.stack([b & 0xF, b >> 4], axis=1)
+        _SHARED[key] = paddle.to_tensor(np.where(table >= 8, table - 16, table).astype(dtype))
+    return _SHARED[key]
+
+
+def _group_index_tensor(in_features: int, group_size: int) -> paddle.Tensor:
+    key = ("groups", in_features, group_size, str(paddle.get_device()))
+    if key not in _SHARED:
+        _SHARED[key] = paddle.to_tensor(group_index(in_features, group_size))
+    return _SHARED[key]
 
 
 # --- layers ----------------------------------------------------------------------------------
@@ -148,8 +163,9 @@ class WeightOnlyLinear(QuantizedLayer):
                                               default_initializer=nn.initializer.Constant(0.0))
         else:
             self.bias = None
-        self._gpu_weights = None  # (weight, scale) in the GPU kernel's layout, built on first use
-        self._group_idx = None
+        # (weight, scale) in the GPU kernel's layout, built on first use (kept out of the
+        # state dict: a plain attribute, not a buffer)
+        object.__setattr__(self, "_gpu_weights", None)
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -186,7 +202,7 @@ class WeightOnlyLinear(QuantizedLayer):
         self.scales.set_value(paddle.to_tensor(np.asarray(scales, np.float32)).astype(self._dtype))
         if pre_scale is not None:
             self.pre_scale.set_value(paddle.to_tensor(np.asarray(pre_scale, np.float32)).astype(self._dtype))
-        self._gpu_weights = None
+        object.__setattr__(self, "_gpu_weights", None)
 
     # -- integer view ----------------------------------------------------------------------
     def int_weight(self) -> np.ndarray:
@@ -198,10 +214,7 @@ class WeightOnlyLinear(QuantizedLayer):
         """The float weight ``(out, in)`` (torch layout)."""
         dtype = dtype or self._dtype
         if self.bits == 4:
-            table = getattr(self, "_table", None)
-            if table is None or _float_dtype(table.dtype) != dtype:
-                table = self._table = _nibble_table(dtype)
-            ints = nn.functional.embedding(self.qweight.astype("int64"), table)  # (out, in/2, 2)
+            ints = nn.functional.embedding(self.qweight.astype("int64"), _nibble_table(dtype))  # (out, in/2, 2)
             ints = ints.reshape([self.out_features, -1])[:, : self.in_features]  # (out, in)
         else:
             ints = self.qweight.astype(dtype)  # (out, in)
@@ -211,9 +224,16 @@ class WeightOnlyLinear(QuantizedLayer):
         if self.in_features % self.group_size == 0:  # (out, G, g) * (out, G, 1)
             w = ints.reshape([self.out_features, self.n_groups, self.group_size]) * scales.unsqueeze(-1)
             return w.reshape([self.out_features, self.in_features])
-        if self._group_idx is None:
-            self._group_idx = paddle.to_tensor(group_index(self.in_features, self.group_size))
-        return ints * paddle.index_select(scales, self._group_idx, axis=1)  # (out, in)
+        idx = _group_index_tensor(self.in_features, self.group_size)  # (in,)
+        return ints * paddle.index_select(scales, idx, axis=1)  # (out, in)
+
+    def dequantize_weight(self) -> paddle.Tensor:
+        """The float weight ``(in, out)`` in ``nn.Linear``'s layout, with ``pre_scale`` folded
+        in (what PEFT methods such as DoRA read from a quantized base)."""
+        w = self.dequantize()  # (out, in)
+        if self.pre_scale is not None:
+            w = w * self.pre_scale.unsqueeze(0)
+        return w.T  # (in, out)
 
     # -- forward ---------------------------------------------------------------------------
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
@@ -235,7 +255,8 @@ class WeightOnlyLinear(QuantizedLayer):
             if self._gpu_weights is None:
                 w = self.dequantize(_float_dtype(x.dtype)).T  # (in, out)
                 algo = "weight_only_int4" if self.bits == 4 else "weight_only_int8"
-                self._gpu_weights = weight_quantize(w, algo=algo, group_size=self.group_size)
+                object.__setattr__(self, "_gpu_weights",
+                                   weight_quantize(w, algo=algo, group_size=self.group_size))
             weight, scale = self._gpu_weights
             return weight_only_linear(x, weight, bias=self.bias, weight_scale=scale,
                                       weight_dtype="int4" if self.bits == 4 else "int8",
