@@ -98,8 +98,15 @@ class A8W8Linear(QuantizedLayer):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         dtype, shape = x.dtype, x.shape
-        xq = self.quantize_input(x.reshape([-1, shape[-1]]))  # (N, in) int8
-        acc = int8_matmul(xq, self.qweight)  # (N, out) int32, exact
+        x2 = x.reshape([-1, shape[-1]])  # (N, in)
+        if not x.stop_gradient and paddle.is_grad_enabled():
+            # a frozen base under a trainable adapter: the same integer grid in float32 with a
+            # straight-through estimator, so gradients reach the input (round has none)
+            xs = x2.astype("float32") / (self.smooth_scale * self.input_scale)  # (N, in)
+            xq = xs + (paddle.clip(paddle.round(xs), -INT8_MAX, INT8_MAX) - xs).detach()
+            acc = paddle.matmul(xq, self.qweight.astype("float32"), transpose_y=True)  # (N, out)
+        else:
+            acc = int8_matmul(self.quantize_input(x2), self.qweight)  # (N, out) int32, exact
         y = acc.astype("float32") * (self.input_scale * self.weight_scale)  # (N, out)
         if self.bias is not None:
             y = y + self.bias

@@ -77,9 +77,12 @@ class FP8Linear(QuantizedLayer):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         dtype = x.dtype
-        xq = to_e4m3(x.astype("float32") / self.input_scale)  # (..., in) e4m3
-        # simulated FP8 GEMM: widen e4m3 -> float32, float32 accumulation
-        y = paddle.matmul(xq.astype("float32"), self.qweight.astype("float32"), transpose_y=True)  # (..., out)
+        xs = x.astype("float32") / self.input_scale  # (..., in)
+        xq = to_e4m3(xs).astype("float32")  # (..., in) on the e4m3 grid
+        if not x.stop_gradient and paddle.is_grad_enabled():  # straight-through estimator
+            xq = xs + (xq - xs).detach()  # (frozen base under a trainable adapter)
+        # simulated FP8 GEMM: e4m3 operands widened to float32, float32 accumulation
+        y = paddle.matmul(xq, self.qweight.astype("float32"), transpose_y=True)  # (..., out)
         y = y * (self.input_scale * self.weight_scale)
         if self.bias is not None:
             y = y + self.bias

@@ -220,3 +220,23 @@ def test_smoothing_preserves_the_function_in_every_family(preset, overrides):
         quantize_model(moe, "a8w8", [ids])
         out = moe(ids).numpy()
         assert np.abs(out - ref).max() < 0.05 * np.abs(ref).max()
+
+
+def test_trainable_input_gets_straight_through_gradients():
+    """Under a trainable adapter (QLoRA hook) the frozen A8W8/FP8 base passes gradients to
+    its input (straight-through estimator) and computes the same outputs."""
+    from paddlellm_quant.fp8 import FP8Linear
+
+    rng = np.random.default_rng(5)
+    lin = paddle.nn.Linear(32, 16)
+    x = rng.normal(size=(6, 32)).astype(np.float32)
+    g = rng.normal(size=(6, 16)).astype(np.float32)
+    for layer in (A8W8Linear.from_linear(lin, float(np.abs(x).max()), paddle.to_tensor(rng.uniform(0.5, 2, 32).astype(np.float32))),
+                  FP8Linear.from_linear(lin, float(np.abs(x).max()))):
+        with paddle.no_grad():
+            frozen = layer(paddle.to_tensor(x)).numpy()
+        xt = paddle.to_tensor(x, stop_gradient=False)
+        y = layer(xt)
+        np.testing.assert_allclose(y.numpy(), frozen, rtol=1e-5, atol=1e-5)
+        (y * paddle.to_tensor(g)).sum().backward()
+        np.testing.assert_allclose(xt.grad.numpy(), g @ layer.dequantized_weight().numpy().T, rtol=1e-4, atol=1e-5)
