@@ -133,3 +133,20 @@ def test_lokr_trains_through_llm_run(tmp_path):
     assert summary["eval_loss_after"] < 0.9 * summary["eval_loss_before"]
     config = json.loads((out / "adapter_config.json").read_text())
     assert (config["peft_type"], config["r"], config["alpha"]) == ("LOKR", 4, 8.0)
+
+
+def test_options_are_flat_run_config_keys():
+    from paddlellm.config import build_run_config
+    from paddlellm.plugins import get_plugin_manager
+
+    registry = get_plugin_manager().registry
+    config = build_run_config(None, ["--peft", "lokr", "--lokr_rank", "4", "--lokr_alpha", "2",
+                                     "--lokr_rank_pattern", '{"v_proj": 16}'], registry)
+    options = config.plugin_options["peft_method"]
+    assert (options.lokr_rank, options.lokr_alpha, options.lokr_rank_pattern) == (4, 2.0,
+                                                                                  {"v_proj": 16})
+    with pytest.raises(ValueError, match="expected a JSON object"):
+        build_run_config(None, ["--peft", "lokr", "--lokr_rank_pattern", "v_proj=16"], registry)
+    with pytest.raises(ValueError, match="unknown config key 'lokr_rank'.*closest valid keys: "
+                                         "vera_rank"):
+        build_run_config(None, ["--peft", "vera", "--lokr_rank", "4"], registry)

@@ -1,7 +1,9 @@
 """LoKr options (flat ``llm run`` keys): ``--peft lokr --lokr_rank 8 --lokr_alpha 8``."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import json
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class LoKrConfig(BaseModel):
@@ -28,3 +30,14 @@ class LoKrConfig(BaseModel):
         "rank_pattern), e.g. {'v_proj': 16}")
     lokr_alpha_pattern: dict[str, float] = Field(
         default_factory=dict, description="LoKr: alpha per module-name pattern (alpha_pattern)")
+
+    @field_validator("lokr_rank_pattern", "lokr_alpha_pattern", mode="before")
+    @classmethod
+    def _json_text(cls, value):
+        """``--lokr_rank_pattern '{"v_proj": 16}'`` arrives as text from the command line."""
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"expected a JSON object like '{{\"v_proj\": 16}}': {exc}")
+        return value
