@@ -94,6 +94,11 @@ def test_save_reload_keeps_logits_and_patterns(tmp_path):
     assert set(config["rank_pattern"].values()) == {8}
     reloaded = load_adapter(base(), tmp_path / "a")
     assert np.abs(logits(reloaded) - want).max() <= TOL
+    # a resumed run: the same options applied, then the checkpoint loaded into those layers
+    resumed = apply_peft(base(), "lokr", {"lokr_rank": 2, "lokr_alpha": 4,
+                                          "target_modules": "q_proj,up_proj",
+                                          "lokr_rank_pattern": {"up_proj": 8}})
+    assert np.abs(logits(load_adapter(resumed, tmp_path / "a")) - want).max() <= TOL
 
 
 def test_mismatched_lokr_adapter_is_refused_by_message(tmp_path):

@@ -91,6 +91,10 @@ def test_apply_trains_only_the_vectors_and_reloads(tmp_path):
     assert (config["peft_type"], config["r"], config["save_projection"],
             config["projection_prng_key"]) == ("VERA", 8, True, 3)
     assert np.abs(logits(load_adapter(base(), tmp_path / "a")) - want).max() <= TOL
+    # a resumed run (other projection seed): the checkpoint's projections and vectors win
+    resumed = apply_peft(base(), "vera", {"vera_rank": 8, "target_modules": ["k_proj", "down_proj"],
+                                          "vera_projection_prng_key": 4})
+    assert np.abs(logits(load_adapter(resumed, tmp_path / "a")) - want).max() <= TOL
     # the same key draws the same projections
     again = apply_peft(base(), "vera", {"vera_rank": 8, "target_modules": ["k_proj", "down_proj"],
                                         "vera_projection_prng_key": 3})
