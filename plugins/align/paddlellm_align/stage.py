@@ -1,0 +1,424 @@
+"""The ``align`` stage: preference training with the ``--align`` loss (DPO family or KTO).
+
+``llm run --align dpo --data pref.jsonl`` trains the model (all parameters, or the adapters
+of ``--peft``) with the selected loss. The reference model is a frozen copy for full-parameter
+training and the same model with its adapters disabled under ``--peft`` (no second copy of
+the weights); reference-free losses (simpo, orpo) have none, and ``--precompute_ref_logps``
+computes the reference log-probs once before training (the copy is then dropped).
+
+Without ``--data`` it runs the demo: SFT of the bundled demo model on the demo instructions
+(with ``--peft``: LoRA, merged afterwards), then alignment on generated preferences (right vs
+plausible wrong answers), reporting held-out preference accuracy and exact match before and
+after alignment.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from paddlellm.errors import ConfigError
+from paddlellm.train.metrics import MetricsLogger, _fmt
+
+DEMO_TRAIN_RECORDS = 2000
+DEMO_EVAL_RECORDS = 300
+#: alignment settings of the demo, applied to the options the user did not set
+DEMO_DEFAULTS = {"learning_rate": 1e-3, "max_steps": 120, "per_device_train_batch_size": 16,
+                 "per_device_eval_batch_size": 32, "warmup_steps": 10,
+                 "lr_scheduler_type": "cosine", "max_length": 128, "logging_steps": 10,
+                 "eval_steps": 60}
+PROGRESS_KEYS = ("loss", "rewards/accuracies", "rewards/margins", "lr")
+
+
+class AlignStageConfig(BaseModel):
+    """Options of the ``align`` stage itself (the demo's SFT phase)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    demo_sft_steps: int = Field(400, ge=0, description="demo only: SFT steps before alignment "
+                                "(0 skips SFT)")
+    demo_sft_learning_rate: float | None = Field(None, gt=0, description="demo only: SFT peak "
+                                                 "learning rate (default 2e-3, 5e-3 with --peft)")
+    pair_layout: Literal["auto", "packed", "shared_prompt"] = Field(
+        "auto", description="pairwise batches: packed (zero padding, block-diagonal "
+        "segments), shared_prompt (each prompt encoded once, its KV reused for both "
+        "responses) or auto (fewer token positions per batch)")
+    demo_train_records: int = Field(DEMO_TRAIN_RECORDS, gt=0, description="demo only: "
+                                    "generated training preferences")
+    demo_eval_records: int = Field(DEMO_EVAL_RECORDS, gt=0, description="demo only: held-out "
+                                   "preferences (and exact-match questions)")
+
+
+class AlignMetricsLogger(MetricsLogger):
+    """Adds the mean of the loss's per-step metrics since the last record to every training
+    record (``rewards/...``, ``logps/...``) and shows accuracy and margin in the progress bar."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.window: list[dict[str, float]] = []
+
+    def log(self, record: dict[str, Any]) -> None:
+        if "loss" in record and self.window:
+            keys = self.window[0].keys()
+            record = {**record, **{k: float(np.mean([m[k] for m in self.window])) for k in keys}}
+            self.window.clear()
+        super().log(record)
+        if self._progress is not None and "loss" in record:
+            self._progress.update(self._task, info=_fmt(
+                {k: record[k] for k in PROGRESS_KEYS if k in record}))
+
+
+# --- reference model -----------------------------------------------------------------------
+
+class Reference:
+    """Reference log-probs of packed sequences, without gradients.
+
+    ``copy`` is the frozen copy (full-parameter training); without it the policy itself is run
+    with its adapters disabled (``--peft``), so no second set of weights exists.
+    """
+
+    def __init__(self, policy, frozen_copy=None) -> None:
+        self.policy, self.copy = policy, frozen_copy
+
+    @classmethod
+    def build(cls, model, peft: bool) -> "Reference":
+        if peft:
+            return cls(model)
+        frozen = copy.deepcopy(model)
+        frozen.eval()
+        for p in frozen.parameters():
+            p.stop_gradient = True
+        return cls(model, frozen)
+
+    def __call__(self, packed: dict[str, Any]):
+        import paddle
+
+        from paddlellm.peft import disable_adapters
+
+        from .logps import sequence_logps
+
+        with paddle.no_grad():
+            if self.copy is not None:
+                return sequence_logps(self.copy, packed)[0].detach()
+            with disable_adapters(self.policy):
+                return sequence_logps(self.policy, packed)[0].detach()
+
+    def release_copy(self) -> None:
+        self.copy = None
+
+
+# --- data ----------------------------------------------------------------------------------
+
+def _records(config, pointwise: bool, stage_opts: AlignStageConfig):
+    """(train records, held-out pairs for KTO's preference accuracy, eval records,
+    exact-match pairs or None)."""
+    from .data import parse_record, read_preference_jsonl
+
+    if config.data is None:
+        from .demo import demo_preferences
+
+        rows = demo_preferences(stage_opts.demo_train_records, split="train", seed=config.seed,
+                                pointwise=pointwise)
+        held = demo_preferences(stage_opts.demo_eval_records, split="eval", seed=config.seed)
+        as_rec = lambda rs, pw: [parse_record(r, f"demo:{i + 1}", pw) for i, r in enumerate(rs)]
+        em_pairs = [{"src": r["src"][0], "tgt": r["answer"], "task": r["task"]} for r in held]
+        return as_rec(rows, pointwise), as_rec(held, False), as_rec(held, pointwise), em_pairs
+    train = read_preference_jsonl(config.data, pointwise)
+    if config.eval_data:
+        held = read_preference_jsonl(config.eval_data, pointwise)
+    else:
+        n_eval = max(1, len(train) // 20)
+        train, held = train[n_eval:], train[:n_eval]
+    return train, (None if pointwise else held), held, None
+
+
+def _assign_kl_partners(examples, seed: int) -> None:
+    """KTO's mismatched pairs, fixed per dataset (so precomputed reference values match):
+    example ``order[k]`` gets the completion of ``order[k-1]``."""
+    order = np.random.default_rng(seed).permutation(len(examples))
+    for k, idx in enumerate(order):
+        examples[idx].kl_completion = examples[order[k - 1]].chosen
+
+
+def make_batch(examples, pointwise: bool, capacity: int, pad_id: int,
+               layout: str = "packed") -> dict:
+    from .data import pair_batch, pointwise_batch
+
+    if pointwise:
+        return pointwise_batch(examples, capacity, pad_id)
+    return pair_batch(examples, capacity, pad_id, layout)
+
+
+def batch_stream(examples, config, pointwise: bool, pad_id: int, shard, layout: str):
+    """Endless packed batches of ``per_device_train_batch_size`` pairs/examples, reshuffled
+    every epoch; ``shard`` picks this rank's batches."""
+    size, capacity, epoch = config.per_device_train_batch_size, 2 * config.max_length, 0
+    while True:
+        order = np.random.default_rng(config.seed + epoch).permutation(len(examples))
+        chunks = [order[i:i + size] for i in range(0, len(order), size)]
+        for i in shard(list(range(len(chunks)))):
+            yield make_batch([examples[j] for j in chunks[i]], pointwise, capacity, pad_id,
+                             layout)
+        epoch += 1
+
+
+def precompute_reference(reference: Reference, examples, pointwise: bool, capacity: int,
+                         pad_id: int, batch_size: int, layout: str) -> None:
+    """Fill every example's reference log-probs (KTO: also of its KL pair) once."""
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        batch = make_batch(chunk, pointwise, capacity, pad_id, layout)
+        logps = reference(batch).numpy()
+        if pointwise:
+            kl = reference(batch["kl"]).numpy()
+            for e, a, b in zip(chunk, logps, kl):
+                e.ref_chosen, e.ref_rejected = float(a), float(b)
+        else:
+            for e, a, b in zip(chunk, logps[0::2], logps[1::2]):
+                e.ref_chosen, e.ref_rejected = float(a), float(b)
+
+
+# --- losses on batches ---------------------------------------------------------------------
+
+class PreferenceStepLoss:
+    """``step_loss(model, batch) -> (loss, response tokens)`` for the core training loop.
+
+    Runs the policy on the packed batch, takes reference values (precomputed or from
+    ``reference``), applies the loss plugin; the loss's metrics are kept in ``last_metrics``
+    and, in training mode, handed to ``on_metrics`` (the logger's window)."""
+
+    def __init__(self, loss_fn, options, reference: Reference | None, pointwise: bool,
+                 on_metrics: Callable[[dict], None] | None = None) -> None:
+        self.loss_fn, self.options, self.reference = loss_fn, options, reference
+        self.pointwise, self.on_metrics = pointwise, on_metrics
+        self.last_metrics: dict[str, float] = {}
+        self.last_policy: dict[str, Any] = {}
+
+    def __call__(self, model, batch):
+        from .logps import pair_logps, point_logps, reference_values
+
+        policy = (point_logps if self.pointwise else pair_logps)(model, batch)
+        self.last_policy = policy
+        ref = (reference_values(self.reference, batch, self.pointwise)
+               if self.reference is not None else {})
+        loss, self.last_metrics = self.loss_fn({**policy, **ref}, self.options)
+        if self.on_metrics is not None and model.training:
+            self.on_metrics(self.last_metrics)
+        return loss, int(batch["lengths"].sum())
+
+
+def preference_accuracy(model, batches: Sequence[dict]) -> float:
+    """Fraction of held-out pairs whose chosen response the model itself finds more likely
+    (summed log-probs), reference-free, so it is comparable before and after training."""
+    import paddle
+
+    from .logps import pair_logps
+
+    was_training = model.training
+    model.eval()
+    hits = total = 0
+    with paddle.no_grad():
+        for batch in batches:
+            v = pair_logps(model, batch)
+            hits += int((v["chosen_logps"] > v["rejected_logps"]).astype("int64").sum())
+            total += batch["num_pairs"]
+    if was_training:
+        model.train()
+    return hits / max(total, 1)
+
+
+def evaluate_preferences(model, step_loss, batches: Sequence[dict], pair_batches) -> dict:
+    """Held-out loss and loss metrics (pair/example-weighted means) plus preference accuracy
+    (from the same forward for pairwise losses; from ``pair_batches`` for KTO)."""
+    import paddle
+
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    count = hits = 0
+    with paddle.no_grad():
+        for batch in batches:
+            n = len(batch["lengths"]) // (1 if step_loss.pointwise else 2)
+            loss, _ = step_loss(model, batch)
+            metrics = {"loss": float(loss), **step_loss.last_metrics}
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v * n
+            count += n
+            if not step_loss.pointwise:
+                p = step_loss.last_policy
+                hits += int((p["chosen_logps"] > p["rejected_logps"]).astype("int64").sum())
+    if was_training:
+        model.train()
+    out = {f"eval_{k}": v / max(count, 1) for k, v in sums.items()}
+    if not step_loss.pointwise:
+        out["eval_pref_accuracy"] = hits / max(count, 1)
+    elif pair_batches:
+        out["eval_pref_accuracy"] = preference_accuracy(model, pair_batches)
+    return out
+
+
+# --- the stage -----------------------------------------------------------------------------
+
+def _apply_demo_defaults(config):
+    unset = {k: v for k, v in DEMO_DEFAULTS.items() if k not in config.model_fields_set}
+    return config.model_copy(update=unset), unset
+
+
+def demo_sft(model, tokenizer, ctx, config, stage_opts: AlignStageConfig, pad_id: int):
+    """The demo's SFT phase on the demo instructions (LoRA under ``--peft``, merged after)."""
+    from paddlellm.data.demo import demo_examples
+    from paddlellm.data.sft import record_to_messages, tokenize_all
+    from paddlellm.finetune import DEMO_TRAIN_EXAMPLES, epoch_stream
+    from paddlellm.peft import apply_peft, merge_adapter
+    from paddlellm.train.loop import train
+    from paddlellm.train.loss import batch_loss
+    from paddlellm.train.optim import build_optimizer
+
+    steps = stage_opts.demo_sft_steps
+    lr = stage_opts.demo_sft_learning_rate or (5e-3 if config.peft else 2e-3)
+    sft_config = config.model_copy(update={
+        "learning_rate": lr, "max_steps": steps, "zero_padding": True, "max_length": 128,
+        "per_device_train_batch_size": 16, "warmup_steps": 20, "lr_scheduler_type": "cosine",
+        "eval_steps": None, "save_steps": steps + 1, "logging_steps": 50,
+        "output_dir": str(Path(config.output_dir) / "sft")})
+    rows = demo_examples(DEMO_TRAIN_EXAMPLES, split="train", seed=config.seed)
+    examples, _ = tokenize_all(tokenizer, [record_to_messages(r, "demo") for r in rows], 128)
+    if config.peft:
+        model = apply_peft(model, config.peft, ctx.options("peft_method"))
+    optimizer, scheduler = build_optimizer(model, sft_config, steps)
+    logger = MetricsLogger(Path(config.output_dir) / "sft_metrics.jsonl",
+                           enabled=ctx.strategy.is_main_process)
+    state = train(model, optimizer, scheduler,
+                  epoch_stream(examples, sft_config, pad_id, ctx.strategy.shard), batch_loss,
+                  config=sft_config, ctx=ctx, total_steps=steps, logger=logger)
+    if config.peft:
+        model = merge_adapter(model)
+    return model, {"steps": steps, "learning_rate": lr, "peft": config.peft,
+                   "loss_first": state.losses[0], "loss_last": state.losses[-1]}
+
+
+def align_stage(ctx) -> dict[str, Any]:
+    import paddle
+
+    from paddlellm.auto import AutoModelForCausalLM
+    from paddlellm.evaluation import exact_match
+    from paddlellm.finetune import demo_model_dir
+    from paddlellm.models import prepare_for_training
+    from paddlellm.peft import save_model_or_adapter, setup_run_peft, trainable_parameter_report
+    from paddlellm.tokenizer import AutoTokenizer
+    from paddlellm.train.loop import train
+    from paddlellm.train.optim import build_optimizer
+
+    from .data import tokenize_records
+
+    config, strategy = ctx.config, ctx.strategy
+    if not config.align:
+        raise ConfigError("the align stage needs an alignment loss: --align dpo|simpo|orpo|"
+                          "ipo|hinge|kto (see `llm plugins`)")
+    if config.resume or config.resume_from_checkpoint:
+        raise ConfigError("the align stage does not resume yet; start a new run from the "
+                          "checkpoint with --model_name_or_path")
+    loss_fn = ctx.registry.load("alignment_loss", config.align)
+    options = loss_fn.resolve(ctx.options("alignment_loss"), config.align)
+    stage_opts = ctx.options("stage") or AlignStageConfig()
+    pointwise = getattr(loss_fn, "kind", "pairwise") == "pointwise"
+    is_demo = config.data is None
+    demo_defaults: dict = {}
+    if is_demo:
+        config, demo_defaults = _apply_demo_defaults(config)
+    paddle.seed(config.seed)
+    source = str(config.model_name_or_path or demo_model_dir())
+    tokenizer = AutoTokenizer.from_pretrained(config.tokenizer_name_or_path or source)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    model = prepare_for_training(AutoModelForCausalLM.from_pretrained(source), config)
+    summary: dict[str, Any] = {"stage": "align", "align": config.align, "demo": is_demo,
+                               "demo_defaults": demo_defaults, **options.model_dump()}
+    if is_demo and stage_opts.demo_sft_steps:
+        model, summary["sft"] = demo_sft(model, tokenizer, ctx, config, stage_opts, pad_id)
+
+    train_rec, eval_pair_rec, eval_rec, em_pairs = _records(config, pointwise, stage_opts)
+    train_ex = tokenize_records(tokenizer, train_rec, config.max_length)
+    eval_ex = tokenize_records(tokenizer, eval_rec, config.max_length)
+    eval_pairs = (tokenize_records(tokenizer, eval_pair_rec, config.max_length)
+                  if eval_pair_rec and pointwise else [])
+    if pointwise:
+        _assign_kl_partners(train_ex, config.seed)
+        _assign_kl_partners(eval_ex, config.seed + 1)
+
+    model = strategy.wrap_model(setup_run_peft(model, config, ctx.options("peft_method")))
+    # a shared prompt runs forward_hidden twice, which a multi-process wrapper does not see
+    layout = stage_opts.pair_layout if strategy.world_size == 1 else "packed"
+    reference = None
+    if loss_fn.needs_reference_for(options):
+        reference = Reference.build(model, peft=bool(config.peft))
+        if options.precompute_ref_logps:
+            for exs in (train_ex, eval_ex):
+                precompute_reference(reference, exs, pointwise, 2 * config.max_length, pad_id,
+                                     config.per_device_eval_batch_size, layout)
+            reference.release_copy()  # the frozen copy is no longer needed
+    capacity = 2 * config.max_length
+    size = config.per_device_eval_batch_size
+    eval_batches = [make_batch(eval_ex[i:i + size], pointwise, capacity, pad_id, layout)
+                    for i in range(0, len(eval_ex), size)]
+    pair_batches = [make_batch(eval_pairs[i:i + size], False, capacity, pad_id, layout)
+                    for i in range(0, len(eval_pairs), size)]
+    logger = AlignMetricsLogger(ctx.output_dir / "metrics.jsonl", enabled=strategy.is_main_process)
+    step_loss = PreferenceStepLoss(loss_fn, options, reference, pointwise,
+                                   on_metrics=logger.window.append)
+
+    def evaluate(m) -> dict:
+        return evaluate_preferences(m, step_loss, eval_batches, pair_batches)
+
+    def em() -> dict:
+        if not em_pairs:
+            return {}
+        return exact_match(model, tokenizer, em_pairs,
+                           batch_size=config.per_device_eval_batch_size * 4)
+
+    per_step = config.gradient_accumulation_steps * strategy.world_size
+    batches_per_epoch = math.ceil(len(train_ex) / config.per_device_train_batch_size)
+    total_steps = (config.max_steps if config.max_steps > 0 else
+                   max(1, math.ceil(config.num_train_epochs * batches_per_epoch / per_step)))
+    optimizer, scheduler = build_optimizer(model, config, total_steps)
+    optimizer = strategy.wrap_optimizer(optimizer)
+    logger.log({"step": 0, "train_examples": len(train_ex), "eval_examples": len(eval_ex),
+                "reference": ("none" if reference is None else "precomputed"
+                              if options.precompute_ref_logps else "adapters disabled"
+                              if config.peft else "frozen copy")})
+    before = {**evaluate(model), **em()}
+    logger.log({"step": 0, **{k: v for k, v in before.items() if k not in ("samples", "by_task")}})
+    stream = batch_stream(train_ex, config, pointwise, pad_id, strategy.shard, layout)
+    state = train(model, optimizer, scheduler, stream, step_loss,
+                  config=config, ctx=ctx, total_steps=total_steps, logger=logger,
+                  evaluate=evaluate, save=lambda d: save_model_or_adapter(model, tokenizer, d))
+    after = {**evaluate(model), **em()}
+    logger.log({"step": state.step,
+                **{k: v for k, v in after.items() if k not in ("samples", "by_task")}})
+    if strategy.is_main_process:
+        save_model_or_adapter(model, tokenizer, str(ctx.output_dir))
+    trainable, total, _ = trainable_parameter_report(model)
+    train_records = [r for r in logger.records if "loss" in r]
+    summary.update({
+        "peft": config.peft, "trainable_params": trainable, "total_params": total,
+        "reference": logger.records[0]["reference"], "steps": state.step,
+        "train_examples": len(train_ex), "train_loss_first": state.losses[0],
+        "train_loss_last": state.losses[-1],
+        "train_metrics_last": {k: v for k, v in train_records[-1].items()
+                               if k not in ("time", "step")} if train_records else {},
+        "eval_before": {k: v for k, v in before.items() if k != "samples"},
+        "eval_after": {k: v for k, v in after.items() if k != "samples"},
+        "output_dir": str(ctx.output_dir),
+    })
+    for key in ("eval_pref_accuracy", "exact_match", "eval_loss"):
+        if key in before:
+            summary[f"{key}_before"], summary[f"{key}_after"] = before[key], after[key]
+    if em_pairs:
+        summary["samples_after"] = after["samples"]
+    return summary
+
+
+align_stage.config_class = AlignStageConfig
