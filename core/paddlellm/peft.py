@@ -71,7 +71,8 @@ def method_config(method, config: Any = None):
         raise TypeError(f"PEFT config must be a {cls.__name__} or a mapping, got {type(config).__name__}")
     from .config import _validate
 
-    return _validate(cls, dict(config), f"options of PEFT method '{method.name}'")
+    values = {k: v for k, v in config.items() if v is not None}  # None: the default
+    return _validate(cls, values, f"options of PEFT method '{method.name}'")
 
 
 def freeze(model) -> None:

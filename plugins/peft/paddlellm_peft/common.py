@@ -169,14 +169,17 @@ def split_peft_key(model, key: str, leaves: Iterable[str]) -> tuple[str, str]:
 
 def target_names_for_config(model, paths: list[str]) -> list[str]:
     """``target_modules`` for ``adapter_config.json``: the HF leaf names when every module of
-    those names is adapted (peft's usual form), else the full HF paths."""
-    leaves = sorted({hf_module_path(model, p).split(".")[-1] for p in paths})
-    chosen = set(paths)
-    every = [n for n, _ in model.named_sublayers() if n.split(".")[-1] in leaves
-             and not any(n.startswith(c + ".") for c in chosen)]
-    if set(every) <= chosen:
-        return leaves
-    return sorted(hf_module_path(model, p) for p in paths)
+    the model with such a leaf name is adapted (peft's usual form), else the full HF paths."""
+    chosen = {hf_module_path(model, p) for p in paths}
+    leaves = {h.split(".")[-1] for h in chosen}
+    for name, _ in model.named_sublayers():
+        try:
+            hf = hf_module_path(model, name)
+        except AdapterError:  # no HF counterpart (containers, an adapter's inner base layer)
+            continue
+        if hf.split(".")[-1] in leaves and hf not in chosen:
+            return sorted(chosen)
+    return sorted(leaves)
 
 
 # --- files ----------------------------------------------------------------------------------
