@@ -45,8 +45,9 @@ class LLMEngine:
             num_blocks = num_blocks_for_budget(kv_cache_bytes or DEFAULT_KV_CACHE_BYTES,
                                                c.num_layers, block_size, c.num_kv_heads,
                                                c.head_dim, dtype, self.max_model_len, max_num_seqs)
-        self.cache = PagedKVCache(c.num_layers, num_blocks, block_size, c.num_kv_heads,
-                                  c.head_dim, dtype)
+        make_cache = getattr(model, "new_paged_cache", None) or PagedKVCache  # e.g. int8 KV (quant)
+        self.cache = make_cache(c.num_layers, num_blocks, block_size, c.num_kv_heads,
+                                c.head_dim, dtype)
         self.scheduler = Scheduler(self.cache.blocks, max_num_seqs,
                                    max_num_batched_tokens or max(4096, self.max_model_len))
         self.eos_ids = _eos_ids(model)

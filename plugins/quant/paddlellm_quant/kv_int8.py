@@ -11,7 +11,9 @@
 :class:`Int8LayerKVCache` follows :class:`paddlellm.interfaces.KVCacheLayer` like the core's
 contiguous :class:`paddlellm.kv_cache.LayerKVCache`: ``update`` quantizes the new keys/values
 into preallocated int8 buffers and returns the dequantized cache for the attention kernel.
-:func:`enable_int8_kv_cache` makes ``model.generate`` use it (through ``model.new_cache``).
+:func:`enable_int8_kv_cache` makes ``model.generate`` use it (through ``model.new_cache``),
+and the serving engine an int8 paged pool (through ``model.new_paged_cache``; the attention
+kernel reads it with the pool's ``gather_kv``).
 """
 from __future__ import annotations
 
@@ -213,6 +215,7 @@ def enable_int8_kv_cache(model: nn.Layer, mode: str = "static",
             attn.cache_scales = scales
     model.kv_cache_quant = mode
     model.new_cache = MethodType(_new_int8_cache, model)
+    model.new_paged_cache = MethodType(_new_int8_paged_cache, model)
     return model
 
 
@@ -229,3 +232,87 @@ def setup_kv_cache_quant(model: nn.Layer, mode: str | None, calibration: Iterabl
     else:
         enable_int8_kv_cache(model, mode)
     return mode
+
+
+# --- the serving engine's paged cache ------------------------------------------------------
+
+def _paged_classes():
+    """Int8 subclasses of the engine's paged cache (built on first use: the engine is core)."""
+    from paddlellm.engine.kv_manager import BlockManager, PagedKVCache, PagedLayer
+
+    class Int8PagedLayer(PagedLayer):
+        """One layer's view of the int8 pool: ``write`` quantizes, ``gather_kv`` dequantizes
+        (CPU has no int8 ``scatter``/``index_select``: ``index_put_``/``gather`` instead)."""
+
+        def __init__(self, batch, owner: "Int8PagedKVCache", i: int) -> None:
+            super().__init__(batch, owner.key_pools[i], owner.value_pools[i])
+            self.owner, self.index = owner, i
+
+        def _scales(self, x: paddle.Tensor, pools, slots) -> paddle.Tensor:
+            if self.owner.static_scales is not None:  # (Hkv,) per layer
+                return pools[self.index].reshape([1, -1, 1])  # (1, Hkv, 1)
+            s = int8_scale(x.abs().max(axis=-1, keepdim=True))  # (N, Hkv, 1) per token and head
+            paddle.index_put_(pools[self.index], (slots,), s)
+            return s
+
+        def write(self, k, v) -> None:
+            n, slots, o = k.shape[1], self.batch.slot_mapping, self.owner
+            k = k.reshape([n, k.shape[2], k.shape[3]]).astype("float32")  # (N, Hkv, D)
+            v = v.reshape([n, v.shape[2], v.shape[3]]).astype("float32")  # (N, Hkv, D)
+            ks, vs = self._scales(k, o.key_scales, slots), self._scales(v, o.value_scales, slots)
+            paddle.index_put_(self.key_pool, (slots,), quantize_int8(k, ks))
+            paddle.index_put_(self.value_pool, (slots,), quantize_int8(v, vs))
+
+        def gather_kv(self, index: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+            """Dequantized ``(len(index), Hkv, D)`` keys and values of pool slots ``index``."""
+            o, i = self.owner, self.index
+            out = []
+            for pool, scales in ((self.key_pool, o.key_scales[i]), (self.value_pool, o.value_scales[i])):
+                x = paddle.gather(pool, index, axis=0).astype("float32")  # (M, Hkv, D)
+                s = (scales.reshape([1, -1, 1]) if o.static_scales is not None
+                     else paddle.gather(scales, index, axis=0))  # (1 or M, Hkv, 1)
+                out.append((x * s).astype(o.dtype))
+            return out[0], out[1]
+
+    class Int8PagedKVCache(PagedKVCache):
+        """The engine's paged pools in int8: static per-head scales, or dynamic per-slot
+        ``(num_slots, Hkv, 1)`` float32 scales written with each token."""
+
+        def __init__(self, num_layers: int, num_blocks: int, block_size: int, kv_heads: int,
+                     head_dim: int, dtype: str = "float32",
+                     static_scales: list[tuple[paddle.Tensor, paddle.Tensor]] | None = None) -> None:
+            self.num_layers, self.block_size, self.dtype = num_layers, block_size, dtype
+            self.kv_heads, self.head_dim = kv_heads, head_dim
+            self.blocks = BlockManager(num_blocks, block_size)
+            slots = num_blocks * block_size
+            self.key_pools = [paddle.zeros([slots, kv_heads, head_dim], dtype="int8") for _ in range(num_layers)]
+            self.value_pools = [paddle.zeros([slots, kv_heads, head_dim], dtype="int8") for _ in range(num_layers)]
+            self.static_scales = static_scales
+            if static_scales is not None:
+                self.key_scales = [k.astype("float32") for k, _ in static_scales]  # (Hkv,) each
+                self.value_scales = [v.astype("float32") for _, v in static_scales]
+            else:
+                self.key_scales = [paddle.ones([slots, kv_heads, 1], dtype="float32") for _ in range(num_layers)]
+                self.value_scales = [paddle.ones([slots, kv_heads, 1], dtype="float32") for _ in range(num_layers)]
+
+        @property
+        def nbytes(self) -> int:
+            pools = 2 * self.num_layers * self.num_blocks * self.block_size * self.kv_heads * self.head_dim
+            scales = sum(int(s.size) * 4 for s in (*self.key_scales, *self.value_scales))
+            return pools + scales
+
+        def batch(self, seq_ids, cached, new):
+            view = super().batch(seq_ids, cached, new)
+            view._layers = [Int8PagedLayer(view, self, i) for i in range(self.num_layers)]
+            return view
+
+    return Int8PagedKVCache
+
+
+def _new_int8_paged_cache(self, num_layers: int, num_blocks: int, block_size: int, kv_heads: int,
+                          head_dim: int, dtype: str = "float32"):
+    """``model.new_paged_cache`` (read by the serving engine) of an int8-KV model."""
+    static = None
+    if self.kv_cache_quant == "static":
+        static = [(a.cache_scales.k_scale, a.cache_scales.v_scale) for a in _attention_layers(self)]
+    return _paged_classes()(num_layers, num_blocks, block_size, kv_heads, head_dim, dtype, static)

@@ -142,3 +142,27 @@ def test_a8w8c8_round_trip(data, tmp_path):
     p = paddle.to_tensor([prompts[0]])
     np.testing.assert_array_equal(loaded.generate(p, max_new_tokens=6).numpy(),
                                   model.generate(p, max_new_tokens=6).numpy())
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_serving_engine_uses_an_int8_paged_pool(data, mode):
+    """The engine's paged pool is int8 too (``model.new_paged_cache``); continuous batching
+    over it gives the same greedy tokens as ``model.generate`` over the contiguous int8 cache."""
+    from paddlellm.engine import LLMEngine, SamplingParams
+    from paddlellm.engine.kv_manager import PagedKVCache
+
+    calib, _, _ = data
+    tok = AutoTokenizer.from_pretrained(DEMO)
+    model = AutoModelForCausalLM.from_pretrained(DEMO)
+    float_bytes = LLMEngine(model, tok, block_size=4, num_blocks=64).cache.nbytes
+    setup_kv_cache_quant(model, mode, calib)
+    engine = LLMEngine(model, tok, block_size=4, num_blocks=64)
+    assert isinstance(engine.cache, PagedKVCache) and engine.cache.key_pools[0].dtype == paddle.int8
+    assert engine.cache.nbytes < (0.26 if mode == "static" else 0.3) * float_bytes
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(0, 356, n).tolist() for n in (5, 23, 9, 14)]
+    results = engine.generate(prompts, SamplingParams(max_tokens=10, temperature=0, ignore_eos=True))
+    for p, r in zip(prompts, results):
+        ref = model.generate(paddle.to_tensor([p]), max_new_tokens=10, eos_token_id=[]).numpy()[0, len(p):]
+        assert r["token_ids"] == ref.tolist()
+    assert engine.stats()["kv_blocks_used"] == 0

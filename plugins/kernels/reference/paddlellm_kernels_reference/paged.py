@@ -75,8 +75,11 @@ def paged_attention(q, k, v, cache, *, sliding_window=None, alibi_slopes=None, s
     else:  # (S, Tq, Hkv, G, D) -> (S, Hkv, G*Tq, D)
         qh = qf.reshape([s_count, tq, kv_heads, groups, head_dim]).transpose([0, 2, 3, 1, 4])
         qh = qh.reshape([s_count, kv_heads, groups * tq, head_dim])
-    kh = paddle.index_select(cache.key_pool, idx["kv_index"], axis=0)  # (S*Tk, Hkv, D)
-    vh = paddle.index_select(cache.value_pool, idx["kv_index"], axis=0)  # (S*Tk, Hkv, D)
+    if hasattr(cache, "gather_kv"):  # a quantized pool (int8 KV) dequantizes what it gathers
+        kh, vh = cache.gather_kv(idx["kv_index"])  # (S*Tk, Hkv, D) each
+    else:
+        kh = paddle.index_select(cache.key_pool, idx["kv_index"], axis=0)  # (S*Tk, Hkv, D)
+        vh = paddle.index_select(cache.value_pool, idx["kv_index"], axis=0)  # (S*Tk, Hkv, D)
     kh = kh.reshape([s_count, tk, kv_heads, head_dim]).transpose([0, 2, 1, 3])  # (S, Hkv, Tk, D)
     vh = vh.reshape([s_count, tk, kv_heads, head_dim]).transpose([0, 2, 1, 3])  # (S, Hkv, Tk, D)
     if vh.dtype != q.dtype:
