@@ -45,6 +45,10 @@ def test_peft_prefix_adapter_gives_peft_logits_and_generation():
     # generation with a KV cache that starts with the prefix equals peft's generate
     out = model.generate(REF["ids"], max_new_tokens=REF["prefix_greedy"].shape[1], do_sample=False)
     np.testing.assert_array_equal(out.numpy()[:, REF["ids"].shape[1]:], REF["prefix_greedy"])
+    padded = model.generate(REF["batch_ids"], attention_mask=REF["batch_mask"],
+                            max_new_tokens=REF["prefix_greedy_batch"].shape[1], do_sample=False)
+    np.testing.assert_array_equal(padded.numpy()[:, REF["ids"].shape[1]:],
+                                  REF["prefix_greedy_batch"])
     uncached = model.generate(REF["ids"], max_new_tokens=3, do_sample=False, use_cache=False)
     np.testing.assert_array_equal(uncached.numpy()[:, REF["ids"].shape[1]:],
                                   REF["prefix_greedy"][:, :3])
