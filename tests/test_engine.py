@@ -187,3 +187,15 @@ def test_stats_keys(engine_factory):
     for key in ("num_running", "num_waiting", "kv_blocks_total", "kv_blocks_used",
                 "num_preemptions", "prompt_tokens", "generation_tokens"):
         assert key in stats
+
+
+def test_quant_type_goes_through_the_quantizer_plugin():
+    from paddlellm.engine.loading import quantize_for_inference
+
+    engine = LLMEngine.from_pretrained(None, quant_type="weight_only_int8")
+    assert type(engine.model.model.layers[0].mlp.up_proj).__name__ != "Linear"
+    (p,) = prompts([7], seed=6)
+    got = engine.generate([p], SamplingParams(max_tokens=10, **GREEDY))[0]["token_ids"]
+    assert got == reference(engine.model, p, 10, eos_token_id=[])
+    with pytest.raises(ValueError, match="unknown quant_type 'int3'; installed quantizers handle: .*weight_only_int8"):
+        quantize_for_inference(engine.model, "int3")
