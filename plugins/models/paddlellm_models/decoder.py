@@ -181,6 +181,10 @@ class Attention(nn.Layer):
         if ctx["rope"] is not None:
             cos, sin = ctx["rope"]
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if ctx.get("prefix") is not None:  # prefix tuning: (B, P, Hkv, D) keys/values first
+            prefix_k, prefix_v = ctx["prefix"]
+            k = paddle.concat([prefix_k.astype(k.dtype), k], axis=1)  # (B, P + T, Hkv, D)
+            v = paddle.concat([prefix_v.astype(v.dtype), v], axis=1)  # (B, P + T, Hkv, D)
         out = ctx["kernel"](q, k, v, causal=True, attention_mask=ctx["mask"],
                             sliding_window=ctx["window"], alibi_slopes=ctx["alibi"],
                             segment_ids=ctx["segments"], scale=self.scale,
@@ -313,6 +317,9 @@ class CausalLM(nn.Layer):
                                  persistable=False)
         else:
             self.alibi_slopes = None
+        #: prefix tuning: a callable ``batch -> [(k, v)] * num_layers`` of ``(B, P, Hkv, D)``
+        #: prefix keys/values (or None), set by a PEFT method; see :meth:`_apply_prefix`
+        self.prefix_kv = None
 
     # -- forward ---------------------------------------------------------------------------
     def positions(self, batch: int, length: int, attention_mask: paddle.Tensor | None,
@@ -336,7 +343,9 @@ class CausalLM(nn.Layer):
         if segment_ids is not None and cache is not None:
             raise ValueError("segment_ids (packed sequences) cannot be used with a KV cache")
         b, t = input_ids.shape
-        past = cache.seq_length if cache is not None else 0
+        prefix, attention_mask, position_ids = self._apply_prefix(b, attention_mask, position_ids,
+                                                                  cache, segment_ids)
+        past = cache.seq_length if cache is not None else (prefix[0][0].shape[1] if prefix else 0)
         if position_ids is None and c.position in ("rope", "learned"):
             position_ids = self.positions(b, t, attention_mask, past)
         x = m.embed_tokens(input_ids)  # (B, T, E)
@@ -367,6 +376,8 @@ class CausalLM(nn.Layer):
         full = c.full_attention_layers
         for i, layer in enumerate(m.layers):
             layer_ctx = {**ctx, "window": None if i in full else c.sliding_window} if full else ctx
+            if prefix:
+                layer_ctx = {**layer_ctx, "prefix": prefix[i]}
             if self.recompute and self.training and cache is None and paddle.is_grad_enabled():
                 from paddle.distributed.fleet.utils import recompute
 
@@ -376,6 +387,32 @@ class CausalLM(nn.Layer):
         if c.final_norm:
             x = m.norm(x)
         return x
+
+    def _apply_prefix(self, batch: int, attention_mask, position_ids, cache, segment_ids):
+        """Prefix tuning as peft's ``past_key_values``: every token attends to ``P`` prefix
+        keys/values, ``attention_mask`` gains ``P`` leading ones and positions start at ``P``
+        (explicit ``position_ids`` are shifted by ``P``). With a cache the first call writes
+        the prefix into it. Returns ``(per-layer prefix or None, mask, position_ids)``."""
+        prefix = self.prefix_kv(batch) if self.prefix_kv is not None else None
+        if not prefix:
+            return None, attention_mask, position_ids
+        if segment_ids is not None:
+            raise ValueError("prefix tuning cannot be combined with segment_ids (packed "
+                             "sequences, --zero_padding)")
+        if getattr(cache, "paged", False):
+            raise ValueError("prefix tuning does not support the paged KV cache")
+        n = prefix[0][0].shape[1]
+        if attention_mask is not None:
+            ones = paddle.ones([batch, n], dtype=attention_mask.dtype)
+            attention_mask = paddle.concat([ones, attention_mask], axis=-1)  # (B, P + Tk)
+        if position_ids is not None:
+            position_ids = position_ids + n
+        if cache is not None:
+            if cache.seq_length == 0:
+                for i, (k, v) in enumerate(prefix):
+                    cache[i].update(k, v)
+            prefix = None  # the keys/values are in the cache now
+        return prefix, attention_mask, position_ids
 
     def logits(self, hidden: paddle.Tensor) -> paddle.Tensor:
         """``(B, T, H)`` hidden states -> ``(B, T, V)`` logits."""
@@ -417,6 +454,7 @@ class CausalLM(nn.Layer):
         """A preallocated KV cache for ``batch`` rows of up to ``max_length`` positions."""
         c = self.config
         dtype = dtype or str(self.model.embed_tokens.weight.dtype).replace("paddle.", "")
+        max_length += getattr(self.prefix_kv, "num_tokens", 0)  # room for a tuned prefix
         return KVCache(c.num_layers, batch, max_length, c.num_kv_heads, c.head_dim, dtype)
 
     def cache_needs_refresh(self, cached: int, total: int) -> bool:
