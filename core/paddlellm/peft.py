@@ -24,7 +24,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 KIND = "peft_method"
 #: method-config keys that name an adapter directory to start from (``--lora_path``)
-ADAPTER_PATH_KEYS = ("lora_path", "prefix_path", "adapter_path")
+ADAPTER_PATH_KEYS = ("lora_path", "prefix_path", "lokr_path", "vera_path", "adapter_path")
 
 
 def _registry():

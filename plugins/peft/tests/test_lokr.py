@@ -150,6 +150,12 @@ def test_options_are_flat_run_config_keys():
     options = config.plugin_options["peft_method"]
     assert (options.lokr_rank, options.lokr_alpha, options.lokr_rank_pattern) == (4, 2.0,
                                                                                   {"v_proj": 16})
+    from paddlellm.peft import adapter_init_path
+
+    for method in ("lokr", "vera"):
+        config = build_run_config(None, ["--peft", method, f"--{method}_path", "some/dir"],
+                                  registry)
+        assert adapter_init_path(config.plugin_options["peft_method"]) == "some/dir"
     with pytest.raises(ValueError, match="expected a JSON object"):
         build_run_config(None, ["--peft", "lokr", "--lokr_rank_pattern", "v_proj=16"], registry)
     with pytest.raises(ValueError, match="unknown config key 'lokr_rank'.*closest valid keys: "

@@ -25,6 +25,8 @@ class LoKrConfig(BaseModel):
                                           "kept fraction")
     lokr_module_dropout: float = Field(0.0, ge=0, lt=1, description="LoKr: skip a layer's "
                                        "update with this probability while training")
+    lokr_path: str | None = Field(None, description="LoKr: start from this adapter "
+                                  "directory (peft format)")
     lokr_rank_pattern: dict[str, int] = Field(
         default_factory=dict, description="LoKr: rank per module-name pattern (peft's "
         "rank_pattern), e.g. {'v_proj': 16}")

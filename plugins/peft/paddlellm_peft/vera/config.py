@@ -14,5 +14,7 @@ class VeraConfig(BaseModel):
     vera_dropout: float = Field(0.0, ge=0, lt=1, description="VeRA: dropout on the adapter's "
                                 "input")
     vera_d_initial: float = Field(0.1, description="VeRA: initial value of every lambda_d")
+    vera_path: str | None = Field(None, description="VeRA: start from this adapter "
+                                  "directory (peft format)")
     vera_projection_prng_key: int = Field(0, ge=0, description="VeRA: seed of the shared "
                                           "random projections vera_A / vera_B")
