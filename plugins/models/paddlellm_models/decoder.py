@@ -370,7 +370,8 @@ class CausalLM(nn.Layer):
                 padding_mask=attention_mask is not None, sliding_window=c.sliding_window is not None,
                 alibi=self.alibi_slopes is not None, softcap=c.attention_softcap is not None,
                 segments=segment_ids is not None,
-                cache="contiguous" if cache is not None else "none",
+                cache=("none" if cache is None else
+                       "paged" if getattr(cache, "paged", False) else "contiguous"),
                 training=paddle.is_grad_enabled())),
         }
         full = c.full_attention_layers
