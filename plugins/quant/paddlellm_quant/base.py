@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .layers import WeightOnlyLinear, linear_targets, set_submodule
 
 
+#: kept in float by default: the output head and MoE routers (tiny, and routing is sensitive)
+KEEP_FLOAT = ("lm_head", "gate", "shared_expert_gate")
+
+
 class QuantOptions(BaseModel):
     """Options every weight-only quantizer takes (``--group_size`` ...)."""
 
@@ -20,8 +24,8 @@ class QuantOptions(BaseModel):
 
     group_size: int = Field(-1, description="input columns per scale; -1 = one scale per output channel")
     modules_to_not_convert: list[str] = Field(
-        default_factory=lambda: ["lm_head"],
-        description="linear layers kept in float (a name, or the last parts of one: lm_head, gate)")
+        default_factory=lambda: list(KEEP_FLOAT),
+        description="linear layers kept in float (a name, or the last parts of one)")
 
 
 class QuantizeError(ValueError):
@@ -80,9 +84,12 @@ class BaseQuantizer:
         if self.needs_calibration and not batches:
             raise QuantizeError(f"quant_type '{quant_type}' needs calibration data "
                                 "(`llm quantize --calibration_data FILE`)")
-        if getattr(model, "quantization_config", None):
-            raise QuantizeError(f"the model is already quantized "
-                                f"({model.quantization_config.get('quant_type')})")
+        done = (getattr(model, "quantization_config", None) or {}).get("quant_type")
+        if done == quant_type:  # e.g. `llm predict --quant_type X` on a checkpoint saved as X
+            return model
+        if done:
+            raise QuantizeError(f"the model is already quantized as '{done}'; load the float "
+                                f"checkpoint to quantize it as '{quant_type}'")
         self.quantize_model(model, quant_type, batches, opts)
         from .checkpoint import mark_quantized
 
@@ -107,7 +114,7 @@ class BaseQuantizer:
         qc = quantization_config
         bits, group_size = int(qc["bits"]), int(qc.get("group_size", -1))
         pre_scale = bool(qc.get("pre_scale", False))
-        for name, lin in linear_targets(model, qc.get("modules_to_not_convert", ["lm_head"])):
+        for name, lin in linear_targets(model, qc.get("modules_to_not_convert", KEEP_FLOAT)):
             in_f, out_f = lin.weight.shape
             layer = WeightOnlyLinear(in_f, out_f, bits=bits, group_size=group_size,
                                      bias=lin.bias is not None, pre_scale=pre_scale,

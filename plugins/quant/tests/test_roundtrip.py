@@ -50,6 +50,22 @@ def test_round_trip_gives_the_same_logits(quant_type, tiny_calibration, tmp_path
     assert out.shape[1] > IDS.shape[1]
 
 
+@pytest.mark.parametrize("preset", ["phi3-tiny", "qwen3-moe-tiny", "gpt-tiny"])
+def test_round_trip_other_families(preset, tmp_path):
+    """Fused q/k/v (phi3, gpt2) and MoE (experts no token reaches: empty Hessians; the router
+    stays float)."""
+    paddle.seed(0)
+    model = paddlellm.AutoModelForCausalLM.from_config(preset, vocab_size=300)
+    calibration = [np.random.default_rng(0).integers(0, 300, (2, 16))]
+    quantize_model(model, "gptq", calibration, {"group_size": 32})
+    want = model(IDS).numpy()
+    model.save_pretrained(str(tmp_path))
+    loaded = paddlellm.AutoModelForCausalLM.from_pretrained(tmp_path)
+    np.testing.assert_array_equal(loaded(IDS).numpy(), want)
+    if preset == "qwen3-moe-tiny":
+        assert isinstance(loaded.model.layers[0].mlp.gate, paddle.nn.Linear)
+
+
 def test_quantize_on_load_and_clear_errors(tmp_path):
     model = paddlellm.AutoModelForCausalLM.from_pretrained(DEMO, quant_type="weight_only_int4",
                                                           quant_config={"group_size": 32})
@@ -61,5 +77,6 @@ def test_quantize_on_load_and_clear_errors(tmp_path):
     model.save_pretrained(str(tmp_path))
     with pytest.raises(ValueError, match="already quantized as 'weight_only_int4'"):
         paddlellm.AutoModelForCausalLM.from_pretrained(tmp_path, quant_type="weight_only_int8")
-    with pytest.raises(Exception, match="already quantized"):
+    with pytest.raises(Exception, match="already quantized as 'weight_only_int4'"):
         quantize_model(model, "weight_only_int8")
+    assert quantize_model(model, "weight_only_int4") is model  # already that type: unchanged
