@@ -31,6 +31,9 @@ DEMO_DEFAULTS = {"learning_rate": 1e-3, "max_steps": 120, "per_device_train_batc
                  "per_device_eval_batch_size": 32, "warmup_steps": 10,
                  "lr_scheduler_type": "cosine", "max_length": 128, "logging_steps": 10,
                  "eval_steps": 60}
+#: loss options of the demo: keep the chosen answers likely while separating them from the
+#: wrong ones (DPO alone lowers both on this tiny model)
+DEMO_LOSS_DEFAULTS = {"sft_loss_ratio": 1.0}
 PROGRESS_KEYS = ("loss", "rewards/accuracies", "rewards/margins", "lr")
 
 
@@ -86,9 +89,11 @@ class Reference:
 
     @classmethod
     def build(cls, model, peft: bool) -> "Reference":
+        from paddlellm.peft import unwrap
+
         if peft:
             return cls(model)
-        frozen = copy.deepcopy(model)
+        frozen = copy.deepcopy(unwrap(model))  # the model inside a strategy wrapper
         frozen.eval()
         for p in frozen.parameters():
             p.stop_gradient = True
@@ -282,7 +287,7 @@ def demo_sft(model, tokenizer, ctx, config, stage_opts: AlignStageConfig, pad_id
     lr = stage_opts.demo_sft_learning_rate or (5e-3 if config.peft else 2e-3)
     sft_config = config.model_copy(update={
         "learning_rate": lr, "max_steps": steps, "zero_padding": True, "max_length": 128,
-        "per_device_train_batch_size": 16, "warmup_steps": 20, "lr_scheduler_type": "cosine",
+        "per_device_train_batch_size": 8, "warmup_steps": 20, "lr_scheduler_type": "cosine",
         "eval_steps": None, "save_steps": steps + 1, "logging_steps": 50,
         "output_dir": str(Path(config.output_dir) / "sft")})
     rows = demo_examples(DEMO_TRAIN_EXAMPLES, split="train", seed=config.seed)
@@ -330,6 +335,10 @@ def align_stage(ctx) -> dict[str, Any]:
     demo_defaults: dict = {}
     if is_demo:
         config, demo_defaults = _apply_demo_defaults(config)
+        unset = {k: v for k, v in DEMO_LOSS_DEFAULTS.items()
+                 if k in type(options).model_fields and k not in options.model_fields_set}
+        options = options.model_copy(update=unset)
+        demo_defaults.update(unset)
     paddle.seed(config.seed)
     source = str(config.model_name_or_path or demo_model_dir())
     tokenizer = AutoTokenizer.from_pretrained(config.tokenizer_name_or_path or source)
