@@ -32,7 +32,7 @@ class QuantizeArgs(BaseModel):
     seqlen: int = Field(128, gt=1, description="tokens per calibration block")
     batch_size: int = Field(8, gt=0, description="calibration / evaluation batch size")
     max_eval_samples: int = Field(256, gt=0, description="held-out texts used for perplexity")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the generated demo calibration/held-out text")
     skip_eval: bool = Field(False, description="do not compute perplexity")
 
 
