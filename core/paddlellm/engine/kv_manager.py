@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}  # int8: quantized KV pools
 DEFAULT_KV_CACHE_BYTES = 1 << 30  # budget when neither num_blocks nor a budget is given
 
 

@@ -44,7 +44,8 @@ class LLMEngine:
         if num_blocks is None:
             num_blocks = num_blocks_for_budget(kv_cache_bytes or DEFAULT_KV_CACHE_BYTES,
                                                c.num_layers, block_size, c.num_kv_heads,
-                                               c.head_dim, dtype, self.max_model_len, max_num_seqs)
+                                               c.head_dim, getattr(model, "kv_cache_dtype", dtype),
+                                               self.max_model_len, max_num_seqs)  # int8 KV: 4x blocks
         make_cache = getattr(model, "new_paged_cache", None) or PagedKVCache  # e.g. int8 KV (quant)
         self.cache = make_cache(c.num_layers, num_blocks, block_size, c.num_kv_heads,
                                 c.head_dim, dtype)

@@ -214,6 +214,7 @@ def enable_int8_kv_cache(model: nn.Layer, mode: str = "static",
                 scales.v_scale = int8_scale(paddle.to_tensor(np.asarray(v, np.float32)))
             attn.cache_scales = scales
     model.kv_cache_quant = mode
+    model.kv_cache_dtype = "int8"  # the engine budgets its paged pool by this
     model.new_cache = MethodType(_new_int8_cache, model)
     model.new_paged_cache = MethodType(_new_int8_paged_cache, model)
     return model

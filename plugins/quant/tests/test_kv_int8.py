@@ -166,3 +166,8 @@ def test_serving_engine_uses_an_int8_paged_pool(data, mode):
         ref = model.generate(paddle.to_tensor([p]), max_new_tokens=10, eos_token_id=[]).numpy()[0, len(p):]
         assert r["token_ids"] == ref.tolist()
     assert engine.stats()["kv_blocks_used"] == 0
+    # a byte budget buys four times the blocks of a float32 pool
+    budget = 1 << 20
+    n_float = LLMEngine(AutoModelForCausalLM.from_pretrained(DEMO), tok, block_size=4, max_num_seqs=512,
+                        kv_cache_bytes=budget).cache.num_blocks
+    assert LLMEngine(model, tok, block_size=4, max_num_seqs=512, kv_cache_bytes=budget).cache.num_blocks == 4 * n_float
