@@ -45,12 +45,15 @@ def prepare_for_training(model, config):
             raise ConfigError(f"--recompute: {type(model).__name__} has no enable_recompute()")
         model.enable_recompute()
     if config.quant_type and not getattr(model, "quantization_config", None):
-        from .auto import quantize_model
+        from .auto import quantize_model, quantizer_for
         from .errors import ConfigError
 
         if not config.peft:  # the integer weights cannot train; only adapters on them can
             raise ConfigError(f"--quant_type {config.quant_type} trains adapters on a quantized "
                               "base (QLoRA): add --peft (e.g. --peft lora)")
+        if getattr(quantizer_for(config.quant_type), "needs_calibration", False):
+            raise ConfigError(f"--quant_type {config.quant_type} needs calibration data: run "
+                              "`llm quantize` first and pass its output as --model_name_or_path")
         options = config.plugin_options.get("quantizer")
         model = quantize_model(model, config.quant_type,
                                config=options.model_dump() if options is not None else None)

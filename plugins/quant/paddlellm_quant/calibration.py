@@ -83,7 +83,8 @@ def token_blocks(sequences: list[list[int]], seqlen: int, nsamples: int | None =
     n = len(stream) // seqlen
     if n == 0:
         raise CalibrationDataError(f"calibration data has {len(stream)} tokens, fewer than one "
-                                   f"block of seqlen={seqlen}")
+                                   f"block of seqlen={seqlen}: give more calibration text or a "
+                                   "smaller --seqlen")
     if nsamples is not None:
         n = min(n, nsamples)
     return stream[: n * seqlen].reshape(n, seqlen)

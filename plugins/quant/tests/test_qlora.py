@@ -71,6 +71,24 @@ def test_run_config_quant_type_quantizes_the_base_for_peft():
     config = build_run_config(None, ["--quant_type", "weight_only_int8"], registry=registry)
     with pytest.raises(ConfigError, match="add --peft"):
         prepare_for_training(load_demo(), config)
+    config = build_run_config(None, ["--peft", "lora", "--quant_type", "gptq"], registry=registry)
+    with pytest.raises(ConfigError, match="needs calibration data: run `llm quantize` first"):
+        prepare_for_training(load_demo(), config)
     with pytest.raises(ConfigError, match="unknown config key 'group_siz'"):
         build_run_config(None, ["--peft", "lora", "--quant_type", "weight_only_int4",
                                 "--group_siz", "64"], registry=registry)
+
+
+def test_lora_on_calibrated_bases_starts_from_the_quantized_model(tiny_calibration):
+    """GPTQ/AWQ bases (AWQ's layers carry pre_scale) wrap the same way; LoRA starts as a no-op."""
+    ids = paddle.to_tensor(np.array([[3, 50, 7, 200, 11, 9]], dtype="int64"))
+    for quant_type in ("gptq", "awq"):
+        model = quantize_model(load_demo(), quant_type, tiny_calibration, {"group_size": 64})
+        want = model(ids).numpy()
+        model = apply_peft(model, "lora", {"lora_rank": 2, "target_modules": ["down_proj"]})
+        layer = model.model.layers[0].mlp.down_proj
+        assert isinstance(layer.base_layer, WeightOnlyLinear)
+        np.testing.assert_allclose(model(ids).numpy(), want, rtol=1e-6, atol=1e-6)
+        loss = lm_loss(model, ids)
+        loss.backward()
+        assert layer.lora_A.grad is not None or layer.lora_B.grad is not None
