@@ -8,6 +8,7 @@ the copy instead of the reverse, another colour.
 from __future__ import annotations
 
 import random
+from typing import Callable, Sequence
 
 from paddlellm.data.demo import FACTS, demo_examples
 
@@ -52,15 +53,26 @@ def wrong_answer(example: dict[str, str], rng: random.Random) -> str:
     raise ValueError(f"no wrong-answer generator for demo task '{task}'")
 
 
-def demo_preferences(n: int, *, split: str = "train", seed: int = 0,
-                     pointwise: bool = False) -> list[dict]:
+def demo_preferences(n: int, *, split: str = "train", seed: int = 0, pointwise: bool = False,
+                     answer: Callable[[Sequence[str]], list[str]] | None = None,
+                     on_policy: int = 0) -> list[dict]:
     """``n`` preference records in PaddleNLP's format (``src``, ``tgt``, ``response``,
     ``sort``, plus ``task`` and the right ``answer``). Pointwise (KTO): every other record
-    holds the right answer (sort [1]), the others a wrong one (sort [0])."""
+    holds the right answer (sort [1]), the others a wrong one (sort [0]).
+
+    With ``answer`` (questions -> a model's answers), the first ``on_policy`` records take the
+    model's own answer as the wrong one wherever it is wrong (on-policy preferences, as real
+    preference sets are built from a model's samples); the rest are generated."""
     rng = random.Random(f"align-{seed}-{split}")
+    examples = demo_examples(n, split=split, seed=seed)
+    own: list[str] = []
+    if answer is not None and on_policy:
+        own = answer([ex["src"] for ex in examples[:on_policy]])
     out = []
-    for i, ex in enumerate(demo_examples(n, split=split, seed=seed)):
+    for i, ex in enumerate(examples):
         wrong = wrong_answer(ex, rng)
+        if i < len(own) and own[i].strip() and own[i].strip() != ex["tgt"]:
+            wrong = own[i].strip()
         if pointwise:
             good = i % 2 == 0
             record = {"src": [ex["src"]], "tgt": [], "response": [ex["tgt"] if good else wrong],

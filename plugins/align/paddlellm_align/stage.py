@@ -50,6 +50,9 @@ class AlignStageConfig(BaseModel):
         "auto", description="pairwise batches: packed (zero padding, block-diagonal "
         "segments), shared_prompt (each prompt encoded once, its KV reused for both "
         "responses) or auto (fewer token positions per batch)")
+    demo_on_policy_records: int = Field(1000, ge=0, description="demo only: training "
+                                        "questions whose wrong answer is the SFT model's own "
+                                        "greedy answer where that is wrong")
     demo_train_records: int = Field(DEMO_TRAIN_RECORDS, gt=0, description="demo only: "
                                     "generated training preferences")
     demo_eval_records: int = Field(DEMO_EVAL_RECORDS, gt=0, description="demo only: held-out "
@@ -118,7 +121,7 @@ class Reference:
 
 # --- data ----------------------------------------------------------------------------------
 
-def _records(config, pointwise: bool, stage_opts: AlignStageConfig):
+def _records(config, pointwise: bool, stage_opts: AlignStageConfig, answer=None):
     """(train records, held-out pairs for KTO's preference accuracy, eval records,
     exact-match pairs or None)."""
     from .data import parse_record, read_preference_jsonl
@@ -127,7 +130,8 @@ def _records(config, pointwise: bool, stage_opts: AlignStageConfig):
         from .demo import demo_preferences
 
         rows = demo_preferences(stage_opts.demo_train_records, split="train", seed=config.seed,
-                                pointwise=pointwise)
+                                pointwise=pointwise, answer=answer,
+                                on_policy=stage_opts.demo_on_policy_records)
         held = demo_preferences(stage_opts.demo_eval_records, split="eval", seed=config.seed)
         as_rec = lambda rs, pw: [parse_record(r, f"demo:{i + 1}", pw) for i, r in enumerate(rs)]
         em_pairs = [{"src": r["src"][0], "tgt": r["answer"], "task": r["task"]} for r in held]
@@ -310,7 +314,7 @@ def align_stage(ctx) -> dict[str, Any]:
     import paddle
 
     from paddlellm.auto import AutoModelForCausalLM
-    from paddlellm.evaluation import exact_match
+    from paddlellm.evaluation import exact_match, generate_answers
     from paddlellm.finetune import demo_model_dir
     from paddlellm.models import prepare_for_training
     from paddlellm.peft import save_model_or_adapter, setup_run_peft, trainable_parameter_report
@@ -349,7 +353,9 @@ def align_stage(ctx) -> dict[str, Any]:
     if is_demo and stage_opts.demo_sft_steps:
         model, summary["sft"] = demo_sft(model, tokenizer, ctx, config, stage_opts, pad_id)
 
-    train_rec, eval_pair_rec, eval_rec, em_pairs = _records(config, pointwise, stage_opts)
+    answer = lambda questions: generate_answers(model, tokenizer, questions,
+                                                batch_size=config.per_device_eval_batch_size * 4)
+    train_rec, eval_pair_rec, eval_rec, em_pairs = _records(config, pointwise, stage_opts, answer)
     train_ex = tokenize_records(tokenizer, train_rec, config.max_length)
     eval_ex = tokenize_records(tokenizer, eval_rec, config.max_length)
     eval_pairs = (tokenize_records(tokenizer, eval_pair_rec, config.max_length)
