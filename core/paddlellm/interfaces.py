@@ -186,9 +186,33 @@ class ModelFamily(Protocol):
 
 @runtime_checkable
 class PeftMethod(Protocol):
-    """A parameter-efficient method: replaces modules of a built model."""
+    """A parameter-efficient method: replaces modules of a built model.
+
+    Used through :mod:`paddlellm.peft` (``apply_peft``, ``save_adapter``, ``load_adapter``,
+    ``merge_adapter``, ``disable_adapters``), which freezes the base parameters before
+    ``apply`` (new adapter parameters stay trainable) and records ``model.peft_method``.
+
+    * ``peft_type``: the ``peft_type`` of ``adapter_config.json`` this method writes and
+      reads (peft's ``LORA``, ``PREFIX_TUNING``, ``LOKR``, ``VERA``); ``load_adapter`` picks
+      the method by it.
+    * Adapters are saved in the ``peft`` format: ``adapter_config.json`` +
+      ``adapter_model.safetensors`` with peft's key names (``base_model.model.<HF module
+      path>.lora_A.weight``, torch layout); helpers in ``paddlellm_peft.common``.
+    * ``load_adapter`` on a plain model adds the layers; on a model that already carries
+      this method's layers (a resumed run) it loads the weights into them.
+    * **Adapter layers honour** ``adapter_enabled``: every layer a method adds has a boolean
+      attribute ``adapter_enabled`` (default ``True``); while it is ``False`` the layer
+      computes exactly its base output. ``disable_adapters`` flips it (DPO's reference
+      model without a second weight copy).
+    * Before wrapping a base layer, a method calls the firstresult hook
+      ``wrap_base_layer_for_adapter(layer=, adapter_name=, method=)`` and wraps the
+      returned layer when it is not ``None`` (QLoRA: a quantized base).
+    * ``merge`` folds the adapters into the base weights and returns plain layers; methods
+      that can also undo an in-place merge provide ``unmerge(model)``.
+    """
 
     name: str
+    peft_type: str
     config_class: ClassVar[type["BaseModel"]]
 
     def apply(self, model: "paddle.nn.Layer", config: "BaseModel") -> "paddle.nn.Layer": ...
