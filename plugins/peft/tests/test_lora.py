@@ -202,6 +202,9 @@ def test_bad_options_and_adapters_fail_clearly(tmp_path):
     model = apply_peft(base_model(), "lora", {"lora_rank": 8})
     with pytest.raises(AdapterError, match=r"rank 4 in the adapter but rank 8 in the model"):
         load_adapter(model, FIX / "lora")  # rank 4 file onto rank-8 layers
+    pissa = apply_peft(base_model(), "lora", {"lora_rank": 4, "pissa": True})
+    with pytest.raises(AdapterError, match="continues only from its own PiSSA checkpoints"):
+        load_adapter(pissa, FIX / "lora")  # a plain adapter onto a residual base
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "adapter_config.json").write_text(json.dumps({"peft_type": "IA3"}))

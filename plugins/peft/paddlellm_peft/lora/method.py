@@ -133,7 +133,13 @@ class LoraMethod:
                 layer = _wrap(model, path, common.get_submodule(model, path), r=a_t.shape[0],
                               alpha=alpha, config=config, use_dora=use_dora,
                               use_mixer="lora_AB.weight" in parts)
-            elif layer.pissa_init_weights is not None and a_t.shape[0] == 2 * layer.r:
+            elif layer.pissa_init_weights is not None:
+                if a_t.shape[0] != 2 * layer.r:
+                    raise common.AdapterError(
+                        f"{directory}: module '{path}' has rank {a_t.shape[0]}; a --pissa model "
+                        f"(rank {layer.r}, residual base) continues only from its own PiSSA "
+                        f"checkpoints (saved with rank {2 * layer.r}); drop --pissa to start "
+                        "from this adapter")
                 a_t, b_t = _unconvert_pissa(layer, a_t, b_t, directory, path)
             elif a_t.shape[0] != layer.r:
                 raise common.AdapterError(f"{directory}: module '{path}' has rank {a_t.shape[0]} "
