@@ -76,7 +76,8 @@ class AttentionKernel(Protocol):
       Output: ``(B, Tq, Hq, D)`` in ``q``'s dtype.
     * With ``cache`` (a :class:`KVCacheLayer`), ``k``/``v`` are the new keys; the kernel
       appends them and attends over the whole cache; ``Tk`` below is the length after the
-      append.
+      append. A cache with ``paged = True`` is a :class:`PagedKVCacheLayer` (spec
+      ``cache="paged"``): many sequences in one flattened row, see there.
     * Queries are the last ``Tq`` of the ``Tk`` key positions: query ``i`` sits at key index
       ``p_i = Tk - Tq + i``.
     * ``causal``: key ``j`` is visible to query ``i`` iff ``j <= p_i``.
@@ -128,6 +129,57 @@ class KVCacheLayer(Protocol):
 
     def __len__(self) -> int:
         """Number of cached positions."""
+
+
+@runtime_checkable
+class PagedKVCacheLayer(Protocol):
+    """One layer's view of a paged (block) KV cache for one batched call (``cache="paged"``).
+
+    The serving engine runs prefill and decode of many sequences of different lengths as
+    **one** forward call: the new tokens of ``S`` sequences are concatenated into one row,
+    ``input_ids``/``position_ids`` ``(1, N)``, so the kernel gets ``q`` ``(1, N, Hq, D)`` and
+    ``k``, ``v`` ``(1, N, Hkv, D)`` and returns ``(1, N, Hq, D)``. Sequence ``s`` owns the
+    tokens ``query_start[s] : query_start[s] + query_lens[s]`` of that row.
+
+    * ``key_pool``, ``value_pool``: ``(num_blocks * block_size, Hkv, D)``, the layer's pool of
+      slots; slot ``b * block_size + o`` is offset ``o`` of block ``b``.
+    * ``slot_mapping``: ``(N,)`` int64, the slot where each new key/value is written (the
+      kernel writes them before attending).
+    * ``block_tables``: ``(S, max_blocks)`` int64, sequence ``s``'s token ``t`` lives in
+      slot ``block_tables[s, t // block_size] * block_size + t % block_size`` (unused
+      entries are 0).
+    * ``context_lens``: ``(S,)`` keys of each sequence after this call's write (cached +
+      new), also as the host list ``context_lens_host``; ``query_lens``/``query_start``
+      ``(S,)`` host lists, with ``max_query_len`` and ``max_context_len``.
+    * Query ``i`` of sequence ``s`` sits at key position
+      ``p = context_lens[s] - query_lens[s] + i`` and sees keys ``j <= p`` of its own
+      sequence (plus ``sliding_window``, ``alibi_slopes`` and ``softcap`` as for dense calls;
+      ``attention_mask`` and ``segment_ids`` do not apply and must be None).
+    * ``scratch``: a dict shared by every layer of the call, where a kernel keeps the index
+      and mask tensors it derives from the metadata (built by the first layer, reused by the
+      rest), so nothing is rebuilt per layer.
+    * ``paged`` is True; ``len(layer)`` is the total number of keys (sum of context_lens).
+    * Optional ``gather_kv(index) -> (k, v)``: a pool stored in another format (int8 KV
+      with scales) returns the dequantized ``(len(index), Hkv, D)`` rows of pool slots
+      ``index``; kernels call it, when present, instead of indexing the pools.
+    """
+
+    paged: bool
+    block_size: int
+    key_pool: "paddle.Tensor"
+    value_pool: "paddle.Tensor"
+    slot_mapping: "paddle.Tensor"
+    block_tables: "paddle.Tensor"
+    context_lens: "paddle.Tensor"
+    context_lens_host: list[int]
+    query_lens: list[int]
+    query_start: list[int]
+    max_query_len: int
+    max_context_len: int
+    scratch: dict
+
+    def write(self, k: "paddle.Tensor", v: "paddle.Tensor") -> None:
+        """Store ``(1, N, Hkv, D)`` new keys/values at ``slot_mapping``."""
 
 
 # --- training ------------------------------------------------------------------------------
