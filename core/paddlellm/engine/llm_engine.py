@@ -62,6 +62,12 @@ class LLMEngine:
         self._plain_transposes = paddle.get_device().startswith("cpu")
         self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
         limit = c.max_position_embeddings
+        scaling = getattr(c, "rope_scaling", None) or {}
+        if scaling.get("original_max_position_embeddings") and scaling.get("rope_type",
+                                                                            scaling.get("type")) == "longrope":
+            # Phi-3 switches every position's rotary factors once a sequence passes the
+            # original length; sequences of one batched call must not straddle it
+            limit = min(limit, scaling["original_max_position_embeddings"])
         self.max_model_len = int(min(max_model_len or limit, limit))
         if self.max_model_len < 2:
             raise ValueError(f"max_model_len must be >= 2, got {self.max_model_len}")
