@@ -5,7 +5,7 @@ queries are gathered into a padded ``(S, Tq, Hq, D)`` batch and its keys (throug
 table) into ``(S, Tk, Hkv, D)``; dense grouped-query attention with one additive mask runs on
 that, and the real rows are gathered back. Index and mask tensors are built once per call
 (in ``cache.scratch``) and reused by every layer. A pure decode step (one query per
-sequence) needs no query gather at all.
+sequence) or a single sequence needs no query gather at all.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _indices(cache, sliding_window: int | None) -> dict:
     if sliding_window is not None:
         visible &= (pos[:, :, None] - j) < sliding_window
     out: dict = {"pos": pos}
-    if tq > 1:  # gather queries into padded rows; pad rows read token 0 and are dropped
+    if tq > 1 and s_count > 1:  # gather queries into padded rows; pad rows read token 0, dropped
         out["q_index"] = paddle.to_tensor(np.where(real_q, starts[:, None] + i, 0).reshape(-1))
         out["out_index"] = paddle.to_tensor(
             np.concatenate([s * tq + np.arange(n) for s, n in enumerate(q_lens)]))  # (N,)
@@ -68,7 +68,7 @@ def paged_attention(q, k, v, cache, *, sliding_window=None, alibi_slopes=None, s
     upcast = str(q.dtype).replace("paddle.", "") in _LOW_PRECISION
 
     qf = q.reshape([n, q_heads, head_dim])  # (N, Hq, D)
-    if tq > 1:
+    if "q_index" in idx:  # several sequences of different lengths
         qf = paddle.index_select(qf, idx["q_index"], axis=0)  # (S*Tq, Hq, D)
     if tq == 1:  # decode: (S, 1, Hkv, G, D) is already (S, Hkv, G, D), no copy
         qh = qf.reshape([s_count, kv_heads, groups, head_dim])
@@ -108,5 +108,6 @@ def paged_attention(q, k, v, cache, *, sliding_window=None, alibi_slopes=None, s
         return out.reshape([1, n, q_heads, head_dim])
     out = out.reshape([s_count, kv_heads, groups, tq, head_dim]).transpose([0, 3, 1, 2, 4])
     out = out.reshape([s_count * tq, q_heads, head_dim])  # (S*Tq, Hq, D)
-    out = paddle.index_select(out, idx["out_index"], axis=0)  # (N, Hq, D)
+    if "out_index" in idx:
+        out = paddle.index_select(out, idx["out_index"], axis=0)  # (N, Hq, D)
     return out.reshape([1, n, q_heads, head_dim])
