@@ -77,6 +77,19 @@ def test_preemption_under_tiny_budget_gives_identical_outputs(engine_factory):
     assert stats["num_running"] == stats["num_waiting"] == 0
 
 
+def test_max_num_seqs_queues_the_rest(engine_factory):
+    engine = engine_factory(num_blocks=64, max_num_seqs=2)
+    ps = prompts([4, 9, 6, 3], seed=7)
+    for i, p in enumerate(ps):
+        engine.add_request(f"r{i}", p, SamplingParams(max_tokens=6, **GREEDY))
+    first = {o.request_id: o.new_token_ids for o in engine.step()}
+    assert sorted(first) == ["r0", "r1"]
+    assert engine.stats()["num_running"] == 2 and engine.stats()["num_waiting"] == 2
+    tokens, _, _ = drain(engine)
+    for i, p in enumerate(ps):
+        assert first.get(f"r{i}", []) + tokens[f"r{i}"] == reference(engine.model, p, 6, eos_token_id=[]), i
+
+
 def test_abort_frees_blocks_at_once(engine_factory):
     engine = engine_factory(num_blocks=32)
     a, b = prompts([10, 7], seed=2)
