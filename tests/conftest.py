@@ -4,6 +4,10 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+try:  # sets MKL_DEBUG_CPU_TYPE on AMD CPUs before any test's first matmul (2.5x faster)
+    import paddlellm_backend_cpu.backend  # noqa: F401,E402
+except ImportError:  # the cpu backend is not installed
+    pass
 
 import pytest  # noqa: E402
 
