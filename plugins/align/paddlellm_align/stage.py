@@ -27,10 +27,10 @@ from paddlellm.train.metrics import MetricsLogger, _fmt
 DEMO_TRAIN_RECORDS = 2000
 DEMO_EVAL_RECORDS = 200
 #: alignment settings of the demo, applied to the options the user did not set
-DEMO_DEFAULTS = {"learning_rate": 2e-3, "max_steps": 100, "per_device_train_batch_size": 16,
+DEMO_DEFAULTS = {"learning_rate": 1e-3, "max_steps": 200, "per_device_train_batch_size": 16,
                  "per_device_eval_batch_size": 32, "warmup_steps": 10,
                  "lr_scheduler_type": "cosine", "max_length": 128, "logging_steps": 10,
-                 "eval_steps": 50}
+                 "eval_steps": 100}
 #: loss options of the demo: keep the chosen answers likely while separating them from the
 #: wrong ones (DPO alone lowers both on this tiny model)
 DEMO_LOSS_DEFAULTS = {"sft_loss_ratio": 1.0}
