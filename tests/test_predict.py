@@ -92,3 +92,31 @@ def test_bad_input_names_file_and_line(tmp_path):
                    env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 2
     assert "unknown --decode_strategy 'beam'; valid: greedy_search, sampling" in proc.stderr
+
+
+def test_prefix_path_decodes_with_the_prefix(tmp_path):
+    from paddlellm.peft import apply_peft, save_adapter
+
+    path = default_model_path()
+    paddle.seed(3)
+    adapted = apply_peft(AutoModelForCausalLM.from_pretrained(path), "prefix",
+                         {"num_prefix_tokens": 4})
+    for p in adapted.parameters():  # a prefix strong enough to change the answers
+        if not p.stop_gradient:
+            p.set_value(paddle.randn(p.shape) * 3.0)
+    save_adapter(adapted, tmp_path / "prefix")
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    predict(PredictOptions(input_file=str(inp), output_file=str(out), batch_size=2,
+                           max_length=120, decode_strategy="greedy_search",
+                           prefix_path=str(tmp_path / "prefix")), log=lambda _: None)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    model = AutoModelForCausalLM.from_pretrained(path, prefix_path=tmp_path / "prefix").eval()
+    want = generate_reference(model, AutoTokenizer.from_pretrained(path), RECORDS, 120)
+    assert [r["output_token_ids"] for r in rows] == want
+    plain = generate_reference(AutoModelForCausalLM.from_pretrained(path).eval(),
+                               AutoTokenizer.from_pretrained(path), RECORDS, 120)
+    assert want != plain  # the prefix changes what the model says
+    with pytest.raises(ValueError, match="--prefix_path cannot be combined"):
+        predict(PredictOptions(input_file=str(inp), prefix_path=str(tmp_path / "prefix"),
+                               lora_path=str(tmp_path)), log=lambda _: None)

@@ -44,6 +44,8 @@ def predict(
     repetition_penalty: float = typer.Option(1.0, "--repetition_penalty"),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (per request)."),
     lora_path: Optional[str] = typer.Option(None, "--lora_path", help="peft adapter to merge."),
+    prefix_path: Optional[str] = typer.Option(
+        None, "--prefix_path", help="peft prefix-tuning adapter (decodes with model.generate)."),
     quant_type: Optional[str] = typer.Option(None, "--quant_type",
                                              help="e.g. weight_only_int8 (quant plugin)."),
     dtype: str = typer.Option("float32", "--dtype"),

@@ -8,7 +8,6 @@ from other threads while one thread steps.
 """
 from __future__ import annotations
 
-import os
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -274,30 +273,12 @@ class LLMEngine:
         return results
 
 
-def mkl_cpu_type_for_amd() -> bool:
-    """On AMD CPUs tell MKL the CPU type, else it takes slow generic code paths: Paddle's
-    float32 matmul measured 2.5-3x faster here (8 x 512 @ 512 x 1408: 0.9 -> 0.36 ms;
-    2048 rows: 157 -> 66 ms). Takes effect only before the process's first MKL call;
-    an explicit ``MKL_DEBUG_CPU_TYPE`` is left alone. True when it set the variable."""
-    if "MKL_DEBUG_CPU_TYPE" in os.environ:
-        return False
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            amd = "AuthenticAMD" in fh.read(2048)
-    except OSError:
-        return False
-    if amd:
-        os.environ["MKL_DEBUG_CPU_TYPE"] = "5"
-    return amd
-
-
 def setup_device(device: str | None = None) -> str:
     """Select and set up the hardware backend (``--device``; threads on CPU), as ``llm run``
     does; returns the Paddle device string."""
     from ..builtin import parse_device
     from ..plugins import get_plugin_manager
 
-    mkl_cpu_type_for_amd()
     entry = get_plugin_manager().select_backend(device)
     return entry.load().setup(parse_device(device)[1])
 

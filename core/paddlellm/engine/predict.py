@@ -33,6 +33,7 @@ class PredictOptions:
     repetition_penalty: float = 1.0
     seed: int | None = None
     lora_path: str | None = None
+    prefix_path: str | None = None
     quant_type: str | None = None
     dtype: str = "float32"
     device: str | None = None
@@ -111,6 +112,19 @@ def encode_prompt(tokenizer, messages: list[dict[str, str]], chat_template: bool
     return list(tokenizer.encode(messages[-1]["content"]))
 
 
+def write_predictions(path: str, records: list[dict[str, Any]],
+                      results: list[dict[str, Any]]) -> None:
+    """One jsonl row per record: its fields plus ``output``, ``output_token_ids``,
+    ``finish_reason``."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for r, res in zip(records, results):
+            row = {k: v for k, v in r.items() if k != "_messages"}
+            row.update(output=res["text"], output_token_ids=res["token_ids"],
+                       finish_reason=res["finish_reason"])
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else 0.0
 
@@ -125,6 +139,8 @@ def predict(o: PredictOptions, log: Callable[[str], None] = print) -> dict[str, 
         raise ValueError("--batch_size and --src_length must be >= 1, --max_length >= 2")
     sampling_params(o, 1)  # option errors before the model loads
     records = read_records(o.input_file)
+    if o.prefix_path:
+        return _predict_with_prefix(o, records, log)
     engine = LLMEngine.from_pretrained(o.model_name_or_path, dtype=o.dtype, block_size=o.block_size,
                                        num_blocks=o.num_blocks, max_num_seqs=o.batch_size,
                                        lora_path=o.lora_path, quant_type=o.quant_type,
@@ -151,13 +167,7 @@ def predict(o: PredictOptions, log: Callable[[str], None] = print) -> dict[str, 
     t0 = time.perf_counter()
     results = engine.generate(prompts, params, on_output=on_output)
     elapsed = time.perf_counter() - t0
-    Path(o.output_file).parent.mkdir(parents=True, exist_ok=True)
-    with open(o.output_file, "w", encoding="utf-8") as fh:
-        for r, res in zip(records, results):
-            row = {k: v for k, v in r.items() if k != "_messages"}
-            row.update(output=res["text"], output_token_ids=res["token_ids"],
-                       finish_reason=res["finish_reason"])
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_predictions(o.output_file, records, results)
     n_out = sum(len(res["token_ids"]) for res in results)
     latencies = sorted(done.values())
     lat = [t - t0 for t in latencies]  # every request is queued at t0
@@ -175,4 +185,58 @@ def predict(o: PredictOptions, log: Callable[[str], None] = print) -> dict[str, 
             f"{metrics['output_tokens_per_s']:.1f} output tokens/s; latency p50 "
             f"{metrics['latency_p50_s']:.3f} s, p90 {metrics['latency_p90_s']:.3f} s, p99 "
             f"{metrics['latency_p99_s']:.3f} s; time to first token p50 {metrics['ttft_p50_s']:.3f} s")
+    return {"results": results, "metrics": metrics}
+
+
+def _predict_with_prefix(o: PredictOptions, records: list[dict[str, Any]],
+                         log: Callable[[str], None]) -> dict[str, Any]:
+    """``--prefix_path``: batches through ``model.generate`` with the prefix in its contiguous
+    cache (the paged engine has no per-sequence prefix slots, and a prefix cannot be merged
+    into the weights as LoRA is)."""
+    from ..auto import AutoModelForCausalLM
+    from ..evaluation import left_pad
+    from ..tokenizer import AutoTokenizer
+    from .llm_engine import default_model_path, setup_device
+
+    if o.quant_type or o.lora_path:
+        raise ValueError("--prefix_path cannot be combined with --lora_path or --quant_type")
+    setup_device(o.device)
+    path = Path(o.model_name_or_path) if o.model_name_or_path else default_model_path()
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=o.dtype,
+                                                 prefix_path=o.prefix_path)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    greedy = sampling_params(o, 1).temperature == 0.0
+    total_len = min(o.max_length, model.config.max_position_embeddings)
+    prompts = [encode_prompt(tokenizer, r["_messages"], o.chat_template)[-min(o.src_length, total_len - 1):]
+               for r in records]
+    results: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    for start in range(0, len(prompts), o.batch_size):
+        rows = prompts[start:start + o.batch_size]
+        ids, mask = left_pad(rows, pad)  # (B, T)
+        # each row may grow to total_len (and is cut there below); learned position tables
+        # must also hold the longest prompt's last position
+        budget = total_len - min(map(len, rows))
+        if getattr(model.config, "position", "rope") == "learned":
+            budget = min(budget, model.config.max_position_embeddings - ids.shape[1])
+        out = model.generate(ids, attention_mask=mask, max_new_tokens=budget,
+                             decode_strategy="greedy_search" if greedy else "sampling",
+                             top_k=o.top_k, top_p=o.top_p, temperature=o.temperature,
+                             repetition_penalty=o.repetition_penalty, seed=o.seed,
+                             eos_token_id=eos, pad_token_id=pad)
+        for prompt, row in zip(rows, np.asarray(out.numpy())[:, ids.shape[1]:].tolist()):
+            row = row[:total_len - len(prompt)]
+            stop = eos is not None and eos in row
+            new = row[:row.index(eos) + 1] if stop else row
+            results.append({"token_ids": new, "finish_reason": "stop" if stop else "length",
+                            "text": tokenizer.decode(new, skip_special_tokens=True)})
+    elapsed = time.perf_counter() - t0
+    write_predictions(o.output_file, records, results)
+    n_out = sum(len(res["token_ids"]) for res in results)
+    log(f"wrote {len(results)} predictions to {o.output_file} (prefix tuning: model.generate)")
+    metrics = {"requests": len(records), "output_tokens": n_out, "seconds": elapsed,
+               "output_tokens_per_s": n_out / elapsed if elapsed else 0.0}
     return {"results": results, "metrics": metrics}
