@@ -140,7 +140,9 @@ def _records(config, pointwise: bool, stage_opts: AlignStageConfig, answer=None)
         held = demo_preferences(stage_opts.demo_eval_records, split="eval", seed=config.seed)
         as_rec = lambda rs, pw: [parse_record(r, f"demo:{i + 1}", pw) for i, r in enumerate(rs)]
         em_pairs = [{"src": r["src"][0], "tgt": r["answer"], "task": r["task"]} for r in held]
-        return as_rec(rows, pointwise), as_rec(held, False), as_rec(held, pointwise), em_pairs
+        held_eval = (demo_preferences(stage_opts.demo_eval_records, split="eval",
+                                      seed=config.seed, pointwise=True) if pointwise else held)
+        return as_rec(rows, pointwise), as_rec(held, False), as_rec(held_eval, pointwise), em_pairs
     train = read_preference_jsonl(config.data, pointwise)
     if config.eval_data:
         held = read_preference_jsonl(config.eval_data, pointwise)

@@ -110,3 +110,12 @@ def test_shortened_demo_lora_sft_then_dpo(tmp_path):
     assert summary["eval_pref_accuracy_after"] > summary["eval_pref_accuracy_before"]
     assert "exact_match_before" in summary and "exact_match_after" in summary
     assert (out / "sft_metrics.jsonl").is_file() and (out / "adapter_config.json").is_file()
+
+
+def test_kto_demo_runs_on_pointwise_data_and_reports_pair_accuracy(tmp_path):
+    summary = llm_run("--align", "kto", "--output_dir", str(tmp_path / "kto_demo"),
+                      "--demo_sft_steps", "0", "--max_steps", "2", "--demo_train_records", "32",
+                      "--demo_eval_records", "8", "--demo_on_policy_records", "0")
+    assert summary["demo"] and summary["reference"] == "frozen copy"
+    assert summary["train_examples"] == 32 and "eval_kl" in summary["eval_after"]
+    assert 0 <= summary["eval_pref_accuracy_after"] <= 1
