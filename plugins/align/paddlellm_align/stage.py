@@ -7,9 +7,10 @@ the weights); reference-free losses (simpo, orpo) have none, and ``--precompute_
 computes the reference log-probs once before training (the copy is then dropped).
 
 Without ``--data`` it runs the demo: SFT of the bundled demo model on the demo instructions
-(with ``--peft``: LoRA, merged afterwards), then alignment on generated preferences (right vs
-plausible wrong answers), reporting held-out preference accuracy and exact match before and
-after alignment.
+(all parameters; ``--demo_sft_peft`` uses the PEFT method, merged afterwards), then alignment
+(with ``--peft``, a fresh adapter) on generated preferences: right answers against the SFT
+model's own wrong answers or plausible wrong ones; it reports held-out preference accuracy
+and exact match before and after alignment.
 """
 from __future__ import annotations
 
