@@ -5,7 +5,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/llm run --model qwen --stage sft
+	.venv/bin/llm run --model qwen --peft lora --align dpo
 
 test: setup
 	.venv/bin/python -m pytest
