@@ -5,6 +5,8 @@ of ``--peft``) with the selected loss. The reference model is a frozen copy for 
 training and the same model with its adapters disabled under ``--peft`` (no second copy of
 the weights); reference-free losses (simpo, orpo) have none, and ``--precompute_ref_logps``
 computes the reference log-probs once before training (the copy is then dropped).
+``--resume`` / ``--resume_from_checkpoint`` continue such a run from its checkpoint through
+the core loop; the reference stays the starting model (reloaded for full-parameter runs).
 
 Without ``--data`` it runs the demo: SFT of the bundled demo model on the demo instructions
 (all parameters; ``--demo_sft_peft`` uses the PEFT method, merged afterwards), then alignment
@@ -97,12 +99,15 @@ class Reference:
         self.policy, self.copy = policy, frozen_copy
 
     @classmethod
-    def build(cls, model, peft: bool) -> "Reference":
+    def build(cls, model, peft: bool, original=None) -> "Reference":
+        """``original``: the starting weights when the policy no longer holds them (a
+        full-parameter run resumed from a checkpoint); by default a copy of ``model``."""
         from paddlellm.peft import unwrap
 
         if peft:
             return cls(model)
-        frozen = copy.deepcopy(unwrap(model))  # the model inside a strategy wrapper
+        # the model inside a strategy wrapper
+        frozen = original if original is not None else copy.deepcopy(unwrap(model))
         frozen.eval()
         for p in frozen.parameters():
             p.stop_gradient = True
@@ -328,7 +333,9 @@ def align_stage(ctx) -> dict[str, Any]:
     from paddlellm.finetune import demo_model_dir
     from paddlellm.models import prepare_for_training
     from paddlellm.peft import save_model_or_adapter, setup_run_peft, trainable_parameter_report
+    from paddlellm.peft import run_weights_source
     from paddlellm.tokenizer import AutoTokenizer
+    from paddlellm.train.checkpointing import resume_checkpoint
     from paddlellm.train.loop import train
     from paddlellm.train.optim import build_optimizer
 
@@ -338,14 +345,15 @@ def align_stage(ctx) -> dict[str, Any]:
     if not config.align:
         raise ConfigError("the align stage needs an alignment loss: --align dpo|simpo|orpo|"
                           "ipo|hinge|kto (see `llm plugins`)")
-    if config.resume or config.resume_from_checkpoint:
-        raise ConfigError("the align stage does not resume yet; start a new run from the "
-                          "checkpoint with --model_name_or_path")
     loss_fn = ctx.registry.load("alignment_loss", config.align)
     options = loss_fn.resolve(ctx.options("alignment_loss"), config.align)
     stage_opts = ctx.options("stage") or AlignStageConfig()
     pointwise = getattr(loss_fn, "kind", "pairwise") == "pointwise"
     is_demo = config.data is None
+    if is_demo and (config.resume or config.resume_from_checkpoint):
+        raise ConfigError("the align demo (no --data) does not resume: its SFT phase and "
+                          "generated preferences are not checkpointed; rerun it, or resume a "
+                          "run with --data")
     demo_defaults: dict = {}
     if is_demo:
         config, demo_defaults = _apply_demo_defaults(config)
@@ -354,10 +362,14 @@ def align_stage(ctx) -> dict[str, Any]:
         options = options.model_copy(update=unset)
         demo_defaults.update(unset)
     paddle.seed(config.seed)
-    source = str(config.model_name_or_path or demo_model_dir())
-    tokenizer = AutoTokenizer.from_pretrained(config.tokenizer_name_or_path or source)
+    resume_dir = resume_checkpoint(config)
+    source = str(config.model_name_or_path or demo_model_dir())  # the starting weights
+    tokenizer = AutoTokenizer.from_pretrained(str(config.tokenizer_name_or_path or resume_dir
+                                                  or source))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    model = prepare_for_training(AutoModelForCausalLM.from_pretrained(source), config)
+    # resumed: the checkpoint's weights (--peft: the base; the adapter is loaded below)
+    weights = run_weights_source(config, resume_dir, source)
+    model = prepare_for_training(AutoModelForCausalLM.from_pretrained(weights), config)
     summary: dict[str, Any] = {"stage": "align", "align": config.align, "demo": is_demo,
                                "demo_defaults": demo_defaults, **options.model_dump()}
     if is_demo and stage_opts.demo_sft_steps:
@@ -374,12 +386,17 @@ def align_stage(ctx) -> dict[str, Any]:
         _assign_kl_partners(train_ex, config.seed)
         _assign_kl_partners(eval_ex, config.seed + 1)
 
-    model = strategy.wrap_model(setup_run_peft(model, config, ctx.options("peft_method")))
+    model = strategy.wrap_model(setup_run_peft(model, config, ctx.options("peft_method"),
+                                               resume_dir))
     # a shared prompt runs forward_hidden twice, which a multi-process wrapper does not see
     layout = stage_opts.pair_layout if strategy.world_size == 1 else "packed"
     reference = None
     if loss_fn.needs_reference_for(options):
-        reference = Reference.build(model, peft=bool(config.peft))
+        # a resumed full-parameter run holds the checkpoint's weights: the reference is the
+        # run's starting model, loaded again (precomputed values are recomputed from it)
+        original = (prepare_for_training(AutoModelForCausalLM.from_pretrained(source), config)
+                    if resume_dir is not None and not config.peft else None)
+        reference = Reference.build(model, peft=bool(config.peft), original=original)
         if options.precompute_ref_logps:
             for exs in (train_ex, eval_ex):
                 precompute_reference(reference, exs, pointwise, 2 * config.max_length, pad_id,
@@ -410,16 +427,22 @@ def align_stage(ctx) -> dict[str, Any]:
                    max(1, math.ceil(config.num_train_epochs * batches_per_epoch / per_step)))
     optimizer, scheduler = build_optimizer(model, config, total_steps)
     optimizer = strategy.wrap_optimizer(optimizer)
-    logger.log({"step": 0, "train_examples": len(train_ex), "eval_examples": len(eval_ex),
-                "reference": ("none" if reference is None else "precomputed"
-                              if options.precompute_ref_logps else "adapters disabled"
-                              if config.peft else "frozen copy")})
-    before = {**evaluate(model), **em()}
-    logger.log({"step": 0, **{k: v for k, v in before.items() if k not in ("samples", "by_task")}})
+    reference_kind = ("none" if reference is None else "precomputed"
+                      if options.precompute_ref_logps else "adapters disabled"
+                      if config.peft else "frozen copy")
+    if resume_dir is None:
+        logger.log({"step": 0, "train_examples": len(train_ex), "eval_examples": len(eval_ex),
+                    "reference": reference_kind})
+    before = logger.initial_eval() if resume_dir else None  # step 0 of the interrupted run
+    if before is None:
+        before = {**evaluate(model), **em()}
+        logger.log({"step": 0,
+                    **{k: v for k, v in before.items() if k not in ("samples", "by_task")}})
     stream = batch_stream(train_ex, config, pointwise, pad_id, strategy.shard, layout)
     state = train(model, optimizer, scheduler, stream, step_loss,
                   config=config, ctx=ctx, total_steps=total_steps, logger=logger,
-                  evaluate=evaluate, save=lambda d: save_model_or_adapter(model, tokenizer, d))
+                  evaluate=evaluate, save=lambda d: save_model_or_adapter(model, tokenizer, d),
+                  resume_from=str(resume_dir) if resume_dir else None)
     after = {**evaluate(model), **em()}
     logger.log({"step": state.step,
                 **{k: v for k, v in after.items() if k not in ("samples", "by_task")}})
@@ -429,7 +452,8 @@ def align_stage(ctx) -> dict[str, Any]:
     train_records = [r for r in logger.records if "loss" in r]
     summary.update({
         "peft": config.peft, "trainable_params": trainable, "total_params": total,
-        "reference": logger.records[0]["reference"], "steps": state.step,
+        "reference": reference_kind, "steps": state.step,
+        "resumed_from": str(resume_dir) if resume_dir else None,
         "train_examples": len(train_ex), "train_loss_first": state.losses[0],
         "train_loss_last": state.losses[-1],
         "train_metrics_last": {k: v for k, v in train_records[-1].items()
