@@ -238,3 +238,64 @@ def assign(param, array: np.ndarray, name: str) -> None:
         raise AdapterError(f"adapter tensor '{name}' has shape {tuple(array.shape)}, the "
                            f"model expects {tuple(param.shape)} (different rank or model?)")
     param.set_value(to_paddle(array, param))
+
+
+# --- merging --------------------------------------------------------------------------------
+
+class DeltaWeightMerge:
+    """Merging for an adapter layer whose update is ``delta_weight()`` in torch layout
+    ``(out, in)`` added to the base's Paddle ``(in, out)`` weight (LoKr, VeRA).
+
+    The layer provides ``base_layer``, ``merged``, ``adapter_enabled``, ``delta_weight()`` and
+    a class attribute ``method_label`` (``"LoKr"``) for error messages."""
+
+    method_label = "the adapter"
+
+    def _base_weight(self):
+        weight = getattr(self.base_layer, "weight", None)
+        if weight is None or len(weight.shape) != 2:
+            raise ValueError(f"cannot merge {self.method_label} into a "
+                             f"{type(self.base_layer).__name__}: it has no float (in, out) weight")
+        return weight
+
+    def _merged_output(self, x, y):
+        """The output of a merged layer from the base output ``y (..., out)``: ``y`` itself,
+        less the update when the adapter is switched off."""
+        import paddle
+
+        if self.adapter_enabled:
+            return y
+        return y - paddle.matmul(x.astype(y.dtype), self.delta_weight().astype(y.dtype),
+                                 transpose_y=True)
+
+    def merge(self) -> None:
+        import paddle
+
+        if self.merged:
+            return
+        weight = self._base_weight()
+        with paddle.no_grad():
+            weight.set_value(weight + self.delta_weight().T.astype(weight.dtype))  # (in, out)
+        self.merged = True
+
+    def unmerge(self) -> None:
+        import paddle
+
+        if not self.merged:
+            return
+        weight = self._base_weight()
+        with paddle.no_grad():
+            weight.set_value(weight - self.delta_weight().T.astype(weight.dtype))
+        self.merged = False
+
+
+def merge_layers(model, layers: list[tuple[str, Any]], label: str, unload: bool = True):
+    """Merge every ``(path, layer)`` of ``layers`` into its base weight; with ``unload`` put
+    the plain base layers back, else keep the layers (their ``unmerge`` undoes it)."""
+    if not layers:
+        raise AdapterError(f"this model has no {label} adapters")
+    for path, layer in layers:
+        layer.merge()
+        if unload:
+            replace_module(model, path, layer.base_layer)
+    return model

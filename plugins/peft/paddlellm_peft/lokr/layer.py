@@ -14,7 +14,7 @@ import math
 import paddle
 import paddle.nn as nn
 
-from ..common import layer_features
+from ..common import DeltaWeightMerge, layer_features
 
 #: peft's parameter names of a LoKr layer
 LEAVES = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b")
@@ -65,9 +65,11 @@ def _kaiming(cols: int) -> nn.initializer.Initializer:
     return nn.initializer.Uniform(-bound, bound)
 
 
-class LoKrLinear(nn.Layer):
+class LoKrLinear(DeltaWeightMerge, nn.Layer):
     """``y = base(x) + x @ delta.T`` with peft's LoKr ``delta``; ``adapter_enabled`` switches
     the update off, ``merge``/``unmerge`` move it into/out of the base weight."""
+
+    method_label = "LoKr"
 
     def __init__(self, base: nn.Layer, *, r: int, alpha: float, decompose_both: bool = False,
                  decompose_factor: int = -1, rank_dropout: float = 0.0,
@@ -107,10 +109,7 @@ class LoKrLinear(nn.Layer):
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         y = self.base_layer(x)  # (..., out)
         if self.merged:  # the base weight holds the update
-            if self.adapter_enabled:
-                return y
-            return y - paddle.matmul(x.astype(y.dtype), self.delta_weight().astype(y.dtype),
-                                     transpose_y=True)
+            return self._merged_output(x, y)
         if not self.adapter_enabled:
             return y
         if self.training and self.module_dropout and float(paddle.rand([1])) < self.module_dropout:
@@ -122,30 +121,6 @@ class LoKrLinear(nn.Layer):
                 keep = keep / keep.mean()
             delta = delta * keep.unsqueeze(-1)  # drop output rows, as peft
         return y + paddle.matmul(x.astype(delta.dtype), delta, transpose_y=True).astype(y.dtype)
-
-    # -- merging -----------------------------------------------------------------------------
-    def _base_weight(self) -> paddle.Tensor:
-        weight = getattr(self.base_layer, "weight", None)
-        if weight is None or len(weight.shape) != 2:
-            raise ValueError(f"cannot merge LoKr into a {type(self.base_layer).__name__}: it has "
-                             "no float (in, out) weight")
-        return weight
-
-    def merge(self) -> None:
-        if self.merged:
-            return
-        weight = self._base_weight()
-        with paddle.no_grad():
-            weight.set_value(weight + self.delta_weight().T.astype(weight.dtype))  # (in, out)
-        self.merged = True
-
-    def unmerge(self) -> None:
-        if not self.merged:
-            return
-        weight = self._base_weight()
-        with paddle.no_grad():
-            weight.set_value(weight - self.delta_weight().T.astype(weight.dtype))
-        self.merged = False
 
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, r={self.r}, "

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ..common import (AdapterError, assign, find_targets, get_submodule, hf_module_path,
-                      is_linear, peft_key, peft_lora_common_config, read_adapter, replace_module,
-                      split_peft_key, wrap_base, write_adapter)
+                      is_linear, merge_layers, peft_key, peft_lora_common_config, read_adapter,
+                      replace_module, split_peft_key, wrap_base, write_adapter)
 from .config import LoKrConfig
 from .layer import LEAVES, LoKrLinear
 
@@ -143,14 +143,7 @@ class LoKr:
     def merge(self, model, unload: bool = True):
         """Add every update to its base weight; with ``unload`` put the plain base layers
         back, else keep the layers (``unmerge`` undoes the merge)."""
-        layers = lokr_layers(model)
-        if not layers:
-            raise AdapterError("this model has no LoKr adapters")
-        for path, layer in layers:
-            layer.merge()
-            if unload:
-                replace_module(model, path, layer.base_layer)
-        return model
+        return merge_layers(model, lokr_layers(model), "LoKr", unload)
 
     def unmerge(self, model):
         for _, layer in lokr_layers(model):

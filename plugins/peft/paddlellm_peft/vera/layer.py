@@ -16,7 +16,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from ..common import layer_features
+from ..common import DeltaWeightMerge, layer_features
 
 LEAVES = ("vera_lambda_b", "vera_lambda_d")
 
@@ -48,8 +48,10 @@ class VeraProjections:
         return int(self.A.shape[0])
 
 
-class VeraLinear(nn.Layer):
+class VeraLinear(DeltaWeightMerge, nn.Layer):
     """VeRA around one linear base layer (``adapter_enabled`` switches it off)."""
+
+    method_label = "VeRA"
 
     def __init__(self, base: nn.Layer, projections: VeraProjections, *, r: int,
                  dropout: float = 0.0, d_initial: float = 0.1) -> None:
@@ -100,37 +102,10 @@ class VeraLinear(nn.Layer):
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         y = self.base_layer(x)  # (..., out)
         if self.merged:  # the base weight holds the update
-            if self.adapter_enabled:
-                return y
-            return y - paddle.matmul(x.astype(y.dtype), self.delta_weight().astype(y.dtype),
-                                     transpose_y=True)
+            return self._merged_output(x, y)
         if not self.adapter_enabled:
             return y
         return y + self._update(x).astype(y.dtype)
-
-    # -- merging -----------------------------------------------------------------------------
-    def _base_weight(self) -> paddle.Tensor:
-        weight = getattr(self.base_layer, "weight", None)
-        if weight is None or len(weight.shape) != 2:
-            raise ValueError(f"cannot merge VeRA into a {type(self.base_layer).__name__}: it has "
-                             "no float (in, out) weight")
-        return weight
-
-    def merge(self) -> None:
-        if self.merged:
-            return
-        weight = self._base_weight()
-        with paddle.no_grad():
-            weight.set_value(weight + self.delta_weight().T.astype(weight.dtype))  # (in, out)
-        self.merged = True
-
-    def unmerge(self) -> None:
-        if not self.merged:
-            return
-        weight = self._base_weight()
-        with paddle.no_grad():
-            weight.set_value(weight - self.delta_weight().T.astype(weight.dtype))
-        self.merged = False
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, r={self.r}"

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from ..common import (AdapterError, assign, find_targets, get_submodule, is_linear,
-                      layer_features, peft_key, peft_lora_common_config, read_adapter,
-                      replace_module, split_peft_key, to_paddle, wrap_base, write_adapter)
+                      layer_features, merge_layers, peft_key, peft_lora_common_config,
+                      read_adapter, replace_module, split_peft_key, to_paddle, wrap_base,
+                      write_adapter)
 from .config import VeraConfig
 from .layer import LEAVES, VeraLinear, VeraProjections
 
@@ -138,14 +139,7 @@ class Vera:
     def merge(self, model, unload: bool = True):
         """Add every update to its base weight; with ``unload`` put the plain base layers
         back, else keep the layers (``unmerge`` undoes the merge)."""
-        layers = vera_layers(model)
-        if not layers:
-            raise AdapterError("this model has no VeRA adapters")
-        for path, layer in layers:
-            layer.merge()
-            if unload:
-                replace_module(model, path, layer.base_layer)
-        return model
+        return merge_layers(model, vera_layers(model), "VeRA", unload)
 
     def unmerge(self, model):
         for _, layer in vera_layers(model):
