@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from ..errors import DataFormatError
 
 IGNORE_INDEX = -100
 ROLES = ("system", "user", "assistant", "tool")
+T = TypeVar("T")
 
 
 def record_to_messages(record: Any, where: str) -> list[dict[str, str]]:
@@ -53,16 +54,26 @@ def record_to_messages(record: Any, where: str) -> list[dict[str, str]]:
         raise DataFormatError(f"{where}: 'src' and 'tgt' must both be strings or both lists of strings")
     if len(src) != len(tgt) or not src:
         raise DataFormatError(f"{where}: 'src' has {len(src)} turns but 'tgt' has {len(tgt)}")
+    return src_tgt_messages(record, src, tgt)
+
+
+def src_tgt_messages(record: dict, src: list[str], tgt: list[str]) -> list[dict[str, str]]:
+    """The chat messages of a PaddleNLP ``src``/``tgt`` record: its ``system`` string, then
+    ``src[i]`` as user turns each answered by ``tgt[i]`` (``tgt`` may be one turn shorter:
+    the last question is then left unanswered, as in preference records)."""
     messages = []
     if isinstance(record.get("system"), str):
         messages.append({"role": "system", "content": record["system"]})
-    for s, t in zip(src, tgt):
-        messages += [{"role": "user", "content": s}, {"role": "assistant", "content": t}]
+    for i, question in enumerate(src):
+        messages.append({"role": "user", "content": question})
+        if i < len(tgt):
+            messages.append({"role": "assistant", "content": tgt[i]})
     return messages
 
 
-def read_sft_jsonl(path: str | Path) -> list[list[dict[str, str]]]:
-    """Conversations of a jsonl file; a malformed line is an error naming file and line."""
+def read_jsonl(path: str | Path, parse: Callable[[Any, str], T], empty: str = "no examples") -> list[T]:
+    """``parse(record, "file:line")`` of every non-blank line of a jsonl file; a missing file,
+    a line that is not JSON or a file with no records is an error naming file (and line)."""
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"data file not found: {path}")
@@ -75,10 +86,15 @@ def read_sft_jsonl(path: str | Path) -> list[list[dict[str, str]]]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataFormatError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
-            out.append(record_to_messages(record, f"{path}:{lineno}"))
+            out.append(parse(record, f"{path}:{lineno}"))
     if not out:
-        raise DataFormatError(f"{path}: no examples")
+        raise DataFormatError(f"{path}: {empty}")
     return out
+
+
+def read_sft_jsonl(path: str | Path) -> list[list[dict[str, str]]]:
+    """Conversations of a jsonl file; a malformed line is an error naming file and line."""
+    return read_jsonl(path, record_to_messages)
 
 
 @dataclass

@@ -16,14 +16,13 @@ states of positions that predict a response token go through the vocabulary proj
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from paddlellm.data.sft import IGNORE_INDEX, tokenize_conversation
+from paddlellm.data.sft import IGNORE_INDEX, read_jsonl, src_tgt_messages, tokenize_conversation
 from paddlellm.errors import DataFormatError
 
 
@@ -71,13 +70,7 @@ def parse_record(record: Any, where: str, pointwise: bool) -> PreferenceRecord:
             or not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in sort)):
         raise DataFormatError(f"{where}: 'sort' must be a list of numbers, one per response "
                               f"({len(responses)} responses)")
-    messages = []
-    if isinstance(record.get("system"), str):
-        messages.append({"role": "system", "content": record["system"]})
-    for i, question in enumerate(src):
-        messages.append({"role": "user", "content": question})
-        if i < len(tgt):
-            messages.append({"role": "assistant", "content": tgt[i]})
+    messages = src_tgt_messages(record, src, tgt)
     if pointwise:
         if len(responses) != 1 or sort[0] not in (0, 1):
             raise DataFormatError(f"{where}: a KTO record has one 'response' and 'sort' [1] "
@@ -96,22 +89,8 @@ def parse_record(record: Any, where: str, pointwise: bool) -> PreferenceRecord:
 
 def read_preference_jsonl(path: str | Path, pointwise: bool = False) -> list[PreferenceRecord]:
     """Records of a jsonl file; a malformed line is an error naming file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(f"data file not found: {path}")
-    out = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
-            out.append(parse_record(record, f"{path}:{lineno}", pointwise))
-    if not out:
-        raise DataFormatError(f"{path}: no records")
-    return out
+    return read_jsonl(path, lambda record, where: parse_record(record, where, pointwise),
+                      empty="no records")
 
 
 # --- tokenising ----------------------------------------------------------------------------
