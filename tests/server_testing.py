@@ -7,10 +7,11 @@ import math
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
+
+from paddlellm.engine.sampling import RequestOutput  # no Paddle import
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL = ROOT / "core" / "paddlellm" / "assets" / "qwen-demo"
@@ -64,32 +65,6 @@ class ServerThread:
         self.sock.close()
 
 
-@dataclass
-class FakeParams:
-    max_tokens: int = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-    stop_token_ids: list[int] = field(default_factory=list)
-    ignore_eos: bool = False
-    logprobs: int | None = None
-
-
-@dataclass
-class FakeOutput:
-    request_id: str
-    new_token_ids: list[int]
-    new_text: str
-    finished: bool
-    finish_reason: str | None
-    logprobs: list[dict] | None
-    num_prompt_tokens: int
-    num_output_tokens: int
-
-
 class FakeEngine:
     """Deterministic stand-in: token ``k`` of a request is ``(sum(prompt) + seed + k) % 26
     + 64`` (the letters a-z in the demo vocabulary); one token per running request per step,
@@ -134,7 +109,7 @@ class FakeEngine:
         return {"num_running": len(running), "num_waiting": len(self.requests) - len(running),
                 "kv_blocks_total": self.num_blocks, "kv_blocks_used": used, "num_preemptions": 0}
 
-    def step(self) -> list[FakeOutput]:
+    def step(self) -> list[RequestOutput]:
         if self.step_delay:
             time.sleep(self.step_delay)
         outs = []
@@ -156,8 +131,8 @@ class FakeEngine:
             if p.logprobs is not None:
                 lps = [{"token_id": token, "logprob": -0.5,
                         "top": [(token, -0.5), (token + 1, -1.5), (token + 2, -2.5)][: p.logprobs]}]
-            outs.append(FakeOutput(rid, [token], text, finished, reason, lps, len(req["prompt"]),
-                                   len(req["out"])))
+            outs.append(RequestOutput(rid, [token], text, finished, reason, lps,
+                                      len(req["prompt"]), len(req["out"])))
             if finished:
                 del self.requests[rid]
         return outs
