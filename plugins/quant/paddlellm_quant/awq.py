@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from .base import BaseQuantizer, QuantOptions
-from .calibration import decoder_blocks, run_capture
+from .calibration import blocks_with_targets, run_capture
 from .layers import (INT_RANGE, WeightOnlyLinear, absmax_scales, dequantize_numpy, linear_targets,
                      num_groups, quantize_with_scales, set_submodule)
 
@@ -147,11 +147,7 @@ class AWQQuantizer(BaseQuantizer):
         model.eval()
         rng = np.random.default_rng(0)
         targets = dict(linear_targets(model, opts.modules_to_not_convert))
-        for block in decoder_blocks(model):
-            block_ids = {id(l) for l in block.sublayers(include_self=True)}
-            layers = {n: l for n, l in targets.items() if id(l) in block_ids}
-            if not layers:
-                continue
+        for block, layers in blocks_with_targets(model, targets):
             samples = {n: _TokenSample(opts.max_calib_tokens, rng) for n in layers}
             run_capture(model, batches, layers, lambda n, x: samples[n].add(x),
                         stop_after=block if block is not model else None)

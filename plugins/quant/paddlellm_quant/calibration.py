@@ -136,3 +136,14 @@ def decoder_blocks(model: Any) -> list[Any]:
         if isinstance(layer, nn.LayerList):
             return list(layer)
     return [model]
+
+
+def blocks_with_targets(model: Any, targets: dict[str, Any]) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """``(block, {name: layer})`` for each of :func:`decoder_blocks` holding any of ``targets``
+    (``{name: layer}``), in order; lazily, so a block's layers are looked up after the blocks
+    before it were quantized."""
+    for block in decoder_blocks(model):
+        block_ids = {id(l) for l in block.sublayers(include_self=True)}
+        layers = {n: l for n, l in targets.items() if id(l) in block_ids}
+        if layers:
+            yield block, layers

@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import Field
 
 from .base import BaseQuantizer, QuantOptions
-from .calibration import decoder_blocks, run_capture
+from .calibration import blocks_with_targets, run_capture
 from .layers import INT_RANGE, WeightOnlyLinear, absmax_scales, group_index, linear_targets, set_submodule
 
 
@@ -108,11 +108,7 @@ class GPTQQuantizer(BaseQuantizer):
             raise ValueError(f"gptq: bits must be 4 or 8, got {opts.bits}")
         model.eval()
         targets = dict(linear_targets(model, opts.modules_to_not_convert))
-        for block in decoder_blocks(model):
-            block_ids = {id(l) for l in block.sublayers(include_self=True)}
-            layers = {n: l for n, l in targets.items() if id(l) in block_ids}
-            if not layers:
-                continue
+        for block, layers in blocks_with_targets(model, targets):
             acc = {n: HessianAccumulator(l.weight.shape[0]) for n, l in layers.items()}
             run_capture(model, batches, layers, lambda n, x: acc[n].add(x),
                         stop_after=block if block is not model else None)
