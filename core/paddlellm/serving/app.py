@@ -244,15 +244,22 @@ def _sse(payload: dict) -> str:
 
 
 # ---------------------------------------------------------------------------- routes
-async def chat_completions(request: Request) -> Response:
+async def _parse_request(request: Request, request_cls):
+    """``(server state, the validated request body)``; a bad body, an unknown model or an
+    unsupported field is an OpenAI-shaped error."""
     state: ServerState = request.app.state.server
     body = await _read_json(request)
     try:
-        req = ChatCompletionRequest.model_validate(body)
+        req = request_cls.model_validate(body)
     except ValidationError as exc:
         raise validation_error(exc) from None
     _check_model(state, req.model)
     unsupported_fields(req)
+    return state, req
+
+
+async def chat_completions(request: Request) -> Response:
+    state, req = await _parse_request(request, ChatCompletionRequest)
     if req.tools:
         raise APIError(400, "tools are not supported by this server", param="tools",
                        code="unsupported_parameter")
@@ -272,14 +279,7 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def completions(request: Request) -> Response:
-    state: ServerState = request.app.state.server
-    body = await _read_json(request)
-    try:
-        req = CompletionRequest.model_validate(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
-    _check_model(state, req.model)
-    unsupported_fields(req)
+    state, req = await _parse_request(request, CompletionRequest)
     if req.suffix:
         raise APIError(400, "suffix is not supported", param="suffix", code="unsupported_parameter")
     if req.echo and req.logprobs is not None:
