@@ -14,6 +14,16 @@ import typer
 from ..errors import PaddleLLMError
 
 MODEL_HELP = "Checkpoint directory (Hugging Face layout); default: the bundled demo model."
+# options predict and chat share (typer reads these defaults; they are never mutated)
+DECODE_STRATEGY = typer.Option("sampling", "--decode_strategy",
+                               help="greedy_search | sampling (top_k=1 is greedy).")
+TOP_K = typer.Option(1, "--top_k")
+TOP_P = typer.Option(1.0, "--top_p")
+TEMPERATURE = typer.Option(1.0, "--temperature")
+REPETITION_PENALTY = typer.Option(1.0, "--repetition_penalty")
+LORA_PATH = typer.Option(None, "--lora_path", help="peft adapter to merge.")
+DTYPE = typer.Option("float32", "--dtype")
+DEVICE = typer.Option(None, "--device", help="cpu, gpu:0, ... (default: auto).")
 
 
 @contextmanager
@@ -36,20 +46,19 @@ def predict(
     src_length: int = typer.Option(1024, "--src_length", help="Max prompt tokens (keeps the end)."),
     max_length: int = typer.Option(2048, "--max_length",
                                    help="Max prompt + generated tokens (capped by the model)."),
-    decode_strategy: str = typer.Option("sampling", "--decode_strategy",
-                                        help="greedy_search | sampling (top_k=1 is greedy)."),
-    top_k: int = typer.Option(1, "--top_k"),
-    top_p: float = typer.Option(1.0, "--top_p"),
-    temperature: float = typer.Option(1.0, "--temperature"),
-    repetition_penalty: float = typer.Option(1.0, "--repetition_penalty"),
+    decode_strategy: str = DECODE_STRATEGY,
+    top_k: int = TOP_K,
+    top_p: float = TOP_P,
+    temperature: float = TEMPERATURE,
+    repetition_penalty: float = REPETITION_PENALTY,
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (per request)."),
-    lora_path: Optional[str] = typer.Option(None, "--lora_path", help="peft adapter to merge."),
+    lora_path: Optional[str] = LORA_PATH,
     prefix_path: Optional[str] = typer.Option(
         None, "--prefix_path", help="peft prefix-tuning adapter (decodes with model.generate)."),
     quant_type: Optional[str] = typer.Option(None, "--quant_type",
                                              help="e.g. weight_only_int8 (quant plugin)."),
-    dtype: str = typer.Option("float32", "--dtype"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, gpu:0, ... (default: auto)."),
+    dtype: str = DTYPE,
+    device: Optional[str] = DEVICE,
     block_size: int = typer.Option(64, "--block_size", help="Tokens per KV-cache block."),
     num_blocks: Optional[int] = typer.Option(None, "--num_blocks",
                                              help="KV-cache blocks (default: from a 1 GiB budget)."),
@@ -73,16 +82,15 @@ def chat(
     model_name_or_path: Optional[str] = typer.Option(None, help=MODEL_HELP),
     system: Optional[str] = typer.Option(None, "--system", help="System message."),
     max_length: int = typer.Option(256, "--max_length", help="Max tokens per reply."),
-    decode_strategy: str = typer.Option("sampling", "--decode_strategy",
-                                        help="greedy_search | sampling (top_k=1 is greedy)."),
-    top_k: int = typer.Option(1, "--top_k"),
-    top_p: float = typer.Option(1.0, "--top_p"),
-    temperature: float = typer.Option(1.0, "--temperature"),
-    repetition_penalty: float = typer.Option(1.0, "--repetition_penalty"),
+    decode_strategy: str = DECODE_STRATEGY,
+    top_k: int = TOP_K,
+    top_p: float = TOP_P,
+    temperature: float = TEMPERATURE,
+    repetition_penalty: float = REPETITION_PENALTY,
     seed: Optional[int] = typer.Option(None, "--seed"),
-    lora_path: Optional[str] = typer.Option(None, "--lora_path", help="peft adapter to merge."),
-    dtype: str = typer.Option("float32", "--dtype"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, gpu:0, ... (default: auto)."),
+    lora_path: Optional[str] = LORA_PATH,
+    dtype: str = DTYPE,
+    device: Optional[str] = DEVICE,
 ) -> None:
     """Chat in the terminal with the model's chat template; replies stream token by token.
 
