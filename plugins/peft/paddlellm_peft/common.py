@@ -289,13 +289,42 @@ class DeltaWeightMerge:
         self.merged = False
 
 
-def merge_layers(model, layers: list[tuple[str, Any]], label: str, unload: bool = True):
-    """Merge every ``(path, layer)`` of ``layers`` into its base weight; with ``unload`` put
-    the plain base layers back, else keep the layers (their ``unmerge`` undoes it)."""
-    if not layers:
-        raise AdapterError(f"this model has no {label} adapters")
-    for path, layer in layers:
-        layer.merge()
-        if unload:
-            replace_module(model, path, layer.base_layer)
-    return model
+class MergeByLayer:
+    """``merge``/``unmerge`` of a PEFT method whose layers (class attribute ``layer_class``,
+    e.g. a :class:`DeltaWeightMerge`) merge one by one; ``label`` names the method in errors."""
+
+    layer_class: type
+    label: str
+
+    def merge(self, model, unload: bool = True):
+        """Add every update to its base weight; with ``unload`` put the plain base layers
+        back, else keep the layers (``unmerge`` undoes the merge)."""
+        layers = adapter_layers(model, self.layer_class)
+        if not layers:
+            raise AdapterError(f"this model has no {self.label} adapters")
+        for path, layer in layers:
+            layer.merge()
+            if unload:
+                replace_module(model, path, layer.base_layer)
+        return model
+
+    def unmerge(self, model):
+        for _, layer in adapter_layers(model, self.layer_class):
+            layer.unmerge()
+        return model
+
+
+def adapter_layers(model, layer_class: type) -> list[tuple[str, Any]]:
+    """``[(path, layer)]`` of the sublayers of ``model`` that are ``layer_class``."""
+    return [(path, layer) for path, layer in model.named_sublayers()
+            if isinstance(layer, layer_class)]
+
+
+def linear_base(model, path: str, directory) -> Any:
+    """The module at ``path`` that an adapter read from ``directory`` is to wrap; an error
+    unless it is a linear layer."""
+    base = get_submodule(model, path)
+    if not is_linear(base):
+        raise AdapterError(f"{directory}: module '{path}' is a {type(base).__name__}, not a "
+                           "linear layer")
+    return base

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..common import (AdapterError, assign, find_targets, get_submodule, hf_module_path,
-                      is_linear, merge_layers, peft_key, peft_lora_common_config, read_adapter,
-                      replace_module, split_peft_key, wrap_base, write_adapter)
+from ..common import (AdapterError, MergeByLayer, adapter_layers, assign, find_targets,
+                      hf_module_path, is_linear, linear_base, peft_key, peft_lora_common_config,
+                      read_adapter, replace_module, split_peft_key, wrap_base, write_adapter)
 from .config import LoKrConfig
 from .layer import LEAVES, LoKrLinear
 
@@ -31,8 +31,7 @@ def pattern_value(patterns: dict, module_path: str, default):
 
 
 def lokr_layers(model) -> list[tuple[str, LoKrLinear]]:
-    return [(path, layer) for path, layer in model.named_sublayers()
-            if isinstance(layer, LoKrLinear)]
+    return adapter_layers(model, LoKrLinear)
 
 
 def _layer_options(config: dict, hf_path: str) -> dict:
@@ -47,10 +46,12 @@ def _layer_options(config: dict, hf_path: str) -> dict:
                 rank_dropout_scale=bool(config.get("rank_dropout_scale", False)))
 
 
-class LoKr:
+class LoKr(MergeByLayer):
     """The ``lokr`` PEFT method."""
 
     name = "lokr"
+    label = "LoKr"
+    layer_class = LoKrLinear
     peft_type = PEFT_TYPE
     config_class = LoKrConfig
 
@@ -124,10 +125,7 @@ class LoKr:
         for path, leaves in modules.items():
             layer = existing.get(path)
             if layer is None:
-                base = get_submodule(model, path)
-                if not is_linear(base):
-                    raise AdapterError(f"{directory}: module '{path}' is a "
-                                       f"{type(base).__name__}, not a linear layer")
+                base = linear_base(model, path, directory)
                 options = _layer_options(config, hf_module_path(model, path))
                 layer = LoKrLinear(wrap_base(base, self.name), **options)
                 replace_module(model, path, layer)
@@ -137,17 +135,6 @@ class LoKr:
                     f"decompose_both={layer.decompose_both} gives {sorted(layer.shapes)}")
             for leaf, value in leaves.items():
                 assign(getattr(layer, leaf), value, peft_key(model, path, leaf))
-        return model
-
-    # -- merging ---------------------------------------------------------------------------
-    def merge(self, model, unload: bool = True):
-        """Add every update to its base weight; with ``unload`` put the plain base layers
-        back, else keep the layers (``unmerge`` undoes the merge)."""
-        return merge_layers(model, lokr_layers(model), "LoKr", unload)
-
-    def unmerge(self, model):
-        for _, layer in lokr_layers(model):
-            layer.unmerge()
         return model
 
 

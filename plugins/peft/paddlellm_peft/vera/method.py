@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..common import (AdapterError, assign, find_targets, get_submodule, is_linear,
-                      layer_features, merge_layers, peft_key, peft_lora_common_config,
-                      read_adapter, replace_module, split_peft_key, to_paddle, wrap_base,
-                      write_adapter)
+from ..common import (AdapterError, MergeByLayer, adapter_layers, assign, find_targets,
+                      get_submodule, is_linear, layer_features, linear_base, peft_key,
+                      peft_lora_common_config, read_adapter, replace_module, split_peft_key,
+                      to_paddle, wrap_base, write_adapter)
 from .config import VeraConfig
 from .layer import LEAVES, VeraLinear, VeraProjections
 
@@ -25,8 +25,7 @@ KEY_A, KEY_B = "base_model.vera_A", "base_model.vera_B"
 
 
 def vera_layers(model) -> list[tuple[str, VeraLinear]]:
-    return [(path, layer) for path, layer in model.named_sublayers()
-            if isinstance(layer, VeraLinear)]
+    return adapter_layers(model, VeraLinear)
 
 
 def _dtype_name(layer) -> str:
@@ -34,10 +33,12 @@ def _dtype_name(layer) -> str:
     return str(weight.dtype).replace("paddle.", "") if weight is not None else "float32"
 
 
-class Vera:
+class Vera(MergeByLayer):
     """The ``vera`` PEFT method."""
 
     name = "vera"
+    label = "VeRA"
+    layer_class = VeraLinear
     peft_type = PEFT_TYPE
     config_class = VeraConfig
 
@@ -116,10 +117,7 @@ class Vera:
         for path, leaves in modules.items():
             layer = existing.get(path)
             if layer is None:
-                base = get_submodule(model, path)
-                if not is_linear(base):
-                    raise AdapterError(f"{directory}: module '{path}' is a "
-                                       f"{type(base).__name__}, not a linear layer")
+                base = linear_base(model, path, directory)
                 try:
                     layer = VeraLinear(wrap_base(base, self.name), projections, r=r,
                                        dropout=float(config.get("vera_dropout", 0.0)),
@@ -133,17 +131,6 @@ class Vera:
             for leaf, value in leaves.items():
                 assign(getattr(layer, leaf), value, peft_key(model, path, leaf))
         model.vera_projection_prng_key = int(config.get("projection_prng_key", 0))
-        return model
-
-    # -- merging ---------------------------------------------------------------------------
-    def merge(self, model, unload: bool = True):
-        """Add every update to its base weight; with ``unload`` put the plain base layers
-        back, else keep the layers (``unmerge`` undoes the merge)."""
-        return merge_layers(model, vera_layers(model), "VeRA", unload)
-
-    def unmerge(self, model):
-        for _, layer in vera_layers(model):
-            layer.unmerge()
         return model
 
 
