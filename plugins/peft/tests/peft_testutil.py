@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import paddle
 
 from helpers import run_cli
 from paddlellm import AutoModelForCausalLM
+from paddlellm.peft import disable_adapters, merge_adapter, unmerge_adapter
 
 FIX = Path(__file__).parent / "fixtures" / "others"
 REF = dict(np.load(FIX / "reference.npz"))
@@ -21,6 +23,31 @@ def base():
 
 def logits(model) -> np.ndarray:
     return model(REF["ids"]).numpy()
+
+
+def batch_logits(model) -> np.ndarray:
+    """Logits of the left-padded reference batch."""
+    return model(paddle.to_tensor(REF["batch_ids"]),
+                 attention_mask=paddle.to_tensor(REF["batch_mask"]),
+                 position_ids=paddle.to_tensor(REF["batch_pos"])).numpy()
+
+
+def check_merge_roundtrip(model, layer_class: type) -> None:
+    """On an adapted ``model``: an in-place merge keeps the logits (and gives the base's with
+    adapters disabled), ``unmerge`` restores the base weights, and a merge with unload leaves
+    no ``layer_class`` layer and the same logits."""
+    before = {n: p.numpy().copy() for n, p in model.named_parameters() if "base_layer" in n}
+    want = logits(model)
+    merge_adapter(model, unload=False)  # in place: the layers stay
+    assert np.abs(logits(model) - want).max() <= TOL
+    with disable_adapters(model):  # switched off while merged: the base output
+        assert np.abs(logits(model) - REF["base_logits"]).max() <= TOL
+    unmerge_adapter(model)
+    after = {n: p.numpy() for n, p in model.named_parameters() if "base_layer" in n}
+    assert max(np.abs(after[n] - before[n]).max() for n in before) <= 1e-6
+    merged = merge_adapter(model)  # unload: plain Linear layers, a normal checkpoint
+    assert not any(isinstance(l, layer_class) for _, l in merged.named_sublayers())
+    assert np.abs(logits(merged) - want).max() <= TOL
 
 
 def sft_run(tmp_path: Path, *options: str) -> tuple[Path, dict]:

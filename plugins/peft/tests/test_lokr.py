@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import paddle
 import pytest
 
 from paddlellm import AutoModelForCausalLM
-from paddlellm.peft import (apply_peft, disable_adapters, load_adapter, merge_adapter,
-                            save_adapter, unmerge_adapter)
+from paddlellm.peft import apply_peft, disable_adapters, load_adapter, save_adapter
 from paddlellm_peft.lokr.layer import LoKrLinear, factor_shapes, factorization
-from peft_testutil import FIX, REF, TOL, base, logits, sft_run
+from peft_testutil import (FIX, REF, TOL, base, batch_logits, check_merge_roundtrip, logits,
+                           sft_run)
 
 
 def test_factorization_matches_peft_docstring_examples():
@@ -37,9 +36,7 @@ def test_peft_lokr_adapter_gives_peft_logits():
     assert (v.r, v.alpha, sorted(v.shapes)) == (8, 3.0, ["lokr_w1", "lokr_w2"])  # rank_pattern
     assert (down.r, down.alpha) == (1, 5.0) and "lokr_w1_a" in down.shapes  # alpha_pattern
     assert np.abs(logits(model) - REF["lokr_logits"]).max() <= TOL
-    batch = model(paddle.to_tensor(REF["batch_ids"]),
-                  attention_mask=paddle.to_tensor(REF["batch_mask"]),
-                  position_ids=paddle.to_tensor(REF["batch_pos"])).numpy()
+    batch = batch_logits(model)
     real = REF["batch_mask"].astype(bool)
     assert np.abs(batch - REF["lokr_batch_logits"])[real].max() <= TOL
     with disable_adapters(model):
@@ -47,19 +44,7 @@ def test_peft_lokr_adapter_gives_peft_logits():
 
 
 def test_merge_equals_unmerged_and_unmerge_restores_the_base():
-    model = load_adapter(base(), FIX / "lokr")
-    before = {n: p.numpy().copy() for n, p in model.named_parameters() if "base_layer" in n}
-    want = logits(model)
-    merge_adapter(model, unload=False)  # in place: the layers stay
-    assert np.abs(logits(model) - want).max() <= TOL
-    with disable_adapters(model):  # switched off while merged: the base output
-        assert np.abs(logits(model) - REF["base_logits"]).max() <= TOL
-    unmerge_adapter(model)
-    after = {n: p.numpy() for n, p in model.named_parameters() if "base_layer" in n}
-    assert max(np.abs(after[n] - before[n]).max() for n in before) <= 1e-6
-    merged = merge_adapter(model)  # unload: plain Linear layers, a normal checkpoint
-    assert not any(isinstance(l, LoKrLinear) for _, l in merged.named_sublayers())
-    assert np.abs(logits(merged) - want).max() <= TOL
+    check_merge_roundtrip(load_adapter(base(), FIX / "lokr"), LoKrLinear)
 
 
 def test_save_reload_keeps_logits_and_patterns(tmp_path):

@@ -10,13 +10,7 @@ import pytest
 
 from paddlellm import AutoModelForCausalLM
 from paddlellm.peft import apply_peft, disable_adapters, load_adapter, merge_adapter, save_adapter
-from peft_testutil import FIX, REF, TOL, base, sft_run
-
-
-def batch_logits(model) -> np.ndarray:
-    return model(paddle.to_tensor(REF["batch_ids"]),
-                 attention_mask=paddle.to_tensor(REF["batch_mask"]),
-                 position_ids=paddle.to_tensor(REF["batch_pos"])).numpy()
+from peft_testutil import FIX, REF, TOL, base, batch_logits, sft_run
 
 
 def close(got: np.ndarray, want: np.ndarray, mask: np.ndarray | None = None) -> float:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import paddle
 import pytest
 
-from paddlellm.peft import (apply_peft, disable_adapters, load_adapter, merge_adapter,
-                            save_adapter, unmerge_adapter)
+from paddlellm.peft import apply_peft, disable_adapters, load_adapter, save_adapter
 from paddlellm_peft.vera.layer import VeraLinear
-from peft_testutil import FIX, REF, TOL, base, logits, sft_run
+from peft_testutil import (FIX, REF, TOL, base, batch_logits, check_merge_roundtrip, logits,
+                           sft_run)
 
 
 def vera_layers(model) -> dict[str, VeraLinear]:
@@ -27,9 +26,7 @@ def test_peft_vera_adapter_gives_peft_logits():
     A = next(iter(layers.values())).projections.A
     assert list(A.shape) == [4, 32] and A.stop_gradient
     assert np.abs(logits(model) - REF["vera_logits"]).max() <= TOL
-    batch = model(paddle.to_tensor(REF["batch_ids"]),
-                  attention_mask=paddle.to_tensor(REF["batch_mask"]),
-                  position_ids=paddle.to_tensor(REF["batch_pos"])).numpy()
+    batch = batch_logits(model)
     real = REF["batch_mask"].astype(bool)
     assert np.abs(batch - REF["vera_batch_logits"])[real].max() <= TOL
     with disable_adapters(model):
@@ -37,19 +34,7 @@ def test_peft_vera_adapter_gives_peft_logits():
 
 
 def test_merge_equals_unmerged_and_unmerge_restores_the_base():
-    model = load_adapter(base(), FIX / "vera")
-    want = logits(model)
-    before = {n: p.numpy().copy() for n, p in model.named_parameters() if "base_layer" in n}
-    merge_adapter(model, unload=False)
-    assert np.abs(logits(model) - want).max() <= TOL
-    with disable_adapters(model):
-        assert np.abs(logits(model) - REF["base_logits"]).max() <= TOL
-    unmerge_adapter(model)
-    after = {n: p.numpy() for n, p in model.named_parameters() if "base_layer" in n}
-    assert max(np.abs(after[n] - before[n]).max() for n in before) <= 1e-6
-    merged = merge_adapter(model)
-    assert not vera_layers(merged)
-    assert np.abs(logits(merged) - want).max() <= TOL
+    check_merge_roundtrip(load_adapter(base(), FIX / "vera"), VeraLinear)
 
 
 def test_apply_trains_only_the_vectors_and_reloads(tmp_path):
