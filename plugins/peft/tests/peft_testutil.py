@@ -32,6 +32,16 @@ def batch_logits(model) -> np.ndarray:
                  position_ids=paddle.to_tensor(REF["batch_pos"])).numpy()
 
 
+def check_peft_logits(model, method: str) -> None:
+    """The adapted ``model`` gives peft's logits (``REF[f"{method}_logits"]``, and on the real
+    tokens of the padded batch), and the base model's with adapters disabled."""
+    assert np.abs(logits(model) - REF[f"{method}_logits"]).max() <= TOL
+    real = REF["batch_mask"].astype(bool)
+    assert np.abs(batch_logits(model) - REF[f"{method}_batch_logits"])[real].max() <= TOL
+    with disable_adapters(model):
+        assert np.abs(logits(model) - REF["base_logits"]).max() <= TOL
+
+
 def check_merge_roundtrip(model, layer_class: type) -> None:
     """On an adapted ``model``: an in-place merge keeps the logits (and gives the base's with
     adapters disabled), ``unmerge`` restores the base weights, and a merge with unload leaves
