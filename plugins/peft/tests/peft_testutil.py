@@ -32,6 +32,13 @@ def batch_logits(model) -> np.ndarray:
                  position_ids=paddle.to_tensor(REF["batch_pos"])).numpy()
 
 
+def randomize_trainable(model, rng: np.random.Generator) -> None:
+    """Every trainable tensor drawn from N(0, 0.3): random and nonzero, as after training."""
+    for p in model.parameters():
+        if not p.stop_gradient:
+            p.set_value(rng.normal(0, 0.3, p.shape).astype("float32"))
+
+
 def check_peft_logits(model, method: str) -> None:
     """The adapted ``model`` gives peft's logits (``REF[f"{method}_logits"]``, and on the real
     tokens of the padded batch), and the base model's with adapters disabled."""

@@ -11,7 +11,7 @@ from paddlellm import AutoModelForCausalLM
 from paddlellm.peft import apply_peft, load_adapter, save_adapter
 from paddlellm_peft.lokr.layer import LoKrLinear, factor_shapes, factorization
 from peft_testutil import (FIX, REF, TOL, base, check_merge_roundtrip, check_peft_logits,
-                           logits, sft_run)
+                           logits, randomize_trainable, sft_run)
 
 
 def test_factorization_matches_peft_docstring_examples():
@@ -48,10 +48,7 @@ def test_save_reload_keeps_logits_and_patterns(tmp_path):
                                         "lokr_rank_pattern": {"up_proj": 8}})
     assert all(l.adapter_enabled for _, l in model.named_sublayers() if isinstance(l, LoKrLinear))
     assert np.abs(logits(model) - REF["base_logits"]).max() <= TOL  # w1 starts at zero
-    rng = np.random.default_rng(0)
-    for p in model.parameters():
-        if not p.stop_gradient:
-            p.set_value(rng.normal(0, 0.3, p.shape).astype("float32"))
+    randomize_trainable(model, np.random.default_rng(0))
     want = logits(model)
     save_adapter(model, tmp_path / "a")
     config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())

@@ -8,12 +8,10 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import paddle
 import pytest
 
-from paddlellm import AutoModelForCausalLM
 from paddlellm.peft import apply_peft, save_adapter
-from peft_testutil import FIX, REF
+from peft_testutil import REF, base, batch_logits, logits, randomize_trainable
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = ROOT / "scripts" / "fixtures" / "make_peft_fixtures_others.py"
@@ -30,24 +28,15 @@ METHODS = {
 }
 
 
-def _ours(model) -> dict[str, np.ndarray]:
-    batch = model(paddle.to_tensor(REF["batch_ids"]),
-                  attention_mask=paddle.to_tensor(REF["batch_mask"]),
-                  position_ids=paddle.to_tensor(REF["batch_pos"]))
-    return {"logits": model(REF["ids"]).numpy(), "batch_logits": batch.numpy()}
-
-
 def test_peft_loads_what_we_save(tmp_path):
     if not Path(DEV_PYTHON).exists():
         pytest.skip(f"no dev python at {DEV_PYTHON} (set PADDLELLM_DEV_PYTHON)")
     rng = np.random.default_rng(0)
     ours, args = {}, []
     for name, options in METHODS.items():
-        model = apply_peft(AutoModelForCausalLM.from_pretrained(FIX / "base").eval(), name, options)
-        for p in model.parameters():
-            if not p.stop_gradient:
-                p.set_value(rng.normal(0, 0.3, p.shape).astype("float32"))
-        ours[name] = _ours(model)
+        model = apply_peft(base(), name, options)
+        randomize_trainable(model, rng)
+        ours[name] = {"logits": logits(model), "batch_logits": batch_logits(model)}
         assert np.abs(ours[name]["logits"] - REF["base_logits"]).max() > 1e-2, name
         save_adapter(model, tmp_path / name)
         args += [str(tmp_path / name), str(tmp_path / f"{name}.npz")]

@@ -10,7 +10,7 @@ import pytest
 from paddlellm.peft import apply_peft, load_adapter, save_adapter
 from paddlellm_peft.vera.layer import VeraLinear
 from peft_testutil import (FIX, REF, TOL, base, check_merge_roundtrip, check_peft_logits,
-                           logits, sft_run)
+                           logits, randomize_trainable, sft_run)
 
 
 def vera_layers(model) -> dict[str, VeraLinear]:
@@ -46,10 +46,7 @@ def test_apply_trains_only_the_vectors_and_reloads(tmp_path):
     logits_t.mean().backward()
     assert all(p.grad is not None for p in model.parameters() if not p.stop_gradient)
     model.eval()
-    rng = np.random.default_rng(0)
-    for p in model.parameters():
-        if not p.stop_gradient:
-            p.set_value(rng.normal(0, 0.3, p.shape).astype("float32"))
+    randomize_trainable(model, np.random.default_rng(0))
     want = logits(model)
     save_adapter(model, tmp_path / "a")
     config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
