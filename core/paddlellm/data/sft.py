@@ -71,12 +71,14 @@ def src_tgt_messages(record: dict, src: list[str], tgt: list[str]) -> list[dict[
     return messages
 
 
-def read_jsonl(path: str | Path, parse: Callable[[Any, str], T], empty: str = "no examples") -> list[T]:
-    """``parse(record, "file:line")`` of every non-blank line of a jsonl file; a missing file,
-    a line that is not JSON or a file with no records is an error naming file (and line)."""
+def read_jsonl(path: str | Path, parse: Callable[[Any, str], T], empty: str = "no examples",
+               what: str = "data file") -> list[T]:
+    """``parse(record, "file:line")`` of every non-blank line of a jsonl file; a missing file
+    (``{what} not found``), a line that is not JSON or a file with no records (``empty``) is an
+    error naming file (and line)."""
     path = Path(path)
     if not path.is_file():
-        raise DataFormatError(f"data file not found: {path}")
+        raise DataFormatError(f"{what} not found: {path}")
     out = []
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..data.sft import read_jsonl
 from ..errors import DataFormatError
 from .sampling import SamplingParams
 
@@ -57,26 +58,13 @@ def sampling_params(o: PredictOptions, max_tokens: int, ignore_eos: bool = False
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """jsonl records with ``src`` (a string, or a list of user turns with ``tgt`` the earlier
     answers) or OpenAI ``messages``; errors name file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(f"input file not found: {path}")
-    records = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{where}: not valid JSON: {exc.msg}") from None
-            if not isinstance(record, dict) or not ("src" in record or "messages" in record):
-                raise DataFormatError(f"{where}: expected an object with 'src' (or 'messages')")
-            record["_messages"] = record_messages(record, where)
-            records.append(record)
-    if not records:
-        raise DataFormatError(f"{path}: no records")
-    return records
+    def parse(record: Any, where: str) -> dict[str, Any]:
+        if not isinstance(record, dict) or not ("src" in record or "messages" in record):
+            raise DataFormatError(f"{where}: expected an object with 'src' (or 'messages')")
+        record["_messages"] = record_messages(record, where)
+        return record
+
+    return read_jsonl(path, parse, empty="no records", what="input file")
 
 
 def record_messages(record: dict[str, Any], where: str) -> list[dict[str, str]]:
