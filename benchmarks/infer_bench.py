@@ -26,7 +26,6 @@ import json
 import os
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -35,6 +34,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from bench_common import add_model_args, add_run_args, make_checkpoint, run_worker
 
 PADDLE_WORKER = textwrap.dedent("""
     import json, sys, time
@@ -101,16 +102,6 @@ TORCH_WORKER = textwrap.dedent("""
 """)
 
 
-def make_checkpoint(directory: str, args) -> None:
-    from paddlellm import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_config(
-        "llama-tiny", hidden_size=args.hidden, intermediate_size=args.hidden * 11 // 4,
-        num_hidden_layers=args.layers, num_attention_heads=args.heads,
-        num_key_value_heads=args.kv_heads, vocab_size=args.vocab, max_position_embeddings=256)
-    model.save_pretrained(directory)
-
-
 def weight_bytes_per_token(directory: str) -> tuple[int, int]:
     """(bytes read per decoded token, total bytes) from the safetensors header."""
     read = total = 0
@@ -143,27 +134,13 @@ def memory_bandwidth(threads: int, mb: int = 512) -> float:
     return best
 
 
-def run(cmd: list[str], env: dict) -> dict:
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise SystemExit(f"worker failed: {' '.join(cmd[:2])}\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--kv_heads", type=int, default=4)
-    p.add_argument("--vocab", type=int, default=32000)
+    add_model_args(p)
     p.add_argument("--prompt_len", type=int, default=32)
     p.add_argument("--max_new_tokens", type=int, default=64)
     p.add_argument("--requests", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    p.add_argument("--torch-python", default=os.environ.get("PADDLELLM_DEV_PYTHON",
-                                                            "/work/devenv/bin/python"))
+    add_run_args(p)
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
@@ -173,16 +150,16 @@ def main() -> None:
                "ragged": [rng.integers(0, args.vocab, int(n)).tolist()
                           for n in rng.integers(8, 4 * args.prompt_len, args.requests)]}
     with tempfile.TemporaryDirectory() as tmp:
-        make_checkpoint(tmp, args)
+        make_checkpoint(tmp, args, max_position_embeddings=256)
         per_token, total = weight_bytes_per_token(tmp)
         prompts_file = os.path.join(tmp, "prompts.json")
         Path(prompts_file).write_text(json.dumps(prompts))
         n = str(args.max_new_tokens)
         results: dict[str, list[dict]] = {"paddlellm": [], "transformers": []}
         for r in range(args.rounds):
-            results["paddlellm"].append(run([sys.executable, "-c", PADDLE_WORKER, tmp,
+            results["paddlellm"].append(run_worker([sys.executable, "-c", PADDLE_WORKER, tmp,
                                              prompts_file, n], env))
-            results["transformers"].append(run([args.torch_python, "-c", TORCH_WORKER, tmp,
+            results["transformers"].append(run_worker([args.torch_python, "-c", TORCH_WORKER, tmp,
                                                 prompts_file, n, str(args.threads)], env))
             print(f"round {r + 1}: " + "; ".join(
                 f"{k} b1 {v[-1]['decode_b1']:.1f}, b8 {v[-1]['decode_b8']:.1f} tok/s, "

@@ -16,11 +16,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
-from pathlib import Path
+
+from bench_common import add_model_args, add_run_args, make_checkpoint, run_worker
 
 PADDLE_WORKER = textwrap.dedent("""
     import json, os, sys, time
@@ -70,49 +70,26 @@ TORCH_WORKER = textwrap.dedent("""
 """)
 
 
-def make_checkpoint(directory: str, args) -> None:
-    from paddlellm import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_config(
-        "llama-tiny", hidden_size=args.hidden, intermediate_size=args.hidden * 11 // 4,
-        num_hidden_layers=args.layers, num_attention_heads=args.heads,
-        num_key_value_heads=args.kv_heads, vocab_size=args.vocab,
-        max_position_embeddings=max(args.seq, 128))
-    model.save_pretrained(directory)
-
-
-def run(cmd: list[str], env: dict) -> float:
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise SystemExit(f"worker failed: {' '.join(cmd[:2])}\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])["tokens_per_sec"]
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--kv_heads", type=int, default=4)
-    p.add_argument("--vocab", type=int, default=32000)
+    add_model_args(p)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=512)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    p.add_argument("--torch-python", default=os.environ.get("PADDLELLM_DEV_PYTHON",
-                                                            "/work/devenv/bin/python"))
+    add_run_args(p)
     args = p.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     shape = [str(v) for v in (args.batch, args.seq, args.warmup, args.steps)]
     with tempfile.TemporaryDirectory() as tmp:
-        make_checkpoint(tmp, args)
+        make_checkpoint(tmp, args, max_position_embeddings=max(args.seq, 128))
         results: dict[str, list[float]] = {"paddlellm": [], "transformers": []}
         for r in range(args.rounds):
-            results["paddlellm"].append(run([sys.executable, "-c", PADDLE_WORKER, tmp, *shape], env))
-            results["transformers"].append(run([args.torch_python, "-c", TORCH_WORKER, tmp, *shape,
-                                                str(args.threads)], env))
+            results["paddlellm"].append(
+                run_worker([sys.executable, "-c", PADDLE_WORKER, tmp, *shape], env)["tokens_per_sec"])
+            results["transformers"].append(run_worker(
+                [args.torch_python, "-c", TORCH_WORKER, tmp, *shape, str(args.threads)],
+                env)["tokens_per_sec"])
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f} tok/s" for k, v in results.items()),
                   flush=True)
     med = {k: statistics.median(v) for k, v in results.items()}
