@@ -17,16 +17,13 @@ def merge_lora(model: Any, lora_path: str | Path) -> Any:
 
 
 def quantize_for_inference(model: Any, quant_type: str) -> Any:
-    """Quantize with the installed quantizer plugin that handles ``quant_type``."""
+    """Quantize with the installed quantizer plugin that handles ``quant_type`` (as
+    ``from_pretrained(quant_type=)`` does, but after an adapter is merged)."""
+    from ..auto import quantize_model
     from ..plugins import get_plugin_manager
 
-    registry = get_plugin_manager().registry
-    known: list[str] = []
-    for entry in registry.entries("quantizer"):
-        quantizer = entry.load()
-        types = tuple(getattr(quantizer, "quant_types", ()))
-        if quant_type in types:
-            return quantizer.quantize(model, quant_type, None, {})
-        known.extend(types)
-    raise ValueError(f"unknown quant_type '{quant_type}'; installed quantizers handle: "
-                     f"{', '.join(sorted(set(known))) or 'none (install paddlellm-quant)'}")
+    known = get_plugin_manager().registry.all_names("quantizer")  # quant types and aliases
+    if quant_type not in known:
+        raise ValueError(f"unknown quant_type '{quant_type}'; installed quantizers handle: "
+                         f"{', '.join(known) or 'none (install paddlellm-quant)'}")
+    return quantize_model(model, quant_type)
