@@ -93,7 +93,7 @@ def sft_stage(ctx) -> dict[str, Any]:
     from .evaluation import exact_match
     from .tokenizer import AutoTokenizer
     from .train.checkpointing import resume_checkpoint
-    from .train.loop import evaluate_lm, train
+    from .train.loop import evaluate_lm, train_and_evaluate
     from .train.loss import batch_loss
     from .train.metrics import MetricsLogger
     from .train.optim import build_optimizer
@@ -141,21 +141,12 @@ def sft_stage(ctx) -> dict[str, Any]:
         return exact_match(model, tokenizer, eval_pairs,
                            batch_size=config.per_device_eval_batch_size * 4)
 
-    before = logger.initial_eval() if resume_dir else None
-    if before is None:
-        before = {**evaluate(model), **em()}
-        logger.log({"step": 0,
-                    **{k: v for k, v in before.items() if k not in ("samples", "by_task")}})
-    state = train(model, optimizer, scheduler,
-                  epoch_stream(train_ex, config, pad_id, strategy.shard), batch_loss,
-                  config=config, ctx=ctx, total_steps=total_steps, logger=logger,
-                  evaluate=evaluate, save=lambda d: save_model_or_adapter(model, tokenizer, d),
-                  resume_from=str(resume_dir) if resume_dir else None)
-    after = {**evaluate(model), **em()}
-    logger.log({"step": state.step,
-                **{k: v for k, v in after.items() if k not in ("samples", "by_task")}})
-    if strategy.is_main_process:
-        save_model_or_adapter(model, tokenizer, str(ctx.output_dir))
+    state, before, after = train_and_evaluate(
+        model, optimizer, scheduler, epoch_stream(train_ex, config, pad_id, strategy.shard),
+        batch_loss, config=config, ctx=ctx, total_steps=total_steps, logger=logger,
+        evaluate=evaluate, extra_metrics=em,
+        save=lambda d: save_model_or_adapter(model, tokenizer, d),
+        resume_from=str(resume_dir) if resume_dir else None)
     summary = {
         "stage": "sft", "demo": is_demo, "demo_defaults": demo_defaults, "steps": state.step,
         "train_examples": len(train_ex),

@@ -83,7 +83,7 @@ def pretrain_stage(ctx) -> dict[str, Any]:
     from .models import build_model
     from .peft import save_model_or_adapter, setup_run_peft, trainable_parameter_report
     from .train.checkpointing import resume_checkpoint
-    from .train.loop import evaluate_lm, train
+    from .train.loop import evaluate_lm, train_and_evaluate
     from .train.loss import batch_loss
     from .train.metrics import MetricsLogger
     from .train.optim import build_optimizer
@@ -133,17 +133,11 @@ def pretrain_stage(ctx) -> dict[str, Any]:
     evaluate = lambda m: evaluate_lm(m, eval_batches, batch_loss)
     logger = MetricsLogger(ctx.output_dir / "metrics.jsonl", enabled=strategy.is_main_process)
 
-    before = (logger.initial_eval() if resume_dir else None) or evaluate(model)
-    if resume_dir is None:
-        logger.log({"step": 0, **before})
-    state = train(model, optimizer, scheduler, batches, batch_loss, config=config, ctx=ctx,
-                  total_steps=total_steps, logger=logger, evaluate=evaluate,
-                  save=lambda d: save_model_or_adapter(model, tokenizer, d),
-                  resume_from=str(resume_dir) if resume_dir else None)
-    after = evaluate(model)
-    logger.log({"step": state.step, **after})
-    if strategy.is_main_process:
-        save_model_or_adapter(model, tokenizer, str(ctx.output_dir))
+    state, before, after = train_and_evaluate(
+        model, optimizer, scheduler, batches, batch_loss, config=config, ctx=ctx,
+        total_steps=total_steps, logger=logger, evaluate=evaluate,
+        save=lambda d: save_model_or_adapter(model, tokenizer, d),
+        resume_from=str(resume_dir) if resume_dir else None)
     return {
         "stage": "pretrain", "demo": is_demo, "steps": state.step, "tokens": state.tokens,
         "parameters": int(sum(int(np.prod(p.shape)) for p in model.parameters())),

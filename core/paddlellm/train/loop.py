@@ -133,3 +133,46 @@ def train(
             strategy.barrier()
     logger.finish()
     return state
+
+
+
+def train_and_evaluate(
+    model: paddle.nn.Layer,
+    optimizer: Any,
+    scheduler: Any,
+    batches: Iterator[dict],
+    step_loss: StepLoss,
+    *,
+    config: Any,
+    ctx: Any,
+    total_steps: int,
+    logger: MetricsLogger,
+    evaluate: Evaluate,
+    save: Callable[[str], None],
+    extra_metrics: Callable[[], dict] | None = None,
+    resume_from: str | None = None,
+) -> tuple[TrainState, dict, dict]:
+    """What every training stage does around :func:`train`: evaluate before (read back from
+    the interrupted run's step-0 record when resuming) and after, each logged without the
+    bulky ``samples``/``by_task`` keys, then ``save`` the final model into the output
+    directory on the main process. ``evaluate(model)`` also runs every ``eval_steps``;
+    ``extra_metrics()`` (e.g. exact match) only before and after.
+    Returns ``(state, before, after)``."""
+    def measure() -> dict:
+        return {**evaluate(model), **(extra_metrics() if extra_metrics else {})}
+
+    def loggable(metrics: dict) -> dict:
+        return {k: v for k, v in metrics.items() if k not in ("samples", "by_task")}
+
+    before = logger.initial_eval() if resume_from else None
+    if before is None:
+        before = measure()
+        logger.log({"step": 0, **loggable(before)})
+    state = train(model, optimizer, scheduler, batches, step_loss, config=config, ctx=ctx,
+                  total_steps=total_steps, logger=logger, evaluate=evaluate, save=save,
+                  resume_from=resume_from)
+    after = measure()
+    logger.log({"step": state.step, **loggable(after)})
+    if ctx.strategy.is_main_process:
+        save(str(ctx.output_dir))
+    return state, before, after

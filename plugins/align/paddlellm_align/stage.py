@@ -336,7 +336,7 @@ def align_stage(ctx) -> dict[str, Any]:
     from paddlellm.peft import run_weights_source
     from paddlellm.tokenizer import AutoTokenizer
     from paddlellm.train.checkpointing import resume_checkpoint
-    from paddlellm.train.loop import train
+    from paddlellm.train.loop import train_and_evaluate
     from paddlellm.train.optim import build_optimizer
 
     from .data import tokenize_records
@@ -433,21 +433,12 @@ def align_stage(ctx) -> dict[str, Any]:
     if resume_dir is None:
         logger.log({"step": 0, "train_examples": len(train_ex), "eval_examples": len(eval_ex),
                     "reference": reference_kind})
-    before = logger.initial_eval() if resume_dir else None  # step 0 of the interrupted run
-    if before is None:
-        before = {**evaluate(model), **em()}
-        logger.log({"step": 0,
-                    **{k: v for k, v in before.items() if k not in ("samples", "by_task")}})
-    stream = batch_stream(train_ex, config, pointwise, pad_id, strategy.shard, layout)
-    state = train(model, optimizer, scheduler, stream, step_loss,
-                  config=config, ctx=ctx, total_steps=total_steps, logger=logger,
-                  evaluate=evaluate, save=lambda d: save_model_or_adapter(model, tokenizer, d),
-                  resume_from=str(resume_dir) if resume_dir else None)
-    after = {**evaluate(model), **em()}
-    logger.log({"step": state.step,
-                **{k: v for k, v in after.items() if k not in ("samples", "by_task")}})
-    if strategy.is_main_process:
-        save_model_or_adapter(model, tokenizer, str(ctx.output_dir))
+    state, before, after = train_and_evaluate(
+        model, optimizer, scheduler,
+        batch_stream(train_ex, config, pointwise, pad_id, strategy.shard, layout), step_loss,
+        config=config, ctx=ctx, total_steps=total_steps, logger=logger, evaluate=evaluate,
+        extra_metrics=em, save=lambda d: save_model_or_adapter(model, tokenizer, d),
+        resume_from=str(resume_dir) if resume_dir else None)  # before: step 0 of an interrupted run
     trainable, total, _ = trainable_parameter_report(model)
     train_records = [r for r in logger.records if "loss" in r]
     summary.update({
