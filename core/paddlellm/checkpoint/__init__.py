@@ -7,6 +7,7 @@ Importing this package does not import Paddle.
 """
 from __future__ import annotations
 
+from .assign import assign_array
 from ._dtypes import bf16_bits_to_float32, canonical_dtype, float32_to_bf16_bits
 from ._errors import CheckpointError, CheckpointFormatError, CheckpointNotFoundError, UnsafeCheckpointError
 from .convert import convert_checkpoint
@@ -15,7 +16,7 @@ from .torch_io import load_torch_bin
 from .writer import parse_size, save_state_dict
 
 __all__ = [
-    "CheckpointReader", "save_state_dict", "load_torch_bin", "read_json", "parse_size",
+    "CheckpointReader", "save_state_dict", "assign_array", "load_torch_bin", "read_json", "parse_size",
     "convert_checkpoint", "resolve_weights", "WEIGHT_FILES",
     "CheckpointError", "CheckpointFormatError", "CheckpointNotFoundError", "UnsafeCheckpointError",
     "bf16_bits_to_float32", "float32_to_bf16_bits", "canonical_dtype",

@@ -40,16 +40,6 @@ def load_pretrained(family: Any, path: str | os.PathLike, dtype: str = "float32"
     return model
 
 
-def _assign(param: paddle.Tensor, array: np.ndarray, name: str) -> None:
-    if tuple(param.shape) != tuple(array.shape):
-        raise ValueError(f"shape mismatch for '{name}': checkpoint {tuple(array.shape)}, "
-                         f"model {tuple(param.shape)}")
-    value = paddle.to_tensor(np.ascontiguousarray(array))
-    if value.dtype != param.dtype:
-        value = value.astype(param.dtype)
-    param.set_value(value)
-
-
 def load_hf_weights(model: nn.Layer, path: str | os.PathLike) -> None:
     """Copy a transformers checkpoint into ``model`` (names mapped by ``model.family``)."""
     family, config = model.family, model.config
@@ -65,7 +55,7 @@ def load_hf_weights(model: nn.Layer, path: str | os.PathLike) -> None:
                 if name not in params:
                     raise KeyError(f"{family.name}: checkpoint tensor '{hf_name}' maps to "
                                    f"'{name}', which the model does not have")
-                _assign(params[name], value.T if name in linear else value, name)
+                _ckpt.assign_array(params[name], value.T if name in linear else value, name)
                 loaded.add(name)
             del array
     missing = sorted(set(params) - loaded)

@@ -25,7 +25,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from paddlellm.checkpoint import CheckpointReader, read_json, save_state_dict
+from paddlellm.checkpoint import CheckpointReader, assign_array, read_json, save_state_dict
 
 from .layers import QuantizedLayer
 
@@ -90,16 +90,6 @@ def save_quantized(model: nn.Layer, directory: str | os.PathLike, *, max_shard_s
     return files
 
 
-def _assign(target: paddle.Tensor, array: np.ndarray, name: str) -> None:
-    if tuple(target.shape) != tuple(array.shape):
-        raise ValueError(f"shape mismatch for '{name}': checkpoint {tuple(array.shape)}, "
-                         f"model {tuple(target.shape)}")
-    value = paddle.to_tensor(np.ascontiguousarray(array))
-    if value.dtype != target.dtype:
-        value = value.astype(target.dtype)
-    target.set_value(value)
-
-
 def load_quantized(family: Any, path: str | os.PathLike, quantizer: Any,
                    quantization_config: Mapping[str, Any], dtype: str = "float32") -> nn.Layer:
     """Build the architecture, let ``quantizer`` swap in quantized layers, load the tensors."""
@@ -116,7 +106,7 @@ def load_quantized(family: Any, path: str | os.PathLike, quantizer: Any,
         for key in reader.keys():
             if key in quant:
                 raw = reader.get_numpy(key, dtype="float32" if reader.is_floating(key) else None)
-                _assign(quant[key], raw, key)
+                assign_array(quant[key], raw, key)
                 loaded.add(key)
                 continue
             if family.is_ignored(key):
@@ -126,7 +116,7 @@ def load_quantized(family: Any, path: str | os.PathLike, quantizer: Any,
                 if name not in floats:
                     raise KeyError(f"{path}: tensor '{key}' maps to '{name}', which the "
                                    f"{quantization_config.get('quant_type')} model does not have")
-                _assign(floats[name], value.T if name in linear else value, name)
+                assign_array(floats[name], value.T if name in linear else value, name)
                 loaded.add(name)
     missing = sorted(set(quant) | set(floats)) if not loaded else sorted((set(quant) | set(floats)) - loaded)
     if missing:
