@@ -1,11 +1,16 @@
 # The two commands of README.md. Both create .venv (once) and install every distribution.
-.PHONY: setup demo test
+# `make test` also builds .venv-oracle (torch CPU, transformers, peft, trl: dev-only reference
+# tools, never runtime dependencies) so the interop tests run instead of skipping.
+.PHONY: setup oracle demo test
 
 setup:
 	bash scripts/setup.sh
 
+oracle:
+	bash scripts/oracle_env.sh
+
 demo: setup
 	.venv/bin/llm run --model qwen --peft lora --align dpo
 
-test: setup
-	.venv/bin/python -m pytest
+test: setup oracle
+	PADDLELLM_DEV_PYTHON=$${PADDLELLM_DEV_PYTHON:-$(CURDIR)/.venv-oracle/bin/python} .venv/bin/python -m pytest -rs
