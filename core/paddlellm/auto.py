@@ -43,7 +43,8 @@ class AutoModelForCausalLM:
     def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32",
                         quant_type: str | None = None, quant_config: Any = None,
                         lora_path: str | os.PathLike | None = None,
-                        prefix_path: str | os.PathLike | None = None, **kwargs: Any):
+                        prefix_path: str | os.PathLike | None = None,
+                        convert_from_torch: bool | None = None, **kwargs: Any):
         """Load a Hugging Face checkpoint directory (``config.json`` + safetensors or ``.bin``).
 
         ``lora_path`` / ``prefix_path``: a peft-format adapter directory loaded on top
@@ -52,6 +53,9 @@ class AutoModelForCausalLM:
         A checkpoint with ``quantization_config`` in ``config.json`` is loaded by the quantizer
         registered for its ``quant_type``. ``quant_type=`` quantizes a float checkpoint on load
         (calibration-free types such as ``weight_only_int8``; ``quant_config``: its options).
+
+        ``convert_from_torch`` is accepted for PaddleNLP compatibility and changes nothing:
+        torch checkpoints (``pytorch_model.bin``, safetensors) are always read directly.
         """
         from .checkpoint import read_json
 

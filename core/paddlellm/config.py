@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import sys
 import types
 import typing
 from pathlib import Path
@@ -77,6 +78,8 @@ class RunConfig(BaseModel):
     seed: int = 42
     resume: bool = Field(False, description="resume from the newest checkpoint in output_dir")
     resume_from_checkpoint: str | None = Field(None, description="resume from this checkpoint")
+    continue_training: bool = Field(True, description="pretrain with --model_name_or_path: start "
+                                    "from its weights (false: a fresh model of its config)")
 
     #: validated options contributed by the selected plugins, by plugin kind
     plugin_options: dict[str, Any] = Field(default_factory=dict, exclude=True)
@@ -213,17 +216,24 @@ def build_run_config(
 
     Without ``registry`` only the core keys are checked (no plugin lookups).
     """
+    from .paddlenlp_args import resolve_data_folder, translate
+
     raw: dict[str, Any] = load_config_file(file) if file else {}
     if overrides is not None:
         if not isinstance(overrides, Mapping):
             overrides = parse_overrides(overrides)
         raw.update(overrides)
+    raw, notes = translate(raw, file)  # PaddleNLP's argument-file keys and flags
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
 
     core = {k: v for k, v in raw.items() if k in CORE_KEYS}
     extra = {k: v for k, v in raw.items() if k not in CORE_KEYS}
     config = _validate(RunConfig, core, "config")
     if config.align and "stage" not in config.model_fields_set:
         config.stage = "align"  # --align without --stage runs the alignment stage
+    config.data, config.eval_data = resolve_data_folder(config.data, config.eval_data,
+                                                        config.stage)
     if registry is None:
         if extra:
             raise ConfigError(closest_keys_message(next(iter(extra)), CORE_KEYS))

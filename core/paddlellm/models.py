@@ -19,6 +19,9 @@ def build_model(ctx: Any, *, vocab_size: int, demo: bool, tokenizer: Any = None,
     from .auto import AutoModelForCausalLM, family_by_name
 
     config = ctx.config
+    if not path and config.model_name_or_path and not config.continue_training:
+        # PaddleNLP's continue_training=false: a fresh model of the checkpoint's config
+        return prepare_for_training(fresh_model_like(config.model_name_or_path), config)
     if path or config.model_name_or_path:
         model = AutoModelForCausalLM.from_pretrained(path or config.model_name_or_path)
         return prepare_for_training(model, config)
@@ -34,6 +37,22 @@ def build_model(ctx: Any, *, vocab_size: int, demo: bool, tokenizer: Any = None,
         overrides.update(DEMO_SIZE)
     return prepare_for_training(AutoModelForCausalLM.from_config(config.model, **overrides),
                                 config)
+
+
+def fresh_model_like(path: str):
+    """A randomly initialised model with the architecture of the checkpoint at ``path``."""
+    from pathlib import Path
+
+    from .auto import AutoModelForCausalLM, family_for_model_type
+    from .checkpoint import read_json
+    from .errors import ConfigError
+
+    config_path = Path(path) / "config.json"
+    if not config_path.is_file():
+        raise ConfigError(f"--model_name_or_path {path}: no config.json")
+    hf = read_json(config_path)
+    family = family_for_model_type(hf.get("model_type", ""))
+    return AutoModelForCausalLM.from_config(family.config_from_hf(hf))
 
 
 def prepare_for_training(model, config):

@@ -80,8 +80,20 @@ def run(ctx: typer.Context) -> None:
     """
     args = list(ctx.args)
     config = args.pop(0) if args and not args[0].startswith("--") else None
-    from ..config import build_run_config
+    from ..config import build_run_config, load_config_file
     from ..run import run as run_job
+
+    if config is not None:
+        from ..paddlenlp_args import is_paddlenlp_config, job_of
+
+        raw = load_config_file(config)
+        if is_paddlenlp_config(raw) and job_of(raw, config) == "quantize":
+            # PaddleNLP's run_quantization.py files: the quantize command runs them
+            import subprocess
+            import sys
+
+            raise typer.Exit(subprocess.call([sys.executable, "-m", "paddlellm", "quantize",
+                                              config, *args]))
 
     manager = get_plugin_manager()
     run_job(build_run_config(config, args, registry=manager.registry), manager)

@@ -99,6 +99,12 @@ def run_quantize_cli(argv: list[str], log: Callable[[str], None] = typer.echo) -
     config_file = flags.pop("config", config_file)
     raw = load_config_file(config_file) if config_file else {}
     raw.update(flags)
+    from paddlellm.paddlenlp_args import is_paddlenlp_config, translate_quantize
+
+    if is_paddlenlp_config(raw):  # a run_quantization.py argument file (PaddleNLP's keys)
+        raw, notes = translate_quantize(raw, config_file)
+        for note in notes:
+            log(f"note: {note}")
     args, options = split_options(raw)
     return quantize_checkpoint(args, options, log=log)
 
