@@ -125,6 +125,15 @@ def _typed_options(quantizer: Any, options: dict[str, Any], quant_type: str) -> 
     return validate_options(cls, options, quant_type).model_dump()
 
 
+def _tokenizer_or_none(auto_tokenizer: Any, path: str) -> Any:
+    """The checkpoint's tokenizer, or None when the folder ships none."""
+    folder = Path(path)
+    if folder.is_dir() and not any((folder / name).is_file() for name in (
+            "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")):
+        return None
+    return auto_tokenizer.from_pretrained(path)
+
+
 def quantize_checkpoint(args: QuantizeArgs, options: dict[str, Any],
                         log: Callable[[str], None] = print) -> dict[str, Any]:
     """Load, (calibrate,) quantize, save, evaluate; returns the report (also in OUT/quantize_report.json)."""
@@ -140,12 +149,20 @@ def quantize_checkpoint(args: QuantizeArgs, options: dict[str, Any],
     opts = _typed_options(quantizer, options, args.quant_type)
     demo = args.model_name_or_path is None
     path = args.model_name_or_path or str(Path(paddlellm.__file__).parent / "assets" / "qwen-demo")
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    needs = bool(getattr(quantizer, "needs_calibration", False))
+    tokenizer = _tokenizer_or_none(AutoTokenizer, path)
+    if tokenizer is None:
+        if needs:
+            raise ValueError(f"quant_type '{args.quant_type}' calibrates on text, but {path} has "
+                             "no tokenizer (tokenizer.json / tokenizer.model): add one to the "
+                             "checkpoint folder")
+        if not args.skip_eval:
+            log(f"note: {path} has no tokenizer: quantizing without the perplexity report")
+        args = args.model_copy(update={"skip_eval": True})
     model = paddlellm.AutoModelForCausalLM.from_pretrained(path, dtype=args.dtype)
     max_pos = getattr(model.config, "max_position_embeddings", None) or args.seqlen
     seqlen = min(args.seqlen, max_pos)
 
-    needs = bool(getattr(quantizer, "needs_calibration", False))
     calib_texts = (read_texts(args.calibration_data) if args.calibration_data
                    else demo_texts(args.nsamples * max(seqlen // 8, 1), "train", args.seed)
                    if demo and needs else None)
@@ -158,7 +175,8 @@ def quantize_checkpoint(args: QuantizeArgs, options: dict[str, Any],
         blocks = token_blocks(encode_texts(tokenizer, calib_texts), seqlen, args.nsamples)
         calibration = batches(blocks, args.batch_size)
         log(f"calibration: {blocks.shape[0]} blocks of {seqlen} tokens")
-    eval_ids = encode_texts(tokenizer, eval_texts[: args.max_eval_samples]) if eval_texts else None
+    eval_ids = (encode_texts(tokenizer, eval_texts[: args.max_eval_samples])
+                if eval_texts and not args.skip_eval else None)
 
     report: dict[str, Any] = {"quant_type": args.quant_type, "model": path, "options": opts}
     if eval_ids and not args.skip_eval:
@@ -180,7 +198,8 @@ def quantize_checkpoint(args: QuantizeArgs, options: dict[str, Any],
         f"(linear layers {before['linear_layers'] / 2**20:.2f} -> {after['linear_layers'] / 2**20:.2f} MiB)")
     out = Path(args.output_dir)
     model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out))
     (out / "quantize_report.json").write_text(json.dumps(report, indent=2) + "\n")
     log(f"saved {args.quant_type} checkpoint to {out}")
     return report

@@ -49,3 +49,46 @@ def test_llm_quantize_errors_name_the_problem(tmp_path):
                           "--calibration_data", str(bad)], log=lambda s: None)
     proc = run_cli("quantize", "--quant_type", "int3", "--output_dir", str(tmp_path))
     assert proc.returncode == 2 and "unknown quantizer 'int3'" in proc.stderr
+
+
+def test_quantize_checkpoint_without_tokenizer(tmp_path):
+    """Calibration-free types need no tokenizer (the report is skipped, with a note);
+    calibrated types say they need one."""
+    import shutil
+    from pathlib import Path
+
+    import paddlellm
+
+    bare = tmp_path / "bare"
+    src = Path(paddlellm.__file__).parent / "assets" / "qwen-demo"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(src / name, bare / name)
+    lines = []
+    report = run_quantize_cli(["--model_name_or_path", str(bare), "--quant_type",
+                               "weight_only_int8", "--output_dir", str(tmp_path / "q8")],
+                              log=lines.append)
+    assert "ppl_before" not in report and any("no tokenizer" in line for line in lines)
+    assert (tmp_path / "q8" / "model.safetensors").is_file()
+    with pytest.raises(ValueError, match="no tokenizer"):
+        run_quantize_cli(["--model_name_or_path", str(bare), "--quant_type", "gptq",
+                          "--calibration_data", str(tmp_path / "x.txt"),
+                          "--output_dir", str(tmp_path / "g")])
+
+
+def test_paddlenlp_quantization_argument_file(tmp_path):
+    """PaddleNLP's run_quantization.py files run as written (llm run dispatches to quantize)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "quant.json").write_text("".join(json.dumps({"src": f"Repeat: a b {c}", "tgt": f"a b {c}"})
+                                             + "\n" for c in "cdefghijklmnop"))
+    (data / "dev.json").write_text(json.dumps({"src": "Count: a b c", "tgt": "3"}) + "\n")
+    cfg = tmp_path / "gptq_argument.json"
+    cfg.write_text(json.dumps({"dataset_name_or_path": str(data), "output_dir": str(tmp_path / "o"),
+                               "do_gptq": True, "gptq_step": 2, "per_device_train_batch_size": 2,
+                               "src_length": 64, "max_length": 128, "do_eval": True,
+                               "unified_checkpoint": True, "seqlen": 16}))
+    proc = run_cli("run", str(cfg), check=True)
+    assert "note: unified_checkpoint" in proc.stdout
+    report = json.loads((tmp_path / "o" / "quantize_report.json").read_text())
+    assert report["quant_type"] == "gptq" and "ppl_after" in report
