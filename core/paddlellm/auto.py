@@ -88,6 +88,10 @@ class AutoModelForCausalLM:
                                  f"cannot load it as quant_type='{quant_type}'")
             return quantizer_for(stored["quant_type"]).load_pretrained(family, path, stored, dtype=dtype)
         model = family.from_pretrained(path, dtype=dtype)
+        from .precision import needs_upcast, store_low_compute_fp32
+
+        if needs_upcast(dtype):  # e.g. bfloat16 on CPU: half the weight memory, float32 math
+            model = store_low_compute_fp32(model, dtype)
         if quant_type:
             model = quantize_model(model, quant_type, config=quant_config)
         return model

@@ -420,7 +420,10 @@ class CausalLM(nn.Layer):
         if hasattr(self.model, "project_out"):
             hidden = self.model.project_out(hidden)
         if self.config.tie_embeddings:
-            logits = paddle.matmul(hidden, self.model.embed_tokens.weight, transpose_y=True)
+            weight = self.model.embed_tokens.weight
+            if weight.dtype != hidden.dtype:  # low-precision storage, float32 compute
+                weight = weight.astype(hidden.dtype)
+            logits = paddle.matmul(hidden, weight, transpose_y=True)
         else:
             logits = self.lm_head(hidden)
         cap = self.config.final_logit_softcap
@@ -454,7 +457,7 @@ class CausalLM(nn.Layer):
     def new_cache(self, batch: int, max_length: int, dtype: str | None = None) -> KVCache:
         """A preallocated KV cache for ``batch`` rows of up to ``max_length`` positions."""
         c = self.config
-        dtype = dtype or str(self.model.embed_tokens.weight.dtype).replace("paddle.", "")
+        dtype = dtype or self.dtype
         max_length += getattr(self.prefix_kv, "num_tokens", 0)  # room for a tuned prefix
         return KVCache(c.num_layers, batch, max_length, c.num_kv_heads, c.head_dim, dtype)
 
@@ -478,8 +481,14 @@ class CausalLM(nn.Layer):
         """Write a Hugging Face checkpoint (``config.json`` + safetensors) that transformers loads."""
         from .loading import save_pretrained
 
+        dtype = dtype or getattr(self, "storage_dtype", None)  # low-precision storage: keep it
         return save_pretrained(self, directory, max_shard_size=max_shard_size, dtype=dtype)
+
+    #: set by paddlellm.precision when weights are stored in low precision and computed in
+    #: float32 (CPU): the dtype activations and caches use
+    compute_dtype: str | None = None
 
     @property
     def dtype(self) -> str:
-        return str(self.model.embed_tokens.weight.dtype).replace("paddle.", "")
+        """The dtype activations and KV caches use."""
+        return self.compute_dtype or str(self.model.embed_tokens.weight.dtype).replace("paddle.", "")
