@@ -5,12 +5,20 @@
 
     from paddlellm.serving import create_app
     app = create_app("path/to/model", api_key="secret")   # any ASGI server can run it
+
+``uvicorn paddlellm.serving:app`` serves the model named by ``PADDLELLM_MODEL`` (and the
+other ``PADDLELLM_*`` variables of :mod:`paddlellm.serving.env_app`).
 """
 from __future__ import annotations
 
 from .app import build_app
 from .async_engine import AsyncEngine, EngineDeadError, QueueFullError
+from .env_app import EnvApp
 from .server import create_app, run_server
 
-__all__ = ["AsyncEngine", "EngineDeadError", "QueueFullError", "build_app", "create_app",
+#: ``uvicorn paddlellm.serving:app`` (configured by environment variables; this name shadows
+#: the ``app`` submodule as an attribute — import that module as ``paddlellm.serving.app``)
+app = EnvApp()
+
+__all__ = ["AsyncEngine", "EnvApp", "app", "EngineDeadError", "QueueFullError", "build_app", "create_app",
            "run_server"]
