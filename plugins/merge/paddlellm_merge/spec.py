@@ -135,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora_model_path", nargs="+", default=None,
                    help="LoRA adapter(s): one with --base_model_path merges it into the base; "
                         "several are merged with each other (see docs)")
+    p.add_argument("--sparsify_type", default=None,
+                   help="PaddleNLP's sparsification: dare | magprune | trim, combined with "
+                        "--merge_method linear/ties (dare+linear = dare_linear, dare+ties = "
+                        "dare_ties, magprune+linear = della_linear, magprune+ties = della, "
+                        "trim+ties = ties)")
     p.add_argument("--weight_list", nargs="+", type=float, default=None, help="model weights")
     p.add_argument("--normalize", type=_bool, default=None, help="normalize the weights")
     p.add_argument("--reserve_p", type=float, default=None,
@@ -166,6 +171,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 SPARSIFYING = {"ties", "dare_linear", "dare_ties", "della", "della_linear"}
+#: PaddleNLP's (merge_method, sparsify_type) -> our merge method
+SPARSIFY_COMBINED = {("linear", "dare"): "dare_linear", ("ties", "dare"): "dare_ties",
+                     ("linear", "magprune"): "della_linear", ("ties", "magprune"): "della",
+                     ("ties", "trim"): "ties"}
+
+
+def combine_sparsify(merge_method: str | None, sparsify_type: str | None) -> str | None:
+    """PaddleNLP's ``--merge_method`` + ``--sparsify_type`` pair as one of our methods."""
+    if sparsify_type is None or str(sparsify_type).lower() in ("none", ""):
+        return merge_method
+    key = (merge_method or "linear", str(sparsify_type).lower())
+    if key not in SPARSIFY_COMBINED:
+        pairs = ", ".join(f"{m}+{t}" for m, t in SPARSIFY_COMBINED)
+        raise MergeError(f"--sparsify_type {sparsify_type} with --merge_method {key[0]} is not "
+                         f"supported; supported pairs: {pairs}")
+    return SPARSIFY_COMBINED[key]
 
 
 def spec_from_args(ns: argparse.Namespace) -> MergeSpec:
@@ -174,6 +195,8 @@ def spec_from_args(ns: argparse.Namespace) -> MergeSpec:
         raise MergeError(f"--device {ns.device}: merging runs in NumPy on the CPU; use --device cpu")
     if ns.tensor_type != "np":
         raise MergeError(f"--tensor_type {ns.tensor_type}: only 'np' is supported")
+    if getattr(ns, "sparsify_type", None):
+        ns.merge_method = combine_sparsify(ns.merge_method, ns.sparsify_type)
     if ns.config:
         spec = spec_from_yaml(ns.config)
         if ns.merge_method:

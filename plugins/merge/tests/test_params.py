@@ -63,3 +63,25 @@ def test_bad_values_are_errors():
         ev("lots")
     with pytest.raises(MergeError, match="needs a 'value' key"):
         ev({"filter": "mlp"})
+
+
+def test_paddlenlp_sparsify_type_pairs():
+    """PaddleNLP's --merge_method + --sparsify_type select the combined method."""
+    import pytest
+
+    from paddlellm_merge.errors import MergeError
+    from paddlellm_merge.spec import build_parser, spec_from_args
+
+    def method(*flags):
+        ns = build_parser().parse_args(["--output_path", "o", "--model_path_list", "a", "b",
+                                        "--base_model_path", "base", *flags])
+        return spec_from_args(ns).merge_method
+
+    assert method("--merge_method", "linear", "--sparsify_type", "dare") == "dare_linear"
+    assert method("--merge_method", "ties", "--sparsify_type", "dare") == "dare_ties"
+    assert method("--merge_method", "ties", "--sparsify_type", "magprune") == "della"
+    assert method("--sparsify_type", "magprune") == "della_linear"
+    assert method("--merge_method", "ties", "--sparsify_type", "trim") == "ties"
+    assert method("--merge_method", "slerp") == "slerp"
+    with pytest.raises(MergeError, match="supported pairs"):
+        method("--merge_method", "slerp", "--sparsify_type", "dare")
