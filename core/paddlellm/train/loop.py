@@ -120,7 +120,8 @@ def train(
             metrics = {"step": state.step, **evaluate(model)}
             state.evals.append(metrics)
             logger.log(metrics)
-        if save is not None and state.step % config.save_steps == 0 and state.step < total_steps:
+        if (save is not None and state.step % config.save_steps == 0 and state.step < total_steps
+                and _can_checkpoint(strategy)):
             if strategy.is_main_process:
                 def write(directory: str) -> None:
                     save(directory)
@@ -173,6 +174,33 @@ def train_and_evaluate(
                   resume_from=resume_from)
     after = measure()
     logger.log({"step": state.step, **loggable(after)})
-    if ctx.strategy.is_main_process:
-        save(str(ctx.output_dir))
+    save_final(ctx.strategy, model, save, str(ctx.output_dir))
     return state, before, after
+
+
+def save_final(strategy: Any, model: paddle.nn.Layer, save: Callable[[str], None],
+               directory: str) -> None:
+    """``save(directory)`` on the main process. A strategy whose weights are split over the
+    processes (tensor parallel) provides ``gathered(model)``: a context, entered on every
+    process (it is collective), in which the main process's ``model`` saves the full weights."""
+    gathered = getattr(strategy, "gathered", None)
+    context = gathered(model) if gathered is not None else contextlib.nullcontext()
+    with context:
+        if strategy.is_main_process:
+            save(directory)
+
+
+_warned_checkpoints: set[int] = set()
+
+
+def _can_checkpoint(strategy: Any) -> bool:
+    """Intermediate checkpoints need the optimizer state on the main process; a strategy that
+    splits it (``can_checkpoint = False``) saves the final model only, and says so once."""
+    if getattr(strategy, "can_checkpoint", True):
+        return True
+    if id(strategy) not in _warned_checkpoints and strategy.is_main_process:
+        _warned_checkpoints.add(id(strategy))
+        print(f"note: --strategy {getattr(strategy, 'name', strategy)}: no intermediate "
+              "checkpoints (the optimizer state is split over the processes); the final model "
+              "is saved")
+    return False

@@ -19,6 +19,8 @@ called on every process (only process 0 writes).
 """
 from __future__ import annotations
 
+import contextlib
+
 import warnings
 from typing import Any
 
@@ -110,9 +112,8 @@ def _add_batch_hooks(model, mesh, data_degree: int) -> None:
 def _single_process_save_error(*args: Any, **kwargs: Any) -> None:
     raise CollectiveSaveError(
         "a tensor-parallel model's weights are split over processes: save it with "
-        "TensorParallelStrategy.save_pretrained(model, directory) called on every process "
-        "(llm run's stages save on process 0 only, so they cannot write tensor-parallel "
-        "checkpoints yet)")
+        "TensorParallelStrategy.save_pretrained(model, directory), or inside "
+        "`with strategy.gathered(model):`, entered on every process")
 
 
 class TensorParallelStrategy:
@@ -204,6 +205,35 @@ class TensorParallelStrategy:
                 value = dist.reshard(value, self.mesh, [dist.Replicate()] * 2)._local_value()
             state[key] = value
         return state
+
+    @property
+    def can_checkpoint(self) -> bool:
+        """Intermediate checkpoints would hold this process's optimizer shard only."""
+        return self.mesh is None
+
+    @contextlib.contextmanager
+    def gathered(self, model):
+        """Collective (enter on every process): inside, process 0's ``model.save_pretrained``
+        writes the full, unsplit weights (a plain copy built from the gathered state)."""
+        if self.mesh is None:
+            yield model
+            return
+        from paddlellm.peft import is_peft_model
+
+        if is_peft_model(model):
+            raise CollectiveSaveError("saving adapters trained under tensor_parallel is not "
+                                      "supported; train adapters with --strategy data_parallel")
+        state = self.full_state_dict(model)
+        if self.is_main_process:
+            full = type(model)(model.config, model.family)  # plain, unsplit
+            full.set_state_dict(state)
+            model.save_pretrained = full.save_pretrained
+        try:
+            yield model
+        finally:
+            if self.is_main_process:
+                model.save_pretrained = _single_process_save_error
+            self.barrier()
 
     def save_pretrained(self, model, directory: str, **kwargs: Any) -> None:
         """Write a Hugging Face checkpoint of the full model — collective: call it on every
