@@ -45,7 +45,8 @@ class AutoModelForCausalLM:
                         lora_path: str | os.PathLike | None = None,
                         prefix_path: str | os.PathLike | None = None,
                         convert_from_torch: bool | None = None, **kwargs: Any):
-        """Load a Hugging Face checkpoint directory (``config.json`` + safetensors or ``.bin``).
+        """Load a Hugging Face checkpoint directory (``config.json`` + safetensors or ``.bin``)
+        or a Hub id (``"Qwen/Qwen2.5-0.5B-Instruct"``, see :func:`paddlellm.hub.resolve_model_path`).
 
         ``lora_path`` / ``prefix_path``: a peft-format adapter directory loaded on top
         (:func:`paddlellm.peft.load_adapter`; the method comes from its ``peft_type``).
@@ -69,9 +70,12 @@ class AutoModelForCausalLM:
             model = cls.from_pretrained(path, dtype=dtype, quant_type=quant_type,
                                         quant_config=quant_config)
             return load_adapter(model, lora_path or prefix_path)
+        from .hub import ModelNotFoundError, resolve_model_path
+
+        path = resolve_model_path(path)  # a local folder, or a Hub id downloaded to its cache
         config_path = Path(path) / "config.json"
         if not config_path.is_file():
-            raise FileNotFoundError(f"no config.json in {path}")
+            raise ModelNotFoundError(f"no config.json in {path}")
         hf = read_json(config_path)
         if "model_type" not in hf:
             raise ValueError(f"{config_path} has no 'model_type'")

@@ -7,9 +7,12 @@ the hooks below. Distributions announce such modules in the entry-point group ``
     my_lora = "my_package.my_lora"
 
 Registration hooks receive a ``register`` callback; the host owns the registry (duplicate
-names, aliases, errors). ``register(name, target, *, aliases=(), description="", priority=0)``
-where ``target`` is the object itself or a ``"module:attribute"`` string that is imported on
-first use, so that listing plugins never imports Paddle or other heavy code.
+names, aliases, errors). ``register(name, target, *, aliases=(), description="", priority=0,
+options=None)`` where ``target`` is the object itself or a ``"module:attribute"`` string that
+is imported on first use, so that listing plugins never imports Paddle or other heavy code.
+``options`` (optional) names the pydantic model of the plugin's ``llm run`` keys the same way
+(``"pkg.config:LoraConfig"``, a light module) so ``llm run --help`` lists them without
+importing the target; without it the target's ``config_class`` is used.
 
 "Pick one" decisions are ``firstresult`` hooks: the first implementation that returns a value
 other than ``None`` wins; the core's own default runs last (``trylast``).

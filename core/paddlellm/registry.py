@@ -39,6 +39,10 @@ class PluginEntry:
     aliases: tuple[str, ...] = ()
     description: str = ""
     priority: int = 0
+    #: the plugin's options: a pydantic model class, or ``"module:Class"`` imported on first
+    #: use (a light module, so ``llm run --help`` need not import the plugin's heavy code);
+    #: None means "the loaded object's ``config_class``, if any"
+    options: Any = None
     _loaded: Any = field(default=None, repr=False)
 
     def load(self) -> Any:
@@ -49,6 +53,14 @@ class PluginEntry:
             else:
                 self._loaded = self.target
         return self._loaded
+
+    def options_class(self) -> Any:
+        """The pydantic model of this plugin's options (its flat ``llm run`` keys), or None.
+
+        The declared ``options`` when given, else the loaded object's ``config_class``."""
+        if self.options is not None:
+            return import_target(self.options, self) if isinstance(self.options, str) else self.options
+        return getattr(self.load(), "config_class", None)
 
     def as_dict(self) -> dict:
         return {
@@ -118,6 +130,7 @@ class Registry:
             aliases: Iterable[str] = (),
             description: str = "",
             priority: int = 0,
+            options: Any = None,
         ) -> PluginEntry:
             if not isinstance(name, str) or not name:
                 raise ValueError(f"plugin '{plugin}' registered a {kind} without a name")
@@ -132,6 +145,7 @@ class Registry:
                     aliases=tuple(aliases),
                     description=description,
                     priority=priority,
+                    options=options,
                 )
             )
 

@@ -11,6 +11,7 @@ import typer
 
 from ..errors import PaddleLLMError
 from ..plugins import PluginManager, get_plugin_manager
+from .options import SpellingGroup
 
 HELP = (
     "paddlellm: pretrain, fine-tune, align, merge, quantize and serve LLMs on PaddlePaddle. "
@@ -30,6 +31,7 @@ def build_app(manager: PluginManager | None = None) -> typer.Typer:
     """The root app with the commands of every loaded plugin (core included)."""
     manager = manager or get_plugin_manager()
     app = typer.Typer(
+        cls=SpellingGroup,  # --model_name_or_path and --model-name-or-path, everywhere
         name="llm",
         help=HELP,
         no_args_is_help=True,

@@ -9,6 +9,7 @@ import typer
 from ..plugins import get_plugin_manager
 from . import infer
 from .export import export
+from .options import PassThroughCommand
 from .serve import serve
 
 
@@ -17,6 +18,7 @@ def add_core_commands(app: typer.Typer) -> None:
     app.command("doctor")(doctor)
     app.command(
         "run",
+        cls=PassThroughCommand.listing(_run_help_options, "[CONFIG.json|yaml] [OPTIONS]"),
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
                           "help_option_names": ["-h", "--help"]},
     )(run)
@@ -71,10 +73,17 @@ def doctor(
         raise typer.Exit(1)
 
 
+def _run_help_options():
+    from .run_help import run_help_options
+
+    return run_help_options()
+
+
 def run(ctx: typer.Context) -> None:
     """Train: compose model + stage + PEFT + alignment + strategy + backend, and run.
 
-    Usage: llm run [CONFIG.json|yaml] [--key value ...]   (flags win over the file)
+    Options come from a JSON/YAML file and --key value flags (flags win over the file). A
+    plugin's keys are valid when that plugin is selected. --key-name works as --key_name.
 
     Example: llm run --model qwen --stage sft --data train.jsonl --max_steps 100
     """

@@ -100,8 +100,11 @@ class LLMEngine:
         from ..auto import AutoModelForCausalLM
         from ..tokenizer import AutoTokenizer
 
+        from ..hub import resolve_model_path
+
         setup_device(device)
-        path = Path(path) if path else default_model_path()
+        name = Path(path).name if path else None
+        path = Path(resolve_model_path(path)) if path else default_model_path()  # Hub ids too
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
         if lora_path:
             from .loading import merge_lora
@@ -115,7 +118,7 @@ class LLMEngine:
                      if (path / "tokenizer.json").is_file() else None)
         return cls(model, tokenizer, block_size=block_size, num_blocks=num_blocks,
                    max_num_seqs=max_num_seqs, max_model_len=max_model_len,
-                   model_name=path.name, **kwargs)
+                   model_name=name or path.name, **kwargs)
 
     # -- requests ----------------------------------------------------------------------
     def add_request(self, request_id: str, prompt_token_ids: list[int],

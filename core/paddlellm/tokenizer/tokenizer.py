@@ -135,6 +135,10 @@ class Tokenizer:
         directory = Path(path)
         if directory.is_file() and directory.name == "tokenizer.json":
             directory = directory.parent
+        if not directory.exists():  # a Hub id (downloaded to its cache), else a clear error
+            from ..hub import resolve_model_path
+
+            directory = Path(resolve_model_path(path))
         if not directory.is_dir():
             raise FileNotFoundError(f"Tokenizer directory {str(path)!r} does not exist (nothing is downloaded).")
         tokenizer_file = directory / "tokenizer.json"

@@ -120,9 +120,16 @@ def _bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got '{value}'")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are :class:`MergeError` (``error: ...``, no usage dump)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise MergeError(f"llm merge: {message} (see llm merge --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="llm merge",
+    p = _Parser(
+        prog="llm merge", add_help=False,
         description="Merge models (linear, slerp, task_arithmetic, ties, dare_linear, dare_ties, "
                     "della, della_linear) or LoRA adapters, streaming tensor by tensor. "
                     "Give a mergekit YAML file, or PaddleNLP-style flags.")

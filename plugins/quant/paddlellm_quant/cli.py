@@ -36,25 +36,50 @@ class QuantizeArgs(BaseModel):
     skip_eval: bool = Field(False, description="do not compute perplexity")
 
 
-HELP = __doc__
-
-
 def add_quantize_command(app: typer.Typer) -> None:
+    from paddlellm.cli.options import PassThroughCommand
+
     app.command(
         "quantize",
-        add_help_option=False,
+        cls=PassThroughCommand.listing(quantize_help_options, "[CONFIG.json|yaml] [OPTIONS]"),
+        no_args_is_help=True,
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-        help="Quantize a model (weight_only_int8/int4, gptq, awq, ...) and report perplexity. "
-             "`llm quantize --help` for the options.",
     )(quantize_command)
 
 
+def quantize_help_options() -> list:
+    """``llm quantize --help``: the command's options, then each quantizer's (by plugin)."""
+    from paddlellm.cli.options import HelpOption, fields_help_options
+
+    rows = fields_help_options(QuantizeArgs, None)
+    rows.append(HelpOption("config", help="JSON/YAML file with the same keys (flags win)",
+                           metavar="FILE"))
+    try:
+        from paddlellm.plugins import get_plugin_manager
+
+        groups: dict[Any, list] = {}
+        for entry in get_plugin_manager().registry.entries("quantizer"):
+            cls = entry.options_class()
+            if cls is not None:
+                groups.setdefault(cls, []).append(entry)
+        for cls, entries in groups.items():
+            names = ", ".join(e.name for e in entries)
+            rows += fields_help_options(cls, f"--quant_type {names} ({entries[0].distribution})")
+    except Exception:  # a broken quantizer plugin does not break the help (`llm plugins` says why)
+        pass
+    return rows
+
+
 def quantize_command(ctx: typer.Context) -> None:
-    """Quantize a model; `llm quantize --help` lists the options."""
+    """Quantize a model (weight_only_int8/int4, gptq, awq, ...) and report perplexity.
+
+    Flags win over the config file; a quantizer's options are valid with its --quant_type.
+
+    Without --model_name_or_path the bundled demo model is quantized.
+
+    Example: llm quantize --quant_type gptq --calibration_data calib.jsonl --output_dir out
+    """
     args = list(ctx.args)
-    if not args or "--help" in args or "-h" in args:
-        typer.echo(usage())
-        return
     from paddlellm.errors import ConfigError
 
     try:
@@ -62,24 +87,6 @@ def quantize_command(ctx: typer.Context) -> None:
     except (ConfigError, ValueError, FileNotFoundError, KeyError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
-
-
-def usage() -> str:
-    lines = [HELP.strip(), "", "options:"]
-    for key, field in QuantizeArgs.model_fields.items():
-        lines.append(f"  --{key:<20} {field.description or ''}")
-    lines.append("  --config FILE          JSON/YAML file with the same keys")
-    try:
-        from paddlellm.plugins import get_plugin_manager
-
-        registry = get_plugin_manager().registry
-        for entry in registry.entries("quantizer"):
-            cls = getattr(entry.load(), "config_class", None)
-            keys = ", ".join(f"--{k}" for k in (cls.model_fields if cls else {}))
-            lines.append(f"  quant_type {entry.name}: {keys}")
-    except Exception:  # the listing is a convenience
-        pass
-    return "\n".join(lines)
 
 
 def split_options(raw: dict[str, Any]) -> tuple[QuantizeArgs, dict[str, Any]]:

@@ -5,4 +5,5 @@ from paddlellm import hookimpl
 @hookimpl
 def register_peft_methods(register):
     register("lokr", "paddlellm_peft.lokr.method:METHOD",
+             options="paddlellm_peft.lokr.config:LoKrConfig",
              description="LoKr: Kronecker-product updates (--lokr_rank, --lokr_alpha)")

@@ -8,4 +8,5 @@ from paddlellm import hookimpl
 @hookimpl
 def register_peft_methods(register):
     register("lora", "paddlellm_peft.lora.method:LORA",
+             options="paddlellm_peft.lora.config:LoraConfig",
              description="LoRA (+ rsLoRA, LoRA+, PiSSA, DoRA, MoSLoRA switches); peft format")

@@ -5,4 +5,5 @@ from paddlellm import hookimpl
 @hookimpl
 def register_peft_methods(register):
     register("vera", "paddlellm_peft.vera.method:METHOD",
+             options="paddlellm_peft.vera.config:VeraConfig",
              description="VeRA: shared random A/B, trainable vectors (--vera_rank)")
