@@ -159,3 +159,36 @@ def test_lora_config_with_dataset_folder_trains(tmp_path):
     summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
     assert summary["peft"] == "lora" and summary["steps"] == 2 and summary["train_examples"] == 24
     assert (tmp_path / "out" / "adapter_config.json").is_file()
+
+
+# --- the inference tutorial's predictor commands (on the bundled model: no network) ---------
+
+def _predict(tmp_path, *flags):
+    from tests.helpers import run_cli
+
+    return run_cli("predict", "--output_file", str(tmp_path / "out.json"), "--max_length", "24",
+                   *flags)
+
+
+@pytest.mark.parametrize("flags", [
+    ["--inference_model", "--dtype", "float16", "--block_attn"],
+    ["--inference_model", "--dtype", "float16", "--quant_type", "weight_only_int8", "--block_attn"],
+    ["--avx_model", "--avx_type", "bf16"],
+])
+def test_seed_predictor_commands_run(tmp_path, flags):
+    proc = _predict(tmp_path, *flags)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "example prompts" in proc.stderr and "What colour is the eel?" in proc.stderr
+    rows = [json.loads(line) for line in (tmp_path / "out.json").read_text().splitlines()]
+    assert len(rows) == 3 and all("output" in r for r in rows)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--mode", "static"], "no exported static-graph model"),
+    (["--cachekv_int8_type", "dynamic"], "a8w8c8"),
+    (["--cachekv_int8_type", "static"], "calibrated KV-cache scales"),
+    (["--avx_model", "--avx_type", "fp4"], "valid values"),
+])
+def test_seed_predictor_flags_we_cannot_honour_say_why(tmp_path, flags, message):
+    proc = _predict(tmp_path, *flags)
+    assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr

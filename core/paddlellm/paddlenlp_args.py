@@ -383,3 +383,58 @@ def mapping_table() -> str:
              "| `pipeline_parallel_degree: N>1` | error: no pipeline parallelism on this backend |"]
     rows += [f"| `{k}` | no effect: {v} |" for k, v in NO_EFFECT.items()]
     return "\n".join(rows)
+
+
+#: PaddleNLP predictor's --avx_type (xFasterTransformer weight types) -> (dtype, quant_type)
+AVX_TYPES = {"fp16": ("float16", None), "bf16": ("bfloat16", None),
+             "bf16_fp16": ("bfloat16", None), "int8": ("float32", "weight_only_int8"),
+             "w8a8": ("float32", "weight_only_int8"), "fp32": ("float32", None)}
+
+
+def predictor_flags(*, inference_model: bool = False, mode: str = "dynamic",
+                    block_attn: bool = False, append_attn: bool = False,
+                    cachekv_int8_type: str | None = None, avx_model: bool = False,
+                    avx_type: str | None = None, dtype: str = "float32",
+                    quant_type: str | None = None) -> tuple[str, str | None, list[str]]:
+    """PaddleNLP ``predictor.py`` flags -> ``(dtype, quant_type, notes)`` for ``llm predict``.
+
+    The engine is always the paged-cache inference path, so ``--inference_model``,
+    ``--block_attn`` and ``--append_attn`` change nothing (noted); ``--mode static`` and
+    ``--cachekv_int8_type dynamic`` are errors saying what to use instead.
+    """
+    notes: list[str] = []
+    if inference_model:
+        notes.append("--inference_model: the engine is always the inference path")
+    if block_attn or append_attn:
+        which = "--block_attn" if block_attn else "--append_attn"
+        notes.append(f"{which}: the engine always uses the paged (block) KV cache")
+    if mode not in ("dynamic", "static"):
+        raise ConfigError(f"--mode {mode!r}: valid values are dynamic and static")
+    if mode == "static":
+        raise ConfigError("--mode static: there is no exported static-graph model here; the "
+                          "engine runs the dynamic graph (--mode dynamic, the default)")
+    if cachekv_int8_type not in (None, "", "none", "None"):
+        if cachekv_int8_type == "dynamic":
+            raise ConfigError("--cachekv_int8_type dynamic: PaddleNLP no longer maintains it and "
+                              "the engine does not offer it; quantize with `llm quantize "
+                              "--quant_type a8w8c8` and use --cachekv_int8_type static")
+        if cachekv_int8_type != "static":
+            raise ConfigError(f"--cachekv_int8_type {cachekv_int8_type!r}: valid values are "
+                              "static (and PaddleNLP's deprecated dynamic)")
+    if avx_type is not None and not avx_model:
+        notes.append("--avx_type without --avx_model: ignored")
+    elif avx_model:
+        if avx_type is not None:
+            if avx_type not in AVX_TYPES:
+                raise ConfigError(f"--avx_type {avx_type!r}: valid values are "
+                                  f"{', '.join(AVX_TYPES)}")
+            new_dtype, new_quant = AVX_TYPES[avx_type]
+            if dtype not in ("float32", new_dtype) or quant_type not in (None, new_quant) and new_quant:
+                raise ConfigError(f"--avx_type {avx_type} and --dtype {dtype} / --quant_type "
+                                  f"{quant_type} disagree")
+            dtype, quant_type = new_dtype, quant_type or new_quant
+            notes.append(f"--avx_model --avx_type {avx_type}: CPU inference on the engine with "
+                         f"{dtype} weights" + (f" ({quant_type})" if quant_type else ""))
+        else:
+            notes.append("--avx_model: CPU inference always runs on the engine")
+    return dtype, quant_type, notes

@@ -66,15 +66,37 @@ def predict(
                                        help="Render src with the tokenizer's chat template."),
     benchmark: bool = typer.Option(False, "--benchmark",
                                    help="Decode to max_length; report tokens/s and latency p50/p90/p99."),
+    cachekv_int8_type: Optional[str] = typer.Option(
+        None, "--cachekv_int8_type", help="static: the int8 KV cache of an a8w8c8 checkpoint "
+        "(checked); PaddleNLP's deprecated dynamic is refused with a hint."),
+    inference_model: bool = typer.Option(False, "--inference_model",
+                                         help="PaddleNLP: accepted; the engine is always the inference path."),
+    mode: str = typer.Option("dynamic", "--mode", help="PaddleNLP: dynamic (static: no exported graph here)."),
+    block_attn: bool = typer.Option(False, "--block_attn",
+                                    help="PaddleNLP: accepted; the KV cache is always paged."),
+    append_attn: bool = typer.Option(False, "--append_attn",
+                                     help="PaddleNLP: accepted; the KV cache is always paged."),
+    avx_model: bool = typer.Option(False, "--avx_model", help="PaddleNLP: CPU inference (the engine)."),
+    avx_type: Optional[str] = typer.Option(None, "--avx_type",
+                                           help="PaddleNLP: fp16 | bf16 | int8 weights on CPU."),
 ) -> None:
     """Batch inference: jsonl prompts in, jsonl predictions out (PaddleNLP predictor options).
+
+    Without --input_file a few example prompts are answered and printed.
 
     Example: llm predict --input_file in.jsonl --output_file out.jsonl --batch_size 8
     """
     values = dict(locals())
     from ..engine.predict import PredictOptions, predict as run_predict
+    from ..paddlenlp_args import predictor_flags
 
     with _user_errors():
+        compat = {k: values.pop(k) for k in ("inference_model", "mode", "block_attn",
+                                             "append_attn", "avx_model", "avx_type")}
+        values["dtype"], values["quant_type"], notes = predictor_flags(
+            **compat, cachekv_int8_type=cachekv_int8_type, dtype=dtype, quant_type=quant_type)
+        for note in notes:
+            typer.echo(f"note: {note}", err=True)
         run_predict(PredictOptions(**values), log=lambda msg: typer.echo(msg, err=True))
 
 

@@ -42,6 +42,12 @@ class PredictOptions:
     num_blocks: int | None = None
     chat_template: bool = True
     benchmark: bool = False
+    cachekv_int8_type: str | None = None
+
+
+#: prompts ``llm predict`` answers when no --input_file is given (PaddleNLP's predictor has
+#: built-in examples too): demo-task questions the bundled model answers, and a greeting
+EXAMPLE_PROMPTS = ("What colour is the eel?", "Sort: 4 1 3", "Hello, who are you?")
 
 
 def sampling_params(o: PredictOptions, max_tokens: int, ignore_eos: bool = False) -> SamplingParams:
@@ -121,12 +127,16 @@ def predict(o: PredictOptions, log: Callable[[str], None] = print) -> dict[str, 
     """Run ``o``; writes ``o.output_file`` and returns ``{"results", "metrics"}``."""
     from .llm_engine import LLMEngine
 
-    if o.input_file is None:
-        raise DataFormatError("--input_file is required (a jsonl file of {\"src\": ...} lines)")
     if o.batch_size < 1 or o.src_length < 1 or o.max_length < 2:
         raise ValueError("--batch_size and --src_length must be >= 1, --max_length >= 2")
     sampling_params(o, 1)  # option errors before the model loads
-    records = read_records(o.input_file)
+    examples = o.input_file is None
+    if examples:
+        log("no --input_file: answering example prompts (give a jsonl of {\"src\": ...} lines)")
+        records = [{"src": p, "_messages": [{"role": "user", "content": p}]}
+                   for p in EXAMPLE_PROMPTS]
+    else:
+        records = read_records(o.input_file)
     if o.prefix_path:
         return _predict_with_prefix(o, records, log)
     engine = LLMEngine.from_pretrained(o.model_name_or_path, dtype=o.dtype, block_size=o.block_size,
@@ -135,6 +145,10 @@ def predict(o: PredictOptions, log: Callable[[str], None] = print) -> dict[str, 
                                        device=o.device)
     if engine.tokenizer is None:
         raise DataFormatError(f"{o.model_name_or_path}: no tokenizer.json to encode 'src' with")
+    if o.cachekv_int8_type == "static" and getattr(engine.model, "kv_cache_quant", None) != "static":
+        raise ValueError(f"--cachekv_int8_type static needs a checkpoint with calibrated KV-cache "
+                         f"scales; {o.model_name_or_path or 'the demo model'} has none (make one "
+                         "with `llm quantize --quant_type a8w8c8`)")
     total_len = min(o.max_length, engine.max_model_len)
     prompts, params = [], []
     for r in records:
@@ -166,6 +180,9 @@ def predict(o: PredictOptions, log: Callable[[str], None] = print) -> dict[str, 
                "latency_p50_s": percentile(lat, 50), "latency_p90_s": percentile(lat, 90),
                "latency_p99_s": percentile(lat, 99), "ttft_p50_s": percentile(ttft, 50),
                "num_preemptions": engine.stats()["num_preemptions"]}
+    if examples:
+        for r, res in zip(records, results):
+            log(f"{r['src']!r} -> {res['text']!r}")
     log(f"wrote {len(results)} predictions to {o.output_file}")
     if o.benchmark:
         log(f"benchmark: {metrics['requests']} requests, batch_size {o.batch_size}, "
