@@ -159,3 +159,13 @@ def test_unknown_hub_id_says_not_found(tmp_path):
         server.shutdown()
     assert "ERROR 'demo-org/no-such-model' is neither a local folder nor a model on the " \
            "Hugging Face Hub" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_convert_takes_a_hub_id(hub_env, tmp_path):
+    fill_cache(hub_env, "demo-org/tiny-qwen")
+    proc = subprocess.run([sys.executable, "-m", "paddlellm", "convert", "demo-org/tiny-qwen",
+                           str(tmp_path / "converted"), "--no-check"],
+                          capture_output=True, text=True, env=dict(os.environ), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "converted" / "config.json").is_file()
+    assert list((tmp_path / "converted").glob("*.safetensors"))

@@ -266,3 +266,24 @@ def test_metrics_count_requests_and_tokens():
         assert m['paddlellm_prompt_tokens_total{model_name="fake-model"}'] == prompt_len
         assert m['paddlellm_kv_blocks_total{model_name="fake-model"}'] == 64
         assert "# TYPE paddlellm_kv_blocks_used gauge" in r.text
+
+
+def test_tokenize_counts_chat_and_completion_prompts_against_the_context(served):
+    engine, http = served
+    ids = engine.tokenizer.apply_chat_template(HELLO, add_generation_prompt=True)
+    r = http.post("/tokenize", json={"model": "fake-model", "messages": HELLO})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"count": len(ids), "max_model_len": engine.max_model_len, "tokens": ids}
+    r = http.post("/tokenize", json={"prompt": "hello"})
+    assert r.json()["tokens"] == list(engine.tokenizer.encode("hello"))
+    for body, words in (({}, "Give messages"), ({"messages": HELLO, "prompt": "x"}, "not both"),
+                        ({"messages": HELLO, "model": "other"}, "does not exist")):
+        r = http.post("/tokenize", json=body)
+        assert r.status_code in (400, 404) and words in r.json()["error"]["message"], r.text
+
+
+def test_favicon_is_served(served):
+    _, http = served
+    r = http.get("/favicon.ico")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
+    assert b"<svg" in r.content

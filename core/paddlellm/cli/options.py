@@ -26,7 +26,7 @@ import typer.main
 from typer.core import TyperCommand, TyperGroup
 
 __all__ = ["canonical", "canonical_args", "SpellingGroup", "PassThroughCommand",
-           "HelpOption", "help_option", "fields_help_options"]
+           "HelpOption", "fields_help_options"]
 
 
 def canonical(opt: str) -> str:
@@ -100,7 +100,7 @@ def _option_arity(command: Any) -> dict[str, int]:
     return arity
 
 
-def _normalise_for(command: Any, args: list[str], ctx: Any) -> list[str]:
+def _normalise_for(command: Any, args: list[str]) -> list[str]:
     """``args`` of ``command`` with its own dashed options rewritten (recursing into groups)."""
     arity = _option_arity(command)
     subcommands = _subcommands(command)
@@ -120,7 +120,7 @@ def _normalise_for(command: Any, args: list[str], ctx: Any) -> list[str]:
                 i += 1 + n
                 continue
         elif subcommands and tok in subcommands:
-            return out + [tok] + _normalise_for(subcommands[tok], args[i + 1:], ctx)
+            return out + [tok] + _normalise_for(subcommands[tok], args[i + 1:])
         out.append(tok)
         i += 1
     return out
@@ -140,7 +140,7 @@ class SpellingGroup(TyperGroup):
     def resolve_command(self, ctx: Any, args: list[str]):
         name, cmd, rest = super().resolve_command(ctx, args)
         if cmd is not None:
-            rest = _normalise_for(cmd, list(rest), ctx)
+            rest = _normalise_for(cmd, list(rest))
         return name, cmd, rest
 
 
@@ -180,10 +180,6 @@ class HelpOption:
     metavar: str | None = None
     flag: bool = False
     required: bool = False
-
-
-def help_option(name: str, **kwargs: Any) -> HelpOption:
-    return HelpOption(name.lstrip("-"), **kwargs)
 
 
 def _help_command(name: str, help_text: str, rows: list[HelpOption]) -> Any:
@@ -236,7 +232,7 @@ def _metavar(annotation: Any) -> tuple[str, bool]:
     return names.get(annotation, "TEXT"), False
 
 
-def fields_help_options(model_cls: Any, panel: str, *, skip: Iterable[str] = ()) -> list[HelpOption]:
+def fields_help_options(model_cls: Any, panel: str | None, *, skip: Iterable[str] = ()) -> list[HelpOption]:
     """Help rows for the fields of a pydantic model (default and description shown)."""
     from pydantic_core import PydanticUndefined
 

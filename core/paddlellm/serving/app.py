@@ -25,8 +25,8 @@ from starlette.routing import Route
 
 from .async_engine import AsyncEngine, EngineDeadError, QueueFullError
 from .metrics import CONTENT_TYPE, ServerMetrics
-from .protocol import (APIError, ChatCompletionRequest, CompletionRequest, error_body,
-                       unsupported_fields, validation_error)
+from .protocol import (APIError, ChatCompletionRequest, CompletionRequest, TokenizeRequest,
+                       error_body, unsupported_fields, validation_error)
 from .responses import ChoiceState, OpenAIFormatter
 from .streams import ClientDisconnected, Fanout, cancel_on_disconnect
 
@@ -318,6 +318,28 @@ def _model_card(state: ServerState) -> dict:
             "owned_by": "paddlellm", "max_model_len": state.max_model_len}
 
 
+async def tokenize(request: Request) -> Response:
+    """The prompt ids of ``messages`` (chat template, as chat completions render them) or
+    ``prompt``, with ``max_model_len``: what a client needs to fit a conversation into the
+    context (the chat page trims old turns with it, as ``llm chat`` does)."""
+    state: ServerState = request.app.state.server
+    body = await _read_json(request)
+    try:
+        req = TokenizeRequest.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    _check_model(state, req.model)
+    if req.messages is not None:
+        ids = _chat_prompt(state, req)
+    elif req.prompt is not None:
+        ids = _completion_prompt(state, req.prompt)
+    else:
+        raise APIError(400, "Give messages (chat) or prompt (completion) to tokenize",
+                       param="messages")
+    return JSONResponse({"count": len(ids), "max_model_len": state.max_model_len,
+                         "tokens": ids})
+
+
 async def health(request: Request) -> Response:
     state: ServerState = request.app.state.server
     if not state.engine.is_running:
@@ -332,6 +354,12 @@ async def metrics(request: Request) -> Response:
 
 async def index(request: Request) -> Response:
     return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+
+async def favicon(request: Request) -> Response:
+    """The page's icon (browsers ask for /favicon.ico whatever the page says)."""
+    return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml",
+                        headers={"Cache-Control": "max-age=86400"})
 
 
 def _endpoint(handler, route: str, protected: bool):
@@ -387,9 +415,11 @@ def build_app(engine: AsyncEngine, *, model_name: str, aliases: tuple[str, ...] 
         Route("/v1/models", _endpoint(list_models, "/v1/models", True), methods=["GET"]),
         Route("/v1/models/{model:path}", _endpoint(get_model, "/v1/models/{model}", True),
               methods=["GET"]),
+        Route("/tokenize", _endpoint(tokenize, "/tokenize", True), methods=["POST"]),
         Route("/health", _endpoint(health, "/health", False), methods=["GET"]),
         Route("/metrics", _endpoint(metrics, "/metrics", False), methods=["GET"]),
         Route("/", _endpoint(index, "/", False), methods=["GET"]),
+        Route("/favicon.ico", _endpoint(favicon, "/favicon.ico", False), methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error})

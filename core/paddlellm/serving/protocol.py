@@ -128,6 +128,24 @@ def unsupported_fields(req: _SamplingFields) -> None:
                        param="stream_options")
 
 
+class TokenizeRequest(BaseModel):
+    """``POST /tokenize`` (vLLM's shape): the prompt ids of chat ``messages`` (rendered as
+    ``/v1/chat/completions`` renders them) or of a completion ``prompt``."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: Optional[str] = None
+    messages: Optional[list[ChatMessage]] = Field(None, min_length=1)
+    prompt: Union[str, list[int], None] = None
+    add_generation_prompt: bool = True
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_input(cls, prompt, info):
+        if prompt is not None and info.data.get("messages") is not None:
+            raise ValueError("give messages or prompt, not both")
+        return prompt
+
+
 class ChatCompletionRequest(_SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: Optional[int] = Field(None, ge=1)

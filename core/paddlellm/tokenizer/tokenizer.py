@@ -135,12 +135,14 @@ class Tokenizer:
         directory = Path(path)
         if directory.is_file() and directory.name == "tokenizer.json":
             directory = directory.parent
-        if not directory.exists():  # a Hub id (downloaded to its cache), else a clear error
-            from ..hub import resolve_model_path
+        if not directory.exists():
+            from ..hub import is_hub_id, resolve_model_path
 
-            directory = Path(resolve_model_path(path))
+            if is_hub_id(str(path)):  # downloaded to (or found in) the Hub cache, or a clear error
+                directory = Path(resolve_model_path(path))
         if not directory.is_dir():
-            raise FileNotFoundError(f"Tokenizer directory {str(path)!r} does not exist (nothing is downloaded).")
+            raise FileNotFoundError(f"Tokenizer directory {str(path)!r} does not exist (and it is "
+                                    "not a Hugging Face Hub id).")
         tokenizer_file = directory / "tokenizer.json"
         if not tokenizer_file.is_file():
             raise FileNotFoundError(

@@ -61,7 +61,8 @@ def models(
 
 
 def convert(
-    src: str = typer.Argument(..., help="Checkpoint directory (safetensors or PyTorch .bin)."),
+    src: str = typer.Argument(..., help="Checkpoint directory (safetensors or PyTorch .bin), "
+                              "or a Hugging Face Hub id."),
     dst: str = typer.Argument(..., help="Output directory (Hugging Face safetensors)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float32, bfloat16 or float16."),
     max_shard_size: str = typer.Option("5GB", "--max_shard_size", "--max-shard-size"),
@@ -74,8 +75,11 @@ def convert(
     check: bool = typer.Option(True, "--check/--no-check", help="Compare logits after converting."),
 ) -> None:
     """Convert a checkpoint to clean HF safetensors, then check the converted model's logits."""
+    from paddlellm.hub import resolve_model_path
+
     from .convert import convert_and_check
 
+    src = resolve_model_path(src)  # a local folder, or a Hub id downloaded to its cache
     report = convert_and_check(src, dst, dtype=dtype, max_shard_size=max_shard_size,
                                check=check)
     if not check:
