@@ -9,8 +9,9 @@
 from __future__ import annotations
 
 from .app import build_app
-from .async_engine import AsyncEngine, EngineDeadError, QueueFullError
+from .async_engine import AsyncEngine, EngineDeadError, NeverAdmittedError, QueueFullError
+from .limits import ServerLimits
 from .server import create_app, run_server
 
-__all__ = ["AsyncEngine", "EngineDeadError", "QueueFullError", "build_app", "create_app",
-           "run_server"]
+__all__ = ["AsyncEngine", "EngineDeadError", "NeverAdmittedError", "QueueFullError",
+           "ServerLimits", "build_app", "create_app", "run_server"]
