@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .kv_manager import DEFAULT_KV_CACHE_BYTES, PagedKVCache, num_blocks_for_budget
-from .sampling import (RequestOutput, SamplingParams, StopTracker, repetition_penalty,
+from .sampling import (NonFiniteLogitsError, RequestOutput, SamplingParams, StopTracker, repetition_penalty,
                        sample_row, token_logprobs)
 from .scheduler import ScheduledBatch, Scheduler, Sequence
 
@@ -212,6 +212,8 @@ class LLMEngine:
 
         host = any(s.params.needs_logits for s in batch.seqs)
         rows = logits.numpy() if host else None  # (S, V)
+        if not host and bool(paddle.isnan(logits).any()):  # argmax would pick a NaN's index
+            raise NonFiniteLogitsError("the model produced NaN logits; no token can be chosen")
         greedy = None if host else paddle.argmax(logits, axis=-1).numpy()  # (S,)
         outputs = []
         for i, seq in enumerate(batch.seqs):
