@@ -155,7 +155,7 @@ BAD_REQUESTS = [
     ({"messages": HELLO, "metadata": {"a": DEEP}}, 400, "nested deeper than 32 levels",
      "metadata.a" + ".0" * 30),
     # more sequences than the server ever runs (max_num_seqs 4 + max_queue 8): never admitted
-    ({"messages": HELLO, "n": 13}, 400, "at most 12 at once", "n"),
+    ({"messages": HELLO, "n": 13}, 400, "at most 12 sequences at once", "n"),
     ({"messages": [{"role": "user", "content": "x" * (128 * 32 + 1)}]}, 400, "over the 4096 this server tokenizes", "messages"),
 ]
 
@@ -179,7 +179,7 @@ def test_bad_completions_routes_and_methods_then_server_still_serves(served):
         (http.post("/v1/completions", json={"prompt": "a", "logprobs": 9}), 400, "logprobs"),
         (http.post("/v1/completions", json={"prompt": "a", "echo": True, "logprobs": 1}), 400, "echo"),
         (http.post("/v1/completions", json={"prompt": 42}), 400, "prompt"),
-        (http.post("/v1/completions", json={"prompt": ["a"] * 13}), 400, "at most 12 at once"),
+        (http.post("/v1/completions", json={"prompt": ["a"] * 13}), 400, "at most 12 sequences at once"),
         (http.post("/v1/completions", json={"prompt": "a", "best_of": 3}), 400, "best_of"),
         (http.post("/v1/completions", json={"prompt": "a" * 5000}), 400, "--prompt_chars_per_token"),
         (http.post("/v1/completions", json={"prompt": [70] * 129}), 400, "maximum context length"),

@@ -152,8 +152,8 @@ def _admissible(state: ServerState, count: int, param: str) -> None:
     limit = state.engine.max_in_flight
     if count > limit:
         raise APIError(400, f"This request needs {count} sequences (prompts x n) but this server "
-                            f"runs at most {limit} at once (--max_num_seqs + --max_queue); "
-                            f"split it.", param=param, code="too_many_sequences")
+                            f"runs at most {limit} sequences at once (--max_num_seqs + "
+                            f"--max_queue); split it.", param=param, code="too_many_sequences")
 
 
 # ---------------------------------------------------------------------------- generation
@@ -263,7 +263,8 @@ async def _parse_request(request: Request, request_cls):
     unsupported field is an OpenAI-shaped error. Parsing runs in the worker pool."""
     state: ServerState = request.app.state.server
     raw = await read_body(request, state.limits)
-    req = await state.worker.run(decode_request, raw, request_cls, state.limits)
+    req = await state.worker.run(decode_request, raw, request_cls, state.limits,
+                                 state.max_model_len, state.engine.max_in_flight)
     _check_model(state, req.model)
     unsupported_fields(req)
     return state, req

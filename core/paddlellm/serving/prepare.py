@@ -88,27 +88,71 @@ def _lone_surrogate(text: str) -> bool:
 def check_structure(body: Any, max_depth: int) -> None:
     """400 for nesting deeper than ``max_depth`` or a string that is not valid Unicode (a lone
     surrogate such as ``"\\udc80"``, which JSON can spell but no tokenizer can read)."""
-    stack: list[tuple[Any, int, str]] = [(body, 1, "")]
+    # (container, depth, parent entry, key): paths are spelt out only for an error
+    stack: list[tuple[Any, int, Any, Any]] = [(body, 1, None, None)]
     while stack:
-        value, depth, path = stack.pop()
-        if isinstance(value, (dict, list)):
-            if depth > max_depth:
-                raise APIError(400, f"The JSON body is nested deeper than {max_depth} levels "
-                                    f"(limit --max_json_depth)", param=path or None,
-                               code="invalid_json")
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            for key, item in items:
-                if isinstance(key, str) and _lone_surrogate(key):
+        entry = stack.pop()
+        value, depth = entry[0], entry[1]
+        if depth > max_depth:
+            raise APIError(400, f"The JSON body is nested deeper than {max_depth} levels "
+                                f"(limit --max_json_depth)", param=_path(entry),
+                           code="invalid_json")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if _lone_surrogate(key):
                     raise APIError(400, "A key of the JSON body is not valid Unicode (a lone "
-                                        "surrogate)", param=path or None, code="invalid_json")
-                stack.append((item, depth + 1, f"{path}.{key}" if path else str(key)))
-        elif isinstance(value, str) and _lone_surrogate(value):
-            raise APIError(400, f"{path or 'body'}: the string is not valid Unicode (it holds a "
-                                f"lone surrogate)", param=path or None, code="invalid_value")
+                                        "surrogate)", param=_path(entry), code="invalid_json")
+                _visit(stack, item, depth, entry, key)
+        else:
+            for index, item in enumerate(value):
+                _visit(stack, item, depth, entry, index)
 
 
-def decode_request(raw: bytes, request_cls, limits: ServerLimits):
-    """Bytes -> validated request (worker thread): JSON, structure, then the pydantic model."""
+def _visit(stack: list, item: Any, depth: int, parent: tuple, key: Any) -> None:
+    kind = type(item)
+    if kind is str:
+        if _lone_surrogate(item):
+            path = _path((item, depth + 1, parent, key))
+            raise APIError(400, f"{path}: the string is not valid Unicode (it holds a lone "
+                                f"surrogate)", param=path, code="invalid_value")
+    elif kind is dict or kind is list:
+        stack.append((item, depth + 1, parent, key))
+
+
+def _path(entry: tuple) -> str | None:
+    keys = []
+    while entry is not None and entry[2] is not None:
+        keys.append(str(entry[3]))
+        entry = entry[2]
+    return ".".join(reversed(keys)) or None
+
+
+def _check_counts(body: dict, max_messages: int, max_prompts: int) -> None:
+    """Refuse lists that cannot fit before validating them item by item."""
+    messages = body.get("messages")
+    if isinstance(messages, list) and len(messages) > max_messages:
+        raise APIError(400, f"{len(messages)} messages cannot fit this model's context of "
+                            f"{max_messages} tokens (each message takes at least one token)",
+                       param="messages", code="context_length_exceeded")
+    prompt = body.get("prompt")
+    token_lists = [prompt] if isinstance(prompt, list) and prompt and type(prompt[0]) is int else (
+        [p for p in prompt if isinstance(p, list)] if isinstance(prompt, list) else [])
+    longest = max((len(p) for p in token_lists), default=0)
+    if longest > max_messages:  # max_messages is the context length
+        raise APIError(400, f"This model's maximum context length is {max_messages} tokens. "
+                            f"However, your prompt has {longest} tokens.", param="prompt",
+                       code="context_length_exceeded")
+    if (isinstance(prompt, list) and len(prompt) > max_prompts
+            and not all(type(p) is int for p in prompt)):
+        raise APIError(400, f"This request has {len(prompt)} prompts but this server runs at most "
+                            f"{max_prompts} sequences at once (--max_num_seqs + --max_queue); "
+                            f"split it.", param="prompt", code="too_many_sequences")
+
+
+def decode_request(raw: bytes, request_cls, limits: ServerLimits, max_messages: int,
+                   max_prompts: int):
+    """Bytes -> validated request (worker thread): JSON, structure, counts, then the pydantic
+    model."""
     try:
         body = json.loads(raw)
     except RecursionError:
@@ -119,6 +163,7 @@ def decode_request(raw: bytes, request_cls, limits: ServerLimits):
     if not isinstance(body, dict):
         raise APIError(400, f"The request body must be a JSON object, got {type(body).__name__}",
                        code="invalid_json")
+    _check_counts(body, max_messages, max_prompts)  # cheap: lengths and types only
     check_structure(body, limits.max_json_depth)
     try:
         return request_cls.model_validate(body)
