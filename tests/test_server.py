@@ -304,3 +304,17 @@ def test_metrics_count_requests_and_tokens():
         assert m['paddlellm_prompt_tokens_total{model_name="fake-model"}'] == prompt_len
         assert m['paddlellm_kv_blocks_total{model_name="fake-model"}'] == 64
         assert "# TYPE paddlellm_kv_blocks_used gauge" in r.text
+
+
+def test_request_over_the_kv_cache_is_a_400_naming_the_limit():
+    """A sequence longer than the whole KV cache can never run: 400, not 503 or a hang."""
+    engine, thread = make_server(FakeEngine(num_blocks=16, block_size=4))  # 64 tokens < 128
+    with thread as url, httpx.Client(base_url=url, timeout=30) as http:
+        r = http.post(CHAT, json={"messages": HELLO, "max_tokens": 40})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == "max_tokens" and error["code"] == "context_length_exceeded"
+        assert "KV cache holds 64 tokens" in error["message"] and "--num_blocks 16" in error["message"]
+        ok = http.post(CHAT, json={"messages": HELLO})  # the default max_tokens fits the cache
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["usage"]["total_tokens"] == 64

@@ -335,3 +335,24 @@ def test_limits_come_from_the_environment_and_are_validated():
         ServerLimits.from_env({"PADDLELLM_PREP_THREADS": "many"})
     with pytest.raises(ValueError, match="max_body_bytes must be a positive number"):
         ServerLimits(max_body_bytes=0)
+
+
+def test_template_limits_apply_per_render_outside_the_server():
+    """``apply_chat_template`` is bounded too; ``render_limits`` changes the bounds for a block."""
+    from paddlellm.tokenizer import RenderLimits, TemplateLimitError, render_chat_template, render_limits
+
+    conversation = [[{"role": "user", "content": "hi"}]]
+    ok = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{{ 'x' * 3 }}{{ 2 ** 10 }}"
+    assert render_chat_template(ok, conversation) == ["<user>hixxx1024"]
+    with render_limits(RenderLimits(max_output_chars=10)):
+        with pytest.raises(TemplateLimitError, match="rendered more than 10 characters"):
+            render_chat_template("{% for i in range(20) %}x{% endfor %}", conversation)
+        assert render_chat_template("{{ 'x' * 10 }}", conversation) == ["x" * 10]
+    with render_limits(max_loop_iterations=50):
+        with pytest.raises(TemplateLimitError, match="more than 50 loop iterations"):
+            render_chat_template("{% for i in range(10) %}{% for j in range(10) %}{% endfor %}{% endfor %}",
+                                 conversation)
+    # the budget is per render: two renders of 40 iterations each pass a limit of 50
+    with render_limits(max_loop_iterations=50):
+        loop = "{% for i in range(40) %}{% endfor %}ok"
+        assert render_chat_template(loop, conversation * 2) == ["ok", "ok"]
