@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import re
 import string
@@ -87,6 +88,7 @@ def render_limits(limits: RenderLimits | None = None, **overrides: Any) -> Itera
         _LIMITS.reset(token)
 
 
+@functools.lru_cache(maxsize=64)
 def template_label(source: str) -> str:
     """How errors name a template: a digest and its first characters."""
     digest = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()[:12]
@@ -101,6 +103,7 @@ class _Budget:
         self.limits = limits
         self.label = label
         self.work = 0
+        self.writes = 0
         self.written = 0
         self.output = 0
         self.deadline = time.monotonic() + limits.max_seconds
@@ -140,7 +143,8 @@ class _Budget:
         if self.written > OUTPUT_WORK_FACTOR * self.limits.max_output_chars:
             raise self.fail(f"wrote more than {OUTPUT_WORK_FACTOR * self.limits.max_output_chars} "
                             f"characters into its buffers ({OUTPUT_WORK_FACTOR} x max_output_chars)")
-        if n:
+        self.writes += 1
+        if self.writes % _TIME_CHECK_EVERY == 0 or n > 65536:
             self.check_time()
 
     def emitted(self, n: int) -> None:
@@ -227,9 +231,9 @@ def _check_str_method(budget: _Budget, obj: str, name: str, args: tuple, kwargs:
 @pass_context
 def _plm_out(context, value: Any) -> Any:
     """Every expression written into a buffer: counted (work and time)."""
-    budget = _budget()
-    budget.wrote(len(value) if isinstance(value, str) else len(str(value)))
-    return value
+    text = value if type(value) is str else str(value)  # what the output does with it anyway
+    (_BUDGET.get() or _budget()).wrote(len(text))
+    return text
 
 
 @pass_context
@@ -346,6 +350,11 @@ class LimitedSandboxedEnvironment(ImmutableSandboxedEnvironment):
         return _Bounder().visit(super()._parse(source, name, filename))
 
     def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "+":  # the common case (templates build strings with '+'): fast path
+            if type(left) is str and type(right) is str:
+                if len(left) + len(right) > (_BUDGET.get() or _budget()).limits.max_output_chars:
+                    _budget().predict(len(left) + len(right), "a concatenation ('+')")
+                return left + right
         budget = _budget()
         if operator == "*":
             size = _repeat_size(left, right)
