@@ -99,6 +99,8 @@ def hostile_corpus() -> list[tuple[str, str, object, set[int]]]:
         ("lone surrogate in a key", CHAT, b'{"\\udfff": 1, "messages": [{"role": "user", "content": "x"}]}', {400}),
         ("invalid UTF-8", CHAT, b'{"messages": [{"role": "user", "content": "\xff\xfe"}]}', {400}),
         ("not JSON", CHAT, b"{\"messages\": ", {400}),
+        ("5000-digit integer", CHAT, b'{"messages": [{"role": "user", "content": "x"}], "n": ' + b"9" * 5000 + b"}", {400}),
+        ("UTF-16 body", CHAT, json.dumps({"messages": HI}).encode("utf-16"), {200, 400}),
         ("empty body", CHAT, b"", {400}),
         ("null body", CHAT, b"null", {400}),
         ("repetition_penalty Infinity", CHAT, b'{"messages": [{"role": "user", "content": "x"}], "repetition_penalty": Infinity}', {400}),

@@ -158,7 +158,7 @@ def decode_request(raw: bytes, request_cls, limits: ServerLimits, max_messages: 
     except RecursionError:
         raise APIError(400, f"The JSON body is nested too deeply (limit --max_json_depth "
                             f"{limits.max_json_depth})", code="invalid_json") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a 5000-digit integer
         raise APIError(400, f"Invalid JSON body: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise APIError(400, f"The request body must be a JSON object, got {type(body).__name__}",
