@@ -358,3 +358,33 @@ def test_template_limits_apply_per_render_outside_the_server():
     with render_limits(max_loop_iterations=50):
         loop = "{% for i in range(40) %}{% endfor %}ok"
         assert render_chat_template(loop, conversation * 2) == ["ok", "ok"]
+
+
+FUZZ_VALUES = [True, "yes", 2**70, None, "\udc80", [[1]]]  # bool, str, huge int, null, bad str, list
+CHAT_FIELDS = ["model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n",
+               "seed", "stop", "stream", "stream_options", "logprobs", "top_logprobs", "top_k",
+               "repetition_penalty", "ignore_eos", "stop_token_ids", "frequency_penalty",
+               "presence_penalty", "logit_bias", "user", "add_generation_prompt", "tools",
+               "tool_choice", "functions", "function_call", "response_format"]
+COMPLETION_FIELDS = ["prompt", "max_tokens", "logprobs", "echo", "suffix", "best_of", "n", "stop"]
+
+
+def test_every_field_with_every_wrong_type_is_never_a_500(server):
+    """Each field of both endpoints set to each value of a list of wrong (and some right)
+    types: every answer is a 2xx or an OpenAI-shaped 4xx, never a 500 or a leaked exception."""
+    _, http = server
+    cases = [(CHAT, {"messages": HI, "max_tokens" if f != "max_tokens" else "max_completion_tokens": 1}, f)
+             for f in CHAT_FIELDS]
+    cases += [(COMPLETIONS, {"prompt": "hi", "max_tokens": 1}, f) for f in COMPLETION_FIELDS]
+    seen = set()
+    for i, (path, base, field) in enumerate(cases):
+        for value in FUZZ_VALUES:
+            body = json.dumps({**base, field: value}).encode()  # a lone surrogate as \\udc80
+            r = http.post(path, content=body, headers={"content-type": "application/json"})
+            allowed = set(range(200, 300)) | set(range(400, 500)) - {408}
+            check_answer(f"{path} {field}={str(value)[:20]!r}", r.status_code, r.text, allowed)
+            seen.add(r.status_code)
+        if i % 8 == 0:
+            assert_serving(http)
+    assert {200, 400} <= seen
+    assert_serving(http)
