@@ -126,6 +126,9 @@ def hostile_corpus() -> list[tuple[str, str, object, set[int]]]:
         ("token ids out of range", COMPLETIONS, {"prompt": [2**62, -1]}, {400}),
         ("200000 empty messages", CHAT, {"messages": [{"role": "user", "content": ""}] * 200_000}, {400}),
         ("unknown model", CHAT, {"model": "gpt-9", "messages": HI}, {404}),
+        ("the 'none' forms of unimplemented fields", CHAT,
+         {"messages": HI, "max_tokens": 1, "tools": [], "functions": None, "tool_choice": "none",
+          "function_call": "none", "response_format": {"type": "text"}}, {200}),
         ("negative seed", CHAT, {"messages": HI, "seed": -1, "max_tokens": 1}, {200}),
         ("temperature 1e-38", CHAT, {"messages": HI, "temperature": 1e-38, "max_tokens": 6}, {200}),
     ]
