@@ -236,6 +236,10 @@ HOSTILE_TEMPLATES = {
                           "rendering was stopped"),
     "endless recursion": ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "recursed too deeply"),
     "huge output": ("{% for i in range(100000) %}{{ messages[0].content }}{% endfor %}", "max_output_chars"),
+    "text of a list of big strings": ("{% set b = 'x' * 5000 %}{{ 'a' ~ ([b] * 5000) }}", "max_output_chars"),
+    "tojson indent": ("{{ messages|tojson(indent=1000000000) }}", "64 characters"),
+    "translate": ("{{ ('a' * 5000).translate({97: 'b' * 5000}) }}", "max_output_chars"),
+    "lipsum": ("{{ lipsum(n=100000000) }}", "max_output_chars"),
 }
 
 

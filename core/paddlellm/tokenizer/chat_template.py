@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import json
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Mapping, Sequence
@@ -21,7 +20,7 @@ import jinja2
 import jinja2.ext
 import jinja2.nodes
 
-from .template_limits import LimitedSandboxedEnvironment, TemplateLimitError, template_label
+from .template_limits import LimitedSandboxedEnvironment, TemplateLimitError, bounded_tojson, template_label
 
 __all__ = ["ChatTemplateError", "TemplateLimitError", "compile_chat_template", "render_chat_template"]
 
@@ -66,8 +65,10 @@ def _raise_exception(message: str):
 
 
 def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False) -> str:
-    # Jinja's own tojson HTML-escapes '<', '>', '&' and "'"; chat templates expect plain JSON.
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    # Jinja's own tojson HTML-escapes '<', '>', '&' and "'"; chat templates expect plain JSON
+    # (built in bounded chunks: a huge value or indent stops at the render's output limit).
+    return bounded_tojson(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                          sort_keys=sort_keys)
 
 
 def _strftime_now(fmt: str) -> str:

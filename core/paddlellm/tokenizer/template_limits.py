@@ -9,8 +9,10 @@ here (:class:`LimitedSandboxedEnvironment`) enforces, for every render:
   ``max_output_chars``;
 - **values**: no string, list or tuple made by ``*``, ``+``, ``~``, ``%``, a filter, a method
   or a macro may be longer than ``max_output_chars`` (checked *before* the big allocations:
-  repetition, padding widths, ``replace``, ``join``, ``batch``, format widths); integers stay
-  under ``MAX_INT_BITS`` bits (``**`` and ``*``);
+  repetition, padding widths, ``replace``, ``translate``, ``join``, ``sum``, ``batch``,
+  format widths, ``lipsum``, ``tojson``), nor may the text of a list or dict turned into a
+  string (output, ``~``, ``%``, ``format``, string filters); integers stay under
+  ``MAX_INT_BITS`` bits (``**``, ``*``, ``+``);
 - **work**: loop iterations plus calls (macros, methods, recursive loops) are counted against
   ``max_loop_iterations``; every expression written into any buffer (macro bodies and
   ``{% set %}`` blocks included) counts towards ``OUTPUT_WORK_FACTOR * max_output_chars``;
@@ -27,6 +29,8 @@ import contextlib
 import contextvars
 import functools
 import hashlib
+import itertools
+import json
 import re
 import string
 import time
@@ -37,7 +41,7 @@ import jinja2
 import jinja2.nodes as nodes
 from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import pass_context
+from jinja2.utils import Namespace, pass_context
 from jinja2.visitor import NodeTransformer
 
 __all__ = ["DEFAULT_LIMITS", "LimitedSandboxedEnvironment", "RenderLimits", "TemplateLimitError",
@@ -125,7 +129,7 @@ class _Budget:
 
     def size(self, value: Any, what: str = "a value") -> Any:
         """``value`` unchanged when its length is within the output limit."""
-        if isinstance(value, (str, list, tuple)) and len(value) > self.limits.max_output_chars:
+        if isinstance(value, (str, list, tuple, bytes, bytearray)) and len(value) > self.limits.max_output_chars:
             raise self.too_big(what, len(value))
         return value
 
@@ -161,6 +165,50 @@ def _budget() -> _Budget:
     return budget
 
 
+_END = object()
+
+
+def text_size(value: Any, limit: int) -> int:
+    """About ``len(str(value))`` (an upper estimate for containers), computed without building
+    the string and stopping as soon as it passes ``limit``."""
+    if type(value) is str:
+        return len(value)
+    size = 0
+    stack: list[Iterator] = [iter((value,))]
+    while stack:
+        item = next(stack[-1], _END)
+        if item is _END:
+            stack.pop()
+            continue
+        if isinstance(item, str):
+            size += len(item) + 4
+        elif isinstance(item, dict):
+            size += 2
+            stack.append(itertools.chain.from_iterable(item.items()))
+        elif isinstance(item, Namespace):
+            size += 12
+            attrs = object.__getattribute__(item, "_Namespace__attrs")
+            stack.append(itertools.chain.from_iterable(attrs.items()))
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            size += 2
+            stack.append(iter(item))
+        elif isinstance(item, (bytes, bytearray)):
+            size += 4 * len(item) + 3
+        elif _is_int(item):
+            size += item.bit_length() // 3 + 2
+        else:
+            size += 32
+        if size > limit:
+            return size
+    return size
+
+
+def _check_text(budget: "_Budget", value: Any, what: str) -> None:
+    """Refuse turning ``value`` into a string longer than the limit (before it is built)."""
+    if type(value) is not str:
+        budget.predict(text_size(value, budget.limits.max_output_chars), what)
+
+
 def _int_bits(value: Any) -> int:
     return value.bit_length() if isinstance(value, int) and not isinstance(value, bool) else 0
 
@@ -172,7 +220,7 @@ def _is_int(value: Any) -> bool:
 def _repeat_size(left: Any, right: Any) -> int | None:
     """The length of ``left * right`` for sequence repetition, else ``None``."""
     for seq, times in ((left, right), (right, left)):
-        if isinstance(seq, (str, list, tuple)) and _is_int(times):
+        if isinstance(seq, (str, list, tuple, bytes, bytearray)) and _is_int(times):
             return len(seq) * max(times, 0)
     return None
 
@@ -194,7 +242,9 @@ def _check_percent(budget: _Budget, fmt: str, args: Any) -> None:
         for v in values:
             if _is_int(v):
                 budget.predict(abs(v), "a %-format field")
-    budget.predict(len(fmt) + sum(len(v) for v in values if isinstance(v, str)), "a %-formatted string")
+    limit = budget.limits.max_output_chars
+    args_size = sum(text_size(v, limit) for v in (values if not isinstance(args, dict) else args.values()))
+    budget.predict(len(fmt) + args_size, "a %-formatted string")
 
 
 def _check_format(budget: _Budget, fmt: str, args: tuple, kwargs: dict) -> None:
@@ -210,6 +260,9 @@ def _check_format(budget: _Budget, fmt: str, args: tuple, kwargs: dict) -> None:
             for v in (*args, *kwargs.values()):
                 if _is_int(v):
                     budget.predict(abs(v), "a format field")
+    limit = budget.limits.max_output_chars
+    budget.predict(len(fmt) * (1 + len(fields)) + sum(text_size(v, limit) for v in (*args, *kwargs.values())),
+                   "a formatted string")
 
 
 def _check_str_method(budget: _Budget, obj: str, name: str, args: tuple, kwargs: dict) -> None:
@@ -223,6 +276,9 @@ def _check_str_method(budget: _Budget, obj: str, name: str, args: tuple, kwargs:
         old, new = args[0], args[1]
         hits = len(obj) + 1 if old == "" else obj.count(old)
         budget.predict(len(obj) + hits * (len(new) - len(old)), "str.replace()")
+    elif name == "translate" and args and isinstance(args[0], dict):
+        longest = max((len(v) for v in args[0].values() if isinstance(v, str)), default=1)
+        budget.predict(len(obj) * max(longest, 1), "str.translate()")
     elif name in ("format", "format_map"):
         _check_format(budget, obj, args, kwargs if name == "format" else dict(args[0]) if args else {})
 
@@ -231,9 +287,20 @@ def _check_str_method(budget: _Budget, obj: str, name: str, args: tuple, kwargs:
 @pass_context
 def _plm_out(context, value: Any) -> Any:
     """Every expression written into a buffer: counted (work and time)."""
-    text = value if type(value) is str else str(value)  # what the output does with it anyway
-    (_BUDGET.get() or _budget()).wrote(len(text))
-    return text
+    budget = _BUDGET.get() or _budget()
+    if type(value) is not str:
+        _check_text(budget, value, "the text of a value")
+        value = str(value)  # what the output does with it anyway
+    budget.wrote(len(value))
+    return value
+
+
+@pass_context
+def _plm_text(context, value: Any) -> Any:
+    """An operand of ``~``: its text within the limit before it is built."""
+    if type(value) is not str:
+        _check_text(_budget(), value, "the text of a value ('~')")
+    return value
 
 
 @pass_context
@@ -274,7 +341,9 @@ class _Bounder(NodeTransformer):
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
-        return self._wrap(self.generic_visit(node), "_plm_size")
+        node = self.generic_visit(node)
+        node.nodes = [self._wrap(child, "_plm_text") for child in node.nodes]
+        return self._wrap(node, "_plm_size")
 
 
 # ------------------------------------------------------------------ checked filters
@@ -325,16 +394,78 @@ def _checked_filters(env: jinja2.Environment) -> dict:
         items = list(value) if not isinstance(value, str) else value
         budget = _budget()
         budget.predict(len(items), "a joined list")
-        size = len(str(d)) * max(len(items) - 1, 0) + sum(len(x) if isinstance(x, str) else 8 for x in items)
+        limit = budget.limits.max_output_chars
+        size = len(str(d)) * max(len(items) - 1, 0)
+        for x in items:
+            size += text_size(x, limit)
+            if size > limit:
+                break
         budget.predict(size, "the join filter's output")
         return base["join"](eval_ctx, items, d, attribute)
 
+    def sum_(environment, iterable, attribute=None, start=0):
+        items = list(iterable)
+        if isinstance(start, (str, list, tuple)) or any(isinstance(x, (str, list, tuple)) for x in items[:1]):
+            start_len = len(start) if isinstance(start, (str, list, tuple)) else 0
+            _budget().predict(start_len + sum(len(x) for x in items if isinstance(x, (str, list, tuple))),
+                              "a sum")
+        return base["sum"](environment, items, attribute, start)
+
+    sum_.jinja_pass_arg = base["sum"].jinja_pass_arg
     replace_.jinja_pass_arg = base["replace"].jinja_pass_arg
     wordwrap.jinja_pass_arg = base["wordwrap"].jinja_pass_arg
     join.jinja_pass_arg = base["join"].jinja_pass_arg
-    return {"center": center, "indent": indent, "format": format_, "replace": replace_,
-            "wordwrap": wordwrap, "batch": batch, "slice": slice_, "join": join,
-            "_plm_out": _plm_out, "_plm_iter": _plm_iter, "_plm_size": _plm_size}
+    checked = {"center": center, "indent": indent, "format": format_, "replace": replace_,
+               "wordwrap": wordwrap, "batch": batch, "slice": slice_, "join": join, "sum": sum_,
+               "tojson": tojson}
+    for name in _STRING_FILTERS:  # filters that start with str(value)
+        checked[name] = _text_first(checked.get(name, base[name]))
+    return {**checked, "_plm_out": _plm_out, "_plm_iter": _plm_iter, "_plm_size": _plm_size,
+            "_plm_text": _plm_text}
+
+
+_STRING_FILTERS = ("string", "pprint", "upper", "lower", "title", "capitalize", "trim",
+                   "striptags", "escape", "e", "forceescape", "urlencode", "urlize", "center",
+                   "indent", "wordwrap", "truncate", "replace", "format", "wordcount", "safe",
+                   "xmlattr")
+
+
+def _text_first(fn):
+    """``fn`` with its value argument's text checked first (after any context argument)."""
+    skip = 1 if getattr(fn, "jinja_pass_arg", None) is not None else 0
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if len(args) > skip:
+            _check_text(_budget(), args[skip], "the text of a filtered value")
+        return fn(*args, **kwargs)
+
+    if hasattr(fn, "jinja_pass_arg"):
+        wrapper.jinja_pass_arg = fn.jinja_pass_arg
+    return wrapper
+
+
+def bounded_tojson(value: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None,
+                   sort_keys: bool = False) -> str:
+    """``json.dumps`` as chat templates expect it (no HTML escaping), built chunk by chunk and
+    stopped at the output limit; ``indent`` and separators of at most 64 characters."""
+    budget = _budget()
+    pad = len(indent) if isinstance(indent, str) else indent if _is_int(indent) else 0
+    if pad > 64 or any(isinstance(p, str) and len(p) > 64 for p in (separators or ())):
+        raise budget.fail("asked tojson for an indent or separator over 64 characters")
+    encoder = json.JSONEncoder(ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                               sort_keys=sort_keys)
+    chunks, size = [], 0
+    for chunk in encoder.iterencode(value):
+        size += len(chunk)
+        if size > budget.limits.max_output_chars:
+            raise budget.too_big("tojson output", size)
+        chunks.append(chunk)
+    return "".join(chunks)
+
+
+def tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False) -> str:
+    return bounded_tojson(value, ensure_ascii, indent, separators, sort_keys)
 
 
 class LimitedSandboxedEnvironment(ImmutableSandboxedEnvironment):
@@ -345,6 +476,14 @@ class LimitedSandboxedEnvironment(ImmutableSandboxedEnvironment):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.filters.update(_checked_filters(self))
+        lipsum = self.globals["lipsum"]
+
+        def checked_lipsum(n=5, html=True, min=20, max=100):
+            if _is_int(n) and _is_int(max):
+                _budget().predict(n * max * 16, "lipsum text")
+            return lipsum(n, html, min, max)
+
+        self.globals["lipsum"] = checked_lipsum
 
     def _parse(self, source, name, filename):
         return _Bounder().visit(super()._parse(source, name, filename))
@@ -369,6 +508,8 @@ class LimitedSandboxedEnvironment(ImmutableSandboxedEnvironment):
         elif operator == "+":
             if isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
                 budget.predict(len(left) + len(right), "a concatenation ('+')")
+            elif max(_int_bits(left), _int_bits(right)) > MAX_INT_BITS:
+                raise budget.fail(f"added integers over {MAX_INT_BITS} bits")
         elif operator == "%" and isinstance(left, str):
             _check_percent(budget, left, right)
         return super().call_binop(context, operator, left, right)
