@@ -112,6 +112,9 @@ def test_streaming_completions_text_concatenates(served):
 
 
 LONG = [{"role": "user", "content": "word " * 200}]
+DEEP: list = [1]
+for _ in range(40):
+    DEEP = [DEEP]
 BAD_REQUESTS = [
     # (body, status, words in the message, param)
     (b"{not json", 400, "Invalid JSON body", None),
@@ -130,7 +133,30 @@ BAD_REQUESTS = [
     ({"messages": HELLO, "frequency_penalty": 0.5}, 400, "not supported", "frequency_penalty"),
     ({"messages": HELLO, "stream_options": {"include_usage": True}}, 400, "only allowed when stream", "stream_options"),
     ({"messages": HELLO, "top_logprobs": 2}, 400, "requires logprobs", "top_logprobs"),
-    ({"messages": HELLO, "tools": [{"type": "function"}]}, 400, "tools are not supported", "tools"),
+    ({"messages": HELLO, "tools": [{"type": "function"}]}, 400, "tools is not supported", "tools"),
+    # strict types, as OpenAI: no coercion of booleans, strings or non-finite numbers
+    ({"messages": HELLO, "max_tokens": True}, 400, "max_tokens", "max_tokens"),
+    ({"messages": HELLO, "stream": "yes"}, 400, "stream", "stream"),
+    ({"messages": HELLO, "logprobs": "yes"}, 400, "logprobs", "logprobs"),
+    ({"messages": HELLO, "temperature": "1"}, 400, "temperature", "temperature"),
+    ({"messages": HELLO, "top_k": 2**70}, 400, "top_k", "top_k"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "repetition_penalty": Infinity}', 400,
+     "finite number", "repetition_penalty"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}', 400,
+     "finite number", "temperature"),
+    # known OpenAI fields we do not implement: named, never ignored
+    ({"messages": HELLO, "response_format": {"type": "json_object"}}, 400, "response_format is not supported", "response_format"),
+    ({"messages": HELLO, "functions": [{"name": "f"}]}, 400, "functions is not supported", "functions"),
+    ({"messages": HELLO, "function_call": "auto"}, 400, "function_call is not supported", "function_call"),
+    ({"messages": HELLO, "tool_choice": "auto"}, 400, "tool_choice is not supported", "tool_choice"),
+    # client errors that used to be 500s
+    (b'{"messages": [{"role": "user", "content": "a\\udc80b"}]}', 400, "lone surrogate", "messages.0.content"),
+    (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply", None),
+    ({"messages": HELLO, "metadata": {"a": DEEP}}, 400, "nested deeper than 32 levels",
+     "metadata.a" + ".0" * 30),
+    # more sequences than the server ever runs (max_num_seqs 4 + max_queue 8): never admitted
+    ({"messages": HELLO, "n": 13}, 400, "at most 12 sequences at once", "n"),
+    ({"messages": [{"role": "user", "content": "x" * (128 * 32 + 1)}]}, 400, "over the 4096 this server tokenizes", "messages"),
 ]
 
 
@@ -153,6 +179,10 @@ def test_bad_completions_routes_and_methods_then_server_still_serves(served):
         (http.post("/v1/completions", json={"prompt": "a", "logprobs": 9}), 400, "logprobs"),
         (http.post("/v1/completions", json={"prompt": "a", "echo": True, "logprobs": 1}), 400, "echo"),
         (http.post("/v1/completions", json={"prompt": 42}), 400, "prompt"),
+        (http.post("/v1/completions", json={"prompt": ["a"] * 13}), 400, "at most 12 sequences at once"),
+        (http.post("/v1/completions", json={"prompt": "a", "best_of": 3}), 400, "best_of"),
+        (http.post("/v1/completions", json={"prompt": "a" * 5000}), 400, "--prompt_chars_per_token"),
+        (http.post("/v1/completions", json={"prompt": [70] * 129}), 400, "maximum context length"),
         (http.get("/v1/nothing"), 404, "Not found: GET /v1/nothing"),
         (http.get(CHAT), 405, "Method GET not allowed"),
         (http.post(CHAT, content=b" " * (8 * 1024 * 1024 + 1)), 413, "request body is over"),
@@ -168,7 +198,7 @@ def test_bad_completions_routes_and_methods_then_server_still_serves(served):
     assert http.get("/v1/models/fake-model").json()["max_model_len"] == 128
 
 
-def test_engine_step_failure_is_a_500_in_error_shape_and_serving_continues():
+def test_engine_step_failure_is_a_generic_500_and_serving_continues():
     engine, thread = make_server()
     real_step = engine.step
 
@@ -179,7 +209,10 @@ def test_engine_step_failure_is_a_500_in_error_shape_and_serving_continues():
     with thread as url, httpx.Client(base_url=url, timeout=30) as http:
         engine.step = failing_step
         r = http.post(CHAT, json={"messages": HELLO, "max_tokens": 3})
-        assert r.status_code == 500 and "kernel exploded" in r.json()["error"]["message"]
+        assert r.status_code == 500, r.text
+        error = r.json()["error"]  # logged on the server; no exception text in the answer
+        assert error["message"] == "Internal server error; it was logged on the server."
+        assert "kernel exploded" not in r.text and "RuntimeError" not in r.text
         assert http.post(CHAT, json={"messages": HELLO, "max_tokens": 3}).status_code == 200
         assert http.get("/health").status_code == 200
 
@@ -187,7 +220,8 @@ def test_engine_step_failure_is_a_500_in_error_shape_and_serving_continues():
 def test_api_key_required_on_v1_only():
     _, thread = make_server(api_key="sekrit")
     with thread as url, httpx.Client(base_url=url, timeout=30) as http:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "sekrit"}):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "sekrit"},
+                        {"Authorization": b"Bearer sek\xffrit"}, {"Authorization": "Bearer \u00e9".encode()}):
             r = http.post(CHAT, json={"messages": HELLO}, headers=headers)
             assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
         assert http.get("/v1/models").status_code == 401
@@ -217,7 +251,11 @@ def test_full_queue_answers_503_with_retry_after():
             assert r.json()["error"]["code"] == "queue_full"
             first.read(), second.read()
         assert http.post(CHAT, json={"messages": HELLO, "max_tokens": 2, "n": 2}).status_code == 200
-        assert http.post(CHAT, json={"messages": HELLO, "max_tokens": 2, "n": 3}).status_code == 503
+        # more than max_num_seqs + max_queue at once can never be admitted: 400, not 503
+        r = http.post(CHAT, json={"messages": HELLO, "max_tokens": 2, "n": 3})
+        assert r.status_code == 400 and "retry-after" not in r.headers, r.text
+        assert r.json()["error"]["code"] == "too_many_sequences"
+        assert "--max_num_seqs + --max_queue" in r.json()["error"]["message"]
 
 
 def test_client_disconnect_mid_stream_aborts_and_frees_blocks():
@@ -287,3 +325,17 @@ def test_favicon_is_served(served):
     r = http.get("/favicon.ico")
     assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
     assert b"<svg" in r.content
+
+
+def test_request_over_the_kv_cache_is_a_400_naming_the_limit():
+    """A sequence longer than the whole KV cache can never run: 400, not 503 or a hang."""
+    engine, thread = make_server(FakeEngine(num_blocks=16, block_size=4))  # 64 tokens < 128
+    with thread as url, httpx.Client(base_url=url, timeout=30) as http:
+        r = http.post(CHAT, json={"messages": HELLO, "max_tokens": 40})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == "max_tokens" and error["code"] == "context_length_exceeded"
+        assert "KV cache holds 64 tokens" in error["message"] and "--num_blocks 16" in error["message"]
+        ok = http.post(CHAT, json={"messages": HELLO})  # the default max_tokens fits the cache
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["usage"]["total_tokens"] == 64

@@ -143,6 +143,43 @@ def filter_top_k_top_p(logits: np.ndarray, top_k: int, top_p: float) -> np.ndarr
     return logits
 
 
+class NonFiniteLogitsError(FloatingPointError):
+    """The model produced NaN (or +inf) logits, or every token was excluded: there is no
+    token to pick. Raised instead of silently emitting token 0."""
+
+
+def check_logits(logits: np.ndarray) -> None:
+    """Raise :class:`NonFiniteLogitsError` when a ``(B, V)`` row holds NaN or +inf, or
+    excludes every token (all ``-inf``)."""
+    if np.isnan(logits).any() or np.isposinf(logits).any():
+        raise NonFiniteLogitsError("the model produced non-finite (NaN or +inf) logits; no "
+                                   "token can be chosen")
+    if np.isneginf(logits).all(axis=-1).any():
+        raise NonFiniteLogitsError("every token is excluded (all logits are -inf)")
+
+
+def scale_by_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """``logits / temperature`` for ``(B, V)`` float logits, numerically safe.
+
+    The usual float32 division (same numbers as before, so seeded sampling is unchanged) is
+    kept when it stays finite; a tiny temperature (``1e-38``) that overflows it is computed
+    as ``(logits - max) / temperature`` in float64 instead: every entry <= 0, the best token
+    at 0 and the rest at ``-inf`` (greedy in the limit) -- never ``inf - inf = NaN``.
+    """
+    check_logits(logits)
+    with np.errstate(over="ignore", divide="ignore"):
+        scores = logits / temperature
+    if not np.isposinf(scores).any() and not (np.isneginf(scores) & np.isfinite(logits)).any():
+        return scores
+    x = logits.astype(np.float64)
+    top = x.max(axis=-1, keepdims=True)  # (B, 1), finite: checked above
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        shifted = x - top  # <= 0
+        scores = shifted / temperature if temperature > 0 else np.full_like(shifted, -np.inf)
+    scores[shifted == 0] = 0.0  # the best token(s), also for a temperature that is 0.0 in float64
+    return scores
+
+
 def _softmax(x: np.ndarray) -> np.ndarray:
     x = x - x.max(axis=-1, keepdims=True)
     e = np.exp(x)
@@ -150,7 +187,11 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def _sample(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    probs = _softmax(logits.astype(np.float64))
+    check_logits(logits)
+    with np.errstate(invalid="ignore"):
+        probs = _softmax(logits.astype(np.float64))
+    if not np.isfinite(probs).all():
+        raise NonFiniteLogitsError("every token is excluded (all logits are -inf)")
     u = rng.random(probs.shape[0])[:, None]
     idx = (np.cumsum(probs, axis=-1) < u).sum(axis=-1)
     return np.minimum(idx, probs.shape[-1] - 1)
@@ -279,9 +320,10 @@ def _greedy_or_sample(model, ids, mask, cfg: GenerationConfig):
         logits = apply_repetition_penalty(logits, runner.ids, cfg.repetition_penalty, runner.mask)
         logits = _mask_eos(logits, cfg, step)
         if cfg.decode_strategy == "greedy_search":
+            check_logits(paddle.max(logits, axis=-1).numpy()[:, None])  # argmax skips NaN
             tokens = paddle.argmax(logits, axis=-1).numpy()
         else:
-            scores = logits.numpy() / cfg.temperature
+            scores = scale_by_temperature(logits.numpy(), cfg.temperature)
             tokens = _sample(filter_top_k_top_p(scores, cfg.top_k, cfg.top_p), rng)
         tokens = np.where(finished, pad, tokens).astype(np.int64)
         for b in range(batch):

@@ -16,8 +16,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from .kv_manager import DEFAULT_KV_CACHE_BYTES, PagedKVCache, num_blocks_for_budget
-from .sampling import (RequestOutput, SamplingParams, StopTracker, repetition_penalty,
-                       sample_row, token_logprobs)
+from .sampling import (RequestOutput, SamplingParams, StopTracker, check_logits,
+                       repetition_penalty, sample_row, token_logprobs)
 from .scheduler import ScheduledBatch, Scheduler, Sequence
 
 
@@ -215,6 +215,8 @@ class LLMEngine:
 
         host = any(s.params.needs_logits for s in batch.seqs)
         rows = logits.numpy() if host else None  # (S, V)
+        if not host:  # paddle's argmax skips NaN: check each row's max (NaN, +inf or all -inf)
+            check_logits(paddle.max(logits, axis=-1).numpy()[:, None])
         greedy = None if host else paddle.argmax(logits, axis=-1).numpy()  # (S,)
         outputs = []
         for i, seq in enumerate(batch.seqs):

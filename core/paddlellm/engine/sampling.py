@@ -11,9 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from ..generation import _sample, filter_top_k_top_p
+from ..generation import (NonFiniteLogitsError, _sample, check_logits, filter_top_k_top_p,
+                          scale_by_temperature)
 
 FINISH_REASONS = ("stop", "length", "abort")
+
 
 
 @dataclass
@@ -98,10 +100,12 @@ def token_logprobs(row: np.ndarray, token: int, top: int) -> dict[str, Any]:
 
 
 def sample_row(row: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
-    """One token from a processed ``(V,)`` float32 logits row (penalty already applied)."""
+    """One token from a processed ``(V,)`` float32 logits row (penalty already applied);
+    :class:`NonFiniteLogitsError` when the row has NaN/+inf (never a silent token 0)."""
     if params.greedy:
+        check_logits(row[None])
         return int(np.argmax(row))
-    scores = row[None] / params.temperature  # (1, V), as generate: float32 / float
+    scores = scale_by_temperature(row[None], params.temperature)  # (1, V), as generate
     return int(_sample(filter_top_k_top_p(scores, params.top_k, params.top_p), rng)[0])
 
 

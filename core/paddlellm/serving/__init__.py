@@ -12,13 +12,14 @@ other ``PADDLELLM_*`` variables of :mod:`paddlellm.serving.env_app`).
 from __future__ import annotations
 
 from .app import build_app
-from .async_engine import AsyncEngine, EngineDeadError, QueueFullError
+from .async_engine import AsyncEngine, EngineDeadError, NeverAdmittedError, QueueFullError
 from .env_app import EnvApp
+from .limits import ServerLimits
 from .server import create_app, run_server
 
 #: ``uvicorn paddlellm.serving:app`` (configured by environment variables; this name shadows
 #: the ``app`` submodule as an attribute — import that module as ``paddlellm.serving.app``)
 app = EnvApp()
 
-__all__ = ["AsyncEngine", "EnvApp", "app", "EngineDeadError", "QueueFullError", "build_app", "create_app",
-           "run_server"]
+__all__ = ["AsyncEngine", "EngineDeadError", "EnvApp", "NeverAdmittedError", "QueueFullError",
+           "ServerLimits", "app", "build_app", "create_app", "run_server"]

@@ -1,12 +1,17 @@
 """The OpenAI-compatible HTTP layer (starlette): routes, validation, SSE streaming, errors.
 
 HTTP layer -> engine client (:class:`AsyncEngine`, one engine thread) -> ``LLMEngine.step()``.
-Every error is answered in OpenAI's shape ``{"error": {"message","type","param","code"}}``;
-a bug in a handler answers 500 in that shape and the server keeps serving.
+Every error is answered in OpenAI's shape ``{"error": {"message","type","param","code"}}``.
+A client's mistake is a 4xx naming the field or the limit (:mod:`.limits`); a request that
+can never be admitted is a 400, and 503 + ``Retry-After`` means only "busy now". A bug in a
+handler is logged and answered with a generic 500 (no exception text leaves the server) and
+the server keeps serving. Parsing, template rendering and tokenization run in a worker pool
+(:mod:`.prepare`), so the event loop keeps answering while a large request is prepared.
 """
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import time
@@ -15,7 +20,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
@@ -23,10 +27,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .async_engine import AsyncEngine, EngineDeadError, QueueFullError
+from .async_engine import AsyncEngine, EngineDeadError, NeverAdmittedError, QueueFullError
+from .limits import ServerLimits
 from .metrics import CONTENT_TYPE, ServerMetrics
+from .prepare import (Worker, chat_prompt_ids, completion_prompt_ids, decode_request, read_body,
+                      too_many_chars)
 from .protocol import (APIError, ChatCompletionRequest, CompletionRequest, TokenizeRequest,
-                       error_body, unsupported_fields, validation_error)
+                       error_body, unsupported_fields)
 from .responses import ChoiceState, OpenAIFormatter
 from .streams import ClientDisconnected, Fanout, cancel_on_disconnect
 
@@ -34,20 +41,29 @@ logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 RETRY_AFTER_S = 1
-MAX_BODY_BYTES = 8 * 1024 * 1024
+INTERNAL_ERROR = "Internal server error; it was logged on the server."
 
 
 class ServerState:
     """What the handlers share: engine client, tokenizer, names, key, metrics."""
 
     def __init__(self, engine: AsyncEngine, *, model_name: str, aliases: tuple[str, ...] = (),
-                 api_key: str | None = None, sampling_params_cls: Callable | None = None):
+                 api_key: str | None = None, sampling_params_cls: Callable | None = None,
+                 limits: ServerLimits | None = None):
         self.engine = engine
         self.tokenizer = engine.engine.tokenizer
         self.model_name = model_name
         self.model_names = {model_name, *aliases}
         self.max_model_len = int(engine.engine.max_model_len)
-        self.api_key = api_key or None
+        self.api_key = api_key.encode("utf-8") if api_key else None
+        self.limits = limits or ServerLimits()
+        self.max_prompt_chars = self.limits.max_prompt_chars(self.max_model_len)
+        self.worker = Worker(self.limits.prep_threads)
+        stats = engine.stats()
+        block_size = stats.get("block_size") or getattr(engine.engine, "block_size", None)
+        blocks = stats.get("kv_blocks_total")
+        self.block_size = int(block_size) if block_size else None
+        self.num_blocks = int(blocks) if blocks else None
         self.metrics = ServerMetrics(model_name)
         self.created = int(time.time())
         if sampling_params_cls is None:
@@ -57,25 +73,15 @@ class ServerState:
 
 
 # ---------------------------------------------------------------------------- helpers
+class _ErrorResponse(JSONResponse):
+    """JSON that is always ASCII (whatever a message quotes, it encodes)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 def _json_error(exc: APIError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-
-async def _read_json(request: Request) -> dict:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise APIError(413, f"The request body is over {MAX_BODY_BYTES} bytes", code="body_too_large")
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise APIError(413, f"The request body is over {MAX_BODY_BYTES} bytes", code="body_too_large")
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise APIError(400, f"Invalid JSON body: {exc}", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise APIError(400, f"The request body must be a JSON object, got {type(body).__name__}",
-                       code="invalid_json")
-    return body
+    return _ErrorResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
 def _authorize(state: ServerState, request: Request) -> None:
@@ -83,7 +89,9 @@ def _authorize(state: ServerState, request: Request) -> None:
         return
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or token.strip() != state.api_key:
+    # headers arrive as latin-1 text: compare the raw bytes, in constant time
+    given = token.strip().encode("latin-1", "replace")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given, state.api_key):
         raise APIError(401, "Incorrect API key provided: pass it as 'Authorization: Bearer <key>'",
                        code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
@@ -95,10 +103,25 @@ def _check_model(state: ServerState, model: str | None) -> None:
 
 
 def _budget(state: ServerState, prompt_len: int, max_tokens: int | None) -> int:
-    """``max_tokens`` checked against the context length (default: what is left)."""
+    """``max_tokens`` checked against the context length (default: what is left) and against
+    what the KV cache can hold at all."""
     limit = state.max_model_len
     if prompt_len == 0:
         raise APIError(400, "The prompt is empty.", param="prompt")
+    capacity = (state.num_blocks * state.block_size
+                if state.num_blocks and state.block_size else None)
+    if capacity is not None and capacity < limit:
+        wanted = prompt_len + (max_tokens if max_tokens is not None else 1)
+        if wanted > capacity:
+            raise APIError(400, f"This server's KV cache holds {capacity} tokens per sequence "
+                                f"(--num_blocks {state.num_blocks} x --block_size "
+                                f"{state.block_size}). However, you requested {wanted} tokens "
+                                f"({prompt_len} in the prompt). Please reduce the length of the "
+                                f"prompt or the completion.",
+                           param="max_tokens" if max_tokens is not None else "prompt",
+                           code="context_length_exceeded")
+        if max_tokens is None:
+            return capacity - prompt_len
     if max_tokens is None:
         if prompt_len >= limit:
             raise APIError(400, f"This model's maximum context length is {limit} tokens. However, "
@@ -116,6 +139,7 @@ def _budget(state: ServerState, prompt_len: int, max_tokens: int | None) -> int:
 
 def _sampling_params(state: ServerState, req, max_tokens: int, seed: int | None,
                      logprobs: int | None):
+    seed = None if seed is None else seed % 2**64  # OpenAI seeds may be negative
     return state.sampling_params_cls(
         max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
         top_k=max(req.top_k, 0), repetition_penalty=req.repetition_penalty, seed=seed,
@@ -123,28 +147,13 @@ def _sampling_params(state: ServerState, req, max_tokens: int, seed: int | None,
         logprobs=logprobs)
 
 
-def _chat_prompt(state: ServerState, req: ChatCompletionRequest) -> list[int]:
-    messages = []
-    for m in req.messages:
-        message = {"role": m.role, "content": m.text()}
-        if m.name:
-            message["name"] = m.name
-        messages.append(message)
-    try:
-        return list(state.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=req.add_generation_prompt, tokenize=True))
-    except Exception as exc:  # template errors (raise_exception, bad roles) are the caller's
-        raise APIError(400, f"Cannot apply the chat template: {exc}", param="messages") from None
-
-
-def _completion_prompt(state: ServerState, prompt: str | list[int]) -> list[int]:
-    if isinstance(prompt, str):
-        return list(state.tokenizer.encode(prompt))
-    vocab = len(state.tokenizer)
-    bad = [t for t in prompt if not 0 <= t < vocab]
-    if bad:
-        raise APIError(400, f"Token ids out of range [0, {vocab}): {bad[:5]}", param="prompt")
-    return list(prompt)
+def _admissible(state: ServerState, count: int, param: str) -> None:
+    """400 for a request that needs more engine slots than the server ever has."""
+    limit = state.engine.max_in_flight
+    if count > limit:
+        raise APIError(400, f"This request needs {count} sequences (prompts x n) but this server "
+                            f"runs at most {limit} sequences at once (--max_num_seqs + "
+                            f"--max_queue); split it.", param=param, code="too_many_sequences")
 
 
 # ---------------------------------------------------------------------------- generation
@@ -171,17 +180,22 @@ async def _start(state: ServerState, prompts: list[list[int]], params: list[Any]
 def _engine_error(exc: Exception) -> APIError:
     if isinstance(exc, APIError):
         return exc
+    if isinstance(exc, NeverAdmittedError):
+        return APIError(400, f"{exc} (--max_num_seqs + --max_queue); split the request.",
+                        param="n", code="too_many_sequences")
     if isinstance(exc, QueueFullError):
         return APIError(503, f"The server is busy ({exc}); retry later.", type="server_error",
                         code="queue_full", headers={"Retry-After": str(RETRY_AFTER_S)})
-    if isinstance(exc, ValueError):  # the engine's validation (e.g. too long)
+    if isinstance(exc, ValueError):  # the engine's validation (e.g. too long): our own words
         return APIError(400, str(exc))
     if isinstance(exc, EngineDeadError):
-        return APIError(503, str(exc), type="server_error", code="engine_unavailable")
+        logger.error("request refused: %s", exc)
+        return APIError(503, "The inference engine is not running; see the server log.",
+                        type="server_error", code="engine_unavailable")
     if not isinstance(exc, Exception):
         raise exc  # cancellation and the like pass through
-    logger.exception("generation failed", exc_info=exc)
-    return APIError(500, f"Internal error during generation: {exc!r}", type="server_error")
+    logger.error("generation failed", exc_info=exc)
+    return APIError(500, INTERNAL_ERROR, type="server_error")
 
 
 async def _collect(state: ServerState, fanout: Fanout, choices: list[ChoiceState]) -> None:
@@ -246,13 +260,11 @@ def _sse(payload: dict) -> str:
 # ---------------------------------------------------------------------------- routes
 async def _parse_request(request: Request, request_cls):
     """``(server state, the validated request body)``; a bad body, an unknown model or an
-    unsupported field is an OpenAI-shaped error."""
+    unsupported field is an OpenAI-shaped error. Parsing runs in the worker pool."""
     state: ServerState = request.app.state.server
-    body = await _read_json(request)
-    try:
-        req = request_cls.model_validate(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    raw = await read_body(request, state.limits)
+    req = await state.worker.run(decode_request, raw, request_cls, state.limits,
+                                 state.max_model_len, state.engine.max_in_flight)
     _check_model(state, req.model)
     unsupported_fields(req)
     return state, req
@@ -260,12 +272,14 @@ async def _parse_request(request: Request, request_cls):
 
 async def chat_completions(request: Request) -> Response:
     state, req = await _parse_request(request, ChatCompletionRequest)
-    if req.tools:
-        raise APIError(400, "tools are not supported by this server", param="tools",
-                       code="unsupported_parameter")
     if req.top_logprobs and not req.logprobs:
         raise APIError(400, "top_logprobs requires logprobs=true", param="top_logprobs")
-    ids = _chat_prompt(state, req)
+    _admissible(state, req.n, "n")
+    chars = sum(len(m.text()) + len(m.name or "") for m in req.messages)
+    if chars > state.max_prompt_chars:
+        raise too_many_chars(chars, state.max_prompt_chars, state.max_model_len, "messages")
+    ids = await state.worker.run(chat_prompt_ids, state.tokenizer, req, state.limits,
+                                 state.max_model_len, state.model_name)
     max_tokens = _budget(state, len(ids), req.max_new_tokens())
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
     params = [_sampling_params(state, req, max_tokens,
@@ -285,9 +299,18 @@ async def completions(request: Request) -> Response:
     if req.echo and req.logprobs is not None:
         raise APIError(400, "echo with logprobs is not supported", param="echo",
                        code="unsupported_parameter")
+    raw_prompts = req.prompts()
+    _admissible(state, len(raw_prompts) * req.n, "prompt" if len(raw_prompts) > 1 else "n")
+    for prompt in raw_prompts:
+        if len(prompt) > (state.max_prompt_chars if isinstance(prompt, str) else state.max_model_len):
+            if isinstance(prompt, str):
+                raise too_many_chars(len(prompt), state.max_prompt_chars, state.max_model_len, "prompt")
+            raise APIError(400, f"This model's maximum context length is {state.max_model_len} "
+                                f"tokens. However, your prompt has {len(prompt)} tokens.",
+                           param="prompt", code="context_length_exceeded")
+    all_ids = await state.worker.run(completion_prompt_ids, state.tokenizer, raw_prompts)
     prompts, params, choices = [], [], []
-    for p_index, prompt in enumerate(req.prompts()):
-        ids = _completion_prompt(state, prompt)
+    for p_index, (prompt, ids) in enumerate(zip(raw_prompts, all_ids)):
         max_tokens = _budget(state, len(ids), req.max_tokens)
         echo = (prompt if isinstance(prompt, str) else state.tokenizer.decode(ids)) if req.echo else ""
         for j in range(req.n):
@@ -323,16 +346,21 @@ async def tokenize(request: Request) -> Response:
     ``prompt``, with ``max_model_len``: what a client needs to fit a conversation into the
     context (the chat page trims old turns with it, as ``llm chat`` does)."""
     state: ServerState = request.app.state.server
-    body = await _read_json(request)
-    try:
-        req = TokenizeRequest.model_validate(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    raw = await read_body(request, state.limits)
+    req = await state.worker.run(decode_request, raw, TokenizeRequest, state.limits,
+                                 state.max_model_len, state.engine.max_in_flight)
     _check_model(state, req.model)
     if req.messages is not None:
-        ids = _chat_prompt(state, req)
+        chars = sum(len(m.text()) + len(m.name or "") for m in req.messages)
+        if chars > state.max_prompt_chars:
+            raise too_many_chars(chars, state.max_prompt_chars, state.max_model_len, "messages")
+        ids = await state.worker.run(chat_prompt_ids, state.tokenizer, req, state.limits,
+                                     state.max_model_len, state.model_name)
     elif req.prompt is not None:
-        ids = _completion_prompt(state, req.prompt)
+        if isinstance(req.prompt, str) and len(req.prompt) > state.max_prompt_chars:
+            raise too_many_chars(len(req.prompt), state.max_prompt_chars, state.max_model_len,
+                                 "prompt")
+        ids = (await state.worker.run(completion_prompt_ids, state.tokenizer, [req.prompt]))[0]
     else:
         raise APIError(400, "Give messages (chat) or prompt (completion) to tokenize",
                        param="messages")
@@ -343,7 +371,8 @@ async def tokenize(request: Request) -> Response:
 async def health(request: Request) -> Response:
     state: ServerState = request.app.state.server
     if not state.engine.is_running:
-        return JSONResponse({"status": "error", "error": repr(state.engine.error)}, status_code=503)
+        return JSONResponse({"status": "error", "error": "the inference engine is not running; "
+                                                         "see the server log"}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 
@@ -376,10 +405,9 @@ def _endpoint(handler, route: str, protected: bool):
         except ClientDisconnected:
             state.metrics.count_request(route, 499)
             return Response(status_code=499)
-        except Exception as exc:  # a bug: answer in the error shape and keep serving
+        except Exception:  # a bug: log it, answer in the error shape, keep serving
             logger.exception("unhandled error on %s", request.url.path)
-            response = _json_error(APIError(500, f"Internal server error: {exc!r}",
-                                            type="server_error"))
+            response = _json_error(APIError(500, INTERNAL_ERROR, type="server_error"))
         state.metrics.count_request(route, response.status_code)
         return response
 
@@ -390,15 +418,18 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
     messages = {404: f"Not found: {request.method} {request.url.path}",
                 405: f"Method {request.method} not allowed on {request.url.path}"}
     message = messages.get(exc.status_code, str(exc.detail))
-    return JSONResponse(error_body(message, code=str(exc.status_code)), status_code=exc.status_code,
-                        headers=getattr(exc, "headers", None))
+    return _ErrorResponse(error_body(message, code=str(exc.status_code)),
+                          status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
 def build_app(engine: AsyncEngine, *, model_name: str, aliases: tuple[str, ...] = (),
-              api_key: str | None = None, sampling_params_cls: Callable | None = None) -> Starlette:
-    """The starlette app; its lifespan starts and stops the engine thread."""
+              api_key: str | None = None, sampling_params_cls: Callable | None = None,
+              limits: ServerLimits | None = None) -> Starlette:
+    """The starlette app; its lifespan starts and stops the engine thread. ``limits``:
+    the request bounds (default: :meth:`ServerLimits.from_env`)."""
     state = ServerState(engine, model_name=model_name, aliases=aliases, api_key=api_key,
-                        sampling_params_cls=sampling_params_cls)
+                        sampling_params_cls=sampling_params_cls,
+                        limits=limits if limits is not None else ServerLimits.from_env())
 
     @asynccontextmanager
     async def lifespan(app):

@@ -8,7 +8,8 @@ each :class:`RequestOutput` to the owning request's ``asyncio.Queue`` through
 task cancelled) is aborted, which frees its KV blocks at once.
 
 Admission is bounded: at most ``max_num_seqs + max_queue`` requests are in flight; more get
-:class:`QueueFullError` (the server answers 503 with ``Retry-After``).
+:class:`QueueFullError` (the server answers 503 with ``Retry-After``: busy now). A group larger
+than that bound could never be admitted: :class:`NeverAdmittedError` (a 400).
 """
 from __future__ import annotations
 
@@ -21,11 +22,15 @@ from typing import Any, AsyncIterator
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AsyncEngine", "EngineDeadError", "QueueFullError", "RequestStream"]
+__all__ = ["AsyncEngine", "EngineDeadError", "NeverAdmittedError", "QueueFullError", "RequestStream"]
 
 
 class QueueFullError(RuntimeError):
     """Too many requests in flight: try again later."""
+
+
+class NeverAdmittedError(ValueError):
+    """More requests at once than the server ever admits: retrying cannot help."""
 
 
 class EngineDeadError(RuntimeError):
@@ -141,8 +146,12 @@ class AsyncEngine:
 
     # ------------------------------------------------------------------ requests
     def reserve(self, count: int) -> None:
-        """Raise :class:`QueueFullError` unless ``count`` more requests fit (checked
-        before a multi-choice request starts, so it is admitted whole or not at all)."""
+        """Raise :class:`QueueFullError` unless ``count`` more requests fit now (checked
+        before a multi-choice request starts, so it is admitted whole or not at all), or
+        :class:`NeverAdmittedError` when ``count`` exceeds the bound itself."""
+        if count > self.max_in_flight:
+            raise NeverAdmittedError(f"{count} sequences requested at once, more than the "
+                                     f"{self.max_in_flight} this server ever admits")
         if not self.is_running:
             raise EngineDeadError(f"the engine is not running: {self.error!r}")
         with self._cond:

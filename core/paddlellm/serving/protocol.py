@@ -1,13 +1,15 @@
 """OpenAI API request models (pydantic) and the OpenAI error shape.
 
 Only what the server implements is modelled; unknown fields are ignored (as vLLM does), so
-clients that send optional OpenAI fields keep working. Fields we accept but cannot honour
-(``frequency_penalty`` other than 0, ``logit_bias``, tools, ...) are rejected by name in
-:func:`unsupported_fields`.
+clients that send optional OpenAI fields keep working. Types are strict, as OpenAI's are:
+``"max_tokens": true``, ``"stream": "yes"`` or ``"temperature": "1"`` are 400s naming the
+field, and numbers must be finite and in range. Fields we know but do not implement
+(``frequency_penalty`` other than 0, ``logit_bias``, ``tools``, ``functions``,
+``response_format``, ...) are rejected by name in :func:`unsupported_fields`, never ignored.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -48,19 +50,24 @@ def validation_error(exc: ValidationError) -> APIError:
                     code="invalid_value")
 
 
+_STRICT = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
+INT32_MAX = 2**31 - 1
+UINT64_MAX = 2**64 - 1
+
+
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = _STRICT
     include_usage: bool = False
 
 
 class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = _STRICT
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = _STRICT
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Union[str, list[ContentPart], None] = None
     name: Optional[str] = None
@@ -76,12 +83,12 @@ class ChatMessage(BaseModel):
 class _SamplingFields(BaseModel):
     """Fields shared by chat and completions (OpenAI names, plus vLLM's extras)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = _STRICT
     model: Optional[str] = None  # optional: the served model when left out
     n: int = Field(1, ge=1, le=16)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(None, ge=-(2**63), le=UINT64_MAX)
     stop: Union[str, list[str], None] = None
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
@@ -90,10 +97,11 @@ class _SamplingFields(BaseModel):
     presence_penalty: float = 0.0
     logit_bias: Optional[dict[str, float]] = None
     # extras (vLLM's names, sent through ``extra_body`` by the openai client)
-    top_k: int = Field(0, ge=-1)
-    repetition_penalty: float = Field(1.0, gt=0.0)
+    top_k: int = Field(0, ge=-1, le=INT32_MAX)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=100.0)
     ignore_eos: bool = False
-    stop_token_ids: list[int] = Field(default_factory=list)
+    stop_token_ids: list[Annotated[int, Field(ge=0, le=INT32_MAX)]] = Field(default_factory=list,
+                                                                          max_length=64)
 
     @field_validator("temperature", "top_p", "seed", "n", mode="before")
     @classmethod
@@ -113,8 +121,26 @@ class _SamplingFields(BaseModel):
         return stops
 
 
+def _unimplemented(name: str, what: str) -> APIError:
+    return APIError(400, f"{name} is not supported by this server ({what})", param=name,
+                    code="unsupported_parameter")
+
+
 def unsupported_fields(req: _SamplingFields) -> None:
-    """400 for fields we accept syntactically but cannot honour."""
+    """400 naming the field for fields we know but cannot honour (never silently ignored)."""
+    for name in ("tools", "functions"):
+        if getattr(req, name, None):  # null or [] means "none"
+            raise _unimplemented(name, "no tool or function calling")
+    if getattr(req, "function_call", None) not in (None, "none"):
+        raise _unimplemented("function_call", "no function calling")
+    if getattr(req, "tool_choice", None) not in (None, "none"):
+        raise _unimplemented("tool_choice", "no tool calling")
+    response_format = getattr(req, "response_format", None)
+    if response_format is not None and response_format != {"type": "text"}:
+        raise _unimplemented("response_format", "only {\"type\": \"text\"}")
+    best_of = getattr(req, "best_of", None)
+    if best_of is not None and best_of != req.n:
+        raise _unimplemented("best_of", "only best_of equal to n")
     if req.frequency_penalty or req.presence_penalty:
         raise APIError(400, "frequency_penalty and presence_penalty are not supported "
                             "(use repetition_penalty)",
@@ -152,8 +178,13 @@ class ChatCompletionRequest(_SamplingFields):
     max_completion_tokens: Optional[int] = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: Optional[int] = Field(None, ge=0, le=20)
-    tools: Optional[list[Any]] = None
     add_generation_prompt: bool = True
+    # known OpenAI fields we do not implement: any value but "none" is a 400 naming the field
+    tools: Optional[Any] = None
+    tool_choice: Optional[Any] = None
+    functions: Optional[Any] = None
+    function_call: Optional[Any] = None
+    response_format: Optional[Any] = None
 
     def max_new_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -165,6 +196,7 @@ class CompletionRequest(_SamplingFields):
     logprobs: Optional[int] = Field(None, ge=0, le=5)
     echo: bool = False
     suffix: Optional[str] = None
+    best_of: Optional[int] = None
 
     def prompts(self) -> list[str | list[int]]:
         """One entry per prompt: a string or a list of token ids."""

@@ -7,6 +7,7 @@ Importing this package does not import Paddle.
 from __future__ import annotations
 
 from .chat_template import ChatTemplateError, compile_chat_template, render_chat_template
+from .template_limits import RenderLimits, TemplateLimitError, render_limits
 from .incremental import IncrementalDetokenizer
 from .tokenizer import SPECIAL_TOKEN_NAMES, AutoTokenizer, Tokenizer
 from .training import QWEN_CHAT_TEMPLATE, train_bpe_tokenizer
@@ -16,9 +17,12 @@ __all__ = [
     "ChatTemplateError",
     "IncrementalDetokenizer",
     "QWEN_CHAT_TEMPLATE",
+    "RenderLimits",
     "SPECIAL_TOKEN_NAMES",
+    "TemplateLimitError",
     "Tokenizer",
     "compile_chat_template",
     "render_chat_template",
+    "render_limits",
     "train_bpe_tokenizer",
 ]

@@ -1,7 +1,8 @@
 """Chat templates rendered with Hugging Face's Jinja semantics.
 
 A chat template is untrusted code shipped with a checkpoint, so it runs in Jinja's
-``ImmutableSandboxedEnvironment`` with exactly the environment ``transformers`` builds:
+``ImmutableSandboxedEnvironment`` -- bounded per render in output size, value size, loop work
+and time (:mod:`.template_limits`) -- with exactly the environment ``transformers`` builds:
 ``trim_blocks``/``lstrip_blocks``, the ``loopcontrols`` extension, a ``{% generation %}``
 block, the ``raise_exception`` and ``strftime_now`` globals, a guarded ``namespace`` and
 ``dict``, and a ``tojson`` filter that does not HTML-escape (``ensure_ascii=False``).
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import json
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Mapping, Sequence
@@ -19,9 +19,10 @@ from typing import Any, Mapping, Sequence
 import jinja2
 import jinja2.ext
 import jinja2.nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-__all__ = ["ChatTemplateError", "compile_chat_template", "render_chat_template"]
+from .template_limits import LimitedSandboxedEnvironment, TemplateLimitError, bounded_tojson, template_label
+
+__all__ = ["ChatTemplateError", "TemplateLimitError", "compile_chat_template", "render_chat_template"]
 
 # Names under which a message's reasoning may arrive; templates read the first one.
 _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
@@ -64,8 +65,10 @@ def _raise_exception(message: str):
 
 
 def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False) -> str:
-    # Jinja's own tojson HTML-escapes '<', '>', '&' and "'"; chat templates expect plain JSON.
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    # Jinja's own tojson HTML-escapes '<', '>', '&' and "'"; chat templates expect plain JSON
+    # (built in bounded chunks: a huge value or indent stops at the render's output limit).
+    return bounded_tojson(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                          sort_keys=sort_keys)
 
 
 def _strftime_now(fmt: str) -> str:
@@ -108,7 +111,7 @@ class _Namespace(jinja2.utils.Namespace):
 @lru_cache(maxsize=64)
 def compile_chat_template(source: str) -> jinja2.Template:
     """Compile ``source`` in the sandboxed environment (cached per template string)."""
-    env = ImmutableSandboxedEnvironment(
+    env = LimitedSandboxedEnvironment(
         trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationBlock, jinja2.ext.loopcontrols]
     )
     env.filters["tojson"] = _tojson
@@ -220,6 +223,7 @@ def render_chat_template(
             "the model continue the final message, add_generation_prompt to start a new assistant message."
         )
     compiled = compile_chat_template(template)
+    env, label = compiled.environment, template_label(template)
     if tools is not None:
         for tool in tools:
             if not isinstance(tool, Mapping):
@@ -240,17 +244,15 @@ def render_chat_template(
         context = dict(messages=chat, tools=tools, documents=documents, add_generation_prompt=add_generation_prompt,
                        **variables)
         if generation_spans is None:
-            text = compiled.render(**context)
+            text = env.bounded_render(compiled, label, context)
         else:
             chunks: list[str] = []
             spans: list[tuple[int, int]] = []
             token = _GENERATION_TRACKING.set((chunks, spans))
             try:
-                for chunk in compiled.generate(**context):
-                    chunks.append(chunk)
+                text = env.bounded_render(compiled, label, context, chunks)
             finally:
                 _GENERATION_TRACKING.reset(token)
-            text = "".join(chunks)
             generation_spans.append(spans)
         if continue_final_message:
             text = _cut_after_final_message(text, final)
