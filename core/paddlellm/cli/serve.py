@@ -33,6 +33,9 @@ def serve(
         None, "--model_name_or_path", help="Model directory (HF layout); default: the bundled demo model."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback by default)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
+    flask_port: Optional[int] = typer.Option(
+        None, "--flask_port", help="PaddleNLP's API port: the API and the chat page share one "
+                                   "port here, so this wins over --port."),
     api_key: Optional[str] = typer.Option(
         None, "--api_key", help="Require 'Authorization: Bearer KEY' on /v1/* (visible in the "
                                 "process list: prefer --api_key_file or $PADDLELLM_API_KEY; "
@@ -85,6 +88,11 @@ def serve(
     """
     from ..serving import ServerLimits, create_app, run_server
 
+    if flask_port is not None:
+        if port != 8000 and port != flask_port:
+            typer.echo(f"note: --flask_port {flask_port}: the API and the chat page share one "
+                       f"port here; --port {port} is not used", err=True)
+        port = flask_port
     key = _read_api_key(api_key, api_key_file)
     try:
         limits = ServerLimits.from_env(

@@ -34,6 +34,8 @@ from .prepare import (Worker, chat_prompt_ids, completion_prompt_ids, decode_req
                       too_many_chars)
 from .protocol import (APIError, ChatCompletionRequest, CompletionRequest, TokenizeRequest,
                        error_body, unsupported_fields)
+from .paddlenlp_compat import (COMPAT_MODEL_NAMES, ChatBody, ServingToolRequest, tool_chunk,
+                               tool_result)
 from .responses import ChoiceState, OpenAIFormatter
 from .streams import ClientDisconnected, Fanout, cancel_on_disconnect
 
@@ -53,7 +55,7 @@ class ServerState:
         self.engine = engine
         self.tokenizer = engine.engine.tokenizer
         self.model_name = model_name
-        self.model_names = {model_name, *aliases}
+        self.model_names = {model_name, *aliases, *COMPAT_MODEL_NAMES}  # PaddleNLP's names
         self.max_model_len = int(engine.engine.max_model_len)
         self.api_key = api_key.encode("utf-8") if api_key else None
         self.limits = limits or ServerLimits()
@@ -266,20 +268,20 @@ async def _parse_request(request: Request, request_cls):
     req = await state.worker.run(decode_request, raw, request_cls, state.limits,
                                  state.max_model_len, state.engine.max_in_flight)
     _check_model(state, req.model)
-    unsupported_fields(req)
+    if not isinstance(req, ServingToolRequest):  # its own checks: check_supported()
+        unsupported_fields(req)
     return state, req
 
 
 async def chat_completions(request: Request) -> Response:
-    state, req = await _parse_request(request, ChatCompletionRequest)
+    # OpenAI's body, PaddleNLP's flask body (folded in) or its serving tool's body
+    state, req = await _parse_request(request, ChatBody)
+    if isinstance(req, ServingToolRequest):
+        return await _serving_tool(state, request, req)
     if req.top_logprobs and not req.logprobs:
         raise APIError(400, "top_logprobs requires logprobs=true", param="top_logprobs")
     _admissible(state, req.n, "n")
-    chars = sum(len(m.text()) + len(m.name or "") for m in req.messages)
-    if chars > state.max_prompt_chars:
-        raise too_many_chars(chars, state.max_prompt_chars, state.max_model_len, "messages")
-    ids = await state.worker.run(chat_prompt_ids, state.tokenizer, req, state.limits,
-                                 state.max_model_len, state.model_name)
+    ids = await _chat_ids(state, req)
     max_tokens = _budget(state, len(ids), req.max_new_tokens())
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
     params = [_sampling_params(state, req, max_tokens,
@@ -290,6 +292,62 @@ async def chat_completions(request: Request) -> Response:
     return await _respond(state, request, stream=req.stream,
                           include_usage=include_usage, prompts=[ids] * req.n, params=params,
                           choices=choices, kind="chat")
+
+
+async def _chat_ids(state: ServerState, req: ChatCompletionRequest) -> list[int]:
+    chars = sum(len(m.text()) + len(m.name or "") for m in req.messages)
+    if chars > state.max_prompt_chars:
+        raise too_many_chars(chars, state.max_prompt_chars, state.max_model_len, "messages")
+    ids = await state.worker.run(chat_prompt_ids, state.tokenizer, req, state.limits,
+                                 state.max_model_len, state.model_name)
+    return ids[-req.src_length:] if req.src_length else ids
+
+
+async def _serving_tool(state: ServerState, request: Request, tool: ServingToolRequest) -> Response:
+    """PaddleNLP's serving-tool protocol: ``{"result", ...}`` or JSON lines of tokens."""
+    tool.check_supported()
+    req = tool.chat_request()
+    _admissible(state, 1, "text")
+    ids = await _chat_ids(state, req)
+    params = [_sampling_params(state, req, _budget(state, len(ids), req.max_new_tokens()),
+                               None, None)]
+    choice = ChoiceState(index=0)
+    rid = str(tool.req_id) if tool.req_id is not None else uuid.uuid4().hex
+    fanout = await _start(state, [ids], params)
+
+    def usage() -> dict | None:
+        return state.formatter.usage([choice]) if tool.return_usage else None
+
+    if not tool.stream:
+        try:
+            await cancel_on_disconnect(request.receive, _collect(state, fanout, [choice]))
+        finally:
+            await fanout.aclose()
+        _count_tokens(state, [choice])
+        return JSONResponse(tool_result(rid, choice.text, choice.token_ids, usage()))
+
+    async def lines():
+        sent = 0
+        try:
+            while (event := await fanout.next()) is not None:
+                delta = choice.update(event[1])
+                if delta is not None and (delta["text"] or choice.finish_reason):
+                    end = choice.finish_reason is not None
+                    yield json.dumps(tool_chunk(rid, delta["text"], sent, end,
+                                                usage() if end else None),
+                                     ensure_ascii=False) + "\n"
+                    sent += 1
+        except Exception as exc:  # after the headers: report in the stream
+            err = _engine_error(exc)
+            yield json.dumps({"req_id": rid, "error_msg": err.message,
+                              "error_code": err.status}) + "\n"
+        finally:
+            _count_tokens(state, [choice])
+            await fanout.aclose()
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                             background=BackgroundTask(fanout.aclose))
 
 
 async def completions(request: Request) -> Response:

@@ -129,7 +129,7 @@ def _path(entry: tuple) -> str | None:
 
 def _check_counts(body: dict, max_messages: int, max_prompts: int) -> None:
     """Refuse lists that cannot fit before validating them item by item."""
-    messages = body.get("messages")
+    messages = body.get("messages", body.get("message"))  # "message": PaddleNLP's flask body
     if isinstance(messages, list) and len(messages) > max_messages:
         raise APIError(400, f"{len(messages)} messages cannot fit this model's context of "
                             f"{max_messages} tokens (each message takes at least one token)",

@@ -141,8 +141,10 @@ class Tokenizer:
             if is_hub_id(str(path)):  # downloaded to (or found in) the Hub cache, or a clear error
                 directory = Path(resolve_model_path(path))
         if not directory.is_dir():
-            raise FileNotFoundError(f"Tokenizer directory {str(path)!r} does not exist (and it is "
-                                    "not a Hugging Face Hub id).")
+            from ..hub import ModelNotFoundError  # a FileNotFoundError the CLI shows as one line
+
+            raise ModelNotFoundError(f"Tokenizer directory {str(path)!r} does not exist (and it "
+                                     "is not a Hugging Face Hub id).")
         tokenizer_file = directory / "tokenizer.json"
         if not tokenizer_file.is_file():
             raise FileNotFoundError(
