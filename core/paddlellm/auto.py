@@ -53,7 +53,8 @@ class AutoModelForCausalLM:
         registered for its ``quant_type``. ``quant_type=`` quantizes a float checkpoint on load
         (calibration-free types such as ``weight_only_int8``; ``quant_config``: its options).
         """
-        from .checkpoint import read_json
+        from .checkpoint._errors import CheckpointFormatError
+        from .checkpoint.model_config import read_model_config
 
         if kwargs:
             raise TypeError(f"unexpected arguments: {', '.join(sorted(kwargs))}")
@@ -66,19 +67,17 @@ class AutoModelForCausalLM:
                                         quant_config=quant_config)
             return load_adapter(model, lora_path or prefix_path)
         config_path = Path(path) / "config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"no config.json in {path}")
-        hf = read_json(config_path)
+        hf = read_model_config(path)  # checked: errors name the file and the field
         if "model_type" not in hf:
-            raise ValueError(f"{config_path} has no 'model_type'")
+            raise CheckpointFormatError(f"{config_path} has no 'model_type'")
         family = family_for_model_type(hf["model_type"])
         if not hasattr(family, "from_pretrained"):
             raise TypeError(f"model family '{family.name}' builds models but cannot load "
                             "checkpoints (it has no from_pretrained)")
         stored = hf.get("quantization_config")
         if stored:
-            if not isinstance(stored, dict) or "quant_type" not in stored:
-                raise ValueError(f"{config_path}: quantization_config has no 'quant_type'")
+            if not isinstance(stored, dict) or not isinstance(stored.get("quant_type"), str):
+                raise CheckpointFormatError(f"{config_path}: quantization_config has no 'quant_type'")
             if quant_type not in (None, stored["quant_type"]):
                 raise ValueError(f"{path} is already quantized as '{stored['quant_type']}'; "
                                  f"cannot load it as quant_type='{quant_type}'")

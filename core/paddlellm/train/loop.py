@@ -17,7 +17,7 @@ import paddle
 
 from .checkpointing import save_checkpoint
 from .metrics import MetricsLogger
-from .state import load_training_state, save_training_state
+from .state import load_training_state, read_trainer_state, save_training_state
 
 # step_loss(model, batch) -> (mean loss tensor, number of target tokens)
 StepLoss = Callable[[paddle.nn.Layer, dict], "tuple[paddle.Tensor, int]"]
@@ -164,6 +164,8 @@ def train_and_evaluate(
     def loggable(metrics: dict) -> dict:
         return {k: v for k, v in metrics.items() if k not in ("samples", "by_task")}
 
+    if resume_from:  # continue the interrupted run's metrics file, cut at its step
+        logger.truncate_after(read_trainer_state(resume_from)["step"])
     before = logger.initial_eval() if resume_from else None
     if before is None:
         before = measure()

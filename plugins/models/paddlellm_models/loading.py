@@ -28,8 +28,7 @@ def linear_weight_names(model: nn.Layer) -> set[str]:
 
 
 def load_pretrained(family: Any, path: str | os.PathLike, dtype: str = "float32"):
-    hf = _ckpt.read_json(Path(path) / "config.json")
-    config = family.config_from_hf(hf)
+    config = _ckpt.family_config(family, path)  # checked: errors name config.json and the field
     model = family.build(config, dtype=dtype, init=False)
     load_hf_weights(model, path)
     gen_path = Path(path) / "generation_config.json"

@@ -25,7 +25,8 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from paddlellm.checkpoint import CheckpointReader, assign_array, read_json, save_state_dict
+from paddlellm.checkpoint import (CheckpointReader, assign_array, family_config, read_json,
+                                  save_state_dict)
 
 from .layers import QuantizedLayer
 
@@ -94,8 +95,7 @@ def load_quantized(family: Any, path: str | os.PathLike, quantizer: Any,
                    quantization_config: Mapping[str, Any], dtype: str = "float32") -> nn.Layer:
     """Build the architecture, let ``quantizer`` swap in quantized layers, load the tensors."""
     path = Path(path)
-    hf = read_json(path / "config.json")
-    config = family.config_from_hf(hf)
+    config = family_config(family, path)  # checked: errors name config.json and the field
     model = family.build(config, dtype=dtype, init=False)
     model = quantizer.prepare_for_loading(model, dict(quantization_config))
     quant = _quant_tensors(model)
