@@ -275,6 +275,34 @@ def check_plugin_names(config: RunConfig, registry: "Registry") -> None:
         registry.get(kind, name)  # raises UnknownPluginError listing the installed names
 
 
+def check_run_paths(config: RunConfig) -> None:
+    """The paths a run reads or writes are usable, checked before anything heavy starts:
+    ``--model_name_or_path`` / ``--tokenizer_name_or_path`` are existing checkpoint folders,
+    ``--output_dir`` is a folder (or can be made one). Errors name the option and the path."""
+    for option in ("model_name_or_path", "tokenizer_name_or_path"):
+        value = getattr(config, option)
+        if not value:
+            continue
+        path = Path(value)
+        if not path.exists():
+            raise ConfigError(f"--{option} {value}: not found (expected a checkpoint folder "
+                              "with config.json; models are never downloaded)")
+        if not path.is_dir():
+            raise ConfigError(f"--{option} {value}: is a file, expected a checkpoint folder")
+        wanted = "config.json" if option == "model_name_or_path" else "tokenizer_config.json"
+        if option == "model_name_or_path" and not (path / wanted).is_file():
+            raise ConfigError(f"--{option} {value}: no {wanted} in that folder (not a "
+                              "Hugging Face-layout checkpoint)")
+    out = Path(config.output_dir)
+    for folder in (out, *out.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                which = "is" if folder == out else f"is inside {folder}, which is"
+                raise ConfigError(f"--output_dir {config.output_dir}: {which} an existing file, "
+                                  "not a folder")
+            break
+
+
 def dump_config(config: RunConfig) -> dict[str, Any]:
     """The resolved configuration, plugin options included, as plain JSON-able data."""
     data = config.model_dump(mode="json")

@@ -65,7 +65,7 @@ def _env_int(name: str, default: int) -> int:
 
 def max_zip_inflation() -> int:
     """``PADDLELLM_MAX_ZIP_INFLATION``: largest uncompressed/compressed size ratio of a zip
-    member that is read (default 100; torch itself stores members uncompressed)."""
+    member over 1 MiB that is read (default 100; torch itself stores members uncompressed)."""
     return _env_int("PADDLELLM_MAX_ZIP_INFLATION", 100)
 
 
@@ -173,7 +173,7 @@ def _allowed_global(module: str, name: str, charge):
         def codecs_encode(obj, encoding="utf-8"):  # how protocol-2 pickles carry bytes
             if not isinstance(obj, str) or encoding not in ("latin1", "latin-1"):
                 raise CheckpointFormatError("unexpected _codecs.encode call in pickle")
-            charge(len(obj) // 64 + 1)
+            charge(len(obj) // 4 + 1)  # ~ the bytes it builds
             return obj.encode("latin1")
         return codecs_encode
     if module == "torch" and name in _STORAGE_DTYPES:
@@ -336,7 +336,9 @@ class TorchBinFile:
                 UnicodeDecodeError, zlib.error, NotImplementedError, OSError) as e:
             self.close()
             if isinstance(e, CheckpointFormatError):
-                raise
+                if str(e).startswith(self.path):
+                    raise
+                raise CheckpointFormatError(f"{self.path}: {e}") from None
             raise CheckpointFormatError(f"{self.path}: not a readable PyTorch checkpoint "
                                         f"({type(e).__name__}: {e})") from None
         self.entries: dict[str, TensorRef] = {}
@@ -359,7 +361,7 @@ class TorchBinFile:
                     f"{self.path}: {what} ({info.filename}) declares {info.file_size} bytes, "
                     f"more than the {self._size}-byte file holds")
             return
-        limit = max_zip_inflation() * max(info.compress_size, 1)
+        limit = max(max_zip_inflation() * info.compress_size, 2**20)  # small members: fine
         if info.compress_size > self._size or info.file_size > limit:
             raise CheckpointFormatError(
                 f"{self.path}: {what} ({info.filename}) declares {info.file_size} bytes from "

@@ -156,8 +156,9 @@ def train_and_evaluate(
     the interrupted run's step-0 record when resuming) and after, each logged without the
     bulky ``samples``/``by_task`` keys, then ``save`` the final model into the output
     directory on the main process. ``evaluate(model)`` also runs every ``eval_steps``;
-    ``extra_metrics()`` (e.g. exact match) only before and after.
-    Returns ``(state, before, after)``."""
+    ``extra_metrics()`` (e.g. exact match) only before and after. When the loop has just
+    evaluated the last step, that evaluation is "after" (logged once; the extra metrics get a
+    record of their own). Returns ``(state, before, after)``."""
     def measure() -> dict:
         return {**evaluate(model), **(extra_metrics() if extra_metrics else {})}
 
@@ -173,8 +174,15 @@ def train_and_evaluate(
     state = train(model, optimizer, scheduler, batches, step_loss, config=config, ctx=ctx,
                   total_steps=total_steps, logger=logger, evaluate=evaluate, save=save,
                   resume_from=resume_from)
-    after = measure()
-    logger.log({"step": state.step, **loggable(after)})
+    last = state.evals[-1] if state.evals and state.evals[-1]["step"] == state.step else None
+    if last is None:
+        after = measure()
+        logger.log({"step": state.step, **loggable(after)})
+    else:  # the loop has just evaluated this step: one eval record per step, not two
+        extra = extra_metrics() if extra_metrics else {}
+        after = {**{k: v for k, v in last.items() if k != "step"}, **extra}
+        if loggable(extra):
+            logger.log({"step": state.step, **loggable(extra)})
     if ctx.strategy.is_main_process:
         save(str(ctx.output_dir))
     return state, before, after
