@@ -289,9 +289,8 @@ def check_run_paths(config: RunConfig) -> None:
                               "with config.json; models are never downloaded)")
         if not path.is_dir():
             raise ConfigError(f"--{option} {value}: is a file, expected a checkpoint folder")
-        wanted = "config.json" if option == "model_name_or_path" else "tokenizer_config.json"
-        if option == "model_name_or_path" and not (path / wanted).is_file():
-            raise ConfigError(f"--{option} {value}: no {wanted} in that folder (not a "
+        if option == "model_name_or_path" and not (path / "config.json").is_file():
+            raise ConfigError(f"--{option} {value}: no config.json in that folder (not a "
                               "Hugging Face-layout checkpoint)")
     out = Path(config.output_dir)
     for folder in (out, *out.parents):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -180,6 +181,17 @@ def test_hugging_face_cache_layout_still_loads(tmp_path):
     snapshot = forge.hf_cache_layout(tmp_path / "hub")
     with CheckpointReader(snapshot) as reader:
         assert reader.keys() == ["w"] and reader.get_numpy("w").tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("content", [b"\x80\x81 not utf-8", b"[" * 100_000, b"[1, 2]"])
+def test_corrupt_tokenizer_files_are_clear_errors(tmp_path, content):
+    from paddlellm.tokenizer import AutoTokenizer
+
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        ck = forge.copy_checkpoint(DEMO, tmp_path / name)
+        (ck / name).write_bytes(content)
+        with pytest.raises(CheckpointFormatError, match=re.escape(str(ck / name))):
+            AutoTokenizer.from_pretrained(ck)
 
 
 # --- run-level errors ---------------------------------------------------------------------------
