@@ -104,7 +104,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text at byte {exc.start} (a binary file?)") from None
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
@@ -118,6 +121,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
     except Exception as exc:  # yaml.YAMLError
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if data is None:
