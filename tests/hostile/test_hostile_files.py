@@ -137,6 +137,22 @@ def test_inflation_limit_is_configurable(tmp_path, monkeypatch):
     CheckpointReader(path).close()
 
 
+@pytest.mark.parametrize("name, pkl, words", [
+    ("deep_dicts", b"\x80\x02" + b"}X\x01\x00\x00\x00a" * 100 + b"}" + b"s" * 100 + b".",
+     "nested deeper than 64"),
+    ("deep_persistent_id", b"\x80\x02" + b"]" * 50_000 + b"a" * 49_999 + b"Q.", "persistent id"),
+    ("huge_int_key", b"\x80\x02}\x8b" + (10_000).to_bytes(4, "little") + b"\x01" * 10_000 + b"}s.",
+     "not a readable PyTorch checkpoint"),
+    ("build_on_a_function", b"\x80\x02ccollections\nOrderedDict\n}b.", "sets state on a"),
+    ("extension_registry", b"\x80\x02\x82\x01.", "extension registry"),
+])
+def test_malformed_pickles_are_format_errors(tmp_path, name, pkl, words):
+    path = forge.torch_zip(tmp_path / f"{name}.bin", pkl)
+    with pytest.raises(CheckpointFormatError) as err:
+        CheckpointReader(path)
+    assert str(err.value).startswith(str(path)) and words in str(err.value)
+
+
 # --- nothing executes --------------------------------------------------------------------------
 
 def test_payloads_are_live(tmp_path):

@@ -264,7 +264,7 @@ class RestrictedUnpickler(pickle._Unpickler):
 def _short(obj) -> str:
     try:
         text = repr(obj)
-    except ValueError:  # an int too long to print
+    except (ValueError, RecursionError):  # an int too long to print, absurd nesting
         text = f"<{type(obj).__name__}>"
     return text[:200]
 
@@ -323,11 +323,13 @@ class TorchBinFile:
         self._size = os.fstat(self._file.fileno()).st_size
         self._zip: zipfile.ZipFile | None = None
         self._byteorder = "little"
+        self.entries: dict[str, TensorRef] = {}
         try:
             if zipfile.is_zipfile(self._file):
                 obj, self._locate = self._open_zip()
             else:
                 obj, self._locate = self._open_legacy()
+            _flatten(obj, self.entries, self.path)
         except UnsafeCheckpointError:
             self.close()
             raise
@@ -340,9 +342,7 @@ class TorchBinFile:
                     raise
                 raise CheckpointFormatError(f"{self.path}: {e}") from None
             raise CheckpointFormatError(f"{self.path}: not a readable PyTorch checkpoint "
-                                        f"({type(e).__name__}: {e})") from None
-        self.entries: dict[str, TensorRef] = {}
-        _flatten(obj, self.entries, self.path)
+                                        f"({type(e).__name__}: {str(e)[:300]})") from None
 
     # --- zip format -------------------------------------------------------------------------
     def _read_member(self, info: zipfile.ZipInfo, what: str) -> bytes:
