@@ -210,6 +210,16 @@ def test_corrupt_tokenizer_files_are_clear_errors(tmp_path, content):
             AutoTokenizer.from_pretrained(ck)
 
 
+def test_bad_generation_config_is_a_clear_error(tmp_path):
+    from paddlellm.auto import AutoModelForCausalLM
+
+    ck = forge.copy_checkpoint(DEMO, tmp_path / "ck")
+    (ck / "generation_config.json").write_text(json.dumps({"eos_token_id": ["big"]}))
+    with pytest.raises(CheckpointFormatError,
+                       match=r"generation_config\.json: field 'eos_token_id' must be a token id"):
+        AutoModelForCausalLM.from_pretrained(ck)
+
+
 # --- run-level errors ---------------------------------------------------------------------------
 
 def llm_run(*args: str) -> dict:

@@ -74,6 +74,34 @@ def read_model_config(directory: str | os.PathLike) -> dict:
     return check_model_config(read_json(path), path)
 
 
+GENERATION_TOKEN_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
+
+
+def read_generation_config(directory: str | os.PathLike) -> dict:
+    """The token ids of ``generation_config.json`` in ``directory`` (``{}`` without one):
+    each an id or a list of ids (non-negative integers below 2**31); errors name the file
+    and the field."""
+    from .reader import read_json
+
+    path = Path(directory) / "generation_config.json"
+    if not path.is_file():
+        return {}
+    gen = read_json(path)
+    if not isinstance(gen, dict):
+        raise CheckpointFormatError(f"{path}: expected a JSON object")
+    out = {}
+    for key in GENERATION_TOKEN_KEYS:
+        value = gen.get(key)
+        if value is None:
+            continue
+        ids = value if isinstance(value, list) else [value]
+        if not ids or not all(type(i) is int and 0 <= i < 2**31 for i in ids):
+            raise CheckpointFormatError(f"{path}: field '{key}' must be a token id or a list "
+                                        f"of token ids, got {value!r:.60}")
+        out[key] = value
+    return out
+
+
 def check_parameters_backed(num_parameters: int, weight_bytes: int,
                             path: str | os.PathLike) -> None:
     """The model a ``config.json`` describes is backed by the weights on disk: at most

@@ -25,8 +25,8 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from paddlellm.checkpoint import (CheckpointReader, assign_array, family_config, read_json,
-                                  save_state_dict)
+from paddlellm.checkpoint import (CheckpointReader, assign_array, family_config,
+                                  read_generation_config, save_state_dict)
 
 from .layers import QuantizedLayer
 
@@ -122,10 +122,9 @@ def load_quantized(family: Any, path: str | os.PathLike, quantizer: Any,
     if missing:
         raise KeyError(f"the quantized checkpoint at {path} lacks {len(missing)} tensors, "
                        f"e.g. {', '.join(missing[:5])}")
-    gen_path = path / "generation_config.json"
-    if gen_path.is_file():
-        gen = read_json(gen_path)
-        model.generation_config = {k: gen[k] for k in GENERATION_KEYS if gen.get(k) is not None}
+    gen = read_generation_config(path)  # token ids checked; errors name the field
+    if gen:
+        model.generation_config = gen
     mark_quantized(model, quantization_config)
     model.eval()
     return model
