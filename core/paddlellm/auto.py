@@ -58,7 +58,8 @@ class AutoModelForCausalLM:
         ``convert_from_torch`` is accepted for PaddleNLP compatibility and changes nothing:
         torch checkpoints (``pytorch_model.bin``, safetensors) are always read directly.
         """
-        from .checkpoint import read_json
+        from .checkpoint._errors import CheckpointFormatError
+        from .checkpoint.model_config import read_model_config
 
         if kwargs:
             raise TypeError(f"unexpected arguments: {', '.join(sorted(kwargs))}")
@@ -76,17 +77,17 @@ class AutoModelForCausalLM:
         config_path = Path(path) / "config.json"
         if not config_path.is_file():
             raise ModelNotFoundError(f"no config.json in {path}")
-        hf = read_json(config_path)
+        hf = read_model_config(path)  # checked: errors name the file and the field
         if "model_type" not in hf:
-            raise ValueError(f"{config_path} has no 'model_type'")
+            raise CheckpointFormatError(f"{config_path} has no 'model_type'")
         family = family_for_model_type(hf["model_type"])
         if not hasattr(family, "from_pretrained"):
             raise TypeError(f"model family '{family.name}' builds models but cannot load "
                             "checkpoints (it has no from_pretrained)")
         stored = hf.get("quantization_config")
         if stored:
-            if not isinstance(stored, dict) or "quant_type" not in stored:
-                raise ValueError(f"{config_path}: quantization_config has no 'quant_type'")
+            if not isinstance(stored, dict) or not isinstance(stored.get("quant_type"), str):
+                raise CheckpointFormatError(f"{config_path}: quantization_config has no 'quant_type'")
             if quant_type not in (None, stored["quant_type"]):
                 raise ValueError(f"{path} is already quantized as '{stored['quant_type']}'; "
                                  f"cannot load it as quant_type='{quant_type}'")

@@ -107,7 +107,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text at byte {exc.start} (a binary file?)") from None
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
@@ -121,6 +124,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
     except Exception as exc:  # yaml.YAMLError
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if data is None:
@@ -283,6 +288,33 @@ def check_plugin_names(config: RunConfig, registry: "Registry") -> None:
     """Every plugin named in ``config`` is installed (``auto`` is always valid)."""
     for kind, name in selected_plugins(config):
         registry.get(kind, name)  # raises UnknownPluginError listing the installed names
+
+
+def check_run_paths(config: RunConfig) -> None:
+    """The paths a run reads or writes are usable, checked before anything heavy starts:
+    ``--model_name_or_path`` / ``--tokenizer_name_or_path`` are existing checkpoint folders,
+    ``--output_dir`` is a folder (or can be made one). Errors name the option and the path."""
+    for option in ("model_name_or_path", "tokenizer_name_or_path"):
+        value = getattr(config, option)
+        if not value:
+            continue
+        path = Path(value)
+        if not path.exists():
+            raise ConfigError(f"--{option} {value}: not found (expected a checkpoint folder "
+                              "with config.json; models are never downloaded)")
+        if not path.is_dir():
+            raise ConfigError(f"--{option} {value}: is a file, expected a checkpoint folder")
+        if option == "model_name_or_path" and not (path / "config.json").is_file():
+            raise ConfigError(f"--{option} {value}: no config.json in that folder (not a "
+                              "Hugging Face-layout checkpoint)")
+    out = Path(config.output_dir)
+    for folder in (out, *out.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                which = "is" if folder == out else f"is inside {folder}, which is"
+                raise ConfigError(f"--output_dir {config.output_dir}: {which} an existing file, "
+                                  "not a folder")
+            break
 
 
 def dump_config(config: RunConfig) -> dict[str, Any]:

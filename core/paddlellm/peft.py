@@ -14,7 +14,6 @@ Methods are plugins (``register_peft_methods``, kind ``peft_method``) following
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -120,12 +119,11 @@ def save_adapter(model, directory: str | Path) -> None:
 
 def read_adapter_config(directory: str | Path) -> dict:
     path = Path(directory) / ADAPTER_CONFIG
+    from .checkpoint import CheckpointNotFoundError, read_json
+
     if not path.is_file():
-        raise FileNotFoundError(f"no {ADAPTER_CONFIG} in {directory} (not a peft-format adapter)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: invalid JSON: {exc}") from None
+        raise CheckpointNotFoundError(f"no {ADAPTER_CONFIG} in {directory} (not a peft-format adapter)")
+    data = read_json(path)  # malformed, binary or too deep: an error naming the file
     if not isinstance(data, dict) or "peft_type" not in data:
         raise ConfigError(f"{path}: expected an object with a 'peft_type' key")
     return data

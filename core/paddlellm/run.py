@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .builtin import parse_device
-from .config import AUTO, RunConfig, dump_config
+from .config import AUTO, RunConfig, check_run_paths, dump_config
 from .errors import ConfigError, UnknownPluginError
 from .interfaces import AttentionSpec, Backend, TrainerStrategy, kernel_runs_on
 from .plugins import PluginManager
@@ -85,6 +85,7 @@ def compose(config: RunConfig, manager: PluginManager) -> RunContext:
 
 def run(config: RunConfig, manager: PluginManager) -> dict:
     """Compose, run the stage, and record the resolved config and the summary."""
+    check_run_paths(config)  # missing checkpoint, --output_dir that is a file: clear errors
     ctx = compose(config, manager)
     stage = manager.registry.load("stage", config.stage)
     out = ctx.output_dir

@@ -8,44 +8,17 @@ it, and the small demo size of the chosen family, so ``llm run`` works on a fres
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import DataFormatError
+from .data.textfile import read_text_documents
 
 DEMO_TRAIN_DOCS = 12000
 DEMO_EVAL_DOCS = 400
 DEMO_VOCAB = 384
-
-
-def read_text_documents(path: str | Path) -> list[str]:
-    """Documents from ``.txt`` (one per non-empty line) or ``.jsonl`` (``{"text": ...}``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(f"data file not found: {path}")
-    docs: list[str] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            if path.suffix == ".jsonl":
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataFormatError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
-                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                    raise DataFormatError(f"{path}:{lineno}: expected an object with a string "
-                                          "'text' field")
-                docs.append(record["text"])
-            else:
-                docs.append(line.rstrip("\n"))
-    if not docs:
-        raise DataFormatError(f"{path}: no documents")
-    return docs
 
 
 def _corpus(config) -> tuple[list[str], list[str], bool]:

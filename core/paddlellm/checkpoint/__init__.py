@@ -11,6 +11,7 @@ from .assign import assign_array
 from ._dtypes import bf16_bits_to_float32, canonical_dtype, float32_to_bf16_bits
 from ._errors import CheckpointError, CheckpointFormatError, CheckpointNotFoundError, UnsafeCheckpointError
 from .convert import convert_checkpoint
+from .model_config import check_model_config, family_config, read_generation_config, read_model_config
 from .reader import WEIGHT_FILES, CheckpointReader, read_json, resolve_weights
 from .torch_io import load_torch_bin
 from .writer import parse_size, save_state_dict
@@ -18,6 +19,7 @@ from .writer import parse_size, save_state_dict
 __all__ = [
     "CheckpointReader", "save_state_dict", "assign_array", "load_torch_bin", "read_json", "parse_size",
     "convert_checkpoint", "resolve_weights", "WEIGHT_FILES",
+    "check_model_config", "family_config", "read_generation_config", "read_model_config",
     "CheckpointError", "CheckpointFormatError", "CheckpointNotFoundError", "UnsafeCheckpointError",
     "bf16_bits_to_float32", "float32_to_bf16_bits", "canonical_dtype",
 ]

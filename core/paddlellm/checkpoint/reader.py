@@ -21,15 +21,49 @@ WEIGHT_FILES = (
     "pytorch_model.bin.index.json",
 )
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".index.json")
+#: largest JSON file (config, index, tokenizer config) read from a checkpoint
+MAX_JSON_BYTES = 256 * 1024 * 1024
 
 
 def read_json(path: str | os.PathLike) -> dict:
     """Read a JSON file; a malformed file is a :class:`CheckpointFormatError` naming it."""
     try:
+        if os.path.getsize(path) > MAX_JSON_BYTES:
+            raise CheckpointFormatError(f"{path}: {os.path.getsize(path)} bytes, more than a "
+                                        f"JSON file of a checkpoint may have ({MAX_JSON_BYTES})")
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise CheckpointFormatError(f"{path}: invalid JSON: {e}") from None
+    except UnicodeDecodeError as e:
+        raise CheckpointFormatError(f"{path}: not UTF-8 text (a binary file?): {e.reason} at "
+                                    f"byte {e.start}") from None
+    except RecursionError:
+        raise CheckpointFormatError(f"{path}: JSON nested too deeply") from None
+
+
+def shard_path(index_path: Path, fname: str) -> Path:
+    """The shard ``fname`` of an index, which must stay inside the index's folder.
+
+    Refused: absolute names, ``..``, and names whose real path (symlinks followed) leaves the
+    folder — except the Hugging Face cache layout, where ``snapshots/<rev>/`` files are
+    symlinks into the same repository's ``blobs/``.
+    """
+    folder = index_path.parent
+    rel = Path(fname)
+    if (not fname or rel.is_absolute() or ".." in rel.parts or "\\" in fname
+            or "\x00" in fname or rel.drive):
+        raise CheckpointFormatError(f"{index_path}: field 'weight_map' names shard {fname!r:.200}, "
+                                    f"which is not a file name inside {folder}")
+    shard = folder / rel
+    real, inside = os.path.realpath(shard), os.path.realpath(folder)
+    allowed = [inside]
+    if folder.parent.name == "snapshots":  # <repo>/snapshots/<rev>/x -> <repo>/blobs/<sha>
+        allowed.append(os.path.realpath(folder.parent.parent / "blobs"))
+    if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in allowed):
+        raise CheckpointFormatError(f"{index_path}: shard {fname!r:.200} resolves to {real}, "
+                                    f"outside the checkpoint folder {folder}; refusing to read it")
+    return shard
 
 
 def resolve_weights(path: str | os.PathLike) -> Path:
@@ -88,8 +122,11 @@ class CheckpointReader:
         if not isinstance(weight_map, dict):
             raise CheckpointFormatError(f"{index_path}: no 'weight_map' object")
         self.index_metadata = index.get("metadata") or {}
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+            raise CheckpointFormatError(f"{index_path}: field 'weight_map' must map tensor names "
+                                        "to shard file names (strings)")
         for fname in sorted(set(weight_map.values())):  # shard order: 00001-of-, 00002-of-, ...
-            shard = index_path.parent / fname
+            shard = shard_path(index_path, fname)
             if not shard.is_file():
                 raise CheckpointNotFoundError(f"{index_path} lists shard {fname}, which is missing from {index_path.parent}")
             self._files[fname] = _open_file(shard)

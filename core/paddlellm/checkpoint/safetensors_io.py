@@ -14,7 +14,8 @@ import numpy as np
 from ._dtypes import NAME_TO_SAFETENSORS, SAFETENSORS_TO_NAME, STORAGE_NUMPY
 from ._errors import CheckpointFormatError
 
-_MAX_HEADER = 100 * 1024 * 1024
+_MAX_HEADER = 100 * 1024 * 1024  # as the safetensors library
+_MAX_DIMS = 64
 
 
 def map_region(fileobj, offset: int, count: int, dtype: np.dtype) -> np.ndarray:
@@ -76,31 +77,55 @@ class SafetensorsFile:
         (n,) = struct.unpack("<Q", raw)
         if n > _MAX_HEADER or 8 + n > size:
             raise CheckpointFormatError(f"{self.path}: not a safetensors file (header length {n} "
-                                        f"for a {size}-byte file)")
+                                        f"for a {size}-byte file; at most {_MAX_HEADER})")
+        text = self._file.read(n)
         try:
-            header = json.loads(self._file.read(n))
+            header = json.loads(text)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise CheckpointFormatError(f"{self.path}: safetensors header is not valid JSON: {e}") from None
+        except RecursionError:
+            raise CheckpointFormatError(f"{self.path}: safetensors header is nested too deeply "
+                                        "(not a safetensors header)") from None
         if not isinstance(header, dict):
             raise CheckpointFormatError(f"{self.path}: safetensors header is not a JSON object")
         metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise CheckpointFormatError(f"{self.path}: field '__metadata__' must be an object of strings")
         base = 8 + n
         entries: dict[str, SafetensorsEntry] = {}
         for name, info in header.items():
-            try:
-                code, shape, (b, e) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
-            except (KeyError, TypeError, ValueError):
-                raise CheckpointFormatError(f"{self.path}: malformed header entry for {name!r}: {info!r}") from None
-            if code not in SAFETENSORS_TO_NAME:
-                raise CheckpointFormatError(f"{self.path}: tensor {name!r} has unsupported dtype {code}")
-            dtype = SAFETENSORS_TO_NAME[code]
-            want = int(np.prod(shape, dtype=np.int64)) * STORAGE_NUMPY[dtype].itemsize
-            if e - b != want or b < 0 or base + e > size:
-                raise CheckpointFormatError(
-                    f"{self.path}: tensor {name!r} ({code}, shape {list(shape)}) has data offsets "
-                    f"[{b}, {e}] inconsistent with its size or the file size (truncated file?)")
-            entries[name] = SafetensorsEntry(dtype, shape, base + b, base + e)
+            entries[name] = self._entry(name, info, base, size)
         return metadata, entries
+
+    def _entry(self, name: str, info, base: int, size: int) -> "SafetensorsEntry":
+        """One header entry, every field checked against the format and the file's size."""
+        def bad(field: str, why: str) -> CheckpointFormatError:
+            return CheckpointFormatError(f"{self.path}: tensor {name!r:.100}: field '{field}' {why}")
+
+        if not isinstance(info, dict):
+            raise bad("", "is not an object")
+        code, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if not isinstance(code, str) or code not in SAFETENSORS_TO_NAME:
+            raise bad("dtype", f"is {code!r:.40}, not a supported dtype "
+                      f"({', '.join(SAFETENSORS_TO_NAME)})")
+        if (not isinstance(shape, list) or len(shape) > _MAX_DIMS
+                or not all(type(d) is int and d >= 0 for d in shape)):
+            raise bad("shape", f"must be a list of at most {_MAX_DIMS} non-negative integers, "
+                      f"got {shape!r:.80}")
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(type(o) is int for o in offsets)):
+            raise bad("data_offsets", f"must be two integers, got {offsets!r:.80}")
+        dtype = SAFETENSORS_TO_NAME[code]
+        numel = 1
+        for d in shape:  # Python ints: no overflow, and no wrap-around to a small size
+            numel *= d
+        want = numel * STORAGE_NUMPY[dtype].itemsize
+        b, e = offsets
+        if b < 0 or e < b or e - b != want or base + e > size:
+            raise bad("data_offsets", f"[{b}, {e}] do not hold a {code} tensor of shape "
+                      f"{shape} ({want} bytes) inside the {size}-byte file (truncated or "
+                      "forged file?)")
+        return SafetensorsEntry(dtype, tuple(shape), base + b, base + e)
 
     def keys(self) -> list[str]:
         return list(self.entries)

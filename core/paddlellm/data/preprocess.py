@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import DataFormatError
+from .textfile import iter_lines, parse_json_line
 
 CHUNK_LINES = 512
 
@@ -34,10 +35,7 @@ def _documents(path: Path, lines: list[tuple[int, str]], json_key: str | None
         if json_key is None:
             out.append((lineno, line.rstrip("\r\n")))
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
+        record = parse_json_line(line, f"{path}:{lineno}")
         if not isinstance(record, dict) or not isinstance(record.get(json_key), str):
             raise DataFormatError(f"{path}:{lineno}: expected an object with a string "
                                   f"'{json_key}' field")
@@ -75,14 +73,13 @@ def _encode_in_worker(args) -> tuple[np.ndarray, np.ndarray] | DataFormatError:
 
 def _chunks(path: Path, size: int) -> Iterator[list[tuple[int, str]]]:
     chunk: list[tuple[int, str]] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            chunk.append((lineno, line))
-            if len(chunk) == size:
-                yield chunk
-                chunk = []
+    for lineno, line in iter_lines(path, "input file"):
+        if not line.strip():
+            continue
+        chunk.append((lineno, line))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
     if chunk:
         yield chunk
 

@@ -76,19 +76,15 @@ def read_jsonl(path: str | Path, parse: Callable[[Any, str], T], empty: str = "n
     """``parse(record, "file:line")`` of every non-blank line of a jsonl file; a missing file
     (``{what} not found``), a line that is not JSON or a file with no records (``empty``) is an
     error naming file (and line)."""
+    from .textfile import iter_lines, parse_json_line
+
     path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(f"{what} not found: {path}")
     out = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
-            out.append(parse(record, f"{path}:{lineno}"))
+    for lineno, line in iter_lines(path, what):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        out.append(parse(parse_json_line(line, where), where))
     if not out:
         raise DataFormatError(f"{path}: {empty}")
     return out

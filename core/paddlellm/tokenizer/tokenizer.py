@@ -16,6 +16,8 @@ from typing import Any, Mapping, Sequence
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as _Backend
 
+from ..checkpoint._errors import CheckpointFormatError, CheckpointNotFoundError
+from ..checkpoint.reader import MAX_JSON_BYTES
 from .chat_template import render_chat_template
 
 __all__ = ["Tokenizer", "AutoTokenizer", "SPECIAL_TOKEN_NAMES"]
@@ -38,8 +40,13 @@ def _token_content(value: Any) -> str | None:
 
 
 def _read_json(path: Path) -> dict:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    """A tokenizer JSON file; malformed, binary or non-object content is an error naming it."""
+    from ..checkpoint import CheckpointFormatError, read_json
+
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise CheckpointFormatError(f"{path}: expected a JSON object")
+    return data
 
 
 def _to_id_list(ids: Any) -> list[int]:
@@ -141,13 +148,11 @@ class Tokenizer:
             if is_hub_id(str(path)):  # downloaded to (or found in) the Hub cache, or a clear error
                 directory = Path(resolve_model_path(path))
         if not directory.is_dir():
-            from ..hub import ModelNotFoundError  # a FileNotFoundError the CLI shows as one line
-
-            raise ModelNotFoundError(f"Tokenizer directory {str(path)!r} does not exist (and it "
-                                     "is not a Hugging Face Hub id).")
+            raise CheckpointNotFoundError(f"Tokenizer directory {str(path)!r} does not exist (and "
+                                          "it is not a Hugging Face Hub id).")
         tokenizer_file = directory / "tokenizer.json"
         if not tokenizer_file.is_file():
-            raise FileNotFoundError(
+            raise CheckpointNotFoundError(
                 f"No tokenizer.json in {str(directory)!r}: only the fast-tokenizer format is read "
                 "(convert a SentencePiece/vocab-file tokenizer with transformers' save_pretrained first)."
             )
@@ -169,7 +174,13 @@ class Tokenizer:
         # passing add_bos_token/add_eos_token explicitly rebuilds it.
         bos_eos = {k: overrides.pop(k) for k in ("add_bos_token", "add_eos_token") if k in overrides}
         config.update(overrides)
-        backend = _Backend.from_file(str(tokenizer_file))
+        if tokenizer_file.stat().st_size > MAX_JSON_BYTES:
+            raise CheckpointFormatError(f"{tokenizer_file}: larger than {MAX_JSON_BYTES} bytes")
+        try:
+            backend = _Backend.from_file(str(tokenizer_file))
+        except Exception as exc:  # the Rust parser's error: malformed or forged file
+            raise CheckpointFormatError(f"{tokenizer_file}: not a readable tokenizer file: "
+                                        f"{str(exc)[:300]}") from None
         if backend.padding is not None:  # padding saved inside tokenizer.json names the pad token and side
             config.setdefault("pad_token", backend.padding["pad_token"])
             config.setdefault("padding_side", backend.padding["direction"])

@@ -17,7 +17,7 @@ import paddle
 
 from .checkpointing import save_checkpoint
 from .metrics import MetricsLogger
-from .state import load_training_state, save_training_state
+from .state import load_training_state, read_trainer_state, save_training_state
 
 # step_loss(model, batch) -> (mean loss tensor, number of target tokens)
 StepLoss = Callable[[paddle.nn.Layer, dict], "tuple[paddle.Tensor, int]"]
@@ -157,14 +157,17 @@ def train_and_evaluate(
     the interrupted run's step-0 record when resuming) and after, each logged without the
     bulky ``samples``/``by_task`` keys, then ``save`` the final model into the output
     directory on the main process. ``evaluate(model)`` also runs every ``eval_steps``;
-    ``extra_metrics()`` (e.g. exact match) only before and after.
-    Returns ``(state, before, after)``."""
+    ``extra_metrics()`` (e.g. exact match) only before and after. When the loop has just
+    evaluated the last step, that evaluation is "after" (logged once; the extra metrics get a
+    record of their own). Returns ``(state, before, after)``."""
     def measure() -> dict:
         return {**evaluate(model), **(extra_metrics() if extra_metrics else {})}
 
     def loggable(metrics: dict) -> dict:
         return {k: v for k, v in metrics.items() if k not in ("samples", "by_task")}
 
+    if resume_from:  # continue the interrupted run's metrics file, cut at its step
+        logger.truncate_after(read_trainer_state(resume_from)["step"])
     before = logger.initial_eval() if resume_from else None
     if before is None:
         before = measure()
@@ -172,8 +175,15 @@ def train_and_evaluate(
     state = train(model, optimizer, scheduler, batches, step_loss, config=config, ctx=ctx,
                   total_steps=total_steps, logger=logger, evaluate=evaluate, save=save,
                   resume_from=resume_from)
-    after = measure()
-    logger.log({"step": state.step, **loggable(after)})
+    last = state.evals[-1] if state.evals and state.evals[-1]["step"] == state.step else None
+    if last is None:
+        after = measure()
+        logger.log({"step": state.step, **loggable(after)})
+    else:  # the loop has just evaluated this step: one eval record per step, not two
+        extra = extra_metrics() if extra_metrics else {}
+        after = {**{k: v for k, v in last.items() if k != "step"}, **extra}
+        if loggable(extra):
+            logger.log({"step": state.step, **loggable(extra)})
     save_final(ctx.strategy, model, save, str(ctx.output_dir))
     return state, before, after
 

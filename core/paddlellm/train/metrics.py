@@ -32,23 +32,41 @@ class MetricsLogger:
         self.records: list[dict[str, Any]] = []
         self._progress = None
         self._task = None
+        # the first record of a run that does not continue the file starts it afresh, so a
+        # run restarted from scratch never appends to the records of an earlier one
+        self._fresh = True
         if self.path and enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
+    def _read(self) -> list[dict[str, Any]]:
+        """The file's records; a torn last line (a run killed mid-write) is dropped."""
+        out = []
+        if not (self.path and self.path.is_file()):
+            return out
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                out.append(record)
+        return out
+
     def truncate_after(self, step: int) -> None:
-        """Forget records past ``step`` (a run resumed from the checkpoint at ``step``)."""
+        """Continue the file of a run resumed from the checkpoint at ``step``: records past
+        ``step`` are forgotten, so every step is logged once across restarts."""
+        self._fresh = False
         if not (self.enabled and self.path and self.path.is_file()):
             return
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        kept = [r for r in self._read() if isinstance(r.get("step", 0), int)
+                and r.get("step", 0) <= step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        tmp.replace(self.path)
 
     def initial_eval(self) -> dict[str, Any] | None:
         """The step-0 evaluation already in the file (a resumed run reports it as "before")."""
-        if not (self.path and self.path.is_file()):
-            return None
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
+        for record in self._read():
             if record.get("step") == 0 and "eval_loss" in record:
                 return {k: v for k, v in record.items() if k not in ("step", "time")}
         return None
@@ -70,7 +88,8 @@ class MetricsLogger:
         if not self.enabled:
             return
         if self.path:
-            with self.path.open("a", encoding="utf-8") as fh:
+            mode, self._fresh = ("w" if self._fresh else "a"), False
+            with self.path.open(mode, encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
         shown = {k: v for k, v in record.items() if k != "time"}
         if self._progress is not None:

@@ -6,13 +6,14 @@ time. ``"BASE+ADAPTER"`` (mergekit's syntax) is a base with a peft LoRA adapter 
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 from typing import Any
 
 import numpy as np
+
+from paddlellm.checkpoint import read_json
 
 from .errors import MergeError
 from .io import FLOATING, Reader
@@ -25,8 +26,7 @@ def read_config(directory: str) -> dict:
     path = os.path.join(directory, "config.json")
     if not os.path.exists(path):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path)  # malformed, binary or too deep: an error naming the file
 
 
 class CheckpointSource:
@@ -75,8 +75,9 @@ class LoraAdapter:
         cfg_path = os.path.join(path, ADAPTER_CONFIG)
         if not os.path.exists(cfg_path):
             raise MergeError(f"'{path}' is not a LoRA adapter: no {ADAPTER_CONFIG}")
-        with open(cfg_path) as f:
-            self.config = json.load(f)
+        self.config = read_json(cfg_path)
+        if not isinstance(self.config, dict):
+            raise MergeError(f"{cfg_path}: expected a JSON object")
         peft_type = str(self.config.get("peft_type", "LORA")).upper()
         if peft_type != "LORA":
             raise MergeError(f"adapter '{path}' is {peft_type}; only LoRA adapters can be merged")

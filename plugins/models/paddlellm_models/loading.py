@@ -28,14 +28,12 @@ def linear_weight_names(model: nn.Layer) -> set[str]:
 
 
 def load_pretrained(family: Any, path: str | os.PathLike, dtype: str = "float32"):
-    hf = _ckpt.read_json(Path(path) / "config.json")
-    config = family.config_from_hf(hf)
+    config = _ckpt.family_config(family, path)  # checked: errors name config.json and the field
     model = family.build(config, dtype=dtype, init=False)
     load_hf_weights(model, path)
-    gen_path = Path(path) / "generation_config.json"
-    if gen_path.is_file():
-        gen = _ckpt.read_json(gen_path)
-        model.generation_config = {k: gen[k] for k in GENERATION_KEYS if gen.get(k) is not None}
+    gen = _ckpt.read_generation_config(path)  # token ids checked; errors name the field
+    if gen:
+        model.generation_config = gen
     model.eval()
     return model
 

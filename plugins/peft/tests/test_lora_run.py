@@ -76,7 +76,7 @@ def test_interrupted_pissa_lora_plus_run_resumes_from_its_adapter_checkpoint(cou
     run_cli("run", "--output_dir", str(straight), *args, check=True)
     ckpt = straight / "checkpoint-2"
     assert sorted(p.name for p in ckpt.iterdir()) == [
-        "adapter_config.json", "adapter_model.safetensors", "optimizer.pdopt", "scheduler.json",
+        "adapter_config.json", "adapter_model.safetensors", "optimizer.json", "optimizer.safetensors",
         "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "trainer_state.json"]
     assert json.loads((ckpt / "adapter_config.json").read_text())["r"] == 8  # PiSSA saved as 2r
     # "interrupted" after step 2: only its checkpoint and the metrics up to it remain

@@ -8,7 +8,6 @@ practice: no padding in calibration batches).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -32,18 +31,17 @@ def read_texts(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise CalibrationDataError(f"calibration/evaluation file not found: {path}")
+    from paddlellm.data.textfile import iter_lines, parse_json_line
+
     texts: list[str] = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = [line.rstrip("\r\n") for _, line in iter_lines(path, "calibration file")]
     if path.suffix.lower() == ".txt":
         return [line for line in lines if line.strip()]
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CalibrationDataError(f"{where}: not valid JSON: {exc.msg}") from None
+        row = parse_json_line(line, where)
         if not isinstance(row, dict):
             raise CalibrationDataError(f"{where}: expected a JSON object with 'text' or 'src'")
         if "text" in row:

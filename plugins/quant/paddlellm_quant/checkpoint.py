@@ -25,7 +25,8 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from paddlellm.checkpoint import CheckpointReader, assign_array, read_json, save_state_dict
+from paddlellm.checkpoint import (CheckpointReader, assign_array, family_config,
+                                  read_generation_config, save_state_dict)
 
 from .layers import QuantizedLayer
 
@@ -94,8 +95,7 @@ def load_quantized(family: Any, path: str | os.PathLike, quantizer: Any,
                    quantization_config: Mapping[str, Any], dtype: str = "float32") -> nn.Layer:
     """Build the architecture, let ``quantizer`` swap in quantized layers, load the tensors."""
     path = Path(path)
-    hf = read_json(path / "config.json")
-    config = family.config_from_hf(hf)
+    config = family_config(family, path)  # checked: errors name config.json and the field
     model = family.build(config, dtype=dtype, init=False)
     model = quantizer.prepare_for_loading(model, dict(quantization_config))
     quant = _quant_tensors(model)
@@ -122,10 +122,9 @@ def load_quantized(family: Any, path: str | os.PathLike, quantizer: Any,
     if missing:
         raise KeyError(f"the quantized checkpoint at {path} lacks {len(missing)} tensors, "
                        f"e.g. {', '.join(missing[:5])}")
-    gen_path = path / "generation_config.json"
-    if gen_path.is_file():
-        gen = read_json(gen_path)
-        model.generation_config = {k: gen[k] for k in GENERATION_KEYS if gen.get(k) is not None}
+    gen = read_generation_config(path)  # token ids checked; errors name the field
+    if gen:
+        model.generation_config = gen
     mark_quantized(model, quantization_config)
     model.eval()
     return model
