@@ -37,6 +37,8 @@ class Family:
     aliases: tuple[str, ...] = ()
     #: preset used when only the family name is given (``--model qwen``)
     default_preset: str = ""
+    #: aliases (in ``aliases``) that stand for another preset than the default one
+    alias_presets: Mapping[str, str] = {}
     rules: tuple[Rule, ...] = ()
     #: HF tensor names (regex) that carry no weights (buffers, rotary caches)
     ignore: tuple[str, ...] = (r".*rotary_emb\.inv_freq$",)
@@ -65,7 +67,7 @@ class Family:
             if name not in (None, self.name, *self.aliases, *self.model_types):
                 raise KeyError(unknown_name_message(f"{self.name} preset", name,
                                                     [*self.presets, self.name]))
-            key = self.default_preset
+            key = self.alias_presets.get(name, self.default_preset)
         hf = {"model_type": self.model_types[0], **self.presets[key], **overrides}
         return self.config_from_hf(hf)
 
