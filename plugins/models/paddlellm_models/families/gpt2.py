@@ -37,6 +37,8 @@ class GPT2Family(Family):
     default_preset = "gpt-tiny"
     rules = RULES
     ignore = (r".*\.attn\.(masked_)?bias$",)
+    #: its Hugging Face linears are Conv1D (weights (in, out)): peft adapters say fan_in_fan_out
+    fan_in_fan_out = True
     presets = {
         "gpt-tiny": _gpt(64, 2, 4, 1024),
         "gpt2": _gpt(768, 12, 12), "gpt2-medium": _gpt(1024, 24, 16),
