@@ -40,16 +40,20 @@ class BaichuanFamily(LlamaLikeFamily):
     alias_presets = {"baichuan2": "baichuan2-tiny"}
     default_preset = "baichuan-tiny"
     rules = RULES
+    #: presets say ``norm_head`` explicitly: a vocabulary override must not switch it off
     presets = {
         "baichuan-tiny": _bc(64, 176, 2, 4, 64000, arch="BaiChuanForCausalLM",
                              max_position_embeddings=4096),
-        "baichuan2-tiny": _bc(64, 176, 2, 4, BAICHUAN2_VOCAB, max_position_embeddings=4096),
-        "baichuan2-alibi-tiny": _bc(64, 176, 2, 4, BAICHUAN2_VOCAB, position_embedding="ALIBI"),
+        "baichuan2-tiny": _bc(64, 176, 2, 4, BAICHUAN2_VOCAB, max_position_embeddings=4096,
+                              norm_head=True),
+        "baichuan2-alibi-tiny": _bc(64, 176, 2, 4, BAICHUAN2_VOCAB, position_embedding="ALIBI",
+                                    norm_head=True),
         "baichuan-7b": _bc(4096, 11008, 32, 32, 64000, arch="BaiChuanForCausalLM",
                            max_position_embeddings=4096),
         "baichuan-13b": _bc(5120, 13696, 40, 40, 64000),
-        "baichuan2-7b": _bc(4096, 11008, 32, 32, BAICHUAN2_VOCAB, max_position_embeddings=4096),
-        "baichuan2-13b": _bc(5120, 13696, 40, 40, BAICHUAN2_VOCAB),
+        "baichuan2-7b": _bc(4096, 11008, 32, 32, BAICHUAN2_VOCAB, max_position_embeddings=4096,
+                            norm_head=True),
+        "baichuan2-13b": _bc(5120, 13696, 40, 40, BAICHUAN2_VOCAB, norm_head=True),
     }
 
     def config_from_hf(self, hf: Mapping[str, Any]) -> ModelConfig:
