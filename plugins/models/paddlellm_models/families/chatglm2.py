@@ -61,7 +61,6 @@ class ChatGLM2Family(Family):
         "chatglm3-tiny": _glm(64, 176, 2, 4, 2, 16, 8192),
         "chatglm2-6b": _glm(4096, 13696, 28, 32, 2, 128, 32768),
         "chatglm3-6b": _glm(4096, 13696, 28, 32, 2, 128, 8192),
-        "chatglm3-6b-base": _glm(4096, 13696, 28, 32, 2, 128, 32768),
     }
 
     #: transformers' usual names, accepted as overrides (``from_config("chatglm2", vocab_size=64)``)
