@@ -136,23 +136,6 @@ class Family:
 QKV = ("q_proj", "k_proj", "v_proj")
 
 
-def qkv_key(name: str) -> tuple[str, str] | None:
-    """``model.layers.3.self_attn.k_proj.weight`` -> ``("3", "weight")``; None for other names."""
-    parts = name.split(".")
-    if len(parts) == 6 and parts[3] == "self_attn" and parts[4] in QKV:
-        return parts[2], parts[5]
-    return None
-
-
-def group_qkv(names: Iterable[str]) -> list[list[str]]:
-    """Groups for families that fuse q/k/v: the three parts of one layer and leaf together."""
-    groups: dict[Any, list[str]] = {}
-    for name in names:
-        key = qkv_key(name)
-        groups.setdefault(key if key else name, []).append(name)
-    return list(groups.values())
-
-
 # --- shared config helpers ------------------------------------------------------------------
 
 def rope_from_hf(hf: Mapping[str, Any]) -> tuple[float, dict[str, Any] | None]:
