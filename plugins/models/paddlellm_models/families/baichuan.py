@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from ..config import ModelConfig
 from .base import eos_from_hf, tokens_to_hf
-from .llama import LLAMA_RULES, LlamaLikeFamily, activation_from_hf
+from .llama import ACT_TO_HF, LLAMA_RULES, LlamaLikeFamily, activation_from_hf
 
 RULES = tuple(r for r in LLAMA_RULES if not any(f".self_attn.{n}" in r[0] for n in ("q_proj", "k_proj", "v_proj"))) + (
     ("model.layers.{i}.self_attn.qkv_proj", "model.layers.{i}.self_attn.W_pack"),
@@ -82,7 +82,7 @@ class BaichuanFamily(LlamaLikeFamily):
                "model_type": "baichuan", "vocab_size": c.vocab_size,
                "hidden_size": c.hidden_size, "intermediate_size": c.intermediate_size,
                "num_hidden_layers": c.num_layers, "num_attention_heads": c.num_heads,
-               "hidden_act": "silu" if c.activation == "silu" else c.activation,
+               "hidden_act": ACT_TO_HF[c.activation],
                "model_max_length": c.max_position_embeddings, "rms_norm_eps": c.norm_eps,
                "position_embedding": "ALIBI" if c.position == "alibi" else "ROPE",
                "norm_head": c.lm_head_norm, "tie_word_embeddings": c.tie_embeddings,
