@@ -140,6 +140,8 @@ def test_published_configs_choose_the_variant():
     with pytest.raises(ValueError, match="ChatGLM-6B \\(v1\\)"):
         glm.config_from_hf({"model_type": "chatglm", "position_encoding_2d": True,
                             "hidden_size": 4096, "inner_hidden_size": 16384})
+    with pytest.raises(ValueError, match="quantization_bit=4"):
+        glm.config_from_hf({**_hf("chatglm2"), "quantization_bit": 4})
     with pytest.raises(ValueError, match="pre_seq_len"):
         glm.config_from_hf({**_hf("chatglm2"), "pre_seq_len": 128})
     c = glm.config_for("chatglm3-6b")

@@ -81,6 +81,10 @@ class ChatGLM2Family(Family):
                          ("original_rope", False), ("fp32_residual_connection", True)):
             if hf.get(key, not bad) == bad:
                 raise ValueError(f"chatglm checkpoints with {key}={bad} are not supported")
+        if hf.get("quantization_bit"):
+            raise ValueError(f"chatglm checkpoints quantized by THUDM's own scheme "
+                             f"(quantization_bit={hf['quantization_bit']}) are not supported; load "
+                             "the float checkpoint and use --quant_type weight_only_int8/int4")
         if hf.get("pre_seq_len"):
             raise ValueError("chatglm checkpoints with a P-tuning v2 prefix encoder (pre_seq_len) "
                              "are not supported; load the base model and use --peft prefix")
