@@ -22,7 +22,8 @@ def model_rows() -> list[dict]:
             c = family.config_for(preset)
             rows.append({
                 "name": preset, "family": name, "default": preset == family.default_preset,
-                "aliases": list(family.aliases) if preset == family.default_preset else [],
+                "aliases": [a for a in family.aliases
+                            if family.alias_presets.get(a, family.default_preset) == preset],
                 "params": c.num_parameters(), "hidden_size": c.hidden_size,
                 "num_layers": c.num_layers, "num_heads": c.num_heads,
                 "num_kv_heads": c.num_kv_heads, "vocab_size": c.vocab_size,
@@ -53,7 +54,7 @@ def models(
     table = Table("preset", "family", "params", "hidden", "layers", "heads/kv", "vocab",
                   "experts", "also")
     for r in rows:
-        also = ", ".join([r["family"], *r["aliases"]]) if r["default"] else ""
+        also = ", ".join([r["family"]] * r["default"] + r["aliases"])
         table.add_row(r["name"], r["family"], _human(r["params"]), str(r["hidden_size"]),
                       str(r["num_layers"]), f"{r['num_heads']}/{r['num_kv_heads']}",
                       str(r["vocab_size"]), str(r["num_experts"] or "-"), also)

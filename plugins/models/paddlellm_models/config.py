@@ -12,6 +12,7 @@ from typing import Any, Literal, Mapping
 Norm = Literal["rms", "layer"]
 Activation = Literal["silu", "gelu", "gelu_tanh", "relu"]
 Position = Literal["rope", "learned", "alibi", "none"]
+FusedQKV = Literal["concat", "heads"]
 
 
 @dataclass
@@ -41,6 +42,11 @@ class ModelConfig:
     activation: Activation = "silu"
     gated_mlp: bool = True  # act(gate(x)) * up(x) -> down; else act(up(x)) -> down
     qkv_bias: bool = False
+    # one q/k/v projection ``self_attn.qkv_proj`` instead of three: "concat" rows [q; k; v]
+    # (GPT-2 c_attn, ChatGLM2 query_key_value, Baichuan W_pack), "heads" rows (H, 3, D)
+    # per head (Bloom); None: separate q_proj/k_proj/v_proj
+    fused_qkv: FusedQKV | None = None
+    fused_gate_up: bool = False  # one ``mlp.gate_up_proj`` with rows [gate; up] (ChatGLM2)
     out_bias: bool = False  # attention output projection bias
     mlp_bias: bool = False
     parallel_residual: bool = False  # x + attn(norm1(x)) + mlp(norm2(x)) (GPT-J/NeoX)
@@ -56,11 +62,13 @@ class ModelConfig:
     rope_theta: float = 10000.0
     rope_scaling: dict[str, Any] | None = None  # HF rope_parameters without rope_theta
     rotary_dim: int | None = None  # partial rotary (Phi): rotate the first dims only; None: all
+    rotary_interleaved: bool = False  # rotate pairs (x0, x1), (x2, x3)... (GPT-J, ChatGLM2)
     learned_position_offset: int = 0  # OPT: 2
     # embeddings / head
     tie_embeddings: bool = False
     embedding_multiplier: float = 1.0  # Gemma: sqrt(hidden_size)
     embed_proj_dim: int | None = None  # OPT: word embeddings of this width + project_in/out
+    lm_head_norm: bool = False  # Baichuan2's NormHead: L2-normalise each vocab row of lm_head
 
     # mixture of experts (num_experts == 0: dense)
     num_experts: int = 0
@@ -89,6 +97,12 @@ class ModelConfig:
             raise ValueError(f"unknown position '{self.position}'")
         if self.norm not in ("rms", "layer"):
             raise ValueError(f"unknown norm '{self.norm}'")
+        if self.fused_qkv not in (None, "concat", "heads"):
+            raise ValueError(f"unknown fused_qkv '{self.fused_qkv}' (None, 'concat' or 'heads')")
+        if self.fused_qkv == "heads" and self.num_kv_heads != self.num_heads:
+            raise ValueError("fused_qkv='heads' (per-head q/k/v rows) needs num_kv_heads == num_heads")
+        if self.rotary_interleaved and (self.rotary_dim or self.head_dim) % 2:
+            raise ValueError("rotary_interleaved needs an even rotary dimension")
 
     # transformers' names, read-only, for code written against HF configs
     @property

@@ -54,7 +54,8 @@ def convert_and_check(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: 
     from .registry_data import family_for_model_type
 
     hf = read_json(os.path.join(src, "config.json"))
-    if family_for_model_type(hf.get("model_type", "")) is None and check:
+    family = family_for_model_type(hf.get("model_type", ""))
+    if family is None and check:
         raise ValueError(f"no model family loads model_type '{hf.get('model_type')}'; "
                          "pass --no-check to convert the tensors without a parity check")
     with CheckpointReader(src) as reader:
@@ -62,7 +63,8 @@ def convert_and_check(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: 
         src_dtype = reader.dtype(floating[0]) if floating else "float32"
     out_dtype = canonical_dtype(dtype) if dtype else src_dtype
     report: dict[str, Any] = {"src_dtype": src_dtype, "dtype": out_dtype}
-    ids = parity_prompts(int(hf.get("vocab_size", 32000)), batch, length) if check else None
+    # the family reads the vocabulary size (ChatGLM calls it padded_vocab_size)
+    ids = parity_prompts(family.config_from_hf(hf).vocab_size, batch, length) if check else None
     reference = _logits(src, ids) if check else None
     report["files"] = convert_checkpoint(src, dst, dtype=dtype, max_shard_size=max_shard_size)
     if check:

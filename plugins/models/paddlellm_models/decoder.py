@@ -129,18 +129,30 @@ class Rotary:
         cos, sin = paddle.cos(freqs), paddle.sin(freqs)
         if scale != 1.0:
             cos, sin = cos * scale, sin * scale
+        if self.config.rotary_interleaved:  # pairs (x0, x1), (x2, x3)...: [c0, c0, c1, c1, ...]
+            b, t, half = cos.shape
+            cos = paddle.stack([cos, cos], axis=-1).reshape([b, t, 1, 2 * half])  # (B, T, 1, D)
+            sin = paddle.stack([-sin, sin], axis=-1).reshape([b, t, 1, 2 * half])  # [-s0, s0, ...]
+            return cos.astype(dtype), sin.astype(dtype)
         cos = paddle.concat([cos, cos], axis=-1).unsqueeze(2)  # (B, T, 1, D)
         sin = paddle.concat([-sin, sin], axis=-1).unsqueeze(2)  # (B, T, 1, D), sign of rotate_half
         return cos.astype(dtype), sin.astype(dtype)
 
 
-def apply_rotary(x: paddle.Tensor, cos: paddle.Tensor, signed_sin: paddle.Tensor) -> paddle.Tensor:
+def apply_rotary(x: paddle.Tensor, cos: paddle.Tensor, signed_sin: paddle.Tensor,
+                 interleaved: bool = False) -> paddle.Tensor:
     """``x * cos + rotate_half(x) * sin`` with rotate_half(x) = [-x2, x1] = roll(x) * [-1, 1];
-    with partial rotary (``cos`` narrower than ``x``) the remaining dims pass through."""
+    interleaved (pairs ``(x0, x1)``): the partner of each element is its pair's other half,
+    ``[x1, x0, x3, x2, ...] * [-s0, s0, ...]``. With partial rotary (``cos`` narrower than
+    ``x``) the remaining dims pass through."""
     rot = cos.shape[-1]
     if rot < x.shape[-1]:
         x_rot, x_pass = x[..., :rot], x[..., rot:]
-        return paddle.concat([apply_rotary(x_rot, cos, signed_sin), x_pass], axis=-1)
+        return paddle.concat([apply_rotary(x_rot, cos, signed_sin, interleaved), x_pass], axis=-1)
+    if interleaved:
+        shape = x.shape
+        pairs = paddle.flip(x.reshape([*shape[:-1], rot // 2, 2]), axis=[-1])  # (B, T, H, D/2, 2)
+        return x * cos + pairs.reshape(shape) * signed_sin  # (B, T, H, D)
     return x * cos + paddle.roll(x, shifts=rot // 2, axis=-1) * signed_sin  # (B, T, H, D)
 
 
@@ -163,9 +175,13 @@ class Attention(nn.Layer):
         h, d = config.hidden_size, config.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, d
         self.scale = config.attention_scale
-        self.q_proj = linear(h, config.num_heads * d, config.qkv_bias)
-        self.k_proj = linear(h, config.num_kv_heads * d, config.qkv_bias)
-        self.v_proj = linear(h, config.num_kv_heads * d, config.qkv_bias)
+        self.fused, self.interleaved = config.fused_qkv, config.rotary_interleaved
+        if self.fused:
+            self.qkv_proj = linear(h, (config.num_heads + 2 * config.num_kv_heads) * d, config.qkv_bias)
+        else:
+            self.q_proj = linear(h, config.num_heads * d, config.qkv_bias)
+            self.k_proj = linear(h, config.num_kv_heads * d, config.qkv_bias)
+            self.v_proj = linear(h, config.num_kv_heads * d, config.qkv_bias)
         self.o_proj = linear(config.num_heads * d, h, config.out_bias)
         if config.qk_norm:
             self.q_norm, self.k_norm = Norm(d, config), Norm(d, config)
@@ -173,14 +189,12 @@ class Attention(nn.Layer):
 
     def forward(self, x: paddle.Tensor, ctx: dict[str, Any], cache=None) -> paddle.Tensor:
         b, t = x.shape[0], x.shape[1]
-        q = self.q_proj(x).reshape([b, t, self.num_heads, self.head_dim])  # (B, T, Hq, D)
-        k = self.k_proj(x).reshape([b, t, self.num_kv_heads, self.head_dim])  # (B, T, Hkv, D)
-        v = self.v_proj(x).reshape([b, t, self.num_kv_heads, self.head_dim])  # (B, T, Hkv, D)
+        q, k, v = self._qkv(x)  # (B, T, Hq, D), (B, T, Hkv, D), (B, T, Hkv, D)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         if ctx["rope"] is not None:
             cos, sin = ctx["rope"]
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            q, k = apply_rotary(q, cos, sin, self.interleaved), apply_rotary(k, cos, sin, self.interleaved)
         if ctx.get("prefix") is not None:  # prefix tuning: (B, P, Hkv, D) keys/values first
             prefix_k, prefix_v = ctx["prefix"]
             k = paddle.concat([prefix_k.astype(k.dtype), k], axis=1)  # (B, P + T, Hkv, D)
@@ -191,6 +205,17 @@ class Attention(nn.Layer):
                             softcap=ctx["softcap"], cache=cache)  # (B, T, Hq, D)
         return self.o_proj(out.reshape([b, t, self.num_heads * self.head_dim]))
 
+    def _qkv(self, x: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
+        b, t, hq, hkv, d = x.shape[0], x.shape[1], self.num_heads, self.num_kv_heads, self.head_dim
+        if self.fused == "heads":  # Bloom: rows (H, 3, D)
+            qkv = self.qkv_proj(x).reshape([b, t, hq, 3, d])  # (B, T, H, 3, D)
+            return qkv[:, :, :, 0], qkv[:, :, :, 1], qkv[:, :, :, 2]
+        if self.fused == "concat":  # rows [q; k; v]
+            q, k, v = paddle.split(self.qkv_proj(x), [hq * d, hkv * d, hkv * d], axis=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        return q.reshape([b, t, hq, d]), k.reshape([b, t, hkv, d]), v.reshape([b, t, hkv, d])
+
 
 class MLP(nn.Layer):
     """``down(act(gate(x)) * up(x))`` (gated) or ``down(act(up(x)))``."""
@@ -199,13 +224,20 @@ class MLP(nn.Layer):
         super().__init__()
         h, bias = config.hidden_size, config.mlp_bias
         self.gated = config.gated_mlp
+        self.fused = self.gated and config.fused_gate_up
         self.act = _activation(config.activation)
-        if self.gated:
-            self.gate_proj = linear(h, intermediate, bias)
-        self.up_proj = linear(h, intermediate, bias)
+        if self.fused:
+            self.gate_up_proj = linear(h, 2 * intermediate, bias)  # rows [gate; up]
+        else:
+            if self.gated:
+                self.gate_proj = linear(h, intermediate, bias)
+            self.up_proj = linear(h, intermediate, bias)
         self.down_proj = linear(intermediate, h, bias)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if self.fused:
+            gate, up = paddle.chunk(self.gate_up_proj(x), 2, axis=-1)  # (..., I) each
+            return self.down_proj(self.act(gate) * up)
         if self.gated:
             return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
         return self.down_proj(self.act(self.up_proj(x)))
@@ -424,6 +456,12 @@ class CausalLM(nn.Layer):
             if weight.dtype != hidden.dtype:  # low-precision storage, float32 compute
                 weight = weight.astype(hidden.dtype)
             logits = paddle.matmul(hidden, weight, transpose_y=True)
+        elif self.config.lm_head_norm:  # Baichuan2 NormHead: unit-length rows (columns here)
+            w = self.lm_head.weight  # (H, V)
+            if w.dtype != hidden.dtype:  # low-precision storage, float32 compute
+                w = w.astype(hidden.dtype)
+            norm = paddle.sqrt((w * w).sum(axis=0, keepdim=True)).clip(min=1e-12)  # (1, V)
+            logits = paddle.matmul(hidden, w / norm)
         else:
             logits = self.lm_head(hidden)
         cap = self.config.final_logit_softcap

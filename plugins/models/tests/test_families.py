@@ -31,7 +31,7 @@ def test_hf_config_round_trip(name):
 def test_families_follow_the_core_protocol():
     from paddlellm.interfaces import ModelFamily
 
-    assert len(family_objects()) == 13
+    assert len(family_objects()) == 15
     assert all(isinstance(f, ModelFamily) for f in family_objects().values())
 
 
@@ -56,7 +56,8 @@ def test_every_preset_resolves_through_the_registry():
                                            ("mixtral-8x7b", 46.7e9), ("gpt2", 124.4e6),
                                            ("qwen3-8b", 8.19e9), ("gemma2-9b", 9.24e9),
                                            ("qwen3-30b-a3b", 30.5e9),
-                                           ("phi-3-mini-4k", 3.82e9)])
+                                           ("phi-3-mini-4k", 3.82e9), ("chatglm2-6b", 6.24e9),
+                                           ("baichuan2-7b", 7.51e9), ("baichuan2-13b", 13.9e9)])
 def test_preset_sizes_match_the_published_models(preset, params):
     n = family_by_name(preset).config_for(preset).num_parameters()
     assert abs(n - params) / params < 0.01, n
@@ -77,7 +78,9 @@ def test_aliases_and_unknown_names():
 
 @pytest.mark.parametrize("name", ["qwen-tiny", "gpt", "opt-tiny", "bloom-tiny", "qwen-moe-tiny",
                                   "gemma-tiny", "mixtral-tiny", "mistral-tiny", "llama",
-                                  "qwen3-tiny", "gemma2-tiny", "qwen3-moe-tiny", "phi3-tiny"])
+                                  "qwen3-tiny", "gemma2-tiny", "qwen3-moe-tiny", "phi3-tiny",
+                                  "chatglm2", "chatglm3", "baichuan", "baichuan2",
+                                  "baichuan2-alibi-tiny"])
 def test_build_from_preset_trains(name):
     model = AutoModelForCausalLM.from_config(name, vocab_size=64)
     assert model.config.vocab_size == 64

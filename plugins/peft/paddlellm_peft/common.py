@@ -22,8 +22,11 @@ from paddlellm.errors import PaddleLLMError
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
-#: projections of attention and MLP blocks: the default targets
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: projections of attention and MLP blocks: the default targets (``qkv_proj`` / ``gate_up_proj``
+#: are the fused modules of GPT-2 ``c_attn``, Bloom/ChatGLM ``query_key_value``, Baichuan
+#: ``W_pack``, ChatGLM ``dense_h_to_4h``)
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "qkv_proj", "o_proj", "gate_proj", "up_proj",
+                   "gate_up_proj", "down_proj")
 _REGEX_CHARS = set(".*+?[]()|^$\\{}")
 
 
@@ -183,6 +186,12 @@ def target_names_for_config(model, paths: list[str]) -> list[str]:
 
 
 # --- files ----------------------------------------------------------------------------------
+
+def fan_in_fan_out(model) -> bool:
+    """Whether the family's Hugging Face linears are GPT-2 ``Conv1D`` (weights ``(in, out)``):
+    peft then records ``fan_in_fan_out=true``; the adapter tensors keep the usual layout."""
+    return bool(getattr(getattr(model, "family", None), "fan_in_fan_out", False))
+
 
 def base_model_name(model) -> str | None:
     return getattr(model, "name_or_path", None)

@@ -104,7 +104,7 @@ def _refs(prefix: str, parent: nn.Layer, attrs: Iterable[str]) -> list[LinearRef
 
 
 def _mlp_groups(prefix: str, mlp: nn.Layer, norm: nn.Layer | None) -> list[Group]:
-    first = ["gate_proj", "up_proj"] if getattr(mlp, "gated", False) else ["up_proj"]
+    first = ["gate_proj", "up_proj", "gate_up_proj"] if getattr(mlp, "gated", False) else ["up_proj"]
     return [Group(_refs(prefix, mlp, first), norm), Group(_refs(prefix, mlp, ["down_proj"]))]
 
 
@@ -116,7 +116,7 @@ def linear_groups(model: nn.Layer) -> list[Group]:
         p = f"model.layers.{i}"
         fold = getattr(layer, "pre_norm", True)
         attn = layer.self_attn
-        groups.append(Group(_refs(f"{p}.self_attn", attn, ["q_proj", "k_proj", "v_proj"]),
+        groups.append(Group(_refs(f"{p}.self_attn", attn, ["q_proj", "k_proj", "v_proj", "qkv_proj"]),
                             layer.input_layernorm if fold else None))
         groups.append(Group(_refs(f"{p}.self_attn", attn, ["o_proj"])))
         mlp = layer.mlp

@@ -37,6 +37,8 @@ class Family:
     aliases: tuple[str, ...] = ()
     #: preset used when only the family name is given (``--model qwen``)
     default_preset: str = ""
+    #: aliases (in ``aliases``) that stand for another preset than the default one
+    alias_presets: Mapping[str, str] = {}
     rules: tuple[Rule, ...] = ()
     #: HF tensor names (regex) that carry no weights (buffers, rotary caches)
     ignore: tuple[str, ...] = (r".*rotary_emb\.inv_freq$",)
@@ -65,7 +67,7 @@ class Family:
             if name not in (None, self.name, *self.aliases, *self.model_types):
                 raise KeyError(unknown_name_message(f"{self.name} preset", name,
                                                     [*self.presets, self.name]))
-            key = self.default_preset
+            key = self.alias_presets.get(name, self.default_preset)
         hf = {"model_type": self.model_types[0], **self.presets[key], **overrides}
         return self.config_from_hf(hf)
 
@@ -132,23 +134,6 @@ class Family:
 
 
 QKV = ("q_proj", "k_proj", "v_proj")
-
-
-def qkv_key(name: str) -> tuple[str, str] | None:
-    """``model.layers.3.self_attn.k_proj.weight`` -> ``("3", "weight")``; None for other names."""
-    parts = name.split(".")
-    if len(parts) == 6 and parts[3] == "self_attn" and parts[4] in QKV:
-        return parts[2], parts[5]
-    return None
-
-
-def group_qkv(names: Iterable[str]) -> list[list[str]]:
-    """Groups for families that fuse q/k/v: the three parts of one layer and leaf together."""
-    groups: dict[Any, list[str]] = {}
-    for name in names:
-        key = qkv_key(name)
-        groups.setdefault(key if key else name, []).append(name)
-    return list(groups.values())
 
 
 # --- shared config helpers ------------------------------------------------------------------

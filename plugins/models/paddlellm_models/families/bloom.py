@@ -1,12 +1,11 @@
-"""Bloom: ALiBi, LayerNorm (also on the embeddings), tanh GELU, head-interleaved fused q/k/v."""
+"""Bloom: ALiBi, LayerNorm (also on the embeddings), tanh GELU, head-interleaved fused q/k/v
+(``query_key_value`` is our ``self_attn.qkv_proj`` with ``fused_qkv="heads"``)."""
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-import numpy as np
-
 from ..config import ModelConfig
-from .base import QKV, Family, eos_from_hf, group_qkv, qkv_key, tokens_to_hf
+from .base import Family, eos_from_hf, tokens_to_hf
 
 RULES = (
     ("model.embed_tokens", "transformer.word_embeddings"),
@@ -14,6 +13,7 @@ RULES = (
     ("model.norm", "transformer.ln_f"),
     ("model.layers.{i}.input_layernorm", "transformer.h.{i}.input_layernorm"),
     ("model.layers.{i}.post_attention_layernorm", "transformer.h.{i}.post_attention_layernorm"),
+    ("model.layers.{i}.self_attn.qkv_proj", "transformer.h.{i}.self_attention.query_key_value"),
     ("model.layers.{i}.self_attn.o_proj", "transformer.h.{i}.self_attention.dense"),
     ("model.layers.{i}.mlp.up_proj", "transformer.h.{i}.mlp.dense_h_to_4h"),
     ("model.layers.{i}.mlp.down_proj", "transformer.h.{i}.mlp.dense_4h_to_h"),
@@ -49,7 +49,7 @@ class BloomFamily(Family):
             num_heads=hf.get("n_head") or hf.get("num_attention_heads"),
             intermediate_size=4 * hidden, max_position_embeddings=hf.get("seq_length", 2048),
             norm="layer", norm_eps=hf.get("layer_norm_epsilon", 1e-5), embedding_norm=True,
-            activation="gelu_tanh", gated_mlp=False, qkv_bias=True, out_bias=True,
+            activation="gelu_tanh", gated_mlp=False, qkv_bias=True, fused_qkv="heads", out_bias=True,
             mlp_bias=True, position="alibi", tie_embeddings=hf.get("tie_word_embeddings", True),
             initializer_range=hf.get("initializer_range", 0.02), **eos_from_hf(hf))
 
@@ -66,33 +66,7 @@ class BloomFamily(Family):
             hf_name = "transformer." + hf_name  # bigscience checkpoints saved from BloomModel
         if hf_name == "lm_head.weight" and config.tie_embeddings:
             return []
-        if ".self_attention.query_key_value." in hf_name:
-            i, leaf = hf_name.split(".")[2], hf_name.split(".")[-1]
-            heads, d = config.num_heads, config.head_dim
-            per_head = array.reshape([heads, 3, d, *array.shape[1:]])  # (H, 3, D[, in])
-            return [(f"model.layers.{i}.self_attn.{n}.{leaf}",
-                     per_head[:, j].reshape([heads * d, *array.shape[1:]]))
-                    for j, n in enumerate(QKV)]
         return super().from_hf_tensor(hf_name, array, config)
-
-    def save_groups(self, names, config):
-        return group_qkv(names)
-
-    def to_hf_state(self, state, config):
-        heads, d = config.num_heads, config.head_dim
-        out, rest = {}, {}
-        for name, array in state.items():
-            key = qkv_key(name)
-            if key is None:
-                rest[name] = array
-            elif name.split(".")[-2] == "q_proj":
-                i, leaf = key
-                parts = [state[f"model.layers.{i}.self_attn.{n}.{leaf}"] for n in QKV]
-                stacked = np.stack([p.reshape([heads, d, *p.shape[1:]]) for p in parts], axis=1)
-                out[f"transformer.h.{i}.self_attention.query_key_value.{leaf}"] = \
-                    stacked.reshape([3 * heads * d, *parts[0].shape[1:]])  # (H, 3, D[, in])
-        out.update(super().to_hf_state(rest, config))
-        return out
 
 
 family = BloomFamily()

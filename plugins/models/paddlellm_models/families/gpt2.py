@@ -1,4 +1,5 @@
-"""GPT-2 / GPT-3 style: learned positions, LayerNorm, tanh GELU, fused Conv1D q/k/v."""
+"""GPT-2 / GPT-3 style: learned positions, LayerNorm, tanh GELU, fused Conv1D q/k/v
+(``c_attn`` is our ``self_attn.qkv_proj``, rows [q; k; v], so LoRA can target it)."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -6,7 +7,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..config import ModelConfig
-from .base import QKV, Family, eos_from_hf, group_qkv, qkv_key, tokens_to_hf
+from .base import Family, eos_from_hf, tokens_to_hf
 from .llama import ACT_FROM_HF
 
 RULES = (
@@ -15,6 +16,7 @@ RULES = (
     ("model.norm", "transformer.ln_f"),
     ("model.layers.{i}.input_layernorm", "transformer.h.{i}.ln_1"),
     ("model.layers.{i}.post_attention_layernorm", "transformer.h.{i}.ln_2"),
+    ("model.layers.{i}.self_attn.qkv_proj", "transformer.h.{i}.attn.c_attn"),
     ("model.layers.{i}.self_attn.o_proj", "transformer.h.{i}.attn.c_proj"),
     ("model.layers.{i}.mlp.up_proj", "transformer.h.{i}.mlp.c_fc"),
     ("model.layers.{i}.mlp.down_proj", "transformer.h.{i}.mlp.c_proj"),
@@ -35,6 +37,8 @@ class GPT2Family(Family):
     default_preset = "gpt-tiny"
     rules = RULES
     ignore = (r".*\.attn\.(masked_)?bias$",)
+    #: its Hugging Face linears are Conv1D (weights (in, out)): peft adapters say fan_in_fan_out
+    fan_in_fan_out = True
     presets = {
         "gpt-tiny": _gpt(64, 2, 4, 1024),
         "gpt2": _gpt(768, 12, 12), "gpt2-medium": _gpt(1024, 24, 16),
@@ -55,8 +59,8 @@ class GPT2Family(Family):
             intermediate_size=hf.get("n_inner") or 4 * embd,
             max_position_embeddings=hf.get("n_positions", 1024), norm="layer",
             norm_eps=hf.get("layer_norm_epsilon", 1e-5), activation=ACT_FROM_HF[act],
-            gated_mlp=False, qkv_bias=True, out_bias=True, mlp_bias=True, position="learned",
-            tie_embeddings=hf.get("tie_word_embeddings", True),
+            gated_mlp=False, qkv_bias=True, fused_qkv="concat", out_bias=True, mlp_bias=True,
+            position="learned", tie_embeddings=hf.get("tie_word_embeddings", True),
             attention_scale=None if hf.get("scale_attn_weights", True) else 1.0,
             initializer_range=hf.get("initializer_range", 0.02), **eos_from_hf(hf))
 
@@ -75,34 +79,15 @@ class GPT2Family(Family):
             hf_name = "transformer." + hf_name  # the original OpenAI-converted checkpoints
         if self.is_ignored(hf_name) or hf_name == "lm_head.weight":
             return []
-        parts = hf_name.split(".")
-        if hf_name.endswith(("attn.c_attn.weight", "attn.c_attn.bias")):
-            i, leaf = parts[2], parts[-1]
-            chunks = np.split(array, 3, axis=-1)  # Conv1D (in, 3*out) / bias (3*out,)
-            return [(f"model.layers.{i}.self_attn.{n}.{leaf}", c.T if leaf == "weight" else c)
-                    for n, c in zip(QKV, chunks)]
         ours = self.rename(hf_name, to_hf=False)
         if ours is None:
             raise KeyError(f"gpt2: unexpected tensor '{hf_name}' in the checkpoint")
         conv = hf_name.endswith("weight") and (".attn." in hf_name or ".mlp." in hf_name)
         return [(ours, array.T if conv else array)]  # Conv1D (in, out) -> torch layout
 
-    def save_groups(self, names, config):
-        return group_qkv(names)
-
     def to_hf_state(self, state, config):
         out = {}
         for name, array in state.items():
-            key = qkv_key(name)
-            if key is not None:
-                i, leaf = key
-                if name.split(".")[-2] != "q_proj":
-                    continue  # fused with q below
-                parts = [state[f"model.layers.{i}.self_attn.{n}.{leaf}"] for n in QKV]
-                out[f"transformer.h.{i}.attn.c_attn.{leaf}"] = (
-                    np.concatenate([p.T for p in parts], axis=1) if leaf == "weight"
-                    else np.concatenate(parts))  # Conv1D (in, 3*out)
-                continue
             hf = self.rename(name, to_hf=True)
             if hf is None:
                 raise KeyError(f"gpt2: no Hugging Face name for '{name}'")

@@ -1,18 +1,19 @@
-"""Phi-3 / Phi-3.5 / Phi-4-mini: fused ``qkv_proj`` and ``gate_up_proj``, sliding window,
-partial rotary (``partial_rotary_factor``) and ``longrope`` scaling."""
+"""Phi-3 / Phi-3.5 / Phi-4-mini: fused ``qkv_proj`` and ``gate_up_proj`` (our fused modules
+of the same names, so adapters on them map 1:1), sliding window, partial rotary
+(``partial_rotary_factor``) and ``longrope`` scaling."""
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-import numpy as np
-
 from ..config import ModelConfig
-from .base import QKV, group_qkv, qkv_key
+from .base import QKV
 from .llama import LLAMA_RULES, LlamaLikeFamily, _llama
 
-L = "model.layers.{i}."
 RULES = tuple(r for r in LLAMA_RULES if ".mlp.gate_proj" not in r[0] and ".mlp.up_proj" not in r[0]
-              and not any(f".self_attn.{n}" in r[0] for n in QKV))
+              and not any(f".self_attn.{n}" in r[0] for n in QKV)) + (
+    ("model.layers.{i}.self_attn.qkv_proj", "model.layers.{i}.self_attn.qkv_proj"),
+    ("model.layers.{i}.mlp.gate_up_proj", "model.layers.{i}.mlp.gate_up_proj"),
+)
 
 
 def _phi3(hidden, inter, layers, heads, kv, vocab, ctx, **kw):
@@ -50,7 +51,8 @@ class Phi3Family(LlamaLikeFamily):
                     scaling.get("original_max_position_embeddings", common["max_position_embeddings"]))
         rotary = int(common["head_dim"] * partial)
         return ModelConfig(**{**common, "sliding_window": hf.get("sliding_window"),
-                              "rotary_dim": None if rotary == common["head_dim"] else rotary})
+                              "rotary_dim": None if rotary == common["head_dim"] else rotary,
+                              "fused_qkv": "concat", "fused_gate_up": True})
 
     def config_to_hf(self, c: ModelConfig) -> dict[str, Any]:
         out = {**self.common_to_hf(c), "sliding_window": c.sliding_window,
@@ -58,50 +60,6 @@ class Phi3Family(LlamaLikeFamily):
         out["rope_parameters"]["partial_rotary_factor"] = out["partial_rotary_factor"]
         if c.rope_scaling and "original_max_position_embeddings" in c.rope_scaling:
             out["original_max_position_embeddings"] = c.rope_scaling["original_max_position_embeddings"]
-        return out
-
-    def from_hf_tensor(self, hf_name, array, config):
-        parts = hf_name.split(".")
-        if hf_name.endswith("self_attn.qkv_proj.weight"):  # rows [q; k; v], torch layout
-            q, kv = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
-            chunks = np.split(array, [q, q + kv], axis=0)
-            return [(f"model.layers.{parts[2]}.self_attn.{n}.weight", c) for n, c in zip(QKV, chunks)]
-        if hf_name.endswith("mlp.gate_up_proj.weight"):  # rows [gate; up]
-            gate, up = np.split(array, 2, axis=0)
-            return [(f"model.layers.{parts[2]}.mlp.gate_proj.weight", gate),
-                    (f"model.layers.{parts[2]}.mlp.up_proj.weight", up)]
-        return super().from_hf_tensor(hf_name, array, config)
-
-    def save_groups(self, names, config):
-        groups = []
-        for group in group_qkv(names):
-            name = group[0]
-            if ".mlp.gate_proj." in name or ".mlp.up_proj." in name:
-                layer = name.split(".")[2]
-                if not any(g and g[0].startswith(f"model.layers.{layer}.mlp.gate_proj") for g in groups):
-                    groups.append([f"model.layers.{layer}.mlp.gate_proj.weight",
-                                   f"model.layers.{layer}.mlp.up_proj.weight"])
-                continue
-            groups.append(group)
-        return groups
-
-    def to_hf_state(self, state, config):
-        out, rest = {}, {}
-        for name, array in state.items():
-            parts = name.split(".")
-            key = qkv_key(name)
-            if key is not None:
-                if parts[4] == "q_proj":
-                    i = key[0]
-                    out[f"model.layers.{i}.self_attn.qkv_proj.weight"] = np.concatenate(
-                        [state[f"model.layers.{i}.self_attn.{n}.weight"] for n in QKV], axis=0)
-            elif ".mlp.gate_proj." in name:
-                i = parts[2]
-                out[f"model.layers.{i}.mlp.gate_up_proj.weight"] = np.concatenate(
-                    [array, state[f"model.layers.{i}.mlp.up_proj.weight"]], axis=0)
-            elif ".mlp.up_proj." not in name:
-                rest[name] = array
-        out.update(super().to_hf_state(rest, config))
         return out
 
 

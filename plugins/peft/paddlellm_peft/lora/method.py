@@ -94,7 +94,8 @@ class LoraMethod:
         config = common.peft_lora_common_config(
             model, self.peft_type, [p for p, _ in layers], r=r, lora_alpha=alpha,
             lora_dropout=first.lora_dropout_p, use_rslora=first.rslora, use_dora=first.use_dora,
-            bias="none", fan_in_fan_out=False, init_lora_weights=True, modules_to_save=None,
+            bias="none", fan_in_fan_out=common.fan_in_fan_out(model), init_lora_weights=True,
+            modules_to_save=None,
             rank_pattern={}, alpha_pattern={}, **extra)
         common.write_adapter(directory, config, tensors)
 
@@ -105,7 +106,7 @@ class LoraMethod:
         for key, ok in (("bias", lambda v: v in (None, "none")),
                         ("modules_to_save", lambda v: not v),
                         ("alpha_pattern", lambda v: not v),
-                        ("fan_in_fan_out", lambda v: not v)):
+                        ("fan_in_fan_out", lambda v: bool(v) == common.fan_in_fan_out(model))):
             if not ok(cfg.get(key)):
                 raise common.AdapterError(f"{where}: {key}={cfg.get(key)!r} is not supported")
         by_module: dict[str, dict[str, np.ndarray]] = {}
