@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 #: config folder name (PaddleNLP's) -> our --model name
 FAMILIES = {"llama": "llama", "qwen": "qwen", "mistral": "mistral", "mixtral": "mixtral",
-            "gemma": "gemma", "gpt-3": "gpt", "opt": "opt", "bloom": "bloom"}
+            "gemma": "gemma", "gpt-3": "gpt", "opt": "opt", "bloom": "bloom",
+            "chatglm2": "chatglm2", "baichuan": "baichuan"}
 
 TRAIN = {
     "per_device_train_batch_size": 8,
