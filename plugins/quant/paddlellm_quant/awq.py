@@ -211,8 +211,7 @@ class AWQQuantizer(StandardLayoutQuantizer):
                              "(use gptq for 8 bits)")
         model.eval()
         rng = np.random.default_rng(0)
-        targets = dict(linear_targets(model, opts.modules_to_not_convert))
-        self.check_packable(targets, opts.bits, opts.group_size)
+        targets = self.packable_targets(dict(linear_targets(model, opts.modules_to_not_convert)), opts)
         tokens = self.check_calibration(model, batches, targets, opts)
         groups = scale_groups(model, targets)
         fallback: list[str] = []

@@ -20,7 +20,15 @@ class CalibrationDataError(ValueError):
     pass
 
 
-class CalibrationWarning(UserWarning):
+class QuantizationWarning(UserWarning):
+    """The result differs from what was asked for (``llm quantize`` prints these)."""
+
+
+def warn_quantization(message: str) -> None:
+    warnings.warn(message, QuantizationWarning, stacklevel=3)
+
+
+class CalibrationWarning(QuantizationWarning):
     """Calibration is weaker than asked for: fewer tokens or blocks than requested or than the
     method needs, or layers that fell back to round-to-nearest. ``llm quantize`` prints these."""
 

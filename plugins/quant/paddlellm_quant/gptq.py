@@ -153,8 +153,7 @@ class GPTQQuantizer(StandardLayoutQuantizer):
         if opts.bits not in INT_RANGE:
             raise ValueError(f"gptq: bits must be 4 or 8, got {opts.bits}")
         model.eval()
-        targets = dict(linear_targets(model, opts.modules_to_not_convert))
-        self.check_packable(targets, opts.bits, opts.group_size)
+        targets = self.packable_targets(dict(linear_targets(model, opts.modules_to_not_convert)), opts)
         tokens = self.check_calibration(model, batches, targets, opts)
         fallback: list[str] = []
         for block, layers in blocks_with_targets(model, targets):

@@ -15,7 +15,7 @@ import numpy as np
 import paddle.nn as nn
 
 from .base import BaseQuantizer, QuantizeError, standard_layout_config
-from .calibration import check_calibration_size, warn_calibration
+from .calibration import check_calibration_size, warn_calibration, warn_quantization
 from .layers import linear_targets, set_submodule
 from .packed import PackedLayoutError, per_word
 
@@ -45,16 +45,28 @@ class StandardLayoutQuantizer(BaseQuantizer):
         widest = max((int(l.weight.shape[0]) for l in targets.values()), default=0)
         return check_calibration_size(self.name, batches, widest, opts.min_calibration_tokens)
 
-    def check_packable(self, targets: Mapping[str, nn.Linear], bits: int, group_size: int) -> None:
-        """Every target fits the layout (else an error naming the layer, before any work)."""
+    def packable_targets(self, targets: dict[str, nn.Linear], opts) -> dict[str, nn.Linear]:
+        """The targets whose shapes the layout holds; the others stay in float, are added to
+        ``modules_to_not_convert`` (which transformers and vLLM honour) and named in a
+        :class:`~.calibration.QuantizationWarning`."""
+        keep, left = {}, []
         for name, lin in targets.items():
             in_f, out_f = lin.weight.shape
             try:
-                self.layer_class(in_f, out_f, bits=bits, group_size=group_size)
+                self.layer_class(in_f, out_f, bits=opts.bits, group_size=opts.group_size)
+                keep[name] = lin
             except PackedLayoutError as exc:
-                raise QuantizeError(f"{name} ({in_f} -> {out_f}): {exc}; choose another "
-                                    "--group_size or keep the layer in float "
-                                    "(--modules_to_not_convert)") from None
+                left.append(f"{name} ({exc})")
+                opts.modules_to_not_convert = [*opts.modules_to_not_convert, name]
+        if left:
+            warn_quantization(f"{self.name}: {len(left)} layer(s) kept in float, their shapes do not "
+                              f"fit the {self.layer_class.layout} layout: {'; '.join(left[:4])}"
+                              + ("; ..." if len(left) > 4 else "")
+                              + " (another --group_size may fit them)")
+        if targets and not keep:
+            raise QuantizeError(f"{self.name}: no linear layer fits the {self.layer_class.layout} "
+                                f"layout with bits={opts.bits}, group_size={opts.group_size}")
+        return keep
 
     def report_fallback(self, model, fallback: list[str], n_layers: int, tokens: int,
                         what: str) -> None:
