@@ -1,19 +1,23 @@
-"""AWQ (Lin et al., 2023): activation-aware weight quantization.
+"""AWQ (Lin et al., 2023): activation-aware weight quantization, stored in AutoAWQ's GEMM layout.
 
-Per linear layer, from its calibration inputs ``X (tokens, in)``:
+Per group of linear layers reading the same normalised input (``q/k/v_proj`` after
+``input_layernorm``, ``gate/up_proj`` after ``post_attention_layernorm``), from their
+calibration inputs ``X (tokens, in)``:
 
-1. **Scale search**: input channels that carry large activations matter most, so weights are
-   scaled up by ``s = mean|X|^alpha`` (normalised) before rounding and the input is scaled
-   down by ``1/s``: ``y = (x / s) @ Q(W * s)^T``. ``alpha`` is searched on a grid in [0, 1)
-   for the smallest output error ``||X W^T - X (Q(W s) / s)^T||`` (``alpha = 0`` is plain RTN,
-   so the search never does worse than RTN on the calibration data).
+1. **Scale search**: input channels that carry large activations matter most, so the group's
+   weights are scaled up by ``s = mean|X|^alpha`` (normalised) before rounding and the input
+   is scaled down by ``1/s``: ``y = (x / s) @ Q(W * s)^T``. ``alpha`` is searched on a grid in
+   [0, 1) for the smallest summed output error of the group (``alpha = 0`` is plain RTN).
+   ``1/s`` is folded into the norm (as AutoAWQ does), so the layers are plain AWQ layers.
+   Layers with no norm in front (``o_proj``, ``down_proj``, MoE experts, post-norm models)
+   get no scale.
 2. **Clipping search**: per output channel, the clipping range ``shrink * absmax`` (of each
    group) with the smallest error of that channel's output, ``shrink`` in ``[1 - max_shrink, 1]``.
 
-``1/s`` is stored as the layer's ``pre_scale`` (``(in,)``) rather than folded into the
-previous operation: exact for every architecture (norm, linear or attention before it) at the
-cost of one elementwise multiply per call. Blocks are processed in order, each calibrated on
-the outputs of the already-quantized earlier blocks.
+A group whose final calibration error is above round-to-nearest's is stored as RTN (and
+named in a :class:`~.calibration.CalibrationWarning`). Blocks are processed in order, each
+calibrated on the outputs of the already-quantized earlier blocks. :func:`awq_quantize`
+(one layer, ``pre_scale`` returned rather than folded) remains for experiments.
 """
 from __future__ import annotations
 
