@@ -204,6 +204,13 @@ class AWQQuantizer(StandardLayoutQuantizer):
                 "modules_to_not_convert": list(opts.modules_to_not_convert),
                 "meta": {"quantizer": ["paddlellm-quant"]}}
 
+    def load_pretrained(self, family, path, quantization_config, dtype="float32"):
+        version = str(quantization_config.get("version", "gemm")).lower()
+        if version != "gemm" and quantization_config.get("format") != "paddlellm":
+            raise ValueError(f"{path}: AWQ version '{version}' is not read here; only the GEMM layout "
+                             "(version: gemm, what AutoAWQ writes by default and transformers/vLLM load)")
+        return super().load_pretrained(family, path, quantization_config, dtype=dtype)
+
     def empty_layer(self, lin, qc):
         in_f, out_f = lin.weight.shape
         return AWQLinear(in_f, out_f, bits=int(qc.get("bits", 4)), group_size=int(qc.get("group_size", -1)),
