@@ -133,6 +133,9 @@ def load_quantized(family: Any, path: str | os.PathLike, quantizer: Any,
     if missing:
         raise KeyError(f"the quantized checkpoint at {path} lacks {len(missing)} tensors, "
                        f"e.g. {', '.join(missing[:5])}")
+    for layer in quantized_modules(model).values():  # layers that cache facts about their tensors
+        if hasattr(layer, "reset_cache"):
+            layer.reset_cache()
     gen_path = path / "generation_config.json"
     if gen_path.is_file():
         gen = read_json(gen_path)

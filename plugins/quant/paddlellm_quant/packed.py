@@ -138,12 +138,37 @@ def _shifts(bits: int, shape: list[int]) -> paddle.Tensor:
     return _SHIFTS[key]
 
 
-def _unpack_rows_t(packed: paddle.Tensor, bits: int) -> paddle.Tensor:
-    """int32 ``(n / k, m)`` -> int32 ``(n, m)`` (GPTQ ``qweight``)."""
+def _nibble_tables(offset: int) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """``(256, 1)`` float32 tables: a byte's low / high nibble minus ``offset``."""
+    key = ("nibble_tables", offset, str(paddle.get_device()))
+    if key not in _SHIFTS:
+        b = np.arange(256, dtype=np.float32)
+        _SHIFTS[key] = (paddle.to_tensor(((b % 16) - offset)[:, None]),
+                        paddle.to_tensor(((b // 16) - offset)[:, None]))
+    return _SHIFTS[key]
+
+
+def _nibbles(raw: paddle.Tensor, axis: int, offset: int = 0) -> paddle.Tensor:
+    """uint8 bytes -> float32 nibbles (minus ``offset``), low and high stacked at ``axis``:
+    two table lookups (the reordering happens on the bytes, 1/8 of the output's size)."""
+    lo_t, hi_t = _nibble_tables(offset)
+    idx = raw.astype("int64")
+    shape = list(raw.shape)
+    lo = nn.functional.embedding(idx, lo_t).reshape(shape)
+    hi = nn.functional.embedding(idx, hi_t).reshape(shape)
+    return paddle.stack([lo, hi], axis=axis)
+
+
+def _unpack_rows_t(packed: paddle.Tensor, bits: int, offset: int = 0) -> paddle.Tensor:
+    """int32 ``(n / k, m)`` -> float32 ``(n, m)`` minus ``offset`` (GPTQ ``qweight``)."""
+    if bits == 4:  # bytes (n/8, m, 4) -> (n/8, 4, m); nibble j = 2 * byte + (0 low, 1 high)
+        a, m = packed.shape
+        raw = packed.view(paddle.uint8).reshape([a, m, 4]).transpose([0, 2, 1])  # (n/8, 4, m)
+        return _nibbles(raw, axis=2, offset=offset).reshape([a * 8, m])  # (n/8, 4, 2, m)
     k = 32 // bits
     v = paddle.bitwise_right_shift(packed.unsqueeze(1), _shifts(bits, [1, k, 1]))  # (n/k, k, m)
     v = paddle.bitwise_and(v, paddle.full([1], 2**bits - 1, "int32"))
-    return v.reshape([-1, packed.shape[1]])
+    return v.reshape([-1, packed.shape[1]]).astype("float32") - offset
 
 
 def _unpack_cols_t(packed: paddle.Tensor, bits: int, order: tuple[int, ...] | None = None) -> paddle.Tensor:
@@ -187,8 +212,8 @@ class PackedLinear(QuantizedLayer):
             raise PackedLayoutError(f"{self.layout}: {dim} = {n} is not a multiple of {k} "
                                     f"({self.bits}-bit values packed {k} per int32)")
 
-    # subclasses: int weight (in, out), zeros (G, out), group of each input row (in,)
-    def int_weight_t(self) -> paddle.Tensor:
+    # subclasses: int weight (in, out) minus ``offset``, zeros (G, out), group of each input row (in,)
+    def int_weight_t(self, offset: int = 0) -> paddle.Tensor:
         raise NotImplementedError
 
     def zeros_t(self) -> paddle.Tensor:
@@ -197,14 +222,53 @@ class PackedLinear(QuantizedLayer):
     def group_rows_t(self) -> paddle.Tensor:
         raise NotImplementedError
 
+    def reset_cache(self) -> None:
+        """Forget what :meth:`plain_group_size` / :meth:`uniform_zero` decided (call after
+        changing the tensors in place; the checkpoint loader does)."""
+        for key in ("_plain", "_zero"):
+            self.__dict__.pop(key, None)
+
+    def plain_group_size(self) -> int | None:
+        """``group_size`` when input row ``i`` belongs to group ``i // group_size`` and the
+        groups are equal (the common case: a reshape instead of two gathers), else ``None``.
+        Decided on first use (after the checkpoint's tensors were loaded)."""
+        if getattr(self, "_plain", "unset") == "unset":
+            gs = self.group_size if 0 < self.group_size < self.in_features else self.in_features
+            g = self.group_rows_t().numpy()
+            plain = self.in_features % gs == 0 and np.array_equal(g, np.arange(self.in_features) // gs)
+            object.__setattr__(self, "_plain", gs if plain else None)
+        return self._plain
+
+    def uniform_zero(self) -> int | None:
+        """The zero point when every group and column has the same one (symmetric
+        checkpoints: ``2**(bits-1)``), folded into the unpacking; decided on first use."""
+        if getattr(self, "_zero", "unset") == "unset":
+            z = self.zeros_t().numpy()
+            object.__setattr__(self, "_zero", int(z.flat[0]) if z.size and (z == z.flat[0]).all() else None)
+        return self._zero
+
     def dequantize_weight(self, dtype: str | None = None) -> paddle.Tensor:
         """The float weight ``(in, out)`` (``nn.Linear``'s layout)."""
         dtype = dtype or self._dtype
-        g = self.group_rows_t()  # (in,)
-        q = self.int_weight_t().astype("float32")  # (in, out)
-        zeros = paddle.index_select(self.zeros_t().astype("float32"), g, axis=0)  # (in, out)
-        scales = paddle.index_select(self.scales.astype("float32"), g, axis=0)  # (in, out)
-        return ((q - zeros) * scales).astype(dtype)
+        # float32 arithmetic (float16 scales are exact in it), one rounding to ``dtype`` at the end
+        zero = self.uniform_zero()
+        q = self.int_weight_t(zero or 0).astype("float32")  # (in, out), minus a uniform zero
+        zeros, scales = self.zeros_t().astype("float32"), self.scales.astype("float32")  # (G, out)
+        gs = self.plain_group_size()
+        if gs is not None and zero is not None:  # (G, gs, out) * (G, 1, out)
+            G = self.in_features // gs
+            w = (q.reshape([G, gs, self.out_features]) * scales.unsqueeze(1)).reshape(
+                [self.in_features, self.out_features])
+        elif gs is not None:  # (G, gs, out) - (G, 1, out)
+            G = self.in_features // gs
+            w = (q.reshape([G, gs, self.out_features]) - zeros.unsqueeze(1)) * scales.unsqueeze(1)
+            w = w.reshape([self.in_features, self.out_features])
+        else:
+            g = self.group_rows_t()  # (in,)
+            if zero is None:
+                q = q - paddle.index_select(zeros, g, axis=0)
+            w = q * paddle.index_select(scales, g, axis=0)
+        return w if dtype == "float32" else w.astype(dtype)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         dtype = str(x.dtype).replace("paddle.", "")
@@ -254,8 +318,8 @@ class GPTQLinear(PackedLinear):
             layer.bias.set_value(bias.astype(layer._dtype))
         return layer
 
-    def int_weight_t(self) -> paddle.Tensor:
-        return _unpack_rows_t(self.qweight, self.bits)
+    def int_weight_t(self, offset: int = 0) -> paddle.Tensor:
+        return _unpack_rows_t(self.qweight, self.bits, offset)
 
     def zeros_t(self) -> paddle.Tensor:
         z = _unpack_cols_t(self.qzeros, self.bits)
@@ -299,8 +363,13 @@ class AWQLinear(PackedLinear):
             layer.bias.set_value(bias.astype(layer._dtype))
         return layer
 
-    def int_weight_t(self) -> paddle.Tensor:
-        return _unpack_cols_t(self.qweight, self.bits, AWQ_ORDER)
+    def int_weight_t(self, offset: int = 0) -> paddle.Tensor:
+        if self.bits == 4:  # nibble n of byte b = 2 * hi + lo of a word is column 4 lo + 2 n + hi
+            raw = self.qweight.view(paddle.uint8).reshape([self.in_features, -1, 2, 2])  # (in, out/8, hi, lo)
+            raw = raw.transpose([0, 1, 3, 2])  # (in, out/8, lo, hi)
+            v = _nibbles(raw, axis=3, offset=offset)  # (in, out/8, lo, n, hi)
+            return v.reshape([self.in_features, self.out_features])
+        return _unpack_cols_t(self.qweight, self.bits, AWQ_ORDER).astype("float32") - offset
 
     def zeros_t(self) -> paddle.Tensor:
         return _unpack_cols_t(self.qzeros, self.bits, AWQ_ORDER)
