@@ -140,4 +140,8 @@ class BaseQuantizer:
         """A model of ``family`` from the quantized checkpoint at ``path``."""
         from .checkpoint import load_quantized
 
+        if "quant_type" not in quantization_config:  # e.g. transformers' own "fp8" layout
+            raise ValueError(f"{path}: quantization_config has quant_method "
+                             f"'{quantization_config.get('quant_method')}' but no quant_type: a checkpoint "
+                             f"of another tool, whose layout the '{self.name}' quantizer does not read")
         return load_quantized(family, path, self, quantization_config, dtype=dtype)

@@ -250,3 +250,13 @@ def test_layers_the_layout_cannot_hold_stay_float_and_are_listed(tiny_calibratio
     assert isinstance(loaded.model.layers[0].mlp.up_proj, AWQLinear)
     ids = paddle.to_tensor(np.array([[3, 50, 7, 200, 11, 9]], dtype="int64"))
     np.testing.assert_array_equal(loaded(ids).numpy(), model(ids).numpy())
+
+
+def test_a_foreign_layout_under_one_of_our_names_is_refused(tmp_path):
+    """transformers' fine-grained FP8 checkpoints say quant_method "fp8" (our quantizer's
+    name): without our quant_type they are refused by name, not misread."""
+    hf = json.loads((DEMO / "config.json").read_text())
+    hf["quantization_config"] = {"quant_method": "fp8", "weight_block_size": [128, 128]}
+    (tmp_path / "config.json").write_text(json.dumps(hf))
+    with pytest.raises(ValueError, match=r"quant_method 'fp8' but no quant_type: a checkpoint of another tool"):
+        paddlellm.AutoModelForCausalLM.from_pretrained(tmp_path)
