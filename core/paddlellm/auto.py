@@ -52,7 +52,8 @@ class AutoModelForCausalLM:
         (:func:`paddlellm.peft.load_adapter`; the method comes from its ``peft_type``).
 
         A checkpoint with ``quantization_config`` in ``config.json`` is loaded by the quantizer
-        registered for its ``quant_type``. ``quant_type=`` quantizes a float checkpoint on load
+        registered for its ``quant_type`` (or, for GPTQ/AWQ checkpoints of other tools, its
+        ``quant_method``). ``quant_type=`` quantizes a float checkpoint on load
         (calibration-free types such as ``weight_only_int8``; ``quant_config``: its options).
 
         ``convert_from_torch`` is accepted for PaddleNLP compatibility and changes nothing:
@@ -86,12 +87,16 @@ class AutoModelForCausalLM:
                             "checkpoints (it has no from_pretrained)")
         stored = hf.get("quantization_config")
         if stored:
-            if not isinstance(stored, dict) or not isinstance(stored.get("quant_type"), str):
-                raise CheckpointFormatError(f"{config_path}: quantization_config has no 'quant_type'")
-            if quant_type not in (None, stored["quant_type"]):
-                raise ValueError(f"{path} is already quantized as '{stored['quant_type']}'; "
+            # ours name a quant_type; checkpoints of other tools (GPTQ, AWQ) a quant_method
+            stored_type = (stored.get("quant_type") or stored.get("quant_method")
+                           if isinstance(stored, dict) else None)
+            if not isinstance(stored_type, str) or not stored_type:
+                raise CheckpointFormatError(f"{config_path}: quantization_config has no "
+                                            "'quant_type' or 'quant_method'")
+            if quant_type not in (None, stored_type):
+                raise ValueError(f"{path} is already quantized as '{stored_type}'; "
                                  f"cannot load it as quant_type='{quant_type}'")
-            return quantizer_for(stored["quant_type"]).load_pretrained(family, path, stored, dtype=dtype)
+            return quantizer_for(stored_type).load_pretrained(family, path, stored, dtype=dtype)
         model = family.from_pretrained(path, dtype=dtype)
         from .precision import needs_upcast, store_low_compute_fp32
 

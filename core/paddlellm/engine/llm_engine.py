@@ -115,7 +115,8 @@ class LLMEngine:
 
             model = quantize_for_inference(model, quant_type)
         tokenizer = (AutoTokenizer.from_pretrained(str(path))
-                     if (path / "tokenizer.json").is_file() else None)
+                     if (path / "tokenizer.json").is_file() or (path / "tokenizer.model").is_file()
+                     else None)
         return cls(model, tokenizer, block_size=block_size, num_blocks=num_blocks,
                    max_num_seqs=max_num_seqs, max_model_len=max_model_len,
                    model_name=name or path.name, **kwargs)

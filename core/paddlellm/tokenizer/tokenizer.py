@@ -1,7 +1,9 @@
 """``Tokenizer``: a Hugging Face fast tokenizer directory read through the ``tokenizers`` library.
 
 ``tokenizer.json`` is the truth for normalisation, pre-tokenisation, the model and the
-post-processor (BOS/EOS insertion), exactly as ``transformers`` (v5) uses it;
+post-processor (BOS/EOS insertion), exactly as ``transformers`` (v5) uses it; a directory with
+only a SentencePiece ``tokenizer.model`` is converted to the same ``tokenizers`` pipeline
+``transformers`` builds from it (:mod:`.sentencepiece`);
 ``tokenizer_config.json`` (and the legacy ``special_tokens_map.json``) name the special tokens,
 padding side, maximum length and chat template. Nothing is ever downloaded.
 """
@@ -151,10 +153,12 @@ class Tokenizer:
             raise CheckpointNotFoundError(f"Tokenizer directory {str(path)!r} does not exist (and "
                                           "it is not a Hugging Face Hub id).")
         tokenizer_file = directory / "tokenizer.json"
-        if not tokenizer_file.is_file():
+        spm_file = directory / "tokenizer.model"
+        if not tokenizer_file.is_file() and not spm_file.is_file():
             raise CheckpointNotFoundError(
-                f"No tokenizer.json in {str(directory)!r}: only the fast-tokenizer format is read "
-                "(convert a SentencePiece/vocab-file tokenizer with transformers' save_pretrained first)."
+                f"No tokenizer.json or tokenizer.model in {str(directory)!r}: a fast tokenizer "
+                "(tokenizer.json) or a SentencePiece model is read (convert other vocabulary-file "
+                "tokenizers with transformers' save_pretrained first)."
             )
         config = _read_json(directory / "tokenizer_config.json") if (directory / "tokenizer_config.json").is_file() else {}
         if "added_tokens_decoder" not in config and (directory / "special_tokens_map.json").is_file():
@@ -174,13 +178,29 @@ class Tokenizer:
         # passing add_bos_token/add_eos_token explicitly rebuilds it.
         bos_eos = {k: overrides.pop(k) for k in ("add_bos_token", "add_eos_token") if k in overrides}
         config.update(overrides)
-        if tokenizer_file.stat().st_size > MAX_JSON_BYTES:
-            raise CheckpointFormatError(f"{tokenizer_file}: larger than {MAX_JSON_BYTES} bytes")
-        try:
-            backend = _Backend.from_file(str(tokenizer_file))
-        except Exception as exc:  # the Rust parser's error: malformed or forged file
-            raise CheckpointFormatError(f"{tokenizer_file}: not a readable tokenizer file: "
-                                        f"{str(exc)[:300]}") from None
+        if tokenizer_file.is_file():
+            if tokenizer_file.stat().st_size > MAX_JSON_BYTES:
+                raise CheckpointFormatError(f"{tokenizer_file}: larger than {MAX_JSON_BYTES} bytes")
+            try:
+                backend = _Backend.from_file(str(tokenizer_file))
+            except Exception as exc:  # the Rust parser's error: malformed or forged file
+                raise CheckpointFormatError(f"{tokenizer_file}: not a readable tokenizer file: "
+                                            f"{str(exc)[:300]}") from None
+        else:  # SentencePiece only: built as transformers builds it (see .sentencepiece)
+            from .sentencepiece import tokenizer_from_sentencepiece
+
+            if spm_file.stat().st_size > MAX_JSON_BYTES:
+                raise CheckpointFormatError(f"{spm_file}: larger than {MAX_JSON_BYTES} bytes")
+            try:
+                backend, named = tokenizer_from_sentencepiece(spm_file, config)
+            except (ValueError, IndexError, KeyError, UnicodeDecodeError) as exc:
+                raise CheckpointFormatError(f"{spm_file}: not a readable SentencePiece model: "
+                                            f"{str(exc)[:300]}") from None
+            for key, value in named.items():
+                config.setdefault(key, value)
+            for key in ("add_bos_token", "add_eos_token"):  # no tokenizer.json post-processor to follow
+                if config.get(key) and key not in bos_eos:
+                    bos_eos[key] = True
         if backend.padding is not None:  # padding saved inside tokenizer.json names the pad token and side
             config.setdefault("pad_token", backend.padding["pad_token"])
             config.setdefault("padding_side", backend.padding["direction"])

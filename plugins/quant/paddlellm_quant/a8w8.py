@@ -51,7 +51,7 @@ class A8W8Linear(QuantizedLayer):
     (ones unless SmoothQuant could not fold into a norm), ``bias`` ``(out,)`` if any.
     """
 
-    quant_method = "a8w8"
+    quant_method = "paddlellm_a8w8"
     bits = 8
 
     def __init__(self, in_features: int, out_features: int, has_bias: bool) -> None:

@@ -28,8 +28,21 @@ class QuantOptions(BaseModel):
         description="linear layers kept in float (a name, or the last parts of one)")
 
 
+class CalibratedOptions(QuantOptions):
+    """Options of the quantizers that learn from calibration data (GPTQ, AWQ)."""
+
+    min_calibration_tokens: int = Field(
+        2048, gt=0, description="warn below max(this, 2 x the widest layer input) calibration tokens")
+
+
 class QuantizeError(ValueError):
     pass
+
+
+def standard_layout_config(qc: Mapping[str, Any]) -> bool:
+    """``True`` for a GPTQ/AWQ ``quantization_config`` in the published layout; ``False`` for
+    this plugin's own earlier layout (``"format": "paddlellm"``, int8/uint8 ``(out, in)``)."""
+    return qc.get("format") != "paddlellm"
 
 
 def validate_options(cls: type[BaseModel], config: Mapping[str, Any] | BaseModel | None,
@@ -127,4 +140,8 @@ class BaseQuantizer:
         """A model of ``family`` from the quantized checkpoint at ``path``."""
         from .checkpoint import load_quantized
 
+        if "quant_type" not in quantization_config:  # e.g. transformers' own "fp8" layout
+            raise ValueError(f"{path}: quantization_config has quant_method "
+                             f"'{quantization_config.get('quant_method')}' but no quant_type: a checkpoint "
+                             f"of another tool, whose layout the '{self.name}' quantizer does not read")
         return load_quantized(family, path, self, quantization_config, dtype=dtype)

@@ -8,6 +8,7 @@ practice: no padding in calibration batches).
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -16,6 +17,53 @@ import numpy as np
 
 class CalibrationDataError(ValueError):
     pass
+
+
+class QuantizationWarning(UserWarning):
+    """The result differs from what was asked for (``llm quantize`` prints these)."""
+
+
+def warn_quantization(message: str) -> None:
+    warnings.warn(message, QuantizationWarning, stacklevel=3)
+
+
+class CalibrationWarning(QuantizationWarning):
+    """Calibration is weaker than asked for: fewer tokens or blocks than requested or than the
+    method needs, or layers that fell back to round-to-nearest. ``llm quantize`` prints these."""
+
+
+def warn_calibration(message: str) -> None:
+    warnings.warn(message, CalibrationWarning, stacklevel=3)
+
+
+def calibration_tokens(batches: list | None) -> int:
+    """Tokens in calibration batches (arrays/tensors of ids, or dicts with ``input_ids``)."""
+    total = 0
+    for b in batches or ():
+        if isinstance(b, dict):
+            if b.get("attention_mask") is not None:
+                total += int(np.asarray(b["attention_mask"]).sum())
+                continue
+            b = b["input_ids"]
+        total += int(np.prod(getattr(b, "shape", np.shape(b))))
+    return total
+
+
+def check_calibration_size(method: str, batches: list | None, widest_input: int,
+                           minimum: int) -> int:
+    """Warn (:class:`CalibrationWarning`) when ``batches`` hold fewer tokens than ``method``
+    needs: ``max(minimum, 2 * widest_input)`` (a Hessian / activation statistic over
+    ``widest_input`` channels estimated from fewer samples overfits them). Returns the count."""
+    have = calibration_tokens(batches)
+    need = max(int(minimum), 2 * int(widest_input))
+    if have < need:
+        warn_calibration(
+            f"{method}: {have} calibration tokens, fewer than the {need} it needs for this model "
+            f"(the larger of min_calibration_tokens={minimum} and twice the widest layer input, "
+            f"2 x {widest_input}); the result "
+            "can overfit the calibration text and come out worse than plain rounding on other "
+            "text. Give more text (--calibration_data, --nsamples x --seqlen).")
+    return have
 
 
 def _as_text(value: Any, where: str) -> str:
@@ -84,6 +132,10 @@ def token_blocks(sequences: list[list[int]], seqlen: int, nsamples: int | None =
                                    f"block of seqlen={seqlen}: give more calibration text or a "
                                    "smaller --seqlen")
     if nsamples is not None:
+        if n < nsamples:
+            warn_calibration(f"only {n} of the {nsamples} requested calibration blocks of {seqlen} "
+                             f"tokens could be cut from {len(stream)} tokens of calibration data "
+                             f"({n * seqlen} tokens used, {nsamples * seqlen} requested)")
         n = min(n, nsamples)
     return stream[: n * seqlen].reshape(n, seqlen)
 

@@ -1,9 +1,13 @@
 """Quantized checkpoints: Hugging Face layout plus integer weights and a ``quantization_config``.
 
-``config.json`` is the family's config with ``quantization_config`` added::
+GPTQ and AWQ write their published layouts (:mod:`.packed`; ``quant_method`` ``"gptq"`` /
+``"awq"``), which ``transformers``, vLLM and the GPTQ/AWQ tools read. The other types use this
+plugin's own layout under its own ``quant_method`` names (``paddlellm_weight_only``,
+``paddlellm_a8w8``, ``paddlellm_fp8``), which no other tool claims. ``config.json`` is the
+family's config with ``quantization_config`` added, e.g.::
 
-    {"quant_type": "weight_only_int4", "quant_method": "rtn", "bits": 4, "group_size": 64,
-     "sym": true, "modules_to_not_convert": ["lm_head"], "format": "paddlellm", ...}
+    {"quant_type": "weight_only_int4", "quant_method": "paddlellm_weight_only", "bits": 4,
+     "group_size": 64, "sym": true, "modules_to_not_convert": ["lm_head"], "format": "paddlellm", ...}
 
 ``model.safetensors`` holds the float tensors (embeddings, norms, unquantized linears) under
 their Hugging Face names, and each quantized layer's tensors under the model's module name:
@@ -73,14 +77,14 @@ def save_quantized(model: nn.Layer, directory: str | os.PathLike, *, max_shard_s
     clash = set(tensors) & set(quant)
     if clash:
         raise ValueError(f"quantized tensor names collide with float ones: {sorted(clash)[:3]}")
-    cast = dtype
-    if any("float8" in str(t.dtype) for t in quant.values()):  # FP8 weights keep their dtype:
-        tensors = {k: paddle.to_tensor(v).astype(dtype) for k, v in tensors.items()}  # cast floats here
-        cast = None
+    # quantized layers' tensors keep their own dtypes (FP8 weights, GPTQ/AWQ float16 scales,
+    # int32 packs); the float tensors (float32 arrays here) are cast to the model's dtype
+    if dtype != "float32":
+        tensors = {k: paddle.to_tensor(v).astype(dtype) for k, v in tensors.items()}
     tensors.update(quant)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    files = save_state_dict(tensors, directory, max_shard_size=max_shard_size, dtype=cast,
+    files = save_state_dict(tensors, directory, max_shard_size=max_shard_size,
                             metadata={"format": "pt", "quantization": qc["quant_type"]})
     hf = {**family.config_to_hf(config), "dtype": dtype, "torch_dtype": dtype,
           "quantization_config": dict(qc)}
@@ -97,8 +101,15 @@ def load_quantized(family: Any, path: str | os.PathLike, quantizer: Any,
     path = Path(path)
     config = family_config(family, path)  # checked: errors name config.json and the field
     model = family.build(config, dtype=dtype, init=False)
-    model = quantizer.prepare_for_loading(model, dict(quantization_config))
+    if hasattr(quantizer, "prepare_for_checkpoint"):  # decides from the checkpoint's tensors
+        with CheckpointReader(path) as reader:
+            keys = list(reader.keys())
+        model = quantizer.prepare_for_checkpoint(model, dict(quantization_config), keys)
+    else:
+        model = quantizer.prepare_for_loading(model, dict(quantization_config))
     quant = _quant_tensors(model)
+    optional = {f"{m}.{t}" for m, l in quantized_modules(model).items()
+                for t in getattr(l, "optional_tensors", ())}
     floats = {n: p for n, p in model.named_parameters() if n not in quant}
     linear = {f"{n}.weight" for n, l in model.named_sublayers() if isinstance(l, nn.Linear)}
     loaded: set[str] = set()
@@ -118,10 +129,13 @@ def load_quantized(family: Any, path: str | os.PathLike, quantizer: Any,
                                    f"{quantization_config.get('quant_type')} model does not have")
                 assign_array(floats[name], value.T if name in linear else value, name)
                 loaded.add(name)
-    missing = sorted(set(quant) | set(floats)) if not loaded else sorted((set(quant) | set(floats)) - loaded)
+    missing = sorted((set(quant) | set(floats)) - loaded - (optional if loaded else set()))
     if missing:
         raise KeyError(f"the quantized checkpoint at {path} lacks {len(missing)} tensors, "
                        f"e.g. {', '.join(missing[:5])}")
+    for layer in quantized_modules(model).values():  # layers that cache facts about their tensors
+        if hasattr(layer, "reset_cache"):
+            layer.reset_cache()
     gen = read_generation_config(path)  # token ids checked; errors name the field
     if gen:
         model.generation_config = gen

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -141,6 +142,17 @@ def _tokenizer_or_none(auto_tokenizer: Any, path: str) -> Any:
     return auto_tokenizer.from_pretrained(path)
 
 
+def _say_warnings(caught: list, log: Callable[[str], None]) -> None:
+    """Print calibration warnings (and re-emit any other warning unchanged)."""
+    from .calibration import QuantizationWarning
+
+    for w in caught:
+        if issubclass(w.category, QuantizationWarning):
+            log(f"warning: {w.message}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def quantize_checkpoint(args: QuantizeArgs, options: dict[str, Any],
                         log: Callable[[str], None] = print) -> dict[str, Any]:
     """Load, (calibrate,) quantize, save, evaluate; returns the report (also in OUT/quantize_report.json)."""
@@ -148,7 +160,7 @@ def quantize_checkpoint(args: QuantizeArgs, options: dict[str, Any],
     from paddlellm.auto import quantizer_for
     from paddlellm.tokenizer import AutoTokenizer
 
-    from .calibration import demo_texts, encode_texts, read_texts, token_blocks, batches
+    from .calibration import QuantizationWarning, batches, demo_texts, encode_texts, read_texts, token_blocks
     from .layers import weight_bytes
     from .ppl import perplexity
 
@@ -178,8 +190,13 @@ def quantize_checkpoint(args: QuantizeArgs, options: dict[str, Any],
     eval_texts = (read_texts(args.eval_data) if args.eval_data
                   else demo_texts(args.max_eval_samples, "eval", args.seed) if demo else None)
     calibration = None
+    caught: list[warnings.WarningMessage] = []
     if calib_texts is not None:
-        blocks = token_blocks(encode_texts(tokenizer, calib_texts), seqlen, args.nsamples)
+        with warnings.catch_warnings(record=True) as caught_here:
+            warnings.simplefilter("always", QuantizationWarning)
+            blocks = token_blocks(encode_texts(tokenizer, calib_texts), seqlen, args.nsamples)
+        _say_warnings(caught_here, log)
+        caught += caught_here
         calibration = batches(blocks, args.batch_size)
         log(f"calibration: {blocks.shape[0]} blocks of {seqlen} tokens")
     eval_ids = (encode_texts(tokenizer, eval_texts[: args.max_eval_samples])
@@ -191,8 +208,13 @@ def quantize_checkpoint(args: QuantizeArgs, options: dict[str, Any],
         log(f"perplexity before ({args.dtype}): {report['ppl_before']:.4f}")
     report["bytes_before"] = weight_bytes(model)
     start = time.perf_counter()
-    model = quantizer.quantize(model, args.quant_type, calibration, opts)
+    with warnings.catch_warnings(record=True) as caught_here:
+        warnings.simplefilter("always", QuantizationWarning)
+        model = quantizer.quantize(model, args.quant_type, calibration, opts)
     report["quantize_seconds"] = round(time.perf_counter() - start, 3)
+    _say_warnings(caught_here, log)
+    caught += caught_here
+    report["warnings"] = [str(w.message) for w in caught if issubclass(w.category, QuantizationWarning)]
     if hasattr(quantizer, "describe"):  # e.g. FP8 says its compute is simulated
         log(quantizer.describe(model))
     report["bytes_after"] = weight_bytes(model)

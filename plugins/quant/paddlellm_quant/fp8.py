@@ -44,7 +44,7 @@ class FP8Linear(QuantizedLayer):
     ``input_scale`` ``(1,)`` float32, and ``bias`` ``(out,)`` float32 when the layer has one.
     """
 
-    quant_method = "fp8"
+    quant_method = "paddlellm_fp8"
     bits = 8
 
     def __init__(self, in_features: int, out_features: int, has_bias: bool) -> None:
@@ -112,7 +112,7 @@ class FP8Options(BaseModel):
 class FP8Quantizer(StaticPTQQuantizer):
     name = "fp8"
     quant_types = ("fp8", "a8w8_fp8")
-    quant_method = "fp8"
+    quant_method = "paddlellm_fp8"  # ours: not transformers' fine-grained "fp8" layout
     config_class = FP8Options
     compute = ("e4m3 storage; compute SIMULATED on CPU (e4m3 operands widened to float32, "
                "float32 accumulation): Paddle has no FP8 GEMM kernel here")

@@ -359,7 +359,7 @@ class StaticPTQQuantizer(BaseQuantizer):
 class SmoothQuantQuantizer(StaticPTQQuantizer):
     name = "smoothquant"
     quant_types = ("a8w8", "a8w8c8")
-    quant_method = "smoothquant"
+    quant_method = "paddlellm_a8w8"  # ours (a8w8 and a8w8c8): no other tool reads it
     config_class = SmoothQuantOptions
     default_kv = {"a8w8c8": "static"}
     compute = "int8 x int8 GEMM with exact int32 accumulation (Paddle int32 matmul on CPU)"

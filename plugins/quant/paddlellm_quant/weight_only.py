@@ -14,7 +14,7 @@ BITS = {"weight_only_int8": 8, "weight_only_int4": 4}
 class WeightOnlyQuantizer(BaseQuantizer):
     name = "weight_only"
     quant_types = tuple(BITS)
-    quant_method = "rtn"
+    quant_method = "paddlellm_weight_only"  # ours ("rtn" is a vLLM method of another layout)
 
     def bits_for(self, quant_type, opts):
         return BITS[quant_type]

@@ -14,6 +14,7 @@ from paddlellm.models import prepare_for_training
 from paddlellm.peft import apply_peft, load_adapter, save_adapter
 from paddlellm.plugins import get_plugin_manager
 from paddlellm_quant.layers import WeightOnlyLinear
+from paddlellm_quant.packed import AWQLinear, GPTQLinear
 from quant_testutil import load_demo
 
 
@@ -80,14 +81,14 @@ def test_run_config_quant_type_quantizes_the_base_for_peft():
 
 
 def test_lora_on_calibrated_bases_starts_from_the_quantized_model(tiny_calibration):
-    """GPTQ/AWQ bases (AWQ's layers carry pre_scale) wrap the same way; LoRA starts as a no-op."""
+    """GPTQ/AWQ bases (the published packed layouts) wrap the same way; LoRA starts as a no-op."""
     ids = paddle.to_tensor(np.array([[3, 50, 7, 200, 11, 9]], dtype="int64"))
-    for quant_type in ("gptq", "awq"):
-        model = quantize_model(load_demo(), quant_type, tiny_calibration, {"group_size": 64})
+    for quant_type, layer_class in (("gptq", GPTQLinear), ("awq", AWQLinear)):
+        model = quantize_model(load_demo(), quant_type, tiny_calibration, {"group_size": 32})
         want = model(ids).numpy()
         model = apply_peft(model, "lora", {"lora_rank": 2, "target_modules": ["down_proj"]})
         layer = model.model.layers[0].mlp.down_proj
-        assert isinstance(layer.base_layer, WeightOnlyLinear)
+        assert isinstance(layer.base_layer, layer_class)
         np.testing.assert_allclose(model(ids).numpy(), want, rtol=1e-6, atol=1e-6)
         loss = lm_loss(model, ids)
         loss.backward()

@@ -12,14 +12,21 @@ import paddlellm
 from paddlellm.auto import quantize_model
 from paddlellm.checkpoint import CheckpointReader
 from paddlellm_quant.layers import WeightOnlyLinear
+from paddlellm_quant.packed import AWQLinear, GPTQLinear
 from quant_testutil import DEMO, load_demo
 
 CASES = {
     "weight_only_int8": {},
     "weight_only_int4": {"group_size": 64},  # 352 = 5 * 64 + 32: a ragged last group
     "gptq": {"group_size": 32, "act_order": True},
-    "awq": {"group_size": 64},
+    "awq": {"group_size": 32},  # AWQ's layout needs group_size | in_features (352)
 }
+#: GPTQ: qweight (in / 8, out), qzeros (groups, out / 8), scales (groups, out), g_idx (in,);
+#: AWQ: qweight (in, out / 8), qzeros and scales as GPTQ; down_proj is 352 -> 128
+PACKED = {"gptq": {"qweight": ((44, 128), "int32"), "qzeros": ((11, 16), "int32"),
+                   "scales": ((11, 128), "float16"), "g_idx": ((352,), "int32")},
+          "awq": {"qweight": ((352, 16), "int32"), "qzeros": ((11, 16), "int32"),
+                  "scales": ((11, 128), "float16")}}
 IDS = paddle.to_tensor(np.array([[3, 50, 7, 200, 11, 9], [1, 2, 3, 4, 5, 6]], dtype="int64"))
 
 
@@ -36,14 +43,21 @@ def test_round_trip_gives_the_same_logits(quant_type, tiny_calibration, tmp_path
     assert qc["group_size"] == CASES[quant_type].get("group_size", -1)
     with CheckpointReader(tmp_path) as reader:
         name = "model.layers.0.mlp.down_proj"
-        assert reader.dtype(f"{name}.qweight") == ("int8" if bits == 8 else "uint8")
-        assert reader.shape(f"{name}.qweight") == ((128, 352) if bits == 8 else (128, 176))
-        assert reader.dtype(f"{name}.scales") == "float32"
-        assert ("model.layers.0.mlp.down_proj.pre_scale" in reader) == (quant_type == "awq")
+        if quant_type in PACKED:  # the published layouts (tensor contents: test_packed.py)
+            assert qc["quant_method"] == quant_type and "format" not in qc
+            for key, (shape, dtype) in PACKED[quant_type].items():
+                assert (reader.shape(f"{name}.{key}"), reader.dtype(f"{name}.{key}")) == (shape, dtype), key
+            assert f"{name}.pre_scale" not in reader
+        else:
+            assert qc["quant_method"] == "paddlellm_weight_only"
+            assert reader.dtype(f"{name}.qweight") == ("int8" if bits == 8 else "uint8")
+            assert reader.shape(f"{name}.qweight") == ((128, 352) if bits == 8 else (128, 176))
+            assert reader.dtype(f"{name}.scales") == "float32"
         assert "model.layers.0.self_attn.q_proj.bias" in reader  # Qwen2's q/k/v biases
         assert "model.embed_tokens.weight" in reader
     loaded = paddlellm.AutoModelForCausalLM.from_pretrained(tmp_path)
-    assert isinstance(loaded.model.layers[3].mlp.down_proj, WeightOnlyLinear)
+    layer_class = {"gptq": GPTQLinear, "awq": AWQLinear}.get(quant_type, WeightOnlyLinear)
+    assert isinstance(loaded.model.layers[3].mlp.down_proj, layer_class)
     assert loaded.quantization_config["quant_type"] == quant_type
     np.testing.assert_array_equal(loaded(IDS).numpy(), want)
     out = loaded.generate(IDS[:1], max_new_tokens=3)

@@ -1,5 +1,5 @@
-"""Greedy decode speed of the demo model, float32 vs weight-only int8 / int4 (CPU: weights are
-dequantized on the fly in every call, so this measures that overhead).
+"""Greedy decode speed of the demo model, float32 vs weight-only int8 / int4 and the GPTQ / AWQ
+layouts (CPU: weights are dequantized on the fly in every call, so this measures that overhead).
 
     OMP_NUM_THREADS=1 python plugins/quant/tools/quant_speed.py
 """
@@ -23,6 +23,14 @@ def main(new_tokens: int = 64, rounds: int = 3) -> None:
                                                 "weight_only_int8")
     models["weight_only_int4 g64"] = quantize_model(paddlellm.AutoModelForCausalLM.from_pretrained(path),
                                                     "weight_only_int4", config={"group_size": 64})
+    import warnings
+
+    calibration = [np.random.default_rng(0).integers(0, 356, (4, 64))]  # speed only: a tiny set
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the "too little calibration data" warning
+        for quant_type in ("gptq", "awq"):  # the published GPTQ / AWQ layouts (int32 packs)
+            models[f"{quant_type} g32"] = quantize_model(paddlellm.AutoModelForCausalLM.from_pretrained(path),
+                                                        quant_type, calibration, {"group_size": 32})
     ids = paddle.to_tensor(np.array([[5, 17, 33, 8, 2, 91, 40, 12]], dtype="int64"))
     times: dict[str, list[float]] = {k: [] for k in models}
     for _ in range(rounds):  # interleaved rounds, median reported

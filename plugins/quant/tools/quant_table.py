@@ -20,7 +20,7 @@ sys.path.insert(0, str(HERE.parents[1] / "tests"))
 
 DEFAULT = ["weight_only_int8", "weight_only_int4", "weight_only_int4:group_size=64",
            "gptq", "gptq:group_size=64", "gptq:group_size=64,act_order=true",
-           "awq", "awq:group_size=64"]
+           "awq", "awq:group_size=32"]
 
 
 def parse(spec: str) -> tuple[str, dict]:

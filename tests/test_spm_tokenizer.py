@@ -1,0 +1,113 @@
+"""Checkpoints that ship only a SentencePiece ``tokenizer.model``: ids, tokens and decoded text
+equal to ``transformers.AutoTokenizer`` (recorded by scripts/fixtures/make_spm_fixtures.py),
+and the streaming detokenizer on byte-fallback pieces."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from paddlellm.tokenizer import AutoTokenizer
+from paddlellm.tokenizer.incremental import IncrementalDetokenizer
+from paddlellm.tokenizer.sentencepiece import SentencePieceError, read_sentencepiece_model
+
+FIXTURES = Path(__file__).parent / "fixtures" / "spm"
+NAMES = ["llama2", "llama2_legacy", "bpe_spm", "unigram"]
+
+
+def expected(name: str) -> dict:
+    return json.loads((FIXTURES / name / "expected.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def case(request):
+    return request.param, AutoTokenizer.from_pretrained(FIXTURES / request.param), expected(request.param)
+
+
+def test_ids_tokens_and_text_equal_transformers(case):
+    name, tok, want = case
+    assert not (FIXTURES / name / "tokenizer.json").exists()
+    assert (tok.vocab_size, len(tok)) == (want["vocab_size"], want["len"])
+    assert (tok.bos_token, tok.eos_token, tok.unk_token) == (want["bos_token"], want["eos_token"], want["unk_token"])
+    for row in want["rows"]:
+        text = row["text"]
+        assert tok.encode(text) == row["ids"], text
+        assert tok.encode(text, add_special_tokens=False) == row["ids_no_special"], text
+        assert tok.convert_ids_to_tokens(row["ids_no_special"]) == row["tokens"], text
+        assert tok.decode(row["ids"]) == row["decoded"], text
+        assert tok.decode(row["ids"], skip_special_tokens=True) == row["decoded_skip"], text
+
+
+def test_the_corpus_covers_what_it_should():
+    rows = {r["text"]: r for r in expected("llama2")["rows"]}
+    tokens = [t for r in rows.values() for t in r["tokens"]]
+    assert any(t.startswith("<0x") for t in tokens)  # byte-fallback pieces (emoji, rare CJK)
+    assert rows["special<s>glued</s>tokens"]["ids_no_special"].count(1) == 1  # <s> matched in text
+    assert expected("llama2")["rows"][0]["ids"][0] == 1 and expected("llama2_legacy")["rows"][0]["ids"][0] != 1
+    # the generic conversion tokenises like SentencePiece itself wherever transformers does
+    for name in ("bpe_spm", "unigram"):
+        same = [r for r in expected(name)["rows"] if "<s>" not in r["text"]]
+        assert all(r["ids_no_special"] == r["spm_ids"] for r in same), name
+
+
+@pytest.mark.parametrize("name", ["llama2", "unigram"])
+def test_streaming_detokenizer_handles_byte_fallback_and_metaspace(name):
+    tok = AutoTokenizer.from_pretrained(FIXTURES / name)
+    for row in expected(name)["rows"]:
+        ids = row["ids"]
+        stream = IncrementalDetokenizer(tok, skip_special_tokens=True)
+        pieces = [stream.push(i) for i in ids] + [stream.flush()]
+        assert "".join(pieces) == tok.decode(ids, skip_special_tokens=True), row["text"]
+        assert all("\ufffd" not in p for p in pieces[:-1]) or "\ufffd" in row["decoded"], row["text"]
+    # a generated continuation after a prompt keeps its leading space (▁ pieces)
+    prompt, gen = tok.encode("Hello"), tok.encode(" world today", add_special_tokens=False)
+    stream = IncrementalDetokenizer(tok, prompt_ids=prompt)
+    text = "".join(stream.push(i) for i in gen) + stream.flush()
+    full = tok.decode(prompt + gen, skip_special_tokens=True)
+    assert text == full[len(tok.decode(prompt, skip_special_tokens=True)):]
+
+
+def test_save_pretrained_writes_a_fast_tokenizer_that_loads_the_same(tmp_path):
+    tok = AutoTokenizer.from_pretrained(FIXTURES / "llama2")
+    tok.save_pretrained(tmp_path)
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    for row in expected("llama2")["rows"]:
+        assert again.encode(row["text"]) == row["ids"], row["text"]
+
+
+def test_bad_model_files_are_named(tmp_path):
+    shutil.copy(FIXTURES / "llama2" / "tokenizer_config.json", tmp_path)
+    (tmp_path / "tokenizer.model").write_bytes(b"\x0a\xff\xff\xff")
+    with pytest.raises(SentencePieceError, match=r"tokenizer.model: not a SentencePiece model"):
+        AutoTokenizer.from_pretrained(tmp_path)
+    (tmp_path / "tokenizer.model").unlink()
+    with pytest.raises(FileNotFoundError, match="No tokenizer.json or tokenizer.model"):
+        AutoTokenizer.from_pretrained(tmp_path)
+    model = read_sentencepiece_model(FIXTURES / "unigram" / "tokenizer.model")
+    assert model.model_type == 1 and model.precompiled_charsmap and not model.byte_fallback
+    assert (model.unk_id, model.bos_id, model.eos_id, model.pad_id) == (0, 1, 2, -1)
+
+
+def test_engine_loads_a_sentencepiece_checkpoint_and_streams_its_text(tmp_path):
+    """A Llama checkpoint whose folder has only tokenizer.model: the engine loads the
+    tokenizer and its streamed text (byte-fallback pieces included) equals decode."""
+    import paddle
+
+    from paddlellm import AutoModelForCausalLM
+    from paddlellm.engine import LLMEngine, SamplingParams
+
+    paddle.seed(0)
+    model = AutoModelForCausalLM.from_config("llama-tiny", vocab_size=700)
+    model.save_pretrained(str(tmp_path))
+    for f in ("tokenizer.model", "tokenizer_config.json"):
+        shutil.copy(FIXTURES / "llama2" / f, tmp_path)
+    engine = LLMEngine.from_pretrained(str(tmp_path), block_size=4, num_blocks=64)
+    assert engine.tokenizer is not None
+    tok = engine.tokenizer
+    prompt = tok.encode("Emoji: 😀 and 今天")
+    params = SamplingParams(temperature=0, ignore_eos=True, max_tokens=24)
+    (result,) = engine.generate([prompt], params)
+    assert result["text"] == tok.decode(prompt + result["token_ids"], skip_special_tokens=True)[
+        len(tok.decode(prompt, skip_special_tokens=True)):]
