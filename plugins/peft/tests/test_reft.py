@@ -129,3 +129,12 @@ def test_reft_trains_through_llm_run_and_export_refuses_to_merge(tmp_path):
                    "--merge-adapter", "--output_dir", str(tmp_path / "merged"))
     assert proc.returncode != 0 and "ReFT cannot be merged" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_packed_sequences_are_refused_by_message():
+    model = apply_peft(base(), "reft", {"reft_rank": 2})
+    ids = paddle.to_tensor(np.asarray(REF["ids"])[:1])
+    segments = paddle.ones_like(ids)
+    positions = paddle.arange(ids.shape[1]).unsqueeze(0)
+    with pytest.raises(ValueError, match="ReFT cannot be combined with packed sequences"):
+        model(ids, segment_ids=segments, position_ids=positions)

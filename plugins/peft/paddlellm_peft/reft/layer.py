@@ -27,6 +27,8 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from ..common import AdapterError
+
 LEAVES = ("rotate_layer", "learned_source.weight", "learned_source.bias")
 _POSITIONS = re.compile(r"^(?:f(\d+))?(?:\+?l(\d+))?$")
 
@@ -125,7 +127,7 @@ class LoreftIntervention(nn.Layer):
 
     def rotation(self) -> paddle.Tensor:
         """``R (r, H)`` with orthonormal rows."""
-        return orthonormal_rows(self.rotate_layer)
+        return orthonormal_rows(self.rotate_layer.astype("float32"))  # QR in float32
 
     def edit(self, h: paddle.Tensor) -> paddle.Tensor:
         """``R^T (W h + b - R h)`` for ``h (..., H)``."""
@@ -151,11 +153,11 @@ class ReftLayer(nn.Layer):
 
     def forward(self, x: paddle.Tensor, ctx: dict[str, Any], cache=None) -> paddle.Tensor:
         if getattr(cache, "paged", False):
-            raise ValueError("ReFT interventions are not supported with the paged KV cache "
+            raise AdapterError("ReFT interventions are not supported with the paged KV cache "
                              "(the serving engine); they cannot be merged either — serve "
                              "with another PEFT method or use llm predict")
         if ctx.get("segments") is not None:
-            raise ValueError("ReFT cannot be combined with packed sequences (segment_ids, "
+            raise AdapterError("ReFT cannot be combined with packed sequences (segment_ids, "
                              "--zero_padding): its positions are per prompt")
         decoding = cache is not None and len(cache) > 0  # past the prompt: no edit
         h = self.base_layer(x, ctx, cache)  # (B, T, H)
