@@ -138,3 +138,27 @@ def test_packed_sequences_are_refused_by_message():
     positions = paddle.arange(ids.shape[1]).unsqueeze(0)
     with pytest.raises(ValueError, match="ReFT cannot be combined with packed sequences"):
         model(ids, segment_ids=segments, position_ids=positions)
+
+
+def test_cached_decoding_matches_the_training_view():
+    """Prefill edits the prompt, decoded tokens are not edited: the cached decode step's
+    logits equal a full forward whose labels mark the decoded token as the answer."""
+    model = apply_peft(base(), "reft", {"reft_rank": 2, "reft_positions": "f1+l2"})
+    model.eval()
+    randomize_trainable(model, np.random.default_rng(3))
+    ids = np.asarray(REF["ids"])[:1]  # (1, T)
+    prompt, t = ids[:, :-1], ids.shape[1]
+    with paddle.no_grad():
+        cache = model.new_cache(1, t)
+        first = model(paddle.to_tensor(prompt), cache=cache).numpy()
+        step = model(paddle.to_tensor(ids[:, -1:]), cache=cache).numpy()
+        labels = np.where(np.arange(t) < t - 1, -100, ids)
+        with batch_context(model, {"input_ids": ids, "labels": labels}):
+            full = model(paddle.to_tensor(ids)).numpy()
+    assert np.abs(full[:, :-1] - first).max() <= TOL
+    assert np.abs(full[:, -1] - step[:, 0]).max() <= TOL
+
+
+def test_llm_plugins_lists_mora_and_reft():
+    proc = run_cli("plugins", "--kind", "peft_method", check=True)
+    assert "mora" in proc.stdout and "reft" in proc.stdout and "loreft" in proc.stdout
