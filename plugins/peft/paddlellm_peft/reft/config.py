@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class ReftConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reft_rank: int = Field(4, gt=0, description="ReFT: rank of the intervention subspace R")
+    reft_rank: int = Field(8, gt=0, description="ReFT: rank of the intervention subspace R")
     reft_layers: str = Field("all", description="ReFT: decoder layers to intervene on: 'all', "
                              "'every_other' (0, 2, 4, ...) or indices '0;2;5' / '0,2,5'")
     reft_positions: str = Field("f7+l7", description="ReFT: prompt positions to intervene on: "
