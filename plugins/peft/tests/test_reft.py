@@ -129,6 +129,17 @@ def test_reft_trains_through_llm_run_and_export_refuses_to_merge(tmp_path):
                    "--merge-adapter", "--output_dir", str(tmp_path / "merged"))
     assert proc.returncode != 0 and "ReFT cannot be merged" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # llm predict: --lora_path merges (refused by message); --prefix_path generates unmerged
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"src": "Count: a b c"}\n{"src": "Count: f h j t a b"}\n')
+    proc = run_cli("predict", "--model_name_or_path", str(DEMO_MODEL_DIR), "--lora_path",
+                   str(out), "--input_file", str(prompts), "--output_file", str(tmp_path / "p"))
+    assert proc.returncode != 0 and "llm predict --prefix_path" in proc.stderr
+    run_cli("predict", "--model_name_or_path", str(DEMO_MODEL_DIR), "--prefix_path", str(out),
+            "--input_file", str(prompts), "--output_file", str(tmp_path / "p.jsonl"),
+            "--max_length", "48", check=True)
+    rows = [json.loads(l) for l in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all("output" in r for r in rows)
 
 
 def test_packed_sequences_are_refused_by_message():

@@ -194,8 +194,9 @@ class Reft:
             raise AdapterError("this model has no ReFT interventions")
         raise AdapterError("ReFT cannot be merged into the base weights: its intervention "
                            "edits hidden states at chosen prompt positions, it is not a weight "
-                           "update. Use the adapter unmerged: from_pretrained(base, "
-                           "lora_path=DIR) or llm predict --lora_path DIR")
+                           "update. Use it unmerged: `llm predict --prefix_path DIR` (model."
+                           "generate with any unmergeable adapter) or AutoModelForCausalLM."
+                           "from_pretrained(base, lora_path=DIR)")
 
     def unmerge(self, model):
         return self.merge(model)
