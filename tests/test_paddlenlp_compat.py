@@ -92,6 +92,20 @@ def test_mora_switch_and_lora_options_without_lora():
     assert out == {"peft": "prefix"}
 
 
+def test_mora_and_reft_keys_map_onto_their_methods():
+    out, _ = translate({"lora": True, "use_mora": True, "lora_rank": 16,
+                        "target_modules": ".*q_proj"})
+    assert out == {"peft": "mora", "mora_rank": 16, "target_modules": ".*q_proj"}
+    out, notes = translate({"reft": True, "layers": "0;2", "position": "f3+l3", "rank": 4,
+                            "dropout": 0.05, "intervention_type": "LoreftIntervention",
+                            "act_fn": "linear", "add_bias": False})
+    assert out == {"peft": "reft", "reft_layers": "0;2", "reft_positions": "f3+l3",
+                   "reft_rank": 4, "reft_dropout": 0.05}
+    assert any(n.startswith("add_bias: no effect") for n in notes)
+    with pytest.raises(ConfigError, match="'act_fn': 'relu' is not implemented"):
+        translate({"reft": True, "act_fn": "relu"})
+
+
 def test_quantization_file_maps_onto_quantize_keys(tmp_path):
     (tmp_path / "quant.json").write_text('{"src": "a", "tgt": "b"}\n')
     (tmp_path / "dev.json").write_text('{"src": "a", "tgt": "b"}\n')

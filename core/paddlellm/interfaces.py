@@ -261,6 +261,9 @@ class PeftMethod(Protocol):
       returned layer when it is not ``None`` (QLoRA: a quantized base).
     * ``merge`` folds the adapters into the base weights and returns plain layers; methods
       that can also undo an in-place merge provide ``unmerge(model)``.
+    * Optional ``batch_context(model, batch)``: a context manager the training/evaluation
+      loss enters around the forward of ``batch`` (``paddlellm.peft.batch_context``), for
+      adapters that need more than the input ids (ReFT: where each prompt ends).
     """
 
     name: str

@@ -47,6 +47,17 @@ PEFT_SWITCHES: dict[str, str] = {
     "reft": "reft",
 }
 
+#: keys PaddleNLP reads for a method other than LoRA -> ours, by the selected ``--peft``
+#: (MoRA is PaddleNLP's LoRA with ``use_mora``; ReFT's ``ReftArgument`` has bare names)
+PEFT_RENAMES: dict[str, dict[str, str]] = {
+    "mora": {"lora_rank": "mora_rank", "lora_path": "mora_path",
+             "target_modules": "target_modules"},
+    "reft": {"layers": "reft_layers", "position": "reft_positions", "rank": "reft_rank",
+             "dropout": "reft_dropout"},
+}
+#: PaddleNLP ReFT keys with the one value implemented here
+REFT_FIXED = {"intervention_type": "LoreftIntervention", "act_fn": "linear"}
+
 #: options of the LoRA method that PaddleNLP files set even when LoRA is off
 LORA_OPTIONS = ("pissa", "rslora", "use_dora", "lora_use_mixer", "lora_plus_scale", "lora_rank",
                 "lora_alpha", "lora_path", "target_modules")
@@ -217,6 +228,14 @@ def translate(raw: Mapping[str, Any], file: str | os.PathLike | None = None,
         elif key in NO_EFFECT:
             if not _is_off(value) or key in ("src_length", "max_prompt_len"):
                 notes.append(f"{key}: {NO_EFFECT[key]}")
+        elif key in PEFT_RENAMES.get(selected_peft, {}):
+            out[PEFT_RENAMES[selected_peft][key]] = value
+        elif key in REFT_FIXED and selected_peft == "reft":
+            if value not in (None, REFT_FIXED[key]):
+                problems.append(f"'{key}': {value!r} is not implemented; ReFT here is "
+                                f"{key} = {REFT_FIXED[key]!r}")
+        elif key == "add_bias" and selected_peft == "reft":
+            notes.append("add_bias: no effect for LoreftIntervention (its W h + b always has b)")
         elif key in LORA_OPTIONS and selected_peft != "lora":
             if not _is_off(value) and key in ("pissa", "rslora", "use_dora", "lora_use_mixer"):
                 problems.append(f"'{key}': true needs LoRA ('lora': true or --peft lora)")
@@ -375,6 +394,10 @@ def mapping_table() -> str:
     rows = ["| PaddleNLP key | here |", "|---|---|"]
     rows += [f"| `{k}` | `{v}` |" for k, v in RENAMES.items()]
     rows += [f"| `{k}: true` | `--peft {v}` |" for k, v in PEFT_SWITCHES.items()]
+    rows += [f"| `{k}` (with {method}) | `{v}` |" for method, keys in PEFT_RENAMES.items()
+             for k, v in keys.items()]
+    rows += [f"| `{k}` (with reft) | only `{v}` |" for k, v in REFT_FIXED.items()]
+    rows += ["| `add_bias` (with reft) | no effect (LoReFT's `W h + b` always has `b`) |"]
     rows += ["| `continue_training` | `continue_training` (start from the checkpoint's weights) |",
              "| `weight_quantize_algo` | `--quant_type` (QLoRA base) |",
              "| `tensor_parallel_degree: N>1` | `--strategy tensor_parallel "

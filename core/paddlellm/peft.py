@@ -23,7 +23,8 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 KIND = "peft_method"
 #: method-config keys that name an adapter directory to start from (``--lora_path``)
-ADAPTER_PATH_KEYS = ("lora_path", "prefix_path", "lokr_path", "vera_path", "adapter_path")
+ADAPTER_PATH_KEYS = ("lora_path", "prefix_path", "lokr_path", "vera_path", "mora_path",
+                     "reft_path", "adapter_path")
 
 
 def _registry():
@@ -174,6 +175,21 @@ def unmerge_adapter(model):
     if not hasattr(method, "unmerge"):
         raise ValueError(f"PEFT method '{method.name}' cannot unmerge")
     return method.unmerge(inner)
+
+
+@contextlib.contextmanager
+def batch_context(model, batch: Mapping[str, Any]) -> Iterator[None]:
+    """Around the forward of a training/evaluation ``batch``: lets the model's PEFT method see
+    the batch when it defines ``batch_context(model, batch)`` (ReFT reads where each row's
+    prompt ends from ``labels``); otherwise nothing happens."""
+    inner = unwrap(model)
+    name = getattr(inner, "peft_method", None)
+    hook = getattr(get_peft_method(name), "batch_context", None) if name else None
+    if hook is None:
+        yield
+        return
+    with hook(inner, batch):
+        yield
 
 
 def adapter_layers(model) -> list:
