@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from ..checkpoint._errors import CheckpointFormatError
+
 __all__ = ["SentencePieceModel", "read_sentencepiece_model", "tokenizer_from_sentencepiece"]
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -35,8 +37,8 @@ UNIGRAM, BPE = 1, 2
 LLAMA_CLASSES = {"LlamaTokenizer", "LlamaTokenizerFast"}
 
 
-class SentencePieceError(ValueError):
-    pass
+class SentencePieceError(CheckpointFormatError):
+    """A malformed ``tokenizer.model`` (a ValueError and a PaddleLLMError: one-line CLI error)."""
 
 
 @dataclass

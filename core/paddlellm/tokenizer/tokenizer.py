@@ -191,11 +191,7 @@ class Tokenizer:
 
             if spm_file.stat().st_size > MAX_JSON_BYTES:
                 raise CheckpointFormatError(f"{spm_file}: larger than {MAX_JSON_BYTES} bytes")
-            try:
-                backend, named = tokenizer_from_sentencepiece(spm_file, config)
-            except (ValueError, IndexError, KeyError, UnicodeDecodeError) as exc:
-                raise CheckpointFormatError(f"{spm_file}: not a readable SentencePiece model: "
-                                            f"{str(exc)[:300]}") from None
+            backend, named = tokenizer_from_sentencepiece(spm_file, config)  # errors name the file
             for key, value in named.items():
                 config.setdefault(key, value)
             for key in ("add_bos_token", "add_eos_token"):  # no tokenizer.json post-processor to follow
