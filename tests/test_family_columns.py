@@ -145,7 +145,10 @@ def test_quantize_round_trip(family, quant_type, tmp_path):
                        {"group_size": 32})
     else:
         model = AutoModelForCausalLM.from_pretrained(base, quant_type=quant_type)
-    assert isinstance(model.model.layers[0].self_attn.qkv_proj, WeightOnlyLinear)
+    from paddlellm_quant.packed import GPTQLinear
+
+    expected = GPTQLinear if quant_type == "gptq" else WeightOnlyLinear  # GPTQ: its standard layout
+    assert isinstance(model.model.layers[0].self_attn.qkv_proj, expected)
     with paddle.no_grad():
         q, f = model(ids).numpy(), float_model(ids).numpy()
     assert np.abs(q - f).max() < (0.05 if quant_type == "weight_only_int8" else 0.3) * np.abs(f).max()
