@@ -73,7 +73,8 @@ def main() -> None:
         for name in KEEP:
             if (Path(tmp) / name).is_file():
                 shutil.copy2(Path(tmp) / name, target / name)
-    threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
+    # the CPU backend's thread count (PADDLELLM_NUM_THREADS, else the usable CPUs)
+    threads = int(os.environ.get("PADDLELLM_NUM_THREADS") or len(os.sched_getaffinity(0)))
     (target / "BUILD.json").write_text(json.dumps(
         {"command": recorded, "threads": threads, "summary": summary}, indent=2, default=str))
     size = sum(p.stat().st_size for p in target.iterdir()) / 1e6

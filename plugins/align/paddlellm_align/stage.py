@@ -476,13 +476,13 @@ def align_stage(ctx) -> dict[str, Any]:
     reference_kind = ("none" if reference is None else "precomputed"
                       if options.precompute_ref_logps else "adapters disabled"
                       if config.peft else "frozen copy")
-    if resume_dir is None:
-        logger.log({"step": 0, "train_examples": len(train_ex), "eval_examples": len(eval_ex),
-                    "reference": reference_kind})
     phase = " (demo phase 2 of 2)" if sft_config is not None else ""
     print_heading(f"{config.align.upper()}{phase}: {total_steps} steps, "
                   f"{config.peft or 'all parameters'}, reference: {reference_kind}",
                   enabled=strategy.is_main_process)
+    if resume_dir is None:
+        logger.log({"step": 0, "train_examples": len(train_ex), "eval_examples": len(eval_ex),
+                    "reference": reference_kind})
     state, before, after = train_and_evaluate(
         model, optimizer, scheduler,
         batch_stream(train_ex, config, pointwise, pad_id, strategy.shard, layout), step_loss,
