@@ -8,10 +8,10 @@ default of `llm chat`, `llm serve` and `llm predict`): ``qwen-demo`` fine-tuned 
 generated demo instructions (`llm run --stage sft`, all parameters, the SFT demo's settings).
 The final checkpoint and tokenizer are copied into the package with a BUILD.json recording
 the command and its summary. Deterministic for a given seed and thread count (recorded).
-Each takes a few minutes on 2 CPU cores:
+Each takes a few minutes on 2 CPU cores; the bundled ones were built with:
 
     .venv/bin/python scripts/build_demo_model.py [--steps 1200]
-    .venv/bin/python scripts/build_demo_model.py --instruct [--steps 750]
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/build_demo_model.py --instruct [--steps 750]
 """
 from __future__ import annotations
 
@@ -73,8 +73,11 @@ def main() -> None:
         for name in KEEP:
             if (Path(tmp) / name).is_file():
                 shutil.copy2(Path(tmp) / name, target / name)
-    # the CPU backend's thread count (PADDLELLM_NUM_THREADS, else the usable CPUs)
-    threads = int(os.environ.get("PADDLELLM_NUM_THREADS") or len(os.sched_getaffinity(0)))
+    # the CPU backend's thread count (PADDLELLM_NUM_THREADS, else the usable CPUs) and
+    # OMP_NUM_THREADS (MKL's threads): results are reproducible for equal settings
+    threads = {"backend_threads": int(os.environ.get("PADDLELLM_NUM_THREADS")
+                                      or len(os.sched_getaffinity(0))),
+               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
     (target / "BUILD.json").write_text(json.dumps(
         {"command": recorded, "threads": threads, "summary": summary}, indent=2, default=str))
     size = sum(p.stat().st_size for p in target.iterdir()) / 1e6
