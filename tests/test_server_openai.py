@@ -234,7 +234,8 @@ def test_llm_serve_command_with_api_key():
             with pytest.raises(openai.AuthenticationError):
                 bad.models.list()
         with openai.OpenAI(base_url=url + "/v1", api_key="k123", max_retries=0) as good:
-            r = good.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
+            r = good.chat.completions.create(model="qwen-demo-instruct",  # the default model
+                                             messages=[{"role": "user", "content": "hi"}],
                                              max_tokens=3)
             assert r.usage.completion_tokens >= 1
         assert "paddlellm chat" in httpx.get(url + "/").text

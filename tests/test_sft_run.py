@@ -16,10 +16,12 @@ def test_sft_demo_raises_held_out_exact_match(tmp_path):
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["demo"] is True and summary["eval_examples"] == 300
     assert summary["demo_defaults"]["learning_rate"] == 2e-3  # unset options take demo values
+    used = json.loads((out / "run_config.json").read_text())  # records the values used
+    assert used["learning_rate"] == 2e-3 and used["max_length"] == 128
     assert summary["exact_match_before"] < 0.05
     assert summary["exact_match_after"] > summary["exact_match_before"] + 0.15
     assert summary["eval_loss_after"] < 0.5 * summary["eval_loss_before"]
-    assert "exact_match_after" in proc.stdout
+    assert "| exact match |" in proc.stdout  # the before/after table
 
 
 def test_sft_on_a_jsonl_file_with_zero_padding(tmp_path):

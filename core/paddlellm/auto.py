@@ -64,6 +64,13 @@ class AutoModelForCausalLM:
 
         if kwargs:
             raise TypeError(f"unexpected arguments: {', '.join(sorted(kwargs))}")
+        base, adapter = split_adapter_dir(path)
+        if adapter is not None:  # an adapter folder: its base, then the adapter on top
+            if lora_path or prefix_path:
+                raise ValueError(f"{path} is an adapter folder; give its base as the path to "
+                                 "load another adapter")
+            return cls.from_pretrained(base, dtype=dtype, quant_type=quant_type,
+                                       quant_config=quant_config, lora_path=adapter)
         if lora_path or prefix_path:
             from .peft import load_adapter
 
@@ -72,8 +79,9 @@ class AutoModelForCausalLM:
             model = cls.from_pretrained(path, dtype=dtype, quant_type=quant_type,
                                         quant_config=quant_config)
             return load_adapter(model, lora_path or prefix_path)
-        from .hub import ModelNotFoundError, resolve_model_path
+        from .hub import ModelNotFoundError, is_hub_id, resolve_model_path
 
+        requested = path
         path = resolve_model_path(path)  # a local folder, or a Hub id downloaded to its cache
         config_path = Path(path) / "config.json"
         if not config_path.is_file():
@@ -96,14 +104,18 @@ class AutoModelForCausalLM:
             if quant_type not in (None, stored_type):
                 raise ValueError(f"{path} is already quantized as '{stored_type}'; "
                                  f"cannot load it as quant_type='{quant_type}'")
-            return quantizer_for(stored_type).load_pretrained(family, path, stored, dtype=dtype)
-        model = family.from_pretrained(path, dtype=dtype)
-        from .precision import needs_upcast, store_low_compute_fp32
+            model = quantizer_for(stored_type).load_pretrained(family, path, stored, dtype=dtype)
+        else:
+            model = family.from_pretrained(path, dtype=dtype)
+            from .precision import needs_upcast, store_low_compute_fp32
 
-        if needs_upcast(dtype):  # e.g. bfloat16 on CPU: half the weight memory, float32 math
-            model = store_low_compute_fp32(model, dtype)
-        if quant_type:
-            model = quantize_model(model, quant_type, config=quant_config)
+            if needs_upcast(dtype):  # e.g. bfloat16 on CPU: half the weight memory, float32 math
+                model = store_low_compute_fp32(model, dtype)
+            if quant_type:
+                model = quantize_model(model, quant_type, config=quant_config)
+        # adapters saved on it name their base: the Hub id a user typed, else the folder
+        model.name_or_path = (str(requested) if is_hub_id(str(requested)) and not Path(requested).exists()
+                              else str(Path(path).resolve()))
         return model
 
     @classmethod
@@ -120,6 +132,29 @@ class AutoModelForCausalLM:
                 config = config.replace(**overrides)
             family, model_config = family_by_name(config.family), config
         return family.build(model_config, dtype=dtype)
+
+
+def split_adapter_dir(path: str | os.PathLike) -> tuple[str, str | None]:
+    """``(base, adapter)`` for a peft-format adapter folder (``adapter_config.json`` and no
+    ``config.json``): the base is its ``base_model_name_or_path``, read relative to the
+    adapter folder when it is a relative path found there. ``(path, None)`` otherwise."""
+    from .errors import ConfigError
+    from .peft import read_adapter_config
+
+    folder = Path(path)
+    if (folder / "config.json").is_file() or not (folder / "adapter_config.json").is_file():
+        return str(path), None
+    base = read_adapter_config(folder).get("base_model_name_or_path")
+    if not base:
+        raise ConfigError(f"{folder / 'adapter_config.json'} does not name its base model "
+                          "(base_model_name_or_path is empty): load the base with "
+                          f"--model_name_or_path BASE --lora_path {folder}")
+    if not Path(base).is_absolute() and (folder / base / "config.json").is_file():
+        base = str(folder / base)
+    if not (Path(base) / "config.json").is_file():
+        raise ConfigError(f"{folder / 'adapter_config.json'}: its base model {base} is not a "
+                          "checkpoint folder here (moved or deleted?)")
+    return str(base), str(folder)
 
 
 def quantizer_for(quant_type: str) -> Any:

@@ -1,7 +1,8 @@
 """The ``sft`` stage: supervised fine-tuning on conversations, loss on responses only.
 
-Without ``--data`` it fine-tunes the bundled demo model on the generated demo instructions
-and reports held-out exact match before and after. ``--zero_padding`` packs several
+Without ``--data`` it fine-tunes the demo model of ``--model``'s family (bundled, or built
+once: :func:`paddlellm.models.resolve_run_model`) on the generated demo instructions and
+reports held-out exact match before and after. ``--zero_padding`` packs several
 examples per sequence with block-diagonal attention and restarting positions.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ DEMO_EVAL_EXAMPLES = 300
 #: settings of the bundled demo, applied to the options the user did not set
 DEMO_DEFAULTS = {"learning_rate": 2e-3, "num_train_epochs": 2.0, "warmup_steps": 20,
                  "lr_scheduler_type": "cosine", "max_length": 128}
-#: the bundled demo model (built by scripts/build_demo_model.py)
+#: the bundled (pretrained-only) demo model (built by scripts/build_demo_model.py)
 DEMO_MODEL_DIR = Path(__file__).parent / "assets" / "qwen-demo"
 
 
@@ -87,7 +88,7 @@ def sft_stage(ctx) -> dict[str, Any]:
 
     from .auto import AutoModelForCausalLM
     from .data.sft import padding_ratio, tokenize_all
-    from .models import prepare_for_training
+    from .models import prepare_for_training, resolve_run_model
     from .peft import (run_weights_source, save_model_or_adapter, setup_run_peft,
                        trainable_parameter_report)
     from .evaluation import exact_match
@@ -95,7 +96,7 @@ def sft_stage(ctx) -> dict[str, Any]:
     from .train.checkpointing import resume_checkpoint
     from .train.loop import evaluate_lm, train_and_evaluate
     from .train.loss import batch_loss
-    from .train.metrics import MetricsLogger
+    from .train.metrics import MetricsLogger, print_heading
     from .train.optim import build_optimizer
 
     config, strategy = ctx.config, ctx.strategy
@@ -103,11 +104,14 @@ def sft_stage(ctx) -> dict[str, Any]:
     demo_defaults: dict = {}
     if is_demo:
         config, demo_defaults = apply_demo_defaults(config)
+        ctx.use_config(config)
+    start = resolve_run_model(ctx)  # --model_name_or_path, else --model's demo model
     paddle.seed(config.seed)
     resume_dir = resume_checkpoint(config)
-    source = str(resume_dir or config.model_name_or_path or demo_model_dir())
+    source = str(resume_dir or start)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    weights = run_weights_source(config, resume_dir, demo_model_dir())  # --peft: the base
+    weights = run_weights_source(config, resume_dir, start)  # --peft: the base
+    print_heading(f"SFT ({config.peft or 'all parameters'})", enabled=strategy.is_main_process)
     model = prepare_for_training(AutoModelForCausalLM.from_pretrained(weights), config)
     model = strategy.wrap_model(setup_run_peft(model, config, ctx.options("peft_method"),
                                                resume_dir))
@@ -148,7 +152,8 @@ def sft_stage(ctx) -> dict[str, Any]:
         save=lambda d: save_model_or_adapter(model, tokenizer, d),
         resume_from=str(resume_dir) if resume_dir else None)
     summary = {
-        "stage": "sft", "demo": is_demo, "demo_defaults": demo_defaults, "steps": state.step,
+        "stage": "sft", "demo": is_demo, "demo_defaults": demo_defaults, "model": start,
+        "steps": state.step,
         "train_examples": len(train_ex),
         "train_loss_first": state.losses[0], "train_loss_last": state.losses[-1],
         "eval_loss_before": before["eval_loss"], "eval_loss_after": after["eval_loss"],

@@ -1,12 +1,15 @@
 """``llm run``: compose backend + strategy + attention kernel + model + stage, then run.
 
 Composition is plugin lookups by name (``--device``, ``--strategy``, ``--attention_kernel``,
-``--model``, ``--stage``); the stage does the work and returns a summary, which is printed
-and written to ``output_dir/run_summary.json`` beside the resolved ``run_config.json``.
+``--model``, ``--stage``); the stage does the work and returns a summary, written to
+``output_dir/run_summary.json`` (its before/after table is printed) beside ``run_config.json``:
+the values the run actually used (a stage records the defaults it applied through
+:meth:`RunContext.use_config`).
 """
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,12 @@ class RunContext:
     backend: Backend
     device: str
     strategy: TrainerStrategy
+    #: the configuration the stage ran with (its demo defaults applied), when it differs
+    used_config: RunConfig | None = None
+
+    def use_config(self, config: RunConfig) -> None:
+        """Record the values the stage actually uses (written to ``run_config.json``)."""
+        self.used_config = config
 
     @property
     def registry(self):
@@ -94,6 +103,16 @@ def run(config: RunConfig, manager: PluginManager) -> dict:
         (out / "run_config.json").write_text(json.dumps(dump_config(config), indent=2))
     summary = stage(ctx)
     if ctx.strategy.is_main_process:
+        from .train.metrics import print_heading, summary_table
+
+        if ctx.used_config is not None:
+            (out / "run_config.json").write_text(json.dumps(dump_config(ctx.used_config),
+                                                            indent=2))
         (out / "run_summary.json").write_text(json.dumps(summary, indent=2))
-        print(json.dumps(summary, indent=2))
+        table = summary_table(summary)
+        print_heading("Result", stream=sys.stdout)
+        if table:
+            print(table)
+        print(f"\nfull summary: {out / 'run_summary.json'}; configuration used: "
+              f"{out / 'run_config.json'}", flush=True)
     return summary

@@ -53,12 +53,12 @@ def pretrain_stage(ctx) -> dict[str, Any]:
     import paddle
 
     from .errors import ConfigError
-    from .models import build_model
+    from .models import build_model, resolve_run_model
     from .peft import save_model_or_adapter, setup_run_peft, trainable_parameter_report
     from .train.checkpointing import resume_checkpoint
     from .train.loop import evaluate_lm, train_and_evaluate
     from .train.loss import batch_loss
-    from .train.metrics import MetricsLogger
+    from .train.metrics import MetricsLogger, print_heading
     from .train.optim import build_optimizer
     from .data.indexed import resolve_prefix
     from .data.lm import block_batches, pack_documents
@@ -68,8 +68,10 @@ def pretrain_stage(ctx) -> dict[str, Any]:
     if config.peft and not config.model_name_or_path:
         raise ConfigError(f"--peft {config.peft} trains adapters on a pretrained base: give "
                           "--model_name_or_path")
+    resolve_run_model(ctx, pretrained=False)  # a checkpoint's family must be --model's
     paddle.seed(config.seed)
     resume_dir = resume_checkpoint(config)
+    print_heading(f"Pretraining ({config.model})", enabled=strategy.is_main_process)
     prefix = resolve_prefix(config.data) if config.data else None
     if prefix is not None:  # a .bin/.idx dataset (`llm preprocess`), read through memory maps
         tokenizer, is_demo = load_tokenizer(config, resume_dir), False

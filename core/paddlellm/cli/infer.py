@@ -1,6 +1,7 @@
 """``llm predict`` and ``llm chat``: the inference engine from the command line.
 
-Without ``--model_name_or_path`` both use the bundled demo model. Paddle is imported only
+Without ``--model_name_or_path`` both use the bundled instruction-tuned demo model
+(``paddlellm/assets/qwen-demo-instruct``). Paddle is imported only
 when a command runs.
 """
 from __future__ import annotations
@@ -13,7 +14,9 @@ import typer
 
 from ..errors import PaddleLLMError
 
-MODEL_HELP = "Checkpoint directory (Hugging Face layout); default: the bundled demo model."
+MODEL_HELP = ("Checkpoint directory (Hugging Face layout) or a --peft run's adapter folder "
+              "(loaded on the base it names); default: the bundled instruction-tuned demo "
+              "model.")
 # options predict and chat share (typer reads these defaults; they are never mutated)
 DECODE_STRATEGY = typer.Option("sampling", "--decode_strategy",
                                help="greedy_search | sampling (top_k=1 is greedy).")

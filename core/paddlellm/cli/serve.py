@@ -30,7 +30,8 @@ def _read_api_key(api_key: str | None, api_key_file: Path | None) -> str | None:
 
 def serve(
     model_name_or_path: Optional[str] = typer.Option(
-        None, "--model_name_or_path", help="Model directory (HF layout); default: the bundled demo model."),
+        None, "--model_name_or_path", help="Model directory (HF layout) or a --peft run's "
+        "adapter folder; default: the bundled instruction-tuned demo model."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (loopback by default)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
     flask_port: Optional[int] = typer.Option(

@@ -96,16 +96,28 @@ class LLMEngine:
                         lora_path: str | None = None, quant_type: str | None = None,
                         device: str | None = None, **kwargs: Any) -> "LLMEngine":
         """Load a checkpoint directory (default: the bundled demo model) and its tokenizer,
-        after setting up the backend (``device``: ``"cpu"``, ``"gpu:0"``; default: auto)."""
-        from ..auto import AutoModelForCausalLM
+        after setting up the backend (``device``: ``"cpu"``, ``"gpu:0"``; default: auto).
+
+        ``path`` may be a peft adapter folder (a ``--peft`` run's output): its base
+        (``base_model_name_or_path``) is loaded and the adapter merged; so is the base of
+        ``lora_path`` when no ``path`` is given."""
+        from ..auto import AutoModelForCausalLM, split_adapter_dir
         from ..tokenizer import AutoTokenizer
 
         from ..hub import resolve_model_path
 
         setup_device(device)
+        if path is None and lora_path and _names_its_base(lora_path):
+            path, lora_path = lora_path, None  # --lora_path alone: on the base it names
         name = Path(path).name if path else None
         path = Path(resolve_model_path(path)) if path else default_model_path()  # Hub ids too
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        base, adapter = split_adapter_dir(path)
+        if adapter is not None:
+            if lora_path:
+                raise ValueError(f"{path} is an adapter folder; pass its base as the model "
+                                 f"to add --lora_path {lora_path}")
+            lora_path = adapter
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
         if lora_path:
             from .loading import merge_lora
 
@@ -114,9 +126,11 @@ class LLMEngine:
             from .loading import quantize_for_inference
 
             model = quantize_for_inference(model, quant_type)
-        tokenizer = (AutoTokenizer.from_pretrained(str(path))
-                     if (path / "tokenizer.json").is_file() or (path / "tokenizer.model").is_file()
-                     else None)
+        def has_tokenizer(folder: Path) -> bool:
+            return (folder / "tokenizer.json").is_file() or (folder / "tokenizer.model").is_file()
+
+        tok_dir = path if has_tokenizer(path) else Path(base)
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir)) if has_tokenizer(tok_dir) else None
         return cls(model, tokenizer, block_size=block_size, num_blocks=num_blocks,
                    max_num_seqs=max_num_seqs, max_model_len=max_model_len,
                    model_name=name or path.name, **kwargs)
@@ -289,7 +303,16 @@ def setup_device(device: str | None = None) -> str:
     return entry.load().setup(parse_device(device)[1])
 
 
+def _names_its_base(adapter: str | Path) -> bool:
+    from ..peft import read_adapter_config
+
+    return bool(read_adapter_config(adapter).get("base_model_name_or_path"))
+
+
 def default_model_path() -> Path:
-    """The bundled demo model (``paddlellm/assets/qwen-demo``)."""
-    return Path(__file__).resolve().parents[1] / "assets" / "qwen-demo"
+    """The bundled instruction-tuned demo model (``paddlellm/assets/qwen-demo-instruct``),
+    the inference commands' default."""
+    from ..models import INSTRUCT_DEMO_MODEL
+
+    return INSTRUCT_DEMO_MODEL
 

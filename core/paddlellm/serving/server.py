@@ -21,9 +21,9 @@ def create_app(model_name_or_path: str | None = None, *, served_model_name: str 
     from ..engine import LLMEngine, SamplingParams
 
     if model_name_or_path is None:
-        from ..finetune import demo_model_dir
+        from ..engine import default_model_path
 
-        model_name_or_path = str(demo_model_dir())
+        model_name_or_path = str(default_model_path())
     engine = LLMEngine.from_pretrained(
         model_name_or_path, dtype=dtype, block_size=block_size, num_blocks=num_blocks,
         max_num_seqs=max_num_seqs, max_model_len=max_model_len, lora_path=lora_path,

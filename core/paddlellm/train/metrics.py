@@ -1,4 +1,5 @@
-"""Metrics: one JSON object per line in ``metrics.jsonl`` and a progress display."""
+"""Metrics: one JSON object per line in ``metrics.jsonl``, a progress display, phase headings
+and the before/after table a run ends with (the full summary goes to ``run_summary.json``)."""
 from __future__ import annotations
 
 import json
@@ -25,8 +26,9 @@ class MetricsLogger:
     """
 
     def __init__(self, path: str | Path | None, *, enabled: bool = True,
-                 stream: TextIO | None = None) -> None:
+                 stream: TextIO | None = None, label: str = "train") -> None:
         self.path = Path(path) if path else None
+        self.label = label
         self.enabled = enabled
         self.stream = stream or sys.stderr
         self.records: list[dict[str, Any]] = []
@@ -74,12 +76,15 @@ class MetricsLogger:
     def start(self, total_steps: int, done: int = 0) -> None:
         if not self.enabled or not self.stream.isatty():
             return
+        from rich.console import Console
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeRemainingColumn)
 
-        self._progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[info]}"), TimeRemainingColumn())
-        self._task = self._progress.add_task("train", total=total_steps, completed=done, info="")
+        self._progress = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                                  console=Console(file=self.stream))
+        self._task = self._progress.add_task(self.label, total=total_steps, completed=done,
+                                             info="")
         self._progress.start()
 
     def log(self, record: dict[str, Any]) -> None:
@@ -105,3 +110,63 @@ class MetricsLogger:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def print_heading(text: str, *, enabled: bool = True, stream: TextIO | None = None) -> None:
+    """A phase heading (``== SFT ... ==``; a rule on a terminal)."""
+    if not enabled:
+        return
+    stream = stream or sys.stderr
+    if stream.isatty():
+        from rich.console import Console
+
+        Console(file=stream).rule(f"[bold]{text}")
+    else:
+        print(f"\n== {text} ==", file=stream, flush=True)
+
+
+#: (summary key stem, row label) of the before/after table, in order
+SUMMARY_ROWS = (
+    ("eval_pref_accuracy", "preference accuracy (model scores the right answer above the "
+                           "wrong one)"),
+    ("exact_match", "exact match"),
+    ("eval_loss", "eval loss"),
+    ("eval_ppl", "eval perplexity"),
+)
+#: column headings of the table by stage
+SUMMARY_COLUMNS = {"pretrain": ("before pretraining", "after pretraining"),
+                   "sft": ("before SFT", "after SFT")}
+
+
+def _cell(key: str, value: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:.3f}" if "loss" in key or "accuracy" in key or "exact" in key else \
+        f"{value:.2f}"
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """The run's before/after table as Markdown (what README.md shows), from the
+    ``<metric>_before`` / ``<metric>_after`` keys of a stage's summary."""
+    stage = summary.get("stage", "")
+    if stage == "align":
+        name = str(summary.get("align") or "alignment").upper()
+        before = f"after SFT, before {name}" if summary.get("sft") else f"before {name}"
+        columns = (before, f"after {name}")
+    else:
+        columns = SUMMARY_COLUMNS.get(stage, ("before", "after"))
+    count = summary.get("eval_examples") or summary.get("eval_after", {}).get("count")
+    first = f"held-out ({count} questions never seen in training)" if count else "held-out"
+    lines = [f"| {first} | {columns[0]} | {columns[1]} |", "|---|---|---|"]
+    for key, label in SUMMARY_ROWS:
+        if f"{key}_before" in summary and f"{key}_after" in summary:
+            lines.append(f"| {label} | {_cell(key, summary[key + '_before'])} | "
+                         f"**{_cell(key, summary[key + '_after'])}** |")
+    by_before = summary.get("exact_match_by_task_before") or \
+        summary.get("eval_before", {}).get("by_task") or {}
+    by_after = summary.get("exact_match_by_task_after") or \
+        summary.get("eval_after", {}).get("by_task") or {}
+    for task in sorted(set(by_before) & set(by_after)):
+        lines.append(f"| exact match, {task} | {_cell('exact', by_before[task])} | "
+                     f"{_cell('exact', by_after[task])} |")
+    return "\n".join(lines) if len(lines) > 2 else ""

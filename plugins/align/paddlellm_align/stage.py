@@ -8,11 +8,13 @@ computes the reference log-probs once before training (the copy is then dropped)
 ``--resume`` / ``--resume_from_checkpoint`` continue such a run from its checkpoint through
 the core loop; the reference stays the starting model (reloaded for full-parameter runs).
 
-Without ``--data`` it runs the demo: SFT of the bundled demo model on the demo instructions
-(all parameters; ``--demo_sft_peft`` uses the PEFT method, merged afterwards), then alignment
-(with ``--peft``, a fresh adapter) on generated preferences: right answers against the SFT
-model's own wrong answers or plausible wrong ones; it reports held-out preference accuracy
-and exact match before and after alignment.
+Without ``--data`` it runs the demo: SFT of the demo model of ``--model``'s family on the demo
+instructions (all parameters; ``--demo_sft_peft`` uses the PEFT method, merged afterwards),
+saved to ``<output_dir>/sft-base``, then alignment (with ``--peft``, a fresh adapter whose
+``base_model_name_or_path`` is that folder) on generated preferences: right answers against
+the SFT model's own wrong answers or plausible wrong ones; it reports held-out preference
+accuracy and exact match before and after alignment. Options the user sets (``--max_steps``,
+``--learning_rate``, ...) apply to both phases; ``--demo_sft_*`` set the SFT phase alone.
 """
 from __future__ import annotations
 
@@ -34,6 +36,11 @@ DEMO_DEFAULTS = {"learning_rate": 1e-3, "max_steps": 200, "per_device_train_batc
                  "per_device_eval_batch_size": 32, "warmup_steps": 10,
                  "lr_scheduler_type": "cosine", "max_length": 128, "logging_steps": 10,
                  "eval_steps": 100}
+#: the demo's SFT phase, where neither the user's flags nor ``--demo_sft_*`` say otherwise
+DEMO_SFT_DEFAULTS = {"zero_padding": True, "max_length": 128, "per_device_train_batch_size": 8,
+                     "warmup_steps": 20, "lr_scheduler_type": "cosine", "logging_steps": 50}
+#: where the demo saves its SFT model (the base of the aligned adapter)
+SFT_BASE_DIR = "sft-base"
 #: loss options of the demo: keep the chosen answers likely while separating them from the
 #: wrong ones (DPO alone lowers both on this tiny model)
 DEMO_LOSS_DEFAULTS = {"sft_loss_ratio": 1.0}
@@ -46,10 +53,10 @@ class AlignStageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     demo_sft_steps: int = Field(300, ge=0, description="demo only: SFT steps before alignment "
-                                "(0 skips SFT)")
+                                "(0 skips SFT; default: --max_steps when given, else 300)")
     demo_sft_learning_rate: float | None = Field(None, gt=0, description="demo only: SFT peak "
-                                                 "learning rate (default 2e-3, 5e-3 with "
-                                                 "--demo_sft_peft)")
+                                                 "learning rate (default: --learning_rate when "
+                                                 "given, else 2e-3, 5e-3 with --demo_sft_peft)")
     demo_sft_peft: bool = Field(False, description="demo only: SFT with the --peft method too "
                                 "(merged afterwards); by default the demo's SFT trains all "
                                 "parameters: LoRA SFT of the 0.8M-parameter demo model learns "
@@ -290,38 +297,66 @@ def _apply_demo_defaults(config):
     return config.model_copy(update=unset), unset
 
 
-def demo_sft(model, tokenizer, ctx, config, stage_opts: AlignStageConfig, pad_id: int):
-    """The demo's SFT phase on the demo instructions (LoRA under ``--peft``, merged after)."""
+def demo_sft_config(user, config, stage_opts: AlignStageConfig):
+    """The SFT phase's configuration: ``--demo_sft_*`` first, then what the user set
+    (``user``: the run's config as given), then :data:`DEMO_SFT_DEFAULTS`."""
+    given = user.model_fields_set
+    opts_given = stage_opts.model_fields_set
+    use_peft = bool(config.peft and stage_opts.demo_sft_peft)
+    steps = (stage_opts.demo_sft_steps if "demo_sft_steps" in opts_given or
+             "max_steps" not in given or user.max_steps <= 0 else user.max_steps)
+    lr = (stage_opts.demo_sft_learning_rate if stage_opts.demo_sft_learning_rate else
+          user.learning_rate if "learning_rate" in given else 5e-3 if use_peft else 2e-3)
+    update = {k: v for k, v in DEMO_SFT_DEFAULTS.items() if k not in given}
+    update.update({"learning_rate": lr, "max_steps": steps, "eval_steps": None,
+                   "save_steps": steps + 1, "stage": "sft", "align": None,
+                   "peft": config.peft if use_peft else None,
+                   "output_dir": str(Path(config.output_dir) / SFT_BASE_DIR)})
+    return config.model_copy(update=update)
+
+
+def demo_sft(model, tokenizer, ctx, sft_config, pad_id: int):
+    """The demo's SFT phase on the demo instructions (LoRA under ``--demo_sft_peft``, merged
+    after); the model is saved to ``sft_config.output_dir`` and names it as its origin."""
+    import json
+
+    from paddlellm.config import dump_config
     from paddlellm.data.demo import demo_examples
     from paddlellm.data.sft import record_to_messages, tokenize_all
     from paddlellm.finetune import DEMO_TRAIN_EXAMPLES, epoch_stream
+    from paddlellm.models import save_model
     from paddlellm.peft import apply_peft, merge_adapter
     from paddlellm.train.loop import train
     from paddlellm.train.loss import batch_loss
+    from paddlellm.train.metrics import print_heading
     from paddlellm.train.optim import build_optimizer
 
-    steps = stage_opts.demo_sft_steps
-    use_peft = bool(config.peft and stage_opts.demo_sft_peft)
-    lr = stage_opts.demo_sft_learning_rate or (5e-3 if use_peft else 2e-3)
-    sft_config = config.model_copy(update={
-        "learning_rate": lr, "max_steps": steps, "zero_padding": True, "max_length": 128,
-        "per_device_train_batch_size": 8, "warmup_steps": 20, "lr_scheduler_type": "cosine",
-        "eval_steps": None, "save_steps": steps + 1, "logging_steps": 50,
-        "output_dir": str(Path(config.output_dir) / "sft")})
-    rows = demo_examples(DEMO_TRAIN_EXAMPLES, split="train", seed=config.seed)
-    examples, _ = tokenize_all(tokenizer, [record_to_messages(r, "demo") for r in rows], 128)
+    steps, use_peft = sft_config.max_steps, bool(sft_config.peft)
+    main = ctx.strategy.is_main_process
+    print_heading(f"SFT (demo phase 1 of 2: {steps} steps on the generated instructions, "
+                  f"{sft_config.peft + ' merged after' if use_peft else 'all parameters'})",
+                  enabled=main)
+    rows = demo_examples(DEMO_TRAIN_EXAMPLES, split="train", seed=sft_config.seed)
+    examples, _ = tokenize_all(tokenizer, [record_to_messages(r, "demo") for r in rows],
+                               sft_config.max_length)
     if use_peft:
-        model = apply_peft(model, config.peft, ctx.options("peft_method"))
+        model = apply_peft(model, sft_config.peft, ctx.options("peft_method"))
     optimizer, scheduler = build_optimizer(model, sft_config, steps)
-    logger = MetricsLogger(Path(config.output_dir) / "sft_metrics.jsonl",
-                           enabled=ctx.strategy.is_main_process)
+    logger = MetricsLogger(Path(ctx.config.output_dir) / "sft_metrics.jsonl", enabled=main,
+                           label="sft")
     state = train(model, optimizer, scheduler,
                   epoch_stream(examples, sft_config, pad_id, ctx.strategy.shard), batch_loss,
                   config=sft_config, ctx=ctx, total_steps=steps, logger=logger)
     if use_peft:
         model = merge_adapter(model)
-    return model, {"steps": steps, "learning_rate": lr,
-                   "peft": config.peft if use_peft else None,
+    base = Path(sft_config.output_dir).resolve()
+    if main:  # the aligned adapter's base, loadable on its own
+        save_model(model, tokenizer, str(base))
+        (base / "run_config.json").write_text(json.dumps(dump_config(sft_config), indent=2))
+    ctx.strategy.barrier()
+    model.name_or_path = str(base)
+    return model, {"steps": steps, "learning_rate": sft_config.learning_rate,
+                   "peft": sft_config.peft, "saved_to": str(base),
                    "loss_first": state.losses[0], "loss_last": state.losses[-1]}
 
 
@@ -330,8 +365,8 @@ def align_stage(ctx) -> dict[str, Any]:
 
     from paddlellm.auto import AutoModelForCausalLM
     from paddlellm.evaluation import exact_match, generate_answers
-    from paddlellm.finetune import demo_model_dir
-    from paddlellm.models import prepare_for_training
+    from paddlellm.models import prepare_for_training, resolve_run_model
+    from paddlellm.train.metrics import print_heading
     from paddlellm.peft import save_model_or_adapter, setup_run_peft, trainable_parameter_report
     from paddlellm.peft import run_weights_source
     from paddlellm.tokenizer import AutoTokenizer
@@ -355,15 +390,24 @@ def align_stage(ctx) -> dict[str, Any]:
                           "generated preferences are not checkpointed; rerun it, or resume a "
                           "run with --data")
     demo_defaults: dict = {}
+    sft_config = None
     if is_demo:
         config, demo_defaults = _apply_demo_defaults(config)
         unset = {k: v for k, v in DEMO_LOSS_DEFAULTS.items()
                  if k in type(options).model_fields and k not in options.model_fields_set}
         options = options.model_copy(update=unset)
         demo_defaults.update(unset)
+        if stage_opts.demo_sft_steps:  # --demo_sft_steps 0 skips the SFT phase
+            sft_config = demo_sft_config(ctx.config, config, stage_opts)
+        used = {**config.plugin_options, "alignment_loss": options}
+        if sft_config is not None:  # record the SFT phase's resolved steps and learning rate
+            used["stage"] = stage_opts.model_copy(update={
+                "demo_sft_steps": sft_config.max_steps,
+                "demo_sft_learning_rate": sft_config.learning_rate})
+        ctx.use_config(config.model_copy(update={"plugin_options": used}))
+    source = resolve_run_model(ctx)  # the starting weights: --model_name_or_path or demo
     paddle.seed(config.seed)
     resume_dir = resume_checkpoint(config)
-    source = str(config.model_name_or_path or demo_model_dir())  # the starting weights
     tokenizer = AutoTokenizer.from_pretrained(str(config.tokenizer_name_or_path or resume_dir
                                                   or source))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -371,9 +415,10 @@ def align_stage(ctx) -> dict[str, Any]:
     weights = run_weights_source(config, resume_dir, source)
     model = prepare_for_training(AutoModelForCausalLM.from_pretrained(weights), config)
     summary: dict[str, Any] = {"stage": "align", "align": config.align, "demo": is_demo,
-                               "demo_defaults": demo_defaults, **options.model_dump()}
-    if is_demo and stage_opts.demo_sft_steps:
-        model, summary["sft"] = demo_sft(model, tokenizer, ctx, config, stage_opts, pad_id)
+                               "demo_defaults": demo_defaults, "model": source,
+                               **options.model_dump()}
+    if sft_config is not None:
+        model, summary["sft"] = demo_sft(model, tokenizer, ctx, sft_config, pad_id)
 
     answer = lambda questions: generate_answers(model, tokenizer, questions,
                                                 batch_size=config.per_device_eval_batch_size * 4)
@@ -408,7 +453,8 @@ def align_stage(ctx) -> dict[str, Any]:
                     for i in range(0, len(eval_ex), size)]
     pair_batches = [make_batch(eval_pairs[i:i + size], False, capacity, pad_id, layout)
                     for i in range(0, len(eval_pairs), size)]
-    logger = AlignMetricsLogger(ctx.output_dir / "metrics.jsonl", enabled=strategy.is_main_process)
+    logger = AlignMetricsLogger(ctx.output_dir / "metrics.jsonl", enabled=strategy.is_main_process,
+                                label=config.align)
     step_loss = PreferenceStepLoss(loss_fn, options, reference, pointwise,
                                    on_metrics=logger.window.append)
 
@@ -430,6 +476,10 @@ def align_stage(ctx) -> dict[str, Any]:
     reference_kind = ("none" if reference is None else "precomputed"
                       if options.precompute_ref_logps else "adapters disabled"
                       if config.peft else "frozen copy")
+    phase = " (demo phase 2 of 2)" if sft_config is not None else ""
+    print_heading(f"{config.align.upper()}{phase}: {total_steps} steps, "
+                  f"{config.peft or 'all parameters'}, reference: {reference_kind}",
+                  enabled=strategy.is_main_process)
     if resume_dir is None:
         logger.log({"step": 0, "train_examples": len(train_ex), "eval_examples": len(eval_ex),
                     "reference": reference_kind})

@@ -101,8 +101,10 @@ def test_shortened_demo_lora_sft_then_dpo(tmp_path):
                       "--output_dir", str(out), "--demo_sft_steps", "15",
                       "--demo_train_records", "240", "--demo_eval_records", "36",
                       "--demo_on_policy_records", "32", "--max_steps", "12",
-                      "--learning_rate", "5e-3", "--eval_steps", "100")
+                      "--learning_rate", "5e-3", "--eval_steps", "100",
+                      "--demo_sft_learning_rate", "2e-3")  # else --learning_rate: both phases
     assert summary["demo"] and summary["sft"]["steps"] == 15 and summary["peft"] == "lora"
+    assert summary["sft"]["learning_rate"] == 2e-3
     assert summary["sft"]["loss_last"] < summary["sft"]["loss_first"]
     assert summary["reference"] == "adapters disabled" and summary["sft_loss_ratio"] == 1.0
     assert summary["train_loss_last"] < summary["train_loss_first"]
