@@ -78,6 +78,19 @@ class BlockManager:
         self._free.extend(reversed(table))
         return len(table)
 
+    def truncate(self, seq_id: str, num_tokens: int) -> int:
+        """Keep only the blocks ``seq_id`` needs for its first ``num_tokens`` tokens (after
+        rejected speculative tokens); the blocks left empty go back to the pool. The number
+        freed."""
+        table = self.tables.get(seq_id)
+        if table is None:
+            return 0
+        keep = self.blocks_needed(num_tokens)
+        dropped = table[keep:]
+        del table[keep:]
+        self._free.extend(reversed(dropped))
+        return len(dropped)
+
     def slots(self, seq_id: str, start: int, end: int) -> np.ndarray:
         """Pool slots of token positions ``start..end-1`` of ``seq_id``."""
         table = np.asarray(self.tables[seq_id], dtype=np.int64)

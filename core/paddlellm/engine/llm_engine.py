@@ -19,6 +19,8 @@ from .kv_manager import DEFAULT_KV_CACHE_BYTES, PagedKVCache, num_blocks_for_bud
 from .sampling import (RequestOutput, SamplingParams, StopTracker, check_logits,
                        repetition_penalty, sample_row, token_logprobs)
 from .scheduler import ScheduledBatch, Scheduler, Sequence
+from .speculative import (SPECULATE_METHODS_OFF, SpeculativeConfig, accept_or_resample,
+                          make_drafter, target_probs)
 
 
 STRIDE_FLAG = "FLAGS_use_stride_kernel"
@@ -54,7 +56,10 @@ class LLMEngine:
     def __init__(self, model: Any, tokenizer: Any = None, *, block_size: int = 64,
                  num_blocks: int | None = None, max_num_seqs: int = 64,
                  max_model_len: int | None = None, kv_cache_bytes: int | None = None,
-                 max_num_batched_tokens: int | None = None, model_name: str = "model") -> None:
+                 max_num_batched_tokens: int | None = None, model_name: str = "model",
+                 speculate_method: str | None = None, speculate_max_draft_token_num: int = 1,
+                 speculate_max_ngram_size: int = 1, speculate_verify_window: int = 2,
+                 speculate_max_candidate_len: int = 5, drafter: Any = None) -> None:
         import paddle
 
         c = model.config
@@ -87,7 +92,17 @@ class LLMEngine:
         self._aborted: list[RequestOutput] = []
         self._lock = threading.RLock()
         self.counters = {"requests_added": 0, "requests_finished": 0, "requests_aborted": 0,
-                         "prompt_tokens": 0, "generation_tokens": 0, "steps": 0}
+                         "prompt_tokens": 0, "generation_tokens": 0, "steps": 0,
+                         "seq_steps": 0, "spec_draft_tokens": 0, "spec_accepted_tokens": 0}
+        # speculative decoding (see .speculative): a named drafter, or any object with
+        # propose(seq_tokens, k) passed as ``drafter``
+        self.speculative = self.drafter = None
+        if speculate_method not in SPECULATE_METHODS_OFF or drafter is not None:
+            self.speculative = SpeculativeConfig(
+                speculate_method if speculate_method not in SPECULATE_METHODS_OFF else "custom",
+                speculate_max_draft_token_num, speculate_max_ngram_size,
+                speculate_verify_window, speculate_max_candidate_len)
+            self.drafter = drafter if drafter is not None else make_drafter(self.speculative, model)
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, dtype: str = "float32",
@@ -166,7 +181,7 @@ class LLMEngine:
         with self._lock:
             return bool(self._requests or self._aborted)
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, float]:
         with self._lock:
             blocks = self.cache.blocks
             return {"num_running": len(self.scheduler.running),
@@ -174,72 +189,145 @@ class LLMEngine:
                     "kv_blocks_total": blocks.num_blocks, "kv_blocks_used": blocks.num_used,
                     "kv_blocks_free": blocks.num_free, "block_size": blocks.block_size,
                     "num_preemptions": self.scheduler.num_preemptions,
-                    "max_num_seqs": self.scheduler.max_num_seqs, **self.counters}
+                    "max_num_seqs": self.scheduler.max_num_seqs, **self.counters,
+                    # tokens each running sequence gained per step (1 without speculation)
+                    "tokens_per_seq_step": (self.counters["generation_tokens"]
+                                            / max(self.counters["seq_steps"], 1)),
+                    "spec_acceptance_rate": (self.counters["spec_accepted_tokens"]
+                                             / max(self.counters["spec_draft_tokens"], 1))}
 
     # -- the step ----------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
-        """Schedule, run the model once, sample one token per scheduled sequence."""
+        """Schedule, run the model once, then give each scheduled sequence its next token
+        (with speculation: its accepted drafts plus one token from the target)."""
         with self._lock:
             outputs, self._aborted = self._aborted, []
             batch = self.scheduler.schedule()
             if not batch:
                 return outputs
             self.counters["steps"] += 1
-            logits = self._execute(batch)  # (S, V) float32
-            return outputs + self._update(batch, logits)
+            drafts = self._propose(batch)
+            logits = self._execute(batch, drafts)  # (sum(1 + len(d)), V) float32
+            return outputs + self._update(batch, logits, drafts)
 
-    def _execute(self, batch: ScheduledBatch):
+    def _propose(self, batch: ScheduledBatch) -> list[list[int]]:
+        """Draft tokens per scheduled sequence, with KV blocks allocated for them; never
+        more than the request may still generate minus the target's own token."""
+        drafts: list[list[int]] = [[] for _ in batch.seqs]
+        if self.drafter is None:
+            return drafts
+        blocks = self.cache.blocks
+        for i, seq in enumerate(batch.seqs):
+            room = min(self.speculative.max_draft_token_num,
+                       seq.params.max_tokens - len(seq.output_ids) - 1,
+                       seq.max_len - seq.length - 1)
+            if room < 1:
+                continue
+            d = [int(t) for t in self.drafter.propose(seq.all_ids, room)][:room]
+            vocab = self.model.config.vocab_size
+            d = d[:next((j for j, t in enumerate(d) if not 0 <= t < vocab), len(d))]
+            while d and not blocks.can_allocate(seq.request_id, seq.length + len(d)):
+                d.pop()  # the pool is short: draft fewer rather than preempt anyone
+            if d:
+                blocks.allocate(seq.request_id, seq.length + len(d))
+                drafts[i] = d
+        return drafts
+
+    def _execute(self, batch: ScheduledBatch, drafts: list[list[int]]):
+        """One forward over every scheduled sequence's new tokens and drafts; the logits
+        rows of each sequence's last new token and of each of its drafts, in order."""
         import paddle
 
-        ids, pos, cached = [], [], []
-        for seq, n in zip(batch.seqs, batch.num_new):
+        ids, pos, cached, fed, rows = [], [], [], [], []
+        for seq, n, d in zip(batch.seqs, batch.num_new, drafts):
             start = seq.length - n
             ids.extend(seq.all_ids[start:])
-            pos.extend(range(start, seq.length))
+            ids.extend(d)
+            pos.extend(range(start, seq.length + len(d)))
             cached.append(start)
-        view = self.cache.batch([s.request_id for s in batch.seqs], cached, batch.num_new)
+            fed.append(n + len(d))
+            end = len(ids)  # rows of the last new token and every draft
+            rows.extend(range(end - len(d) - 1, end))
+        view = self.cache.batch([s.request_id for s in batch.seqs], cached, fed)
         input_ids = paddle.to_tensor(np.asarray(ids, dtype=np.int64)[None])  # (1, N)
         position_ids = paddle.to_tensor(np.asarray(pos, dtype=np.int64)[None])  # (1, N)
         with paddle.no_grad(), plain_transposes(self._plain_transposes):
             hidden = self.model.forward_hidden(input_ids, position_ids=position_ids, cache=view)
-            last = np.cumsum(batch.num_new) - 1  # (S,) each sequence's last new token
-            if len(last) != hidden.shape[1]:
-                hidden = paddle.index_select(hidden[0], paddle.to_tensor(last), axis=0)[None]
-            logits = self.model.logits(hidden)[0].astype("float32")  # (S, V)
+            if len(rows) != hidden.shape[1]:
+                hidden = paddle.index_select(hidden[0], paddle.to_tensor(np.asarray(rows)),
+                                             axis=0)[None]
+            logits = self.model.logits(hidden)[0].astype("float32")  # (R, V)
         for seq in batch.seqs:
             seq.num_cached = seq.length
         return logits
 
-    def _update(self, batch: ScheduledBatch, logits) -> list[RequestOutput]:
+    def _verify(self, seq: Sequence, draft: list[int], rows, greedy) -> tuple[list[int], list]:
+        """The tokens this step emits for ``seq``: accepted drafts, then the target's token
+        (see :mod:`.speculative`); with their logprobs when asked."""
+        p = seq.params
+        if rows is None:  # plain greedy: argmax computed on the device
+            out = []
+            for j, target in enumerate(int(t) for t in greedy):
+                out.append(target)
+                if j == len(draft) or draft[j] != target:
+                    break
+            return out, []
+        out, lps = [], []
+        for j in range(len(draft) + 1):
+            row = repetition_penalty(rows[j], seq.all_ids + out, p.repetition_penalty)
+            if j == len(draft):
+                token, keep = sample_row(row, p, seq.rng), False
+            elif p.greedy:
+                token = sample_row(row, p, seq.rng)
+                keep = token == draft[j]
+            else:
+                token, keep = accept_or_resample(target_probs(row, p.temperature, p.top_k, p.top_p),
+                                                 draft[j], seq.rng)
+            out.append(token)
+            if p.logprobs is not None:
+                lps.append(token_logprobs(rows[j], token, p.logprobs))
+            if not keep:
+                break
+        return out, lps
+
+    def _update(self, batch: ScheduledBatch, logits, drafts: list[list[int]]) -> list[RequestOutput]:
         import paddle
 
         host = any(s.params.needs_logits for s in batch.seqs)
-        rows = logits.numpy() if host else None  # (S, V)
+        all_rows = logits.numpy() if host else None  # (R, V)
         if not host:  # paddle's argmax skips NaN: check each row's max (NaN, +inf or all -inf)
             check_logits(paddle.max(logits, axis=-1).numpy()[:, None])
-        greedy = None if host else paddle.argmax(logits, axis=-1).numpy()  # (S,)
+        greedy = None if host else paddle.argmax(logits, axis=-1).numpy()  # (R,)
         outputs = []
-        for i, seq in enumerate(batch.seqs):
+        r = 0
+        for seq, draft in zip(batch.seqs, drafts):
             p = seq.params
-            lp = None
-            if host:
-                row = repetition_penalty(rows[i], seq.all_ids, p.repetition_penalty)
-                token = sample_row(row, p, seq.rng)
-                if p.logprobs is not None:
-                    lp = [token_logprobs(rows[i], token, p.logprobs)]
-            else:
-                token = int(greedy[i])
-            seq.output_ids.append(token)
-            self.counters["generation_tokens"] += 1
-            reason, text, stopped = None, "", False
-            if token in seq.stop_ids:  # eos / stop token: not part of the text
-                reason = "stop"
-            else:
-                text, stopped = seq.tracker.push(token)
-                if stopped:  # the text was cut before the stop string
+            span = slice(r, r + len(draft) + 1)
+            r += len(draft) + 1
+            tokens, lps = self._verify(seq, draft, None if all_rows is None else all_rows[span],
+                                       None if greedy is None else greedy[span])
+            self.counters["seq_steps"] += 1
+            if draft:
+                self.counters["spec_draft_tokens"] += len(draft)
+                self.counters["spec_accepted_tokens"] += len(tokens) - 1
+            emitted, text, reason, stopped = [], "", None, False
+            for token in tokens:
+                seq.output_ids.append(token)
+                emitted.append(token)
+                self.counters["generation_tokens"] += 1
+                if token in seq.stop_ids:  # eos / stop token: not part of the text
                     reason = "stop"
-            if reason is None and (len(seq.output_ids) >= p.max_tokens or seq.length >= seq.max_len):
-                reason = "length"
+                else:
+                    piece, stopped = seq.tracker.push(token)
+                    text += piece
+                    if stopped:  # the text was cut before the stop string
+                        reason = "stop"
+                if reason is None and (len(seq.output_ids) >= p.max_tokens
+                                       or seq.length >= seq.max_len):
+                    reason = "length"
+                if reason is not None:
+                    break
+            lps = lps[:len(emitted)] if p.logprobs is not None else None
             if reason is not None:
                 if not stopped:
                     text += seq.tracker.finish()
@@ -247,7 +335,10 @@ class LLMEngine:
                 self.scheduler.finish(seq)
                 self._requests.pop(seq.request_id, None)
                 self.counters["requests_finished"] += 1
-            outputs.append(self._output(seq, [token], text, lp))
+            elif draft:  # rejected drafts: their keys/values are dropped with their blocks
+                seq.num_cached = seq.length - 1
+                self.cache.blocks.truncate(seq.request_id, seq.num_cached)
+            outputs.append(self._output(seq, emitted, text, lps))
         return outputs
 
     def _output(self, seq: Sequence, tokens: list[int], text: str, lp) -> RequestOutput:

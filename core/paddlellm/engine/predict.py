@@ -43,6 +43,11 @@ class PredictOptions:
     chat_template: bool = True
     benchmark: bool = False
     cachekv_int8_type: str | None = None
+    speculate_method: str | None = None
+    speculate_max_draft_token_num: int = 1
+    speculate_max_ngram_size: int = 1
+    speculate_verify_window: int = 2
+    speculate_max_candidate_len: int = 5
 
 
 #: prompts ``llm predict`` answers when no --input_file is given (PaddleNLP's predictor has
@@ -139,10 +144,23 @@ def predict(o: PredictOptions, log: Callable[[str], None] = print) -> dict[str, 
         records = read_records(o.input_file)
     if o.prefix_path:
         return _predict_with_prefix(o, records, log)
+    spec = {}
+    if o.speculate_method not in (None, "", "None", "none"):
+        from .speculative import DRAFTERS, SpeculativeConfig
+
+        if o.speculate_method not in DRAFTERS:
+            raise ValueError(f"unknown --speculate_method '{o.speculate_method}'; valid: None, "
+                             f"{', '.join(sorted(DRAFTERS))}")
+        SpeculativeConfig(o.speculate_method, o.speculate_max_draft_token_num,
+                          o.speculate_max_ngram_size, o.speculate_verify_window,
+                          o.speculate_max_candidate_len)  # option errors before the model loads
+        spec = {k: getattr(o, k) for k in (
+            "speculate_method", "speculate_max_draft_token_num", "speculate_max_ngram_size",
+            "speculate_verify_window", "speculate_max_candidate_len")}
     engine = LLMEngine.from_pretrained(o.model_name_or_path, dtype=o.dtype, block_size=o.block_size,
                                        num_blocks=o.num_blocks, max_num_seqs=o.batch_size,
                                        lora_path=o.lora_path, quant_type=o.quant_type,
-                                       device=o.device)
+                                       device=o.device, **spec)
     if engine.tokenizer is None:
         raise DataFormatError(f"{o.model_name_or_path}: no tokenizer.json to encode 'src' with")
     if o.cachekv_int8_type == "static" and getattr(engine.model, "kv_cache_quant", None) != "static":
@@ -179,7 +197,8 @@ def predict(o: PredictOptions, log: Callable[[str], None] = print) -> dict[str, 
                "output_tokens_per_s": n_out / elapsed if elapsed else 0.0,
                "latency_p50_s": percentile(lat, 50), "latency_p90_s": percentile(lat, 90),
                "latency_p99_s": percentile(lat, 99), "ttft_p50_s": percentile(ttft, 50),
-               "num_preemptions": engine.stats()["num_preemptions"]}
+               "num_preemptions": engine.stats()["num_preemptions"],
+               "tokens_per_seq_step": engine.stats()["tokens_per_seq_step"]}
     if examples:
         for r, res in zip(records, results):
             log(f"{r['src']!r} -> {res['text']!r}")
@@ -190,6 +209,11 @@ def predict(o: PredictOptions, log: Callable[[str], None] = print) -> dict[str, 
             f"{metrics['output_tokens_per_s']:.1f} output tokens/s; latency p50 "
             f"{metrics['latency_p50_s']:.3f} s, p90 {metrics['latency_p90_s']:.3f} s, p99 "
             f"{metrics['latency_p99_s']:.3f} s; time to first token p50 {metrics['ttft_p50_s']:.3f} s")
+    if spec:
+        stats = engine.stats()
+        log(f"speculative decoding ({o.speculate_method}): {stats['tokens_per_seq_step']:.2f} "
+            f"tokens per sequence per step; {stats['spec_accepted_tokens']} of "
+            f"{stats['spec_draft_tokens']} draft tokens accepted")
     return {"results": results, "metrics": metrics}
 
 
