@@ -46,7 +46,10 @@ def predict(
     src_length: int = typer.Option(1024, "--src_length", help="Max prompt tokens (keeps the end)."),
     max_length: int = typer.Option(2048, "--max_length",
                                    help="Max prompt + generated tokens (capped by the model)."),
-    decode_strategy: str = DECODE_STRATEGY,
+    decode_strategy: str = typer.Option(
+        "sampling", "--decode_strategy",
+        help="greedy_search | sampling (top_k=1 is greedy) | beam_search (with --num_beams)."),
+    num_beams: int = typer.Option(1, "--num_beams", help="Beams of --decode_strategy beam_search."),
     top_k: int = TOP_K,
     top_p: float = TOP_P,
     temperature: float = TEMPERATURE,

@@ -93,7 +93,8 @@ class LLMEngine:
         self._lock = threading.RLock()
         self.counters = {"requests_added": 0, "requests_finished": 0, "requests_aborted": 0,
                          "prompt_tokens": 0, "generation_tokens": 0, "steps": 0,
-                         "seq_steps": 0, "spec_draft_tokens": 0, "spec_accepted_tokens": 0}
+                         "seq_steps": 0, "seq_step_tokens": 0, "spec_draft_tokens": 0,
+                         "spec_accepted_tokens": 0}
         # speculative decoding (see .speculative): a named drafter, or any object with
         # propose(seq_tokens, k) passed as ``drafter``
         self.speculative = self.drafter = None
@@ -191,7 +192,7 @@ class LLMEngine:
                     "num_preemptions": self.scheduler.num_preemptions,
                     "max_num_seqs": self.scheduler.max_num_seqs, **self.counters,
                     # tokens each running sequence gained per step (1 without speculation)
-                    "tokens_per_seq_step": (self.counters["generation_tokens"]
+                    "tokens_per_seq_step": (self.counters["seq_step_tokens"]
                                             / max(self.counters["seq_steps"], 1)),
                     "spec_acceptance_rate": (self.counters["spec_accepted_tokens"]
                                              / max(self.counters["spec_draft_tokens"], 1))}
@@ -307,6 +308,7 @@ class LLMEngine:
             tokens, lps = self._verify(seq, draft, None if all_rows is None else all_rows[span],
                                        None if greedy is None else greedy[span])
             self.counters["seq_steps"] += 1
+            self.counters["seq_step_tokens"] += len(tokens)
             if draft:
                 self.counters["spec_draft_tokens"] += len(draft)
                 self.counters["spec_accepted_tokens"] += len(tokens) - 1
@@ -367,6 +369,170 @@ class LLMEngine:
                 if on_output is not None:
                     on_output(out)
         return results
+
+
+    # -- beam search -------------------------------------------------------------------
+    def beam_search(self, prompts: Iterable[list[int]], num_beams: int,
+                    max_tokens: int | list[int], *,
+                    length_penalty: float = 1.0, early_stopping: bool = False,
+                    repetition_penalty: float = 1.0, stop_token_ids: Iterable[int] = (),
+                    ignore_eos: bool = False) -> list[dict[str, Any]]:
+        """Beam search over the paged cache; per prompt ``{"token_ids", "text",
+        "finish_reason", "logprobs"}`` of the best hypothesis, in input order. ``max_tokens``:
+        one budget, or one per prompt (each also capped by the context length).
+
+        The search is :func:`paddlellm.generation.generate`'s (transformers' rules: ``2 *
+        num_beams`` candidates per step, finished hypotheses scored ``sum_logprobs /
+        new_len ** length_penalty``, ``early_stopping`` as there), step by step the same
+        function, so the result equals ``model.generate(decode_strategy="beam_search")`` on
+        each prompt (tested). The beams of a prompt share its prompt blocks: the prompt is
+        prefilled once, every beam's block table points at the same blocks (reference
+        counted), beam reordering re-points tables, and a block that is still shared is
+        copied only when a beam writes into it (copy-on-write). Prompts run in groups of
+        ``max_num_seqs // num_beams`` (at least one); the engine's lock is held throughout.
+        """
+        from ..generation import _Hypotheses, beam_best, beam_step, make_config
+
+        prompts = [[int(t) for t in p] for p in prompts]
+        budgets = ([int(m) for m in max_tokens] if isinstance(max_tokens, (list, tuple))
+                   else [int(max_tokens)] * len(prompts))
+        if len(budgets) != len(prompts):
+            raise ValueError(f"{len(budgets)} max_tokens for {len(prompts)} prompts")
+        if num_beams < 2:
+            raise ValueError(f"beam search needs num_beams >= 2, got {num_beams}")
+        if prompts and min(budgets) < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {min(budgets)}")
+        stops = set(int(t) for t in stop_token_ids) | (set() if ignore_eos else set(self.eos_ids))
+        cfg = make_config(self.model, decode_strategy="beam_search", num_beams=num_beams,
+                          max_new_tokens=max(budgets, default=1), length_penalty=length_penalty,
+                          early_stopping=early_stopping, eos_token_id=sorted(stops))
+        vocab, blocks = self.model.config.vocab_size, self.cache.blocks
+        for p in prompts:
+            if not p or len(p) >= self.max_model_len or min(p) < 0 or max(p) >= vocab:
+                raise ValueError(f"each prompt needs 1..{self.max_model_len - 1} token ids in "
+                                 f"[0, {vocab})")
+
+        limits = [min(m, self.max_model_len - len(p)) for m, p in zip(budgets, prompts)]
+
+        def need(i: int) -> int:  # blocks for one prompt's beams at full length
+            p = prompts[i]
+            full = len(p) // blocks.block_size
+            end = len(p) + limits[i]
+            return full + num_beams * (blocks.blocks_needed(end) - full + 1)
+
+        results: list[dict[str, Any]] = [None] * len(prompts)  # type: ignore[list-item]
+        with self._lock:
+            i = 0
+            while i < len(prompts):
+                group, budget = [], blocks.num_free
+                while (i + len(group) < len(prompts) and len(group) * num_beams < max(
+                        self.scheduler.max_num_seqs, num_beams)):
+                    cost = need(i + len(group))
+                    if cost > budget:
+                        break
+                    group.append(i + len(group))
+                    budget -= cost
+                if not group:
+                    raise ValueError(f"beam search of a {len(prompts[i])}-token prompt with "
+                                     f"{num_beams} beams needs {need(i)} KV blocks; "
+                                     f"{blocks.num_free} are free (raise num_blocks)")
+                for j, res in zip(group, self._beam_group(
+                        [prompts[j] for j in group], [limits[j] for j in group], cfg,
+                        repetition_penalty, _Hypotheses, beam_step, beam_best)):
+                    results[j] = res
+                i += len(group)
+        return results
+
+    def _beam_group(self, prompts, limits, cfg, penalty, hyp_class, beam_step, beam_best):
+        import paddle
+
+        nb, blocks, g = cfg.num_beams, self.cache.blocks, len(prompts)
+        tag = f"beam-{id(prompts)}"
+        prompt_ids = [f"{tag}-{b}" for b in range(g)]
+        beam_ids = [[f"{tag}-{b}-{j}" for j in range(nb)] for b in range(g)]
+        self.counters["requests_added"] += g
+        self.counters["prompt_tokens"] += sum(map(len, prompts))
+        try:
+            for sid, p in zip(prompt_ids, prompts):
+                blocks.allocate(sid, len(p))
+            logits = self._forward_last(prompt_ids, [0] * g, prompts)  # (g, V)
+            logits = paddle.index_select(logits, paddle.to_tensor(np.repeat(np.arange(g), nb)),
+                                         axis=0)  # (g * nb, V): every beam starts alike
+            for b in range(g):
+                for bid in beam_ids[b]:
+                    blocks.fork(prompt_ids[b], bid)
+                blocks.free(prompt_ids[b])
+            hyps = [hyp_class(nb, cfg.length_penalty, cfg.early_stopping) for _ in range(g)]
+            done = np.zeros(g, dtype=bool)
+            scores = np.zeros((g, nb), dtype=np.float32)
+            scores[:, 1:] = -1e9  # expand from the first beam only, as generate
+            seqs: list[list[int]] = [[] for _ in range(g * nb)]
+            for step in range(max(limits)):
+                self.counters["steps"] += 1
+                if penalty != 1.0:
+                    rows = logits.numpy()
+                    rows = np.stack([repetition_penalty(rows[k], prompts[k // nb] + seqs[k], penalty)
+                                     for k in range(g * nb)])
+                    logits = paddle.to_tensor(rows)
+                was_done = done.copy()
+                scores, tokens, sources, seqs = beam_step(logits, scores, seqs, hyps, done, cfg, step)
+                for b in range(g):  # a prompt whose budget ends here: its live beams compete
+                    if not done[b] and step == limits[b] - 1:
+                        beam_best([hyps[b]], seqs[b * nb:(b + 1) * nb], scores[b:b + 1],
+                                  np.zeros(1, dtype=bool))
+                        done[b] = True
+                for b in np.flatnonzero(done & ~was_done):
+                    for bid in beam_ids[b]:
+                        blocks.free(bid)
+                if done.all():
+                    break
+                active = np.flatnonzero(~done)
+                ids, starts, feed, copies = [], [], [], []
+                for b in active:
+                    blocks.reassign(beam_ids[b], (sources[b] - b * nb).tolist())
+                    for j, bid in enumerate(beam_ids[b]):
+                        pos = len(prompts[b]) + step
+                        copies += blocks.prepare_write(bid, pos, pos + 1)
+                        ids.append(bid)
+                        starts.append(pos)
+                        feed.append([int(tokens[b, j])])
+                self.cache.copy_blocks(copies)
+                out = self._forward_last(ids, starts, feed)  # (active * nb, V)
+                rows = np.concatenate([np.arange(b * nb, (b + 1) * nb) for b in active])
+                logits = paddle.scatter(paddle.zeros([g * nb, out.shape[-1]], dtype="float32"),
+                                        paddle.to_tensor(rows), out, overwrite=True)
+        finally:
+            for sid in prompt_ids + [bid for row in beam_ids for bid in row]:
+                blocks.free(sid)
+        best = [max(h.beams, key=lambda x: x[0])[1] for h in hyps]
+        results = []
+        stops = set(cfg.eos_ids)
+        for p, tokens in zip(prompts, best):
+            stopped = bool(tokens) and tokens[-1] in stops
+            tracker = StopTracker(self.tokenizer, p, [])
+            text = "".join(tracker.push(t)[0] for t in (tokens[:-1] if stopped else tokens))
+            results.append({"token_ids": list(tokens), "text": text + tracker.finish(),
+                            "finish_reason": "stop" if stopped else "length", "logprobs": []})
+            self.counters["generation_tokens"] += len(tokens)
+            self.counters["requests_finished"] += 1
+        return results
+
+    def _forward_last(self, seq_ids: list[str], starts: list[int], tokens: list[list[int]]):
+        """Feed ``tokens[s]`` at positions ``starts[s]..`` of sequence ``seq_ids[s]`` (blocks
+        allocated); the float32 logits ``(S, V)`` of each sequence's last fed token."""
+        import paddle
+
+        ids = [t for toks in tokens for t in toks]
+        pos = [q for st, toks in zip(starts, tokens) for q in range(st, st + len(toks))]
+        view = self.cache.batch(seq_ids, starts, [len(t) for t in tokens])
+        with paddle.no_grad(), plain_transposes(self._plain_transposes):
+            hidden = self.model.forward_hidden(
+                paddle.to_tensor(np.asarray(ids, dtype=np.int64)[None]),
+                position_ids=paddle.to_tensor(np.asarray(pos, dtype=np.int64)[None]), cache=view)
+            last = np.cumsum([len(t) for t in tokens]) - 1
+            if len(last) != hidden.shape[1]:
+                hidden = paddle.index_select(hidden[0], paddle.to_tensor(last), axis=0)[None]
+            return self.model.logits(hidden)[0].astype("float32")
 
 
 def setup_device(device: str | None = None) -> str:

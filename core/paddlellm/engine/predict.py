@@ -14,7 +14,7 @@ from ..data.sft import read_jsonl
 from ..errors import DataFormatError
 from .sampling import SamplingParams
 
-DECODE_STRATEGIES = ("greedy_search", "sampling")
+DECODE_STRATEGIES = ("greedy_search", "sampling", "beam_search")
 
 
 @dataclass
@@ -43,6 +43,7 @@ class PredictOptions:
     chat_template: bool = True
     benchmark: bool = False
     cachekv_int8_type: str | None = None
+    num_beams: int = 1
     speculate_method: str | None = None
     speculate_max_draft_token_num: int = 1
     speculate_max_ngram_size: int = 1
@@ -60,6 +61,10 @@ def sampling_params(o: PredictOptions, max_tokens: int, ignore_eos: bool = False
     if o.decode_strategy not in DECODE_STRATEGIES:
         raise ValueError(f"unknown --decode_strategy '{o.decode_strategy}'; valid: "
                          f"{', '.join(DECODE_STRATEGIES)}")
+    if o.decode_strategy == "beam_search" and o.num_beams < 2:
+        raise ValueError(f"--decode_strategy beam_search needs --num_beams >= 2 (got {o.num_beams})")
+    if o.decode_strategy != "beam_search" and o.num_beams > 1:
+        raise ValueError(f"--num_beams {o.num_beams} needs --decode_strategy beam_search")
     greedy = o.decode_strategy == "greedy_search" or o.top_k == 1
     return SamplingParams(max_tokens=max_tokens, temperature=0.0 if greedy else o.temperature,
                           top_k=o.top_k, top_p=o.top_p, repetition_penalty=o.repetition_penalty,
@@ -185,7 +190,16 @@ def predict(o: PredictOptions, log: Callable[[str], None] = print) -> dict[str, 
             done[out.request_id] = now
 
     t0 = time.perf_counter()
-    results = engine.generate(prompts, params, on_output=on_output)
+    if o.decode_strategy == "beam_search":
+        if spec:
+            log("note: --speculate_method is not used with beam search")
+        results = engine.beam_search(prompts, o.num_beams, [p.max_tokens for p in params],
+                                     repetition_penalty=o.repetition_penalty,
+                                     ignore_eos=o.benchmark)
+        for i in range(len(results)):
+            first[str(i)] = done[str(i)] = time.perf_counter()
+    else:
+        results = engine.generate(prompts, params, on_output=on_output)
     elapsed = time.perf_counter() - t0
     write_predictions(o.output_file, records, results)
     n_out = sum(len(res["token_ids"]) for res in results)
@@ -229,6 +243,8 @@ def _predict_with_prefix(o: PredictOptions, records: list[dict[str, Any]],
 
     if o.quant_type or o.lora_path:
         raise ValueError("--prefix_path cannot be combined with --lora_path or --quant_type")
+    if o.decode_strategy == "beam_search":
+        raise ValueError("--prefix_path cannot be combined with --decode_strategy beam_search")
     setup_device(o.device)
     path = Path(o.model_name_or_path) if o.model_name_or_path else default_model_path()
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=o.dtype,
