@@ -414,11 +414,12 @@ class LLMEngine:
 
         limits = [min(m, self.max_model_len - len(p)) for m, p in zip(budgets, prompts)]
 
-        def need(i: int) -> int:  # blocks for one prompt's beams at full length
+        def need(i: int) -> int:  # blocks for one prompt's beams at full length: the full
+            # prompt blocks are shared (never written again), every other block is one beam's
             p = prompts[i]
             full = len(p) // blocks.block_size
             end = len(p) + limits[i]
-            return full + num_beams * (blocks.blocks_needed(end) - full + 1)
+            return full + num_beams * (blocks.blocks_needed(end) - full)
 
         results: list[dict[str, Any]] = [None] * len(prompts)  # type: ignore[list-item]
         with self._lock:

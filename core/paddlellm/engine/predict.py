@@ -163,7 +163,8 @@ def predict(o: PredictOptions, log: Callable[[str], None] = print) -> dict[str, 
             "speculate_method", "speculate_max_draft_token_num", "speculate_max_ngram_size",
             "speculate_verify_window", "speculate_max_candidate_len")}
     engine = LLMEngine.from_pretrained(o.model_name_or_path, dtype=o.dtype, block_size=o.block_size,
-                                       num_blocks=o.num_blocks, max_num_seqs=o.batch_size,
+                                       num_blocks=o.num_blocks, max_num_seqs=o.batch_size * (
+                                           o.num_beams if o.decode_strategy == "beam_search" else 1),
                                        lora_path=o.lora_path, quant_type=o.quant_type,
                                        device=o.device, **spec)
     if engine.tokenizer is None:
