@@ -133,3 +133,27 @@ def test_llm_predict_beam_search(tmp_path):
     proc = run_cli("predict", "--input_file", str(inp), "--decode_strategy", "beam_search",
                    env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 2 and "needs --num_beams >= 2" in proc.stderr
+
+
+FIXTURES = default_model_path().parents[3] / "plugins" / "models" / "tests" / "fixtures"
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma2", "bloom", "gpt2"])
+def test_engine_beam_search_equals_transformers_fixtures(name):
+    """transformers' beam search outputs (scripts/fixtures/make_model_fixtures.py, 3 beams,
+    8 new tokens, left-padded batch) from the engine, each row unpadded."""
+    import numpy as np
+
+    with np.load(FIXTURES / f"{name}.npz") as data:
+        ref = {k: data[k] for k in data.files}
+    model = AutoModelForCausalLM.from_pretrained(FIXTURES / name)
+    engine = LLMEngine(model, None, block_size=4, num_blocks=200)
+    rows = [ids[mask.astype(bool)].tolist() for ids, mask in zip(ref["batch_ids"], ref["batch_mask"])]
+    plain = engine.beam_search(rows, 3, 8, ignore_eos=True)
+    assert [r["token_ids"] for r in plain] == ref["beam_batch"].tolist()
+    eos = int(ref["beam_eos"])
+    with_eos = engine.beam_search(rows, 3, 8, ignore_eos=True, stop_token_ids=[eos])
+    for r, want in zip(with_eos, ref["beam_eos_batch"].tolist()):
+        want = want[:want.index(eos) + 1] if eos in want else want
+        assert r["token_ids"] == want
+    assert engine.stats()["kv_blocks_used"] == 0

@@ -2,6 +2,8 @@
 forward over the paged cache, rejected slots freed, stops/usage/logprobs unchanged."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -222,3 +224,43 @@ def test_a_registered_drafter_is_a_plugin_point(base):
         assert run(engine, [prompt], sp)[0]["ids"] == run(make(base), [prompt], sp)[0]["ids"]
     finally:
         DRAFTERS.pop("test-echo")
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "plugins" / "models" / "tests" / "fixtures"
+
+
+@pytest.mark.parametrize("name", ["llama", "mistral", "gemma2", "bloom", "gpt2", "qwen2_moe"])
+def test_every_family_speculates_exactly(name):
+    """Random tiny checkpoints of other families (sliding window, softcap, ALiBi, learned
+    positions, MoE): prompts with a repeated half so drafts exist; greedy output equal."""
+    from paddlellm import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(FIXTURES / name)
+    rng = np.random.default_rng(1)
+    vocab = model.config.vocab_size
+    prompts = [np.tile(rng.integers(0, vocab, n), 2).tolist() for n in (5, 9, 3)]
+    params = [SamplingParams(max_tokens=m, temperature=0, ignore_eos=True) for m in (12, 7, 16)]
+    plain = run(LLMEngine(model, None, block_size=4, num_blocks=64), prompts, params)
+    engine = LLMEngine(model, None, block_size=4, num_blocks=64, **SPEC)
+    assert run(engine, prompts, params) == plain
+    assert engine.stats()["spec_draft_tokens"] > 0 and engine.stats()["kv_blocks_used"] == 0
+
+
+def test_llm_predict_speculative_equals_plain(tmp_path):
+    from helpers import run_cli
+
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"src": "Repeat: a b c a b c"}\n{"src": "Sort: 3 1 2"}\n')
+    common = ["predict", "--input_file", str(inp), "--batch_size", "2", "--max_length", "90",
+              "--decode_strategy", "greedy_search", "--block_size", "16", "--benchmark"]
+    env = {"OMP_NUM_THREADS": "1"}
+    run_cli(*common, "--output_file", str(tmp_path / "a.jsonl"), env=env, check=True)
+    proc = run_cli(*common, "--output_file", str(tmp_path / "b.jsonl"), "--speculate_method",
+                   "inference_with_reference", "--speculate_max_draft_token_num", "3",
+                   "--speculate_max_ngram_size", "2", "--speculate_verify_window", "3",
+                   env=env, check=True)
+    assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
+    assert "tokens per sequence per step" in proc.stderr
+    assert "verified exactly here" in proc.stderr  # the TopP+window options are a note
+    bad = run_cli("predict", "--input_file", str(inp), "--speculate_method", "eagle", env=env)
+    assert bad.returncode == 2 and "unknown --speculate_method 'eagle'" in bad.stderr
