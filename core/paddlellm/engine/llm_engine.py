@@ -213,13 +213,15 @@ class LLMEngine:
 
     def _propose(self, batch: ScheduledBatch) -> list[list[int]]:
         """Draft tokens per scheduled sequence, with KV blocks allocated for them; never
-        more than the request may still generate minus the target's own token."""
+        more than the request may still generate minus the target's own token, nor past
+        the step's token budget (``max_num_batched_tokens``) or the free blocks."""
         drafts: list[list[int]] = [[] for _ in batch.seqs]
         if self.drafter is None:
             return drafts
         blocks = self.cache.blocks
+        budget = self.scheduler.max_num_batched_tokens - sum(batch.num_new)  # tokens per step
         for i, seq in enumerate(batch.seqs):
-            room = min(self.speculative.max_draft_token_num,
+            room = min(self.speculative.max_draft_token_num, budget,
                        seq.params.max_tokens - len(seq.output_ids) - 1,
                        seq.max_len - seq.length - 1)
             if room < 1:
@@ -232,6 +234,7 @@ class LLMEngine:
             if d:
                 blocks.allocate(seq.request_id, seq.length + len(d))
                 drafts[i] = d
+                budget -= len(d)
         return drafts
 
     def _execute(self, batch: ScheduledBatch, drafts: list[list[int]]):
