@@ -91,7 +91,7 @@ def test_bad_input_names_file_and_line(tmp_path):
     proc = run_cli("predict", "--input_file", str(inp), "--decode_strategy", "beam",
                    env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 2
-    assert "unknown --decode_strategy 'beam'; valid: greedy_search, sampling" in proc.stderr
+    assert "unknown --decode_strategy 'beam'; valid: greedy_search, sampling, beam_search" in proc.stderr
 
 
 def test_prefix_path_decodes_with_the_prefix(tmp_path):

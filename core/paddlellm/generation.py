@@ -367,6 +367,63 @@ class _Hypotheses:
         return self.worst >= best_sum_logprobs / (max(new_len, 1) ** self.length_penalty)
 
 
+def beam_step(logits, beam_scores: np.ndarray, seqs: list[list[int]], hyps: list[_Hypotheses],
+              done: np.ndarray, cfg: GenerationConfig, step: int):
+    """One beam-search step (shared by :func:`generate` and the engine's beam search).
+
+    ``logits``: ``(B * nb, V)`` float32 Paddle tensor, processed (penalty, min length);
+    ``beam_scores``: ``(B, nb)`` running sums of log-probabilities; ``seqs``: the ``B * nb``
+    beams' new tokens. Finished candidates (eos / stop sequence) ranked within the top
+    ``nb`` go to ``hyps``; ``done`` is updated in place. Returns ``(beam_scores,
+    next_tokens, next_beams, seqs)`` with ``next_beams`` the source row of each new beam.
+    """
+    import paddle
+
+    batch, nb = beam_scores.shape
+    eos, pad = set(cfg.eos_ids), _pad_id(cfg)
+    logprobs = logits - paddle.logsumexp(logits, axis=-1, keepdim=True)  # (B*nb, V)
+    vocab = logprobs.shape[-1]
+    scores = logprobs + paddle.to_tensor(beam_scores.reshape([-1, 1]))
+    top_scores, top_idx = paddle.topk(scores.reshape([batch, nb * vocab]), 2 * nb, axis=-1)
+    top_scores, top_idx = top_scores.numpy(), top_idx.numpy()
+    next_scores = np.zeros((batch, nb), dtype=np.float32)
+    next_tokens = np.full((batch, nb), pad, dtype=np.int64)
+    next_beams = np.zeros((batch, nb), dtype=np.int64)
+    for b in range(batch):
+        if done[b]:
+            next_beams[b] = b * nb
+            continue
+        k = 0
+        for rank in range(2 * nb):
+            beam, token = divmod(int(top_idx[b, rank]), vocab)
+            score, src = float(top_scores[b, rank]), b * nb + beam
+            candidate = seqs[src] + [token]
+            if token in eos or _ends_with_stop(candidate, cfg.stop_sequences):
+                if rank < nb:
+                    hyps[b].add(candidate, score, step + 1)
+                continue
+            next_scores[b, k], next_tokens[b, k], next_beams[b, k] = score, token, src
+            k += 1
+            if k == nb:
+                break
+        done[b] = hyps[b].is_done(float(next_scores[b].max()), step + 1)
+    seqs = [seqs[int(src)] + [int(tok)]
+            for src, tok in zip(next_beams.reshape(-1), next_tokens.reshape(-1))]
+    return next_scores, next_tokens, next_beams, seqs
+
+
+def beam_best(hyps: list[_Hypotheses], seqs: list[list[int]], beam_scores: np.ndarray,
+              done: np.ndarray) -> list[list[int]]:
+    """The best hypothesis of every batch row once the search ends (rows not done add their
+    live beams first, as transformers does)."""
+    nb = beam_scores.shape[1]
+    for b, h in enumerate(hyps):
+        if not done[b]:
+            for j in range(nb):
+                h.add(seqs[b * nb + j], float(beam_scores[b, j]), len(seqs[b * nb + j]))
+    return [max(h.beams, key=lambda x: x[0])[1] for h in hyps]
+
+
 def _beam_search(model, ids, mask, cfg: GenerationConfig):
     import paddle
 
@@ -376,7 +433,7 @@ def _beam_search(model, ids, mask, cfg: GenerationConfig):
     runner = _Runner(model, paddle.index_select(ids, expand, axis=0),
                      paddle.index_select(mask, expand, axis=0), prompt_len + cfg.max_new_tokens,
                      cfg.use_cache)
-    eos, pad = set(cfg.eos_ids), _pad_id(cfg)
+    pad = _pad_id(cfg)
     hyps = [_Hypotheses(nb, cfg.length_penalty, cfg.early_stopping) for _ in range(batch)]
     done = np.zeros(batch, dtype=bool)
     beam_scores = np.zeros((batch, nb), dtype=np.float32)
@@ -386,44 +443,13 @@ def _beam_search(model, ids, mask, cfg: GenerationConfig):
     for step in range(cfg.max_new_tokens):
         logits = apply_repetition_penalty(logits, runner.ids, cfg.repetition_penalty, runner.mask)
         logits = _mask_eos(logits, cfg, step)
-        logprobs = logits - paddle.logsumexp(logits, axis=-1, keepdim=True)  # (B*nb, V)
-        vocab = logprobs.shape[-1]
-        scores = logprobs + paddle.to_tensor(beam_scores.reshape([-1, 1]))
-        top_scores, top_idx = paddle.topk(scores.reshape([batch, nb * vocab]), 2 * nb, axis=-1)
-        top_scores, top_idx = top_scores.numpy(), top_idx.numpy()
-        next_scores = np.zeros((batch, nb), dtype=np.float32)
-        next_tokens = np.full((batch, nb), pad, dtype=np.int64)
-        next_beams = np.zeros((batch, nb), dtype=np.int64)
-        for b in range(batch):
-            if done[b]:
-                next_beams[b] = b * nb
-                continue
-            k = 0
-            for rank in range(2 * nb):
-                beam, token = divmod(int(top_idx[b, rank]), vocab)
-                score, src = float(top_scores[b, rank]), b * nb + beam
-                candidate = seqs[src] + [token]
-                if token in eos or _ends_with_stop(candidate, cfg.stop_sequences):
-                    if rank < nb:
-                        hyps[b].add(candidate, score, step + 1)
-                    continue
-                next_scores[b, k], next_tokens[b, k], next_beams[b, k] = score, token, src
-                k += 1
-                if k == nb:
-                    break
-            done[b] = hyps[b].is_done(float(next_scores[b].max()), step + 1)
-        beam_scores = next_scores
-        seqs = [seqs[int(src)] + [int(tok)]
-                for src, tok in zip(next_beams.reshape(-1), next_tokens.reshape(-1))]
+        beam_scores, next_tokens, next_beams, seqs = beam_step(logits, beam_scores, seqs, hyps,
+                                                               done, cfg, step)
         if done.all() or step == cfg.max_new_tokens - 1:
             break
         runner.reorder(paddle.to_tensor(next_beams.reshape(-1)))
         logits = runner.step(paddle.to_tensor(next_tokens.reshape(-1)))
-    for b in range(batch):
-        if not done[b]:
-            for j in range(nb):
-                hyps[b].add(seqs[b * nb + j], float(beam_scores[b, j]), len(seqs[b * nb + j]))
-    best = [max(h.beams, key=lambda x: x[0])[1] for h in hyps]
+    best = beam_best(hyps, seqs, beam_scores, done)
     width = max(len(s) for s in best) if best else 0
     out = np.full((batch, width), pad, dtype=np.int64)
     for b, s in enumerate(best):

@@ -49,7 +49,10 @@ def predict(
     src_length: int = typer.Option(1024, "--src_length", help="Max prompt tokens (keeps the end)."),
     max_length: int = typer.Option(2048, "--max_length",
                                    help="Max prompt + generated tokens (capped by the model)."),
-    decode_strategy: str = DECODE_STRATEGY,
+    decode_strategy: str = typer.Option(
+        "sampling", "--decode_strategy",
+        help="greedy_search | sampling (top_k=1 is greedy) | beam_search (with --num_beams)."),
+    num_beams: int = typer.Option(1, "--num_beams", help="Beams of --decode_strategy beam_search."),
     top_k: int = TOP_K,
     top_p: float = TOP_P,
     temperature: float = TEMPERATURE,
@@ -72,6 +75,19 @@ def predict(
     cachekv_int8_type: Optional[str] = typer.Option(
         None, "--cachekv_int8_type", help="static: the int8 KV cache of an a8w8c8 checkpoint "
         "(checked); PaddleNLP's deprecated dynamic is refused with a hint."),
+    speculate_method: Optional[str] = typer.Option(
+        None, "--speculate_method", help="None | inference_with_reference (n-gram prompt lookup "
+        "drafts, verified exactly: output as without it)."),
+    speculate_max_draft_token_num: int = typer.Option(
+        1, "--speculate_max_draft_token_num", help="Draft tokens proposed per step."),
+    speculate_max_ngram_size: int = typer.Option(
+        1, "--speculate_max_ngram_size", help="Longest n-gram matched to find drafts."),
+    speculate_verify_window: int = typer.Option(
+        2, "--speculate_verify_window", help="PaddleNLP TopP+window verify; accepted, unused: "
+        "verification here is exact."),
+    speculate_max_candidate_len: int = typer.Option(
+        5, "--speculate_max_candidate_len", help="PaddleNLP TopP+window verify; accepted, "
+        "unused: verification here is exact."),
     inference_model: bool = typer.Option(False, "--inference_model",
                                          help="PaddleNLP: accepted; the engine is always the inference path."),
     mode: str = typer.Option("dynamic", "--mode", help="PaddleNLP: dynamic (static: no exported graph here)."),
@@ -98,6 +114,10 @@ def predict(
                                              "append_attn", "avx_model", "avx_type")}
         values["dtype"], values["quant_type"], notes = predictor_flags(
             **compat, cachekv_int8_type=cachekv_int8_type, dtype=dtype, quant_type=quant_type)
+        if (speculate_verify_window, speculate_max_candidate_len) != (2, 5):
+            notes.append("--speculate_verify_window/--speculate_max_candidate_len tune "
+                         "PaddleNLP's approximate TopP+window verification; drafts are verified "
+                         "exactly here (greedy match / rejection sampling), so they change nothing")
         for note in notes:
             typer.echo(f"note: {note}", err=True)
         run_predict(PredictOptions(**values), log=lambda msg: typer.echo(msg, err=True))

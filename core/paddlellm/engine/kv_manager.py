@@ -32,7 +32,9 @@ def num_blocks_for_budget(budget_bytes: int, num_layers: int, block_size: int, k
 
 
 class BlockManager:
-    """Free list of block ids and the block table of every sequence."""
+    """Free list of block ids, the block table of every sequence, and a reference count per
+    block: beams of one beam search share blocks (:meth:`reassign`) and copy a shared block
+    before writing into it (:meth:`prepare_write`, copy-on-write)."""
 
     def __init__(self, num_blocks: int, block_size: int) -> None:
         if num_blocks < 1 or block_size < 1:
@@ -40,6 +42,7 @@ class BlockManager:
         self.num_blocks, self.block_size = num_blocks, block_size
         self._free: list[int] = list(range(num_blocks - 1, -1, -1))  # pop() gives 0, 1, ...
         self.tables: dict[str, list[int]] = {}
+        self.refs = [0] * num_blocks  # tables holding each block
 
     # -- queries ------------------------------------------------------------------------
     @property
@@ -69,14 +72,81 @@ class BlockManager:
             raise MemoryError(f"KV cache: {extra} blocks needed, {len(self._free)} free")
         table = self.tables.setdefault(seq_id, [])
         for _ in range(extra):
-            table.append(self._free.pop())
+            table.append(self._take())
         return table
 
+    def _take(self) -> int:
+        block = self._free.pop()
+        self.refs[block] = 1
+        return block
+
+    def _release(self, blocks: list[int]) -> int:
+        """Drop one reference to each of ``blocks``; those left unreferenced return to the
+        pool (in reverse, so a freed table is reused in order). The number returned."""
+        back = []
+        for block in reversed(blocks):
+            self.refs[block] -= 1
+            if self.refs[block] == 0:
+                back.append(block)
+        self._free.extend(back)
+        return len(back)
+
     def free(self, seq_id: str) -> int:
-        """Return every block of ``seq_id`` to the pool; the number freed."""
-        table = self.tables.pop(seq_id, [])
-        self._free.extend(reversed(table))
-        return len(table)
+        """Drop ``seq_id``'s table; its blocks no other table holds return to the pool (the
+        number returned)."""
+        return self._release(self.tables.pop(seq_id, []))
+
+    def fork(self, src: str, dst: str) -> None:
+        """``dst`` gets ``src``'s table, sharing its blocks (no copy until a write)."""
+        if dst in self.tables:
+            raise ValueError(f"sequence '{dst}' already has blocks")
+        table = list(self.tables[src])
+        for block in table:
+            self.refs[block] += 1
+        self.tables[dst] = table
+
+    def reassign(self, seq_ids: list[str], sources: list[int]) -> None:
+        """Beam reordering: ``seq_ids[k]`` takes the table ``seq_ids[sources[k]]`` had
+        (shared), then the old tables are dropped."""
+        old = [self.tables[s] for s in seq_ids]
+        new = [list(old[src]) for src in sources]
+        for table in new:
+            for block in table:
+                self.refs[block] += 1
+        for table in old:
+            self._release(table)
+        for s, table in zip(seq_ids, new):
+            self.tables[s] = table
+
+    def prepare_write(self, seq_id: str, start: int, end: int) -> list[tuple[int, int]]:
+        """Make ``seq_id`` own the blocks of positions ``start..end-1`` before they are
+        written: grow its table, and replace every block there that another table shares by
+        a fresh one. Returns the ``(shared, fresh)`` pairs whose contents must be copied."""
+        self.allocate(seq_id, end)
+        table = self.tables[seq_id]
+        copies = []
+        for i in range(start // self.block_size, self.blocks_needed(end)):
+            block = table[i]
+            if self.refs[block] > 1:
+                if not self._free:
+                    raise MemoryError("KV cache: no free block to copy a shared block into")
+                fresh = self._take()
+                self.refs[block] -= 1
+                table[i] = fresh
+                copies.append((block, fresh))
+        return copies
+
+    def truncate(self, seq_id: str, num_tokens: int) -> int:
+        """Keep only the blocks ``seq_id`` needs for its first ``num_tokens`` tokens (after
+        rejected speculative tokens); the blocks left empty go back to the pool. The number
+        freed."""
+        table = self.tables.get(seq_id)
+        if table is None:
+            return 0
+        keep = self.blocks_needed(num_tokens)
+        dropped = table[keep:]
+        del table[keep:]
+        return self._release(dropped)
 
     def slots(self, seq_id: str, start: int, end: int) -> np.ndarray:
         """Pool slots of token positions ``start..end-1`` of ``seq_id``."""
@@ -172,6 +242,23 @@ class PagedKVCache:
     def nbytes(self) -> int:
         return self.num_blocks * block_bytes(self.num_layers, self.block_size, self.kv_heads,
                                              self.head_dim, self.dtype)
+
+    def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
+        """Copy the keys/values of block ``src`` into block ``dst`` for every ``(src, dst)``
+        (copy-on-write of blocks shared by beams), in every layer."""
+        import paddle
+
+        if not pairs:
+            return
+        if type(self) is not PagedKVCache and not getattr(self, "supports_block_copy", False):
+            raise ValueError(f"{type(self).__name__} cannot copy blocks (beam search needs a "
+                             "plain float KV cache)")
+        bs = self.block_size
+        src = np.concatenate([np.arange(a * bs, (a + 1) * bs) for a, _ in pairs])
+        dst = np.concatenate([np.arange(b * bs, (b + 1) * bs) for _, b in pairs])
+        src_t, dst_t = paddle.to_tensor(src), paddle.to_tensor(dst)
+        for pool in (*self.key_pools, *self.value_pools):
+            paddle.scatter_(pool, dst_t, paddle.gather(pool, src_t), overwrite=True)
 
     def batch(self, seq_ids: list[str], cached: list[int], new: list[int]) -> PagedBatch:
         """The view for one call: sequence ``seq_ids[s]`` has ``cached[s]`` keys in the pool

@@ -19,6 +19,8 @@ from .kv_manager import DEFAULT_KV_CACHE_BYTES, PagedKVCache, num_blocks_for_bud
 from .sampling import (RequestOutput, SamplingParams, StopTracker, check_logits,
                        repetition_penalty, sample_row, token_logprobs)
 from .scheduler import ScheduledBatch, Scheduler, Sequence
+from .speculative import (SPECULATE_METHODS_OFF, SpeculativeConfig, accept_or_resample,
+                          make_drafter, target_probs)
 
 
 STRIDE_FLAG = "FLAGS_use_stride_kernel"
@@ -54,7 +56,10 @@ class LLMEngine:
     def __init__(self, model: Any, tokenizer: Any = None, *, block_size: int = 64,
                  num_blocks: int | None = None, max_num_seqs: int = 64,
                  max_model_len: int | None = None, kv_cache_bytes: int | None = None,
-                 max_num_batched_tokens: int | None = None, model_name: str = "model") -> None:
+                 max_num_batched_tokens: int | None = None, model_name: str = "model",
+                 speculate_method: str | None = None, speculate_max_draft_token_num: int = 1,
+                 speculate_max_ngram_size: int = 1, speculate_verify_window: int = 2,
+                 speculate_max_candidate_len: int = 5, drafter: Any = None) -> None:
         import paddle
 
         c = model.config
@@ -87,7 +92,18 @@ class LLMEngine:
         self._aborted: list[RequestOutput] = []
         self._lock = threading.RLock()
         self.counters = {"requests_added": 0, "requests_finished": 0, "requests_aborted": 0,
-                         "prompt_tokens": 0, "generation_tokens": 0, "steps": 0}
+                         "prompt_tokens": 0, "generation_tokens": 0, "steps": 0,
+                         "seq_steps": 0, "seq_step_tokens": 0, "spec_draft_tokens": 0,
+                         "spec_accepted_tokens": 0}
+        # speculative decoding (see .speculative): a named drafter, or any object with
+        # propose(seq_tokens, k) passed as ``drafter``
+        self.speculative = self.drafter = None
+        if speculate_method not in SPECULATE_METHODS_OFF or drafter is not None:
+            self.speculative = SpeculativeConfig(
+                speculate_method if speculate_method not in SPECULATE_METHODS_OFF else "custom",
+                speculate_max_draft_token_num, speculate_max_ngram_size,
+                speculate_verify_window, speculate_max_candidate_len)
+            self.drafter = drafter if drafter is not None else make_drafter(self.speculative, model)
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, dtype: str = "float32",
@@ -181,7 +197,7 @@ class LLMEngine:
         with self._lock:
             return bool(self._requests or self._aborted)
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, float]:
         with self._lock:
             blocks = self.cache.blocks
             return {"num_running": len(self.scheduler.running),
@@ -189,72 +205,149 @@ class LLMEngine:
                     "kv_blocks_total": blocks.num_blocks, "kv_blocks_used": blocks.num_used,
                     "kv_blocks_free": blocks.num_free, "block_size": blocks.block_size,
                     "num_preemptions": self.scheduler.num_preemptions,
-                    "max_num_seqs": self.scheduler.max_num_seqs, **self.counters}
+                    "max_num_seqs": self.scheduler.max_num_seqs, **self.counters,
+                    # tokens each running sequence gained per step (1 without speculation)
+                    "tokens_per_seq_step": (self.counters["seq_step_tokens"]
+                                            / max(self.counters["seq_steps"], 1)),
+                    "spec_acceptance_rate": (self.counters["spec_accepted_tokens"]
+                                             / max(self.counters["spec_draft_tokens"], 1))}
 
     # -- the step ----------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
-        """Schedule, run the model once, sample one token per scheduled sequence."""
+        """Schedule, run the model once, then give each scheduled sequence its next token
+        (with speculation: its accepted drafts plus one token from the target)."""
         with self._lock:
             outputs, self._aborted = self._aborted, []
             batch = self.scheduler.schedule()
             if not batch:
                 return outputs
             self.counters["steps"] += 1
-            logits = self._execute(batch)  # (S, V) float32
-            return outputs + self._update(batch, logits)
+            drafts = self._propose(batch)
+            logits = self._execute(batch, drafts)  # (sum(1 + len(d)), V) float32
+            return outputs + self._update(batch, logits, drafts)
 
-    def _execute(self, batch: ScheduledBatch):
+    def _propose(self, batch: ScheduledBatch) -> list[list[int]]:
+        """Draft tokens per scheduled sequence, with KV blocks allocated for them; never
+        more than the request may still generate minus the target's own token, nor past
+        the step's token budget (``max_num_batched_tokens``) or the free blocks."""
+        drafts: list[list[int]] = [[] for _ in batch.seqs]
+        if self.drafter is None:
+            return drafts
+        blocks = self.cache.blocks
+        budget = self.scheduler.max_num_batched_tokens - sum(batch.num_new)  # tokens per step
+        for i, seq in enumerate(batch.seqs):
+            room = min(self.speculative.max_draft_token_num, budget,
+                       seq.params.max_tokens - len(seq.output_ids) - 1,
+                       seq.max_len - seq.length - 1)
+            if room < 1:
+                continue
+            d = [int(t) for t in self.drafter.propose(seq.all_ids, room)][:room]
+            vocab = self.model.config.vocab_size
+            d = d[:next((j for j, t in enumerate(d) if not 0 <= t < vocab), len(d))]
+            while d and not blocks.can_allocate(seq.request_id, seq.length + len(d)):
+                d.pop()  # the pool is short: draft fewer rather than preempt anyone
+            if d:
+                blocks.allocate(seq.request_id, seq.length + len(d))
+                drafts[i] = d
+                budget -= len(d)
+        return drafts
+
+    def _execute(self, batch: ScheduledBatch, drafts: list[list[int]]):
+        """One forward over every scheduled sequence's new tokens and drafts; the logits
+        rows of each sequence's last new token and of each of its drafts, in order."""
         import paddle
 
-        ids, pos, cached = [], [], []
-        for seq, n in zip(batch.seqs, batch.num_new):
+        ids, pos, cached, fed, rows = [], [], [], [], []
+        for seq, n, d in zip(batch.seqs, batch.num_new, drafts):
             start = seq.length - n
             ids.extend(seq.all_ids[start:])
-            pos.extend(range(start, seq.length))
+            ids.extend(d)
+            pos.extend(range(start, seq.length + len(d)))
             cached.append(start)
-        view = self.cache.batch([s.request_id for s in batch.seqs], cached, batch.num_new)
+            fed.append(n + len(d))
+            end = len(ids)  # rows of the last new token and every draft
+            rows.extend(range(end - len(d) - 1, end))
+        view = self.cache.batch([s.request_id for s in batch.seqs], cached, fed)
         input_ids = paddle.to_tensor(np.asarray(ids, dtype=np.int64)[None])  # (1, N)
         position_ids = paddle.to_tensor(np.asarray(pos, dtype=np.int64)[None])  # (1, N)
         with paddle.no_grad(), plain_transposes(self._plain_transposes):
             hidden = self.model.forward_hidden(input_ids, position_ids=position_ids, cache=view)
-            last = np.cumsum(batch.num_new) - 1  # (S,) each sequence's last new token
-            if len(last) != hidden.shape[1]:
-                hidden = paddle.index_select(hidden[0], paddle.to_tensor(last), axis=0)[None]
-            logits = self.model.logits(hidden)[0].astype("float32")  # (S, V)
+            if len(rows) != hidden.shape[1]:
+                hidden = paddle.index_select(hidden[0], paddle.to_tensor(np.asarray(rows)),
+                                             axis=0)[None]
+            logits = self.model.logits(hidden)[0].astype("float32")  # (R, V)
         for seq in batch.seqs:
             seq.num_cached = seq.length
         return logits
 
-    def _update(self, batch: ScheduledBatch, logits) -> list[RequestOutput]:
+    def _verify(self, seq: Sequence, draft: list[int], rows, greedy) -> tuple[list[int], list]:
+        """The tokens this step emits for ``seq``: accepted drafts, then the target's token
+        (see :mod:`.speculative`); with their logprobs when asked."""
+        p = seq.params
+        if rows is None:  # plain greedy: argmax computed on the device
+            out = []
+            for j, target in enumerate(int(t) for t in greedy):
+                out.append(target)
+                if j == len(draft) or draft[j] != target:
+                    break
+            return out, []
+        out, lps = [], []
+        for j in range(len(draft) + 1):
+            row = repetition_penalty(rows[j], seq.all_ids + out, p.repetition_penalty)
+            if j == len(draft):
+                token, keep = sample_row(row, p, seq.rng), False
+            elif p.greedy:
+                token = sample_row(row, p, seq.rng)
+                keep = token == draft[j]
+            else:
+                token, keep = accept_or_resample(target_probs(row, p.temperature, p.top_k, p.top_p),
+                                                 draft[j], seq.rng)
+            out.append(token)
+            if p.logprobs is not None:
+                lps.append(token_logprobs(rows[j], token, p.logprobs))
+            if not keep:
+                break
+        return out, lps
+
+    def _update(self, batch: ScheduledBatch, logits, drafts: list[list[int]]) -> list[RequestOutput]:
         import paddle
 
         host = any(s.params.needs_logits for s in batch.seqs)
-        rows = logits.numpy() if host else None  # (S, V)
+        all_rows = logits.numpy() if host else None  # (R, V)
         if not host:  # paddle's argmax skips NaN: check each row's max (NaN, +inf or all -inf)
             check_logits(paddle.max(logits, axis=-1).numpy()[:, None])
-        greedy = None if host else paddle.argmax(logits, axis=-1).numpy()  # (S,)
+        greedy = None if host else paddle.argmax(logits, axis=-1).numpy()  # (R,)
         outputs = []
-        for i, seq in enumerate(batch.seqs):
+        r = 0
+        for seq, draft in zip(batch.seqs, drafts):
             p = seq.params
-            lp = None
-            if host:
-                row = repetition_penalty(rows[i], seq.all_ids, p.repetition_penalty)
-                token = sample_row(row, p, seq.rng)
-                if p.logprobs is not None:
-                    lp = [token_logprobs(rows[i], token, p.logprobs)]
-            else:
-                token = int(greedy[i])
-            seq.output_ids.append(token)
-            self.counters["generation_tokens"] += 1
-            reason, text, stopped = None, "", False
-            if token in seq.stop_ids:  # eos / stop token: not part of the text
-                reason = "stop"
-            else:
-                text, stopped = seq.tracker.push(token)
-                if stopped:  # the text was cut before the stop string
+            span = slice(r, r + len(draft) + 1)
+            r += len(draft) + 1
+            tokens, lps = self._verify(seq, draft, None if all_rows is None else all_rows[span],
+                                       None if greedy is None else greedy[span])
+            self.counters["seq_steps"] += 1
+            self.counters["seq_step_tokens"] += len(tokens)
+            if draft:
+                self.counters["spec_draft_tokens"] += len(draft)
+                self.counters["spec_accepted_tokens"] += len(tokens) - 1
+            emitted, text, reason, stopped = [], "", None, False
+            for token in tokens:
+                seq.output_ids.append(token)
+                emitted.append(token)
+                self.counters["generation_tokens"] += 1
+                if token in seq.stop_ids:  # eos / stop token: not part of the text
                     reason = "stop"
-            if reason is None and (len(seq.output_ids) >= p.max_tokens or seq.length >= seq.max_len):
-                reason = "length"
+                else:
+                    piece, stopped = seq.tracker.push(token)
+                    text += piece
+                    if stopped:  # the text was cut before the stop string
+                        reason = "stop"
+                if reason is None and (len(seq.output_ids) >= p.max_tokens
+                                       or seq.length >= seq.max_len):
+                    reason = "length"
+                if reason is not None:
+                    break
+            lps = lps[:len(emitted)] if p.logprobs is not None else None
             if reason is not None:
                 if not stopped:
                     text += seq.tracker.finish()
@@ -262,7 +355,10 @@ class LLMEngine:
                 self.scheduler.finish(seq)
                 self._requests.pop(seq.request_id, None)
                 self.counters["requests_finished"] += 1
-            outputs.append(self._output(seq, [token], text, lp))
+            elif draft:  # rejected drafts: their keys/values are dropped with their blocks
+                seq.num_cached = seq.length - 1
+                self.cache.blocks.truncate(seq.request_id, seq.num_cached)
+            outputs.append(self._output(seq, emitted, text, lps))
         return outputs
 
     def _output(self, seq: Sequence, tokens: list[int], text: str, lp) -> RequestOutput:
@@ -291,6 +387,171 @@ class LLMEngine:
                 if on_output is not None:
                     on_output(out)
         return results
+
+
+    # -- beam search -------------------------------------------------------------------
+    def beam_search(self, prompts: Iterable[list[int]], num_beams: int,
+                    max_tokens: int | list[int], *,
+                    length_penalty: float = 1.0, early_stopping: bool = False,
+                    repetition_penalty: float = 1.0, stop_token_ids: Iterable[int] = (),
+                    ignore_eos: bool = False) -> list[dict[str, Any]]:
+        """Beam search over the paged cache; per prompt ``{"token_ids", "text",
+        "finish_reason", "logprobs"}`` of the best hypothesis, in input order. ``max_tokens``:
+        one budget, or one per prompt (each also capped by the context length).
+
+        The search is :func:`paddlellm.generation.generate`'s (transformers' rules: ``2 *
+        num_beams`` candidates per step, finished hypotheses scored ``sum_logprobs /
+        new_len ** length_penalty``, ``early_stopping`` as there), step by step the same
+        function, so the result equals ``model.generate(decode_strategy="beam_search")`` on
+        each prompt (tested). The beams of a prompt share its prompt blocks: the prompt is
+        prefilled once, every beam's block table points at the same blocks (reference
+        counted), beam reordering re-points tables, and a block that is still shared is
+        copied only when a beam writes into it (copy-on-write). Prompts run in groups of
+        ``max_num_seqs // num_beams`` (at least one); the engine's lock is held throughout.
+        """
+        from ..generation import _Hypotheses, beam_best, beam_step, make_config
+
+        prompts = [[int(t) for t in p] for p in prompts]
+        budgets = ([int(m) for m in max_tokens] if isinstance(max_tokens, (list, tuple))
+                   else [int(max_tokens)] * len(prompts))
+        if len(budgets) != len(prompts):
+            raise ValueError(f"{len(budgets)} max_tokens for {len(prompts)} prompts")
+        if num_beams < 2:
+            raise ValueError(f"beam search needs num_beams >= 2, got {num_beams}")
+        if prompts and min(budgets) < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {min(budgets)}")
+        stops = set(int(t) for t in stop_token_ids) | (set() if ignore_eos else set(self.eos_ids))
+        cfg = make_config(self.model, decode_strategy="beam_search", num_beams=num_beams,
+                          max_new_tokens=max(budgets, default=1), length_penalty=length_penalty,
+                          early_stopping=early_stopping, eos_token_id=sorted(stops))
+        vocab, blocks = self.model.config.vocab_size, self.cache.blocks
+        for p in prompts:
+            if not p or len(p) >= self.max_model_len or min(p) < 0 or max(p) >= vocab:
+                raise ValueError(f"each prompt needs 1..{self.max_model_len - 1} token ids in "
+                                 f"[0, {vocab})")
+
+        limits = [min(m, self.max_model_len - len(p)) for m, p in zip(budgets, prompts)]
+
+        def need(i: int) -> int:  # blocks for one prompt's beams at full length: the full
+            # prompt blocks are shared (never written again), every other block is one beam's
+            p = prompts[i]
+            full = len(p) // blocks.block_size
+            end = len(p) + limits[i]
+            return full + num_beams * (blocks.blocks_needed(end) - full)
+
+        results: list[dict[str, Any]] = [None] * len(prompts)  # type: ignore[list-item]
+        with self._lock:
+            i = 0
+            while i < len(prompts):
+                group, budget = [], blocks.num_free
+                while (i + len(group) < len(prompts) and len(group) * num_beams < max(
+                        self.scheduler.max_num_seqs, num_beams)):
+                    cost = need(i + len(group))
+                    if cost > budget:
+                        break
+                    group.append(i + len(group))
+                    budget -= cost
+                if not group:
+                    raise ValueError(f"beam search of a {len(prompts[i])}-token prompt with "
+                                     f"{num_beams} beams needs {need(i)} KV blocks; "
+                                     f"{blocks.num_free} are free (raise num_blocks)")
+                for j, res in zip(group, self._beam_group(
+                        [prompts[j] for j in group], [limits[j] for j in group], cfg,
+                        repetition_penalty, _Hypotheses, beam_step, beam_best)):
+                    results[j] = res
+                i += len(group)
+        return results
+
+    def _beam_group(self, prompts, limits, cfg, penalty, hyp_class, beam_step, beam_best):
+        import paddle
+
+        nb, blocks, g = cfg.num_beams, self.cache.blocks, len(prompts)
+        tag = f"beam-{id(prompts)}"
+        prompt_ids = [f"{tag}-{b}" for b in range(g)]
+        beam_ids = [[f"{tag}-{b}-{j}" for j in range(nb)] for b in range(g)]
+        self.counters["requests_added"] += g
+        self.counters["prompt_tokens"] += sum(map(len, prompts))
+        try:
+            for sid, p in zip(prompt_ids, prompts):
+                blocks.allocate(sid, len(p))
+            logits = self._forward_last(prompt_ids, [0] * g, prompts)  # (g, V)
+            logits = paddle.index_select(logits, paddle.to_tensor(np.repeat(np.arange(g), nb)),
+                                         axis=0)  # (g * nb, V): every beam starts alike
+            for b in range(g):
+                for bid in beam_ids[b]:
+                    blocks.fork(prompt_ids[b], bid)
+                blocks.free(prompt_ids[b])
+            hyps = [hyp_class(nb, cfg.length_penalty, cfg.early_stopping) for _ in range(g)]
+            done = np.zeros(g, dtype=bool)
+            scores = np.zeros((g, nb), dtype=np.float32)
+            scores[:, 1:] = -1e9  # expand from the first beam only, as generate
+            seqs: list[list[int]] = [[] for _ in range(g * nb)]
+            for step in range(max(limits)):
+                self.counters["steps"] += 1
+                if penalty != 1.0:
+                    rows = logits.numpy()
+                    rows = np.stack([repetition_penalty(rows[k], prompts[k // nb] + seqs[k], penalty)
+                                     for k in range(g * nb)])
+                    logits = paddle.to_tensor(rows)
+                was_done = done.copy()
+                scores, tokens, sources, seqs = beam_step(logits, scores, seqs, hyps, done, cfg, step)
+                for b in range(g):  # a prompt whose budget ends here: its live beams compete
+                    if not done[b] and step == limits[b] - 1:
+                        beam_best([hyps[b]], seqs[b * nb:(b + 1) * nb], scores[b:b + 1],
+                                  np.zeros(1, dtype=bool))
+                        done[b] = True
+                for b in np.flatnonzero(done & ~was_done):
+                    for bid in beam_ids[b]:
+                        blocks.free(bid)
+                if done.all():
+                    break
+                active = np.flatnonzero(~done)
+                ids, starts, feed, copies = [], [], [], []
+                for b in active:
+                    blocks.reassign(beam_ids[b], (sources[b] - b * nb).tolist())
+                    for j, bid in enumerate(beam_ids[b]):
+                        pos = len(prompts[b]) + step
+                        copies += blocks.prepare_write(bid, pos, pos + 1)
+                        ids.append(bid)
+                        starts.append(pos)
+                        feed.append([int(tokens[b, j])])
+                self.cache.copy_blocks(copies)
+                out = self._forward_last(ids, starts, feed)  # (active * nb, V)
+                rows = np.concatenate([np.arange(b * nb, (b + 1) * nb) for b in active])
+                logits = paddle.scatter(paddle.zeros([g * nb, out.shape[-1]], dtype="float32"),
+                                        paddle.to_tensor(rows), out, overwrite=True)
+        finally:
+            for sid in prompt_ids + [bid for row in beam_ids for bid in row]:
+                blocks.free(sid)
+        best = [max(h.beams, key=lambda x: x[0])[1] for h in hyps]
+        results = []
+        stops = set(cfg.eos_ids)
+        for p, tokens in zip(prompts, best):
+            stopped = bool(tokens) and tokens[-1] in stops
+            tracker = StopTracker(self.tokenizer, p, [])
+            text = "".join(tracker.push(t)[0] for t in (tokens[:-1] if stopped else tokens))
+            results.append({"token_ids": list(tokens), "text": text + tracker.finish(),
+                            "finish_reason": "stop" if stopped else "length", "logprobs": []})
+            self.counters["generation_tokens"] += len(tokens)
+            self.counters["requests_finished"] += 1
+        return results
+
+    def _forward_last(self, seq_ids: list[str], starts: list[int], tokens: list[list[int]]):
+        """Feed ``tokens[s]`` at positions ``starts[s]..`` of sequence ``seq_ids[s]`` (blocks
+        allocated); the float32 logits ``(S, V)`` of each sequence's last fed token."""
+        import paddle
+
+        ids = [t for toks in tokens for t in toks]
+        pos = [q for st, toks in zip(starts, tokens) for q in range(st, st + len(toks))]
+        view = self.cache.batch(seq_ids, starts, [len(t) for t in tokens])
+        with paddle.no_grad(), plain_transposes(self._plain_transposes):
+            hidden = self.model.forward_hidden(
+                paddle.to_tensor(np.asarray(ids, dtype=np.int64)[None]),
+                position_ids=paddle.to_tensor(np.asarray(pos, dtype=np.int64)[None]), cache=view)
+            last = np.cumsum([len(t) for t in tokens]) - 1
+            if len(last) != hidden.shape[1]:
+                hidden = paddle.index_select(hidden[0], paddle.to_tensor(last), axis=0)[None]
+            return self.model.logits(hidden)[0].astype("float32")
 
 
 def setup_device(device: str | None = None) -> str:

@@ -14,7 +14,7 @@ from ..data.sft import read_jsonl
 from ..errors import DataFormatError
 from .sampling import SamplingParams
 
-DECODE_STRATEGIES = ("greedy_search", "sampling")
+DECODE_STRATEGIES = ("greedy_search", "sampling", "beam_search")
 
 
 @dataclass
@@ -43,6 +43,12 @@ class PredictOptions:
     chat_template: bool = True
     benchmark: bool = False
     cachekv_int8_type: str | None = None
+    num_beams: int = 1
+    speculate_method: str | None = None
+    speculate_max_draft_token_num: int = 1
+    speculate_max_ngram_size: int = 1
+    speculate_verify_window: int = 2
+    speculate_max_candidate_len: int = 5
 
 
 #: prompts ``llm predict`` answers when no --input_file is given (PaddleNLP's predictor has
@@ -55,6 +61,10 @@ def sampling_params(o: PredictOptions, max_tokens: int, ignore_eos: bool = False
     if o.decode_strategy not in DECODE_STRATEGIES:
         raise ValueError(f"unknown --decode_strategy '{o.decode_strategy}'; valid: "
                          f"{', '.join(DECODE_STRATEGIES)}")
+    if o.decode_strategy == "beam_search" and o.num_beams < 2:
+        raise ValueError(f"--decode_strategy beam_search needs --num_beams >= 2 (got {o.num_beams})")
+    if o.decode_strategy != "beam_search" and o.num_beams > 1:
+        raise ValueError(f"--num_beams {o.num_beams} needs --decode_strategy beam_search")
     greedy = o.decode_strategy == "greedy_search" or o.top_k == 1
     return SamplingParams(max_tokens=max_tokens, temperature=0.0 if greedy else o.temperature,
                           top_k=o.top_k, top_p=o.top_p, repetition_penalty=o.repetition_penalty,
@@ -139,10 +149,24 @@ def predict(o: PredictOptions, log: Callable[[str], None] = print) -> dict[str, 
         records = read_records(o.input_file)
     if o.prefix_path:
         return _predict_with_prefix(o, records, log)
+    spec = {}
+    if o.speculate_method not in (None, "", "None", "none"):
+        from .speculative import DRAFTERS, SpeculativeConfig
+
+        if o.speculate_method not in DRAFTERS:
+            raise ValueError(f"unknown --speculate_method '{o.speculate_method}'; valid: None, "
+                             f"{', '.join(sorted(DRAFTERS))}")
+        SpeculativeConfig(o.speculate_method, o.speculate_max_draft_token_num,
+                          o.speculate_max_ngram_size, o.speculate_verify_window,
+                          o.speculate_max_candidate_len)  # option errors before the model loads
+        spec = {k: getattr(o, k) for k in (
+            "speculate_method", "speculate_max_draft_token_num", "speculate_max_ngram_size",
+            "speculate_verify_window", "speculate_max_candidate_len")}
     engine = LLMEngine.from_pretrained(o.model_name_or_path, dtype=o.dtype, block_size=o.block_size,
-                                       num_blocks=o.num_blocks, max_num_seqs=o.batch_size,
+                                       num_blocks=o.num_blocks, max_num_seqs=o.batch_size * (
+                                           o.num_beams if o.decode_strategy == "beam_search" else 1),
                                        lora_path=o.lora_path, quant_type=o.quant_type,
-                                       device=o.device)
+                                       device=o.device, **spec)
     if engine.tokenizer is None:
         raise DataFormatError(f"{o.model_name_or_path}: no tokenizer.json to encode 'src' with")
     if o.cachekv_int8_type == "static" and getattr(engine.model, "kv_cache_quant", None) != "static":
@@ -167,7 +191,16 @@ def predict(o: PredictOptions, log: Callable[[str], None] = print) -> dict[str, 
             done[out.request_id] = now
 
     t0 = time.perf_counter()
-    results = engine.generate(prompts, params, on_output=on_output)
+    if o.decode_strategy == "beam_search":
+        if spec:
+            log("note: --speculate_method is not used with beam search")
+        results = engine.beam_search(prompts, o.num_beams, [p.max_tokens for p in params],
+                                     repetition_penalty=o.repetition_penalty,
+                                     ignore_eos=o.benchmark)
+        for i in range(len(results)):
+            first[str(i)] = done[str(i)] = time.perf_counter()
+    else:
+        results = engine.generate(prompts, params, on_output=on_output)
     elapsed = time.perf_counter() - t0
     write_predictions(o.output_file, records, results)
     n_out = sum(len(res["token_ids"]) for res in results)
@@ -179,7 +212,8 @@ def predict(o: PredictOptions, log: Callable[[str], None] = print) -> dict[str, 
                "output_tokens_per_s": n_out / elapsed if elapsed else 0.0,
                "latency_p50_s": percentile(lat, 50), "latency_p90_s": percentile(lat, 90),
                "latency_p99_s": percentile(lat, 99), "ttft_p50_s": percentile(ttft, 50),
-               "num_preemptions": engine.stats()["num_preemptions"]}
+               "num_preemptions": engine.stats()["num_preemptions"],
+               "tokens_per_seq_step": engine.stats()["tokens_per_seq_step"]}
     if examples:
         for r, res in zip(records, results):
             log(f"{r['src']!r} -> {res['text']!r}")
@@ -190,6 +224,11 @@ def predict(o: PredictOptions, log: Callable[[str], None] = print) -> dict[str, 
             f"{metrics['output_tokens_per_s']:.1f} output tokens/s; latency p50 "
             f"{metrics['latency_p50_s']:.3f} s, p90 {metrics['latency_p90_s']:.3f} s, p99 "
             f"{metrics['latency_p99_s']:.3f} s; time to first token p50 {metrics['ttft_p50_s']:.3f} s")
+    if spec:
+        stats = engine.stats()
+        log(f"speculative decoding ({o.speculate_method}): {stats['tokens_per_seq_step']:.2f} "
+            f"tokens per sequence per step; {stats['spec_accepted_tokens']} of "
+            f"{stats['spec_draft_tokens']} draft tokens accepted")
     return {"results": results, "metrics": metrics}
 
 
@@ -205,6 +244,8 @@ def _predict_with_prefix(o: PredictOptions, records: list[dict[str, Any]],
 
     if o.quant_type or o.lora_path:
         raise ValueError("--prefix_path cannot be combined with --lora_path or --quant_type")
+    if o.decode_strategy == "beam_search":
+        raise ValueError("--prefix_path cannot be combined with --decode_strategy beam_search")
     setup_device(o.device)
     path = Path(o.model_name_or_path) if o.model_name_or_path else default_model_path()
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=o.dtype,
