@@ -243,6 +243,8 @@ def translate(raw: Mapping[str, Any], file: str | os.PathLike | None = None,
                 notes.append(f"{key}: ignored without LoRA")
         elif key in PREFIX_OPTIONS and selected_peft != "prefix":
             notes.append(f"{key}: ignored without prefix tuning")
+        elif key == "tensor_parallel_degree" and raw.get("strategy") == "tensor_parallel":
+            out[key] = value  # our own strategy option, with --strategy tensor_parallel
         elif key in PARALLEL_KEYS:
             _parallel(key, value, world, out, notes, problems)
         elif key == "continue_training":
