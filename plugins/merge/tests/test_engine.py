@@ -16,7 +16,7 @@ from paddlellm_merge.cli import run_merge_cli
 from paddlellm_merge.engine import merge
 from paddlellm_merge.spec import MergeSpec, ModelInput, spec_from_dict
 
-DEVENV_PY = "/work/devenv/bin/python"
+DEVENV_PY = os.environ.get("PADDLELLM_DEV_PYTHON", "/work/devenv/bin/python")  # make test: .venv-oracle
 
 
 def variant(tmp_path, name, *, change=None, drop=None, config=None):
@@ -155,7 +155,7 @@ def test_llm_merge_console_command(tmp_path):
     assert bad.returncode == 2 and "needs a base model" in bad.stderr
 
 
-@pytest.mark.skipif(not os.path.exists(DEVENV_PY), reason="dev venv with transformers not present")
+@pytest.mark.skipif(not os.path.exists(DEVENV_PY), reason=f"torch + transformers not available at {DEVENV_PY} (set PADDLELLM_DEV_PYTHON; make test builds .venv-oracle)")
 def test_merged_checkpoint_loads_with_transformers(tmp_path, quiet):
     out = tmp_path / "o"
     run_merge_cli(["--merge_method", "ties", "--base_model_path", fx("base"), "--model_path_list",
