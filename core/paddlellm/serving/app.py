@@ -161,7 +161,9 @@ def _admissible(state: ServerState, count: int, param: str) -> None:
 # ---------------------------------------------------------------------------- generation
 async def _start(state: ServerState, prompts: list[list[int]], params: list[Any]) -> Fanout:
     """One engine request per (prompt, params), admitted whole (or 503) and accepted by the
-    engine before the response starts, so its errors get a status code."""
+    engine before the response starts, so its errors get a status code. The returned
+    fanout carries the request's :class:`RequestTimer` (``fanout.timer``)."""
+    timer = state.metrics.timer()
     try:
         state.engine.reserve(len(params))
     except Exception as exc:
@@ -176,7 +178,10 @@ async def _start(state: ServerState, prompts: list[list[int]], params: list[Any]
             if not isinstance(r, BaseException):
                 r.close()
         raise _engine_error(errors[0])
-    return Fanout(results)
+    timer.admitted()
+    fanout = Fanout(results)
+    fanout.timer = timer
+    return fanout
 
 
 def _engine_error(exc: Exception) -> APIError:
@@ -203,6 +208,7 @@ def _engine_error(exc: Exception) -> APIError:
 async def _collect(state: ServerState, fanout: Fanout, choices: list[ChoiceState]) -> None:
     try:
         while (event := await fanout.next()) is not None:
+            fanout.timer.output()
             index, out = event
             choices[index].update(out)
     except Exception as exc:
@@ -223,7 +229,7 @@ async def _respond(state: ServerState, request: Request, *, stream: bool,
             await cancel_on_disconnect(request.receive, _collect(state, fanout, choices))
         finally:
             await fanout.aclose()
-        _count_tokens(state, choices)
+        _count_tokens(state, choices, fanout)
         return JSONResponse(fmt.full_response(kind, rid, created, choices))
 
     async def events():
@@ -231,6 +237,7 @@ async def _respond(state: ServerState, request: Request, *, stream: bool,
             for chunk in fmt.opening_chunks(kind, rid, created, choices, include_usage):
                 yield _sse(chunk)
             while (event := await fanout.next()) is not None:
+                fanout.timer.output()
                 index, out = event
                 delta = choices[index].update(out)
                 if delta is not None:
@@ -240,7 +247,7 @@ async def _respond(state: ServerState, request: Request, *, stream: bool,
         except Exception as exc:  # after the headers: report in the stream
             yield _sse(_engine_error(exc).body())
         finally:
-            _count_tokens(state, choices)
+            _count_tokens(state, choices, fanout)
             await fanout.aclose()  # aborts what is unfinished (client gone)
         yield "data: [DONE]\n\n"
 
@@ -250,7 +257,8 @@ async def _respond(state: ServerState, request: Request, *, stream: bool,
                              background=BackgroundTask(fanout.aclose))
 
 
-def _count_tokens(state: ServerState, choices: list[ChoiceState]) -> None:
+def _count_tokens(state: ServerState, choices: list[ChoiceState], fanout: Fanout) -> None:
+    fanout.timer.finish()
     usage = state.formatter.usage(choices)
     state.metrics.count_tokens(prompt=usage["prompt_tokens"], generated=usage["completion_tokens"])
 
@@ -323,13 +331,14 @@ async def _serving_tool(state: ServerState, request: Request, tool: ServingToolR
             await cancel_on_disconnect(request.receive, _collect(state, fanout, [choice]))
         finally:
             await fanout.aclose()
-        _count_tokens(state, [choice])
+        _count_tokens(state, [choice], fanout)
         return JSONResponse(tool_result(rid, choice.text, choice.token_ids, usage()))
 
     async def lines():
         sent = 0
         try:
             while (event := await fanout.next()) is not None:
+                fanout.timer.output()
                 delta = choice.update(event[1])
                 if delta is not None and (delta["text"] or choice.finish_reason):
                     end = choice.finish_reason is not None
@@ -342,7 +351,7 @@ async def _serving_tool(state: ServerState, request: Request, tool: ServingToolR
             yield json.dumps({"req_id": rid, "error_msg": err.message,
                               "error_code": err.status}) + "\n"
         finally:
-            _count_tokens(state, [choice])
+            _count_tokens(state, [choice], fanout)
             await fanout.aclose()
 
     return StreamingResponse(lines(), media_type="application/x-ndjson",
