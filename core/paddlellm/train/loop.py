@@ -89,6 +89,10 @@ def train(
             next(batches)
         logger.truncate_after(state.step)
     model.train()
+    # intermediate checkpoints need the optimizer state on the main process; a strategy that
+    # splits it (``can_checkpoint = False``, tensor parallel) saves the final model only
+    can_checkpoint = getattr(strategy, "can_checkpoint", True)
+    noted_no_checkpoints = False
     window_tokens, window_start = 0, time.perf_counter()
     logger.start(total_steps, done=state.step)
     while state.step < total_steps:
@@ -120,8 +124,14 @@ def train(
             metrics = {"step": state.step, **evaluate(model)}
             state.evals.append(metrics)
             logger.log(metrics)
-        if (save is not None and state.step % config.save_steps == 0 and state.step < total_steps
-                and _can_checkpoint(strategy)):
+        due = save is not None and state.step % config.save_steps == 0 and state.step < total_steps
+        if due and not can_checkpoint:  # said once per run, on the main process
+            if not noted_no_checkpoints and strategy.is_main_process:
+                print(f"note: --strategy {getattr(strategy, 'name', strategy)}: no intermediate "
+                      "checkpoints (the optimizer state is split over the processes); the final "
+                      "model is saved")
+            noted_no_checkpoints = True
+        elif due:
             if strategy.is_main_process:
                 def write(directory: str) -> None:
                     save(directory)
@@ -199,18 +209,3 @@ def save_final(strategy: Any, model: paddle.nn.Layer, save: Callable[[str], None
         if strategy.is_main_process:
             save(directory)
 
-
-_warned_checkpoints: set[int] = set()
-
-
-def _can_checkpoint(strategy: Any) -> bool:
-    """Intermediate checkpoints need the optimizer state on the main process; a strategy that
-    splits it (``can_checkpoint = False``) saves the final model only, and says so once."""
-    if getattr(strategy, "can_checkpoint", True):
-        return True
-    if id(strategy) not in _warned_checkpoints and strategy.is_main_process:
-        _warned_checkpoints.add(id(strategy))
-        print(f"note: --strategy {getattr(strategy, 'name', strategy)}: no intermediate "
-              "checkpoints (the optimizer state is split over the processes); the final model "
-              "is saved")
-    return False

@@ -256,9 +256,19 @@ class DeltaWeightMerge:
     ``(out, in)`` added to the base's Paddle ``(in, out)`` weight (LoKr, VeRA).
 
     The layer provides ``base_layer``, ``merged``, ``adapter_enabled``, ``delta_weight()`` and
-    a class attribute ``method_label`` (``"LoKr"``) for error messages."""
+    a class attribute ``method_label`` (``"LoKr"``) for error messages. Its ``forward`` adds
+    ``_update(x)`` (the unmerged update of the input, ``(..., out)``) to the base output; a
+    layer with its own training-time behaviour (LoKr's module dropout) overrides it."""
 
     method_label = "the adapter"
+
+    def forward(self, x):
+        y = self.base_layer(x)  # (..., out)
+        if self.merged:  # the base weight holds the update
+            return self._merged_output(x, y)
+        if not self.adapter_enabled:
+            return y
+        return y + self._update(x).astype(y.dtype)
 
     def _base_weight(self):
         weight = getattr(self.base_layer, "weight", None)

@@ -99,13 +99,5 @@ class VeraLinear(DeltaWeightMerge, nn.Layer):
         return paddle.matmul(self.vera_lambda_b.unsqueeze(-1) * B,
                              self.vera_lambda_d.unsqueeze(-1) * A)  # (out, in)
 
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        y = self.base_layer(x)  # (..., out)
-        if self.merged:  # the base weight holds the update
-            return self._merged_output(x, y)
-        if not self.adapter_enabled:
-            return y
-        return y + self._update(x).astype(y.dtype)
-
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, r={self.r}"
