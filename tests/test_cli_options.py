@@ -181,13 +181,13 @@ def test_declared_options_match_the_plugin_config_class():
 def test_register_without_options_still_works():
     from paddlellm.registry import Registry
 
-    class Method:
+    class Stage:  # a stage: a callable (the class) with a config_class
         class config_class:  # noqa: N801 - stands in for a pydantic model
             model_fields = {"k": None}
 
     registry = Registry()
-    register = registry.register_callback("peft_method", "p", "dist", "1.0")
-    register("m", Method)  # the pre-`options=` signature
-    register("n", Method, options=dict)
-    assert registry.get("peft_method", "m").options_class() is Method.config_class
-    assert registry.get("peft_method", "n").options_class() is dict
+    register = registry.register_callback("stage", "p", "dist", "1.0")
+    register("m", Stage)  # the pre-`options=` signature
+    register("n", Stage, options=dict)
+    assert registry.get("stage", "m").options_class() is Stage.config_class
+    assert registry.get("stage", "n").options_class() is dict

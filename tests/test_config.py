@@ -79,12 +79,19 @@ class _ToyOptions(BaseModel):
 
 def _registry_with_model():
     manager = PluginManager()
-    toy_strategy = types.SimpleNamespace(config_class=_ToyOptions)
+
+    def toy_strategy(options):  # a strategy factory; its options class gives the run keys
+        raise AssertionError("not called by config validation")
+
+    toy_strategy.config_class = _ToyOptions
+    # the members of paddlellm.interfaces.ModelFamily (targets are checked when they load)
+    toy_family = types.SimpleNamespace(name="toy-model", model_types=(), presets={},
+                                       config_from_hf=dict, config_to_hf=dict, build=dict)
 
     class Extra:
         @hookimpl
         def register_models(self, register):
-            register("toy-model", types.SimpleNamespace())
+            register("toy-model", toy_family)
 
         @hookimpl
         def register_trainer_strategies(self, register):

@@ -65,8 +65,8 @@ def test_unknown_name_lists_installed_and_suggests():
 
 def test_targets_load_lazily_and_report_failures():
     reg = Registry()
-    ok = reg.add(PluginEntry("merge_method", "json", "json:dumps", "p", "d", "1"))
-    bad = reg.add(PluginEntry("merge_method", "nope", "no_such_module_xyz:thing", "p", "dist-x", "1"))
+    ok = reg.add(PluginEntry("stage", "json", "json:dumps", "p", "d", "1"))  # a callable
+    bad = reg.add(PluginEntry("stage", "nope", "no_such_module_xyz:thing", "p", "dist-x", "1"))
     assert ok._loaded is None and ok.load()([1]) == "[1]"
     with pytest.raises(PluginLoadError, match="dist-x"):
         bad.load()

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
+from .kinds import field_kinds
 
 if typing.TYPE_CHECKING:  # pragma: no cover
     from .registry import Registry
@@ -85,17 +86,8 @@ class RunConfig(BaseModel):
     plugin_options: dict[str, Any] = Field(default_factory=dict, exclude=True)
 
 
-#: RunConfig field -> registry kind of the plugin it names
-PLUGIN_FIELDS: dict[str, str] = {
-    "model": "model",
-    "stage": "stage",
-    "peft": "peft_method",
-    "align": "alignment_loss",
-    "strategy": "trainer_strategy",
-    "device": "backend",
-    "attention_kernel": "attention_kernel",
-    "quant_type": "quantizer",
-}
+#: RunConfig field -> registry kind of the plugin it names (from :data:`paddlellm.kinds.KIND_TABLE`)
+PLUGIN_FIELDS: dict[str, str] = field_kinds()
 AUTO = "auto"
 CORE_KEYS = tuple(k for k in RunConfig.model_fields if k != "plugin_options")
 

@@ -25,6 +25,11 @@ class PluginLoadError(PaddleLLMError, ImportError):
     """A registered plugin's object could not be imported."""
 
 
+class PluginContractError(PluginLoadError):
+    """A plugin's target lacks members its kind's Protocol requires, or a plugin implements a
+    hook that does not exist (a misspelt ``register_model``)."""
+
+
 class BackendUnavailableError(PaddleLLMError, RuntimeError):
     """The requested hardware backend cannot run on this machine."""
 

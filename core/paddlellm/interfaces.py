@@ -1,8 +1,13 @@
 """What each kind of plugin provides: one :class:`typing.Protocol` per kind.
 
-Plugins depend on these and on the rest of the core's public API, never on each other;
-cross-plugin references are by registered name. Tensors are ``paddle.Tensor`` unless said
-otherwise; nothing here imports Paddle.
+Plugins depend on these and on the rest of the core's public API (:mod:`paddlellm.api`), never
+on each other; cross-plugin references are by registered name. Tensors are ``paddle.Tensor``
+unless said otherwise; nothing here imports Paddle.
+
+The members declared in a Protocol's body are **required**: when the registry loads a plugin's
+target it checks them (:func:`paddlellm.kinds.check_target`) and names the missing ones.
+Members listed by :func:`optional_members` may be left out; the core then uses the default
+given there. Which Protocol each kind follows is :data:`paddlellm.kinds.KIND_TABLE`.
 """
 from __future__ import annotations
 
@@ -15,20 +20,44 @@ if TYPE_CHECKING:  # pragma: no cover
     from pydantic import BaseModel
 
 
+_OPTIONAL: dict[type, dict[str, Any]] = {}
+
+
+def optional(**defaults: Any):
+    """Class decorator: declare members a plugin may leave out, with the default the core uses.
+
+    (Kept outside the class body so that ``isinstance(obj, Protocol)`` does not require them.)"""
+
+    def mark(protocol: type) -> type:
+        _OPTIONAL.setdefault(protocol, {}).update(defaults)
+        return protocol
+
+    return mark
+
+
+def optional_members(protocol: type) -> dict[str, Any]:
+    """The optional members of ``protocol`` and the defaults the core applies when absent."""
+    return dict(_OPTIONAL.get(protocol, {}))
+
+
+def member(obj: Any, protocol: type, name: str) -> Any:
+    """``obj.name``, or the default :func:`optional_members` declares for it."""
+    return getattr(obj, name, optional_members(protocol)[name])
+
+
 # --- hardware ------------------------------------------------------------------------------
 
+@optional(device_type=None)
 @runtime_checkable
 class Backend(Protocol):
     """A hardware backend: owns device selection and its Paddle build.
 
     ``is_available`` may import Paddle; it is only called when a run needs a device.
+    Optional: ``device_type``, the Paddle device type it drives ("cpu", "gpu", "xpu", ...).
+    The ``priority`` that ``--device auto`` compares is the one given to ``register``.
     """
 
     name: str
-    #: higher wins when ``--device`` is not given
-    priority: int
-    #: the Paddle device type this backend drives ("cpu", "gpu", "xpu", ...)
-    device_type: str
 
     def is_available(self) -> bool: ...
 
@@ -184,9 +213,19 @@ class PagedKVCacheLayer(Protocol):
 
 # --- training ------------------------------------------------------------------------------
 
+@optional(config_class=None, gathered=None)
 @runtime_checkable
 class TrainerStrategy(Protocol):
-    """How a run spreads over devices (single, data/tensor/pipeline parallel, sharding)."""
+    """How a run spreads over devices (single, data/tensor/pipeline parallel, sharding).
+
+    The registered target is a factory (usually the class) called with the strategy's
+    validated options (an instance of its ``config_class``) or ``None``. Optional members:
+
+    * ``config_class``: pydantic model of the strategy's ``llm run`` keys (default: none).
+    * ``gathered(model)``: a context manager entered on every process around saving, inside
+      which the main process's ``model`` holds the full, unsplit weights (tensor parallel);
+      without it the model is saved as it is.
+    """
 
     name: str
 
@@ -236,6 +275,7 @@ class ModelFamily(Protocol):
 
 # --- fine-tuning, alignment -----------------------------------------------------------------
 
+@optional(unmerge=None, batch_context=None)
 @runtime_checkable
 class PeftMethod(Protocol):
     """A parameter-efficient method: replaces modules of a built model.
@@ -264,6 +304,8 @@ class PeftMethod(Protocol):
     * Optional ``batch_context(model, batch)``: a context manager the training/evaluation
       loss enters around the forward of ``batch`` (``paddlellm.peft.batch_context``), for
       adapters that need more than the input ids (ReFT: where each prompt ends).
+    * ``config_class``: the pydantic model of the method's ``llm run`` keys (``--lora_rank``);
+      ``apply`` receives an instance of it.
     """
 
     name: str
@@ -279,33 +321,67 @@ class PeftMethod(Protocol):
     def merge(self, model: "paddle.nn.Layer") -> "paddle.nn.Layer": ...
 
 
+@optional(kind="pairwise", config_class=None)
 @runtime_checkable
 class AlignmentLoss(Protocol):
-    """A preference loss on sequence log-probabilities."""
+    """A preference loss on sequence log-probabilities, used by the ``align`` stage.
+
+    The stage calls, in order: ``options = loss.resolve(run_options, align_name)`` once,
+    ``loss.needs_reference_for(options)`` once (whether to keep a frozen reference model),
+    then ``loss(batch, options)`` per step.
+
+    * ``kind`` (optional, default ``"pairwise"``): ``"pairwise"`` losses get chosen/rejected
+      pairs (preference jsonl), ``"pointwise"`` losses single labelled examples (KTO).
+    * ``config_class`` (optional): the pydantic model of the loss's ``llm run`` keys.
+    * ``resolve(options, align_name)``: ``options`` is the validated ``config_class`` instance
+      (``None`` when the loss has no ``config_class``), ``align_name`` the name the user typed
+      (an alias may select a variant: ``--align simpo``). Returns a pydantic model, the options
+      used for the run (recorded in its summary); when ``needs_reference_for`` is true it must
+      have a boolean ``precompute_ref_logps`` field.
+    * Pairwise ``batch`` keys, each ``(P,)`` over ``P`` pairs: ``chosen_logps``,
+      ``rejected_logps`` (summed policy log-probs of the responses), ``chosen_lengths``,
+      ``rejected_lengths`` (response tokens), ``ref_chosen_logps``, ``ref_rejected_logps``
+      (only when a reference is kept) and the scalar ``chosen_nll`` (mean NLL over chosen
+      tokens).
+    * Pointwise ``batch`` keys, each ``(B,)``: ``logps``, ``labels`` (bool, desirable),
+      ``kl_logps`` (prompt ``i`` with completion ``i-1``, detached), ``ref_logps``,
+      ``ref_kl_logps`` (with a reference) and the scalar ``chosen_nll``.
+    * ``__call__`` returns the scalar loss (differentiable through the policy values) and a
+      dict of float metrics, logged by the training loop.
+    """
 
     name: str
-    config_class: ClassVar[type["BaseModel"]]
-    #: False for reference-free losses (SimPO, ORPO)
-    needs_reference: bool
 
-    def __call__(self, batch: Mapping[str, "paddle.Tensor"], config: "BaseModel") -> tuple["paddle.Tensor", dict[str, float]]:
+    def resolve(self, options: "BaseModel | None", align_name: str) -> "BaseModel":
+        """The options for this run (defaults filled, aliases applied)."""
+
+    def needs_reference_for(self, options: "BaseModel") -> bool:
+        """Whether the loss reads reference log-probabilities with these options."""
+
+    def __call__(self, batch: Mapping[str, "paddle.Tensor"], options: "BaseModel") -> tuple["paddle.Tensor", dict[str, float]]:
         """Loss and metrics from policy (and reference) log-probabilities in ``batch``."""
 
 
 # --- merging, quantization ------------------------------------------------------------------
 
+@optional(needs_base=False, chunkable=None, prepare=None)
 @runtime_checkable
 class MergeMethod(Protocol):
-    """Merges one tensor at a time, so that merges stream shard by shard."""
+    """Merges one tensor at a time, so that merges stream shard by shard.
+
+    Optional members: ``needs_base`` (default False: whether ``base`` is required, as for
+    task-vector methods); ``chunkable(params) -> bool`` (whether a large tensor may be merged
+    in row blocks, ``params["_rows"] = (r0, r1)``; default: never); ``prepare(name, params,
+    bounds, read) -> params`` (a first pass over the row blocks before a blocked merge).
+    """
 
     name: str
-    #: whether the method needs ``base`` (task-vector methods)
-    needs_base: bool
 
     def merge_tensor(self, name: str, tensors: list["np.ndarray"], base: "np.ndarray | None",
                      params: Mapping[str, Any]) -> "np.ndarray": ...
 
 
+@optional(needs_calibration=False, config_class=None)
 @runtime_checkable
 class Quantizer(Protocol):
     """Turns a float model into a quantized one (and loads quantized checkpoints).
@@ -315,16 +391,16 @@ class Quantizer(Protocol):
     ``save_pretrained`` writes that dict into ``config.json``. ``AutoModelForCausalLM
     .from_pretrained`` sees it there and calls :meth:`load_pretrained` of the quantizer
     registered for that ``quant_type``.
+
+    Optional members: ``needs_calibration`` (default False: whether :meth:`quantize` needs
+    calibration batches, as GPTQ, AWQ and static activation scales do) and ``config_class``
+    (the pydantic model of the options, ``group_size`` ...: flat keys of ``llm quantize`` and
+    of ``llm run --quant_type``).
     """
 
     name: str
     #: ``--quant_type`` values handled
     quant_types: tuple[str, ...]
-    #: whether :meth:`quantize` needs calibration batches (GPTQ, AWQ, static activation scales)
-    needs_calibration: bool
-    #: optional pydantic model of the options (``group_size`` ...): flat keys of ``llm
-    #: quantize`` and of ``llm run --quant_type``
-    config_class: ClassVar[type["BaseModel"]]
 
     def quantize(self, model: "paddle.nn.Layer", quant_type: str,
                  calibration: Iterable[Any] | None, config: Mapping[str, Any]) -> "paddle.nn.Layer":
@@ -339,3 +415,19 @@ class Quantizer(Protocol):
     def load_pretrained(self, family: ModelFamily, path: str, quantization_config: Mapping[str, Any],
                         dtype: str = "float32") -> "paddle.nn.Layer":
         """Build ``family``'s model for the checkpoint at ``path``, prepare it and load it."""
+
+
+# --- stages --------------------------------------------------------------------------------
+
+@optional(config_class=None)
+@runtime_checkable
+class Stage(Protocol):
+    """A training stage for ``llm run --stage NAME``: a callable ``stage(ctx) -> dict``.
+
+    ``ctx`` is the composed run context (``config``, ``backend``, ``strategy``, ``registry``,
+    ``options(kind)``, ``output_dir``); the returned summary (metrics, output paths) is printed
+    and saved by ``llm run``. Optional ``config_class``: the pydantic model of the stage's own
+    ``llm run`` keys (``ctx.options("stage")``).
+    """
+
+    def __call__(self, ctx: Any) -> dict[str, Any]: ...

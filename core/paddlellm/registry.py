@@ -11,19 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from .errors import DuplicatePluginError, PluginLoadError, UnknownPluginError
+from .kinds import check_target, hook_kinds
 
-#: registration hook name -> kind name (the ``kind`` shown by ``llm plugins``)
-KINDS: dict[str, str] = {
-    "register_models": "model",
-    "register_trainer_strategies": "trainer_strategy",
-    "register_peft_methods": "peft_method",
-    "register_alignment_losses": "alignment_loss",
-    "register_merge_methods": "merge_method",
-    "register_quantizers": "quantizer",
-    "register_backends": "backend",
-    "register_attention_kernels": "attention_kernel",
-    "register_stages": "stage",
-}
+#: registration hook name -> kind name (the ``kind`` shown by ``llm plugins``), from the one
+#: table of kinds, :data:`paddlellm.kinds.KIND_TABLE`
+KINDS: dict[str, str] = hook_kinds()
 
 
 @dataclass
@@ -46,13 +38,20 @@ class PluginEntry:
     _loaded: Any = field(default=None, repr=False)
 
     def load(self) -> Any:
-        """Import (once) and return the registered object."""
+        """Import (once), check against the kind's Protocol and return the registered object.
+
+        Raises :class:`PluginLoadError` when the target cannot be imported and
+        :class:`~paddlellm.errors.PluginContractError` (naming the plugin, its distribution
+        and the missing members) when it does not follow its kind's Protocol."""
         if self._loaded is None:
-            if isinstance(self.target, str):
-                self._loaded = import_target(self.target, self)
-            else:
-                self._loaded = self.target
+            obj = import_target(self.target, self) if isinstance(self.target, str) else self.target
+            self._loaded = check_target(self.kind, obj, self.who())
         return self._loaded
+
+    def who(self) -> str:
+        """``alignment_loss 'mine' (plugin 'x', distribution 'y')`` for messages."""
+        return (f"{self.kind} '{self.name}' (plugin '{self.plugin}', distribution "
+                f"'{self.distribution}')")
 
     def options_class(self) -> Any:
         """The pydantic model of this plugin's options (its flat ``llm run`` keys), or None.

@@ -33,17 +33,28 @@ def add_core_commands(app: typer.Typer) -> None:
 def plugins(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
     kind: Optional[str] = typer.Option(None, "--kind", help="Only plugins of this kind."),
+    check: bool = typer.Option(False, "--check", help="Also load every plugin's target and "
+                               "check it against its kind's Protocol (imports Paddle); exit 1 "
+                               "when any plugin failed."),
 ) -> None:
-    """List installed plugins (and those that failed to load). Does not import Paddle."""
+    """List installed plugins (and those that failed to load). Does not import Paddle.
+
+    A plugin that failed (import error, a misspelt hook, a registration error; with
+    ``--check`` also a target missing members of its Protocol) is listed under "failed to
+    load" on stderr; ``--check`` then exits 1."""
     manager = get_plugin_manager()
     registry = manager.registry
     entries = registry.entries(kind)
+    failed = list(manager.failed)
+    if check:
+        failed += manager.check_targets(kind)
     if as_json:
         typer.echo(json.dumps([e.as_dict() for e in entries], indent=2))
-        if manager.failed:
-            for f in manager.failed:
-                typer.echo(f"warning: plugin '{f.plugin}' from {f.distribution} failed to "
-                           f"load: {f.error}", err=True)
+        for f in failed:
+            typer.echo(f"warning: plugin '{f.plugin}' from {f.distribution} failed to "
+                       f"load: {f.error}", err=True)
+        if check and failed:
+            raise typer.Exit(1)
         return
     from rich.console import Console
     from rich.table import Table
@@ -54,11 +65,13 @@ def plugins(
                       e.description)
     console = Console(width=max(Console().width, 120))
     console.print(table)
-    if manager.failed:
-        failed = Table("plugin", "distribution", "version", "error", title="failed to load")
-        for f in manager.failed:
-            failed.add_row(f.plugin, f.distribution, f.version, f.error)
-        Console(stderr=True, width=max(Console().width, 120)).print(failed)
+    if failed:
+        failures = Table("plugin", "distribution", "version", "error", title="failed to load")
+        for f in failed:
+            failures.add_row(f.plugin, f.distribution, f.version, f.error)
+        Console(stderr=True, width=max(Console().width, 120)).print(failures)
+    if check and failed:
+        raise typer.Exit(1)
 
 
 def doctor(
