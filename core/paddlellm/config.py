@@ -171,7 +171,7 @@ def closest_keys_message(key: str, valid: Iterable[str], what: str = "config key
     return f"unknown {what} '{key}' ({hint}); all valid keys: {', '.join(valid)}"
 
 
-def _normalise(value: Any, annotation: Any) -> Any:
+def normalise_value(value: Any, annotation: Any) -> Any:
     """Make flag strings fit their field: 'none' -> None, one value -> [value] for lists."""
     if isinstance(value, str) and value.lower() in ("none", "null"):
         return None
@@ -185,9 +185,12 @@ def _normalise(value: Any, annotation: Any) -> Any:
     return value
 
 
-def _validate(model_cls: type[BaseModel], values: Mapping[str, Any], source: str) -> BaseModel:
+def validate_model(model_cls: type[BaseModel], values: Mapping[str, Any], source: str) -> BaseModel:
+    """``model_cls`` validated from flat ``values`` (flag strings normalised by
+    :func:`normalise_value`); errors are one :class:`ConfigError` naming each bad key, its
+    problem and the value given, prefixed by ``source`` (``"invalid options of ...: ..."``)."""
     fields = model_cls.model_fields
-    values = {k: _normalise(v, fields[k].annotation) if k in fields else v for k, v in values.items()}
+    values = {k: normalise_value(v, fields[k].annotation) if k in fields else v for k, v in values.items()}
     try:
         return model_cls.model_validate(values)
     except ValidationError as exc:
@@ -226,7 +229,7 @@ def build_run_config(
 
     core = {k: v for k, v in raw.items() if k in CORE_KEYS}
     extra = {k: v for k, v in raw.items() if k not in CORE_KEYS}
-    config = _validate(RunConfig, core, "config")
+    config = validate_model(RunConfig, core, "config")
     if config.align and "stage" not in config.model_fields_set:
         config.stage = "align"  # --align without --stage runs the alignment stage
     config.data, config.eval_data = resolve_data_folder(config.data, config.eval_data,
@@ -254,7 +257,7 @@ def build_run_config(
         if key not in owner:
             raise ConfigError(closest_keys_message(key, [*CORE_KEYS, *owner]))
     config.plugin_options = {
-        kind: _validate(cls, {k: v for k, v in extra.items() if owner[k] == kind},
+        kind: validate_model(cls, {k: v for k, v in extra.items() if owner[k] == kind},
                         f"options of {kind} '{getattr(config, _field_of(kind))}'")
         for kind, cls in plugin_classes.items()
     }

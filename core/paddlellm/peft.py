@@ -69,10 +69,10 @@ def method_config(method, config: Any = None):
         config = config.model_dump()
     if not isinstance(config, Mapping):
         raise TypeError(f"PEFT config must be a {cls.__name__} or a mapping, got {type(config).__name__}")
-    from .config import _validate
+    from .config import validate_model
 
     values = {k: v for k, v in config.items() if v is not None}  # None: the default
-    return _validate(cls, values, f"options of PEFT method '{method.name}'")
+    return validate_model(cls, values, f"options of PEFT method '{method.name}'")
 
 
 def freeze(model) -> None:

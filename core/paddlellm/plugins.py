@@ -107,7 +107,7 @@ class PluginManager:
         try:
             self.pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:  # e.g. an argument the hook does not pass
-            raise PluginContractError(f"{where}: {exc}") from None
+            raise PluginContractError(f"{where}: {' '.join(str(exc).split())}") from None
         try:
             self.pm.check_pending()  # hooks implemented without a spec: misspelt names
         except pluggy.PluginValidationError:

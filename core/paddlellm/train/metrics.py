@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 
-def _fmt(record: dict[str, Any]) -> str:
+def format_record(record: dict[str, Any]) -> str:
+    """``loss=2.31 lr=3.000e-04 step=10``: a metrics record as one line (floats shortened)."""
     parts = []
     for key, value in record.items():
         if isinstance(value, float):
@@ -99,12 +100,12 @@ class MetricsLogger:
         shown = {k: v for k, v in record.items() if k != "time"}
         if self._progress is not None:
             if "loss" in record:
-                self._progress.update(self._task, completed=record["step"], info=_fmt(
+                self._progress.update(self._task, completed=record["step"], info=format_record(
                     {k: shown[k] for k in ("loss", "lr", "tokens_per_sec") if k in shown}))
             else:
-                self._progress.console.print(_fmt(shown))
+                self._progress.console.print(format_record(shown))
         else:
-            print(_fmt(shown), file=self.stream, flush=True)
+            print(format_record(shown), file=self.stream, flush=True)
 
     def finish(self) -> None:
         if self._progress is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import paddle.nn.functional as F
 
-from paddlellm.interfaces import AttentionSpec
+from paddlellm.api import AttentionSpec
 
 
 class SDPAKernel:

@@ -1,5 +1,5 @@
 """The entry-point module: light, Paddle-free; it only says what it registers."""
-from paddlellm import hookimpl
+from paddlellm.api import hookimpl
 
 
 @hookimpl

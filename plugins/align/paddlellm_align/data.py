@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from paddlellm.data.sft import IGNORE_INDEX, read_jsonl, src_tgt_messages, tokenize_conversation
+from paddlellm.api import IGNORE_INDEX, read_jsonl, src_tgt_messages, tokenize_conversation
 from paddlellm.errors import DataFormatError
 
 

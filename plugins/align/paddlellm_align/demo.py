@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Callable, Sequence
 
-from paddlellm.data.demo import FACTS, demo_examples
+from paddlellm.api import FACTS, demo_examples
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 

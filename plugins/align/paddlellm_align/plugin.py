@@ -1,5 +1,5 @@
 """Registers the alignment losses and the ``align`` stage (no heavy import here)."""
-from paddlellm import hookimpl
+from paddlellm.api import hookimpl
 
 
 @hookimpl

@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from paddlellm.errors import ConfigError
-from paddlellm.train.metrics import MetricsLogger, _fmt
+from paddlellm.api import MetricsLogger, format_record as _fmt
 
 DEMO_TRAIN_RECORDS = 2000
 DEMO_EVAL_RECORDS = 200
@@ -109,7 +109,7 @@ class Reference:
     def build(cls, model, peft: bool, original=None) -> "Reference":
         """``original``: the starting weights when the policy no longer holds them (a
         full-parameter run resumed from a checkpoint); by default a copy of ``model``."""
-        from paddlellm.peft import unwrap
+        from paddlellm.api import unwrap
 
         if peft:
             return cls(model)
@@ -123,7 +123,7 @@ class Reference:
     def __call__(self, packed: dict[str, Any]):
         import paddle
 
-        from paddlellm.peft import disable_adapters
+        from paddlellm.api import disable_adapters
 
         from .logps import sequence_logps
 
@@ -320,16 +320,16 @@ def demo_sft(model, tokenizer, ctx, sft_config, pad_id: int):
     after); the model is saved to ``sft_config.output_dir`` and names it as its origin."""
     import json
 
-    from paddlellm.config import dump_config
-    from paddlellm.data.demo import demo_examples
-    from paddlellm.data.sft import record_to_messages, tokenize_all
-    from paddlellm.finetune import DEMO_TRAIN_EXAMPLES, epoch_stream
-    from paddlellm.models import save_model
-    from paddlellm.peft import apply_peft, merge_adapter
-    from paddlellm.train.loop import train
-    from paddlellm.train.loss import batch_loss
-    from paddlellm.train.metrics import print_heading
-    from paddlellm.train.optim import build_optimizer
+    from paddlellm.api import dump_config
+    from paddlellm.api import demo_examples
+    from paddlellm.api import record_to_messages, tokenize_all
+    from paddlellm.api import DEMO_TRAIN_EXAMPLES, epoch_stream
+    from paddlellm.api import save_model
+    from paddlellm.api import apply_peft, merge_adapter
+    from paddlellm.api import train
+    from paddlellm.api import batch_loss
+    from paddlellm.api import print_heading
+    from paddlellm.api import build_optimizer
 
     steps, use_peft = sft_config.max_steps, bool(sft_config.peft)
     main = ctx.strategy.is_main_process
@@ -363,16 +363,16 @@ def demo_sft(model, tokenizer, ctx, sft_config, pad_id: int):
 def align_stage(ctx) -> dict[str, Any]:
     import paddle
 
-    from paddlellm.auto import AutoModelForCausalLM
-    from paddlellm.evaluation import exact_match, generate_answers
-    from paddlellm.models import prepare_for_training, resolve_run_model
-    from paddlellm.train.metrics import print_heading
-    from paddlellm.peft import save_model_or_adapter, setup_run_peft, trainable_parameter_report
-    from paddlellm.peft import run_weights_source
-    from paddlellm.tokenizer import AutoTokenizer
-    from paddlellm.train.checkpointing import resume_checkpoint
-    from paddlellm.train.loop import train_and_evaluate
-    from paddlellm.train.optim import build_optimizer
+    from paddlellm.api import AutoModelForCausalLM
+    from paddlellm.api import exact_match, generate_answers
+    from paddlellm.api import prepare_for_training, resolve_run_model
+    from paddlellm.api import print_heading
+    from paddlellm.api import save_model_or_adapter, setup_run_peft, trainable_parameter_report
+    from paddlellm.api import run_weights_source
+    from paddlellm.api import AutoTokenizer
+    from paddlellm.api import resume_checkpoint
+    from paddlellm.api import train_and_evaluate
+    from paddlellm.api import build_optimizer
 
     from .data import tokenize_records
 

@@ -4,7 +4,7 @@ every other command's)."""
 from __future__ import annotations
 
 import typer
-from paddlellm.cli.options import HelpOption, PassThroughCommand, canonical_args
+from paddlellm.api import HelpOption, PassThroughCommand, canonical_args
 
 
 def merge_help_options() -> list[HelpOption]:

@@ -45,7 +45,7 @@ class MergeReport:
 
 def load_method(name: str) -> Any:
     """The registered merge method (unknown names list the installed ones)."""
-    from paddlellm.plugins import get_plugin_manager
+    from paddlellm.api import get_plugin_manager
 
     return get_plugin_manager().registry.get("merge_method", name).load()
 

@@ -20,7 +20,7 @@ OUTPUT_FLOATING = ("float32", "float16", "bfloat16", "float64")
 
 def canonical_dtype(name: str) -> str:
     """``"bf16"`` -> ``"bfloat16"``; a name that is not an output float dtype is an error."""
-    from paddlellm.checkpoint import canonical_dtype as core_canonical
+    from paddlellm.api import canonical_dtype as core_canonical
 
     try:
         key = core_canonical(str(name))
@@ -33,7 +33,7 @@ def canonical_dtype(name: str) -> str:
 
 def to_storage(x: np.ndarray, dtype: str) -> np.ndarray:
     """Float32 math results -> the storage array of ``dtype`` (bfloat16 as bits)."""
-    from paddlellm.checkpoint._dtypes import convert_storage
+    from paddlellm.api import convert_storage
 
     if x.dtype != np.float32 and dtype in FLOATING:
         x = x.astype(np.float32)
@@ -41,7 +41,7 @@ def to_storage(x: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def parse_size(size: str | int) -> int:
-    from paddlellm.checkpoint import parse_size as core_parse
+    from paddlellm.api import parse_size as core_parse
 
     try:
         return core_parse(size)
@@ -50,7 +50,7 @@ def parse_size(size: str | int) -> int:
 
 
 def nbytes_of(shape, dtype: str) -> int:
-    from paddlellm.checkpoint._dtypes import STORAGE_NUMPY
+    from paddlellm.api import STORAGE_NUMPY
 
     return int(np.prod(shape, dtype=np.int64)) * STORAGE_NUMPY[dtype].itemsize
 
@@ -67,7 +67,7 @@ class Reader:
         self._open()
 
     def _open(self):
-        from paddlellm.checkpoint import CheckpointError, CheckpointReader
+        from paddlellm.api import CheckpointError, CheckpointReader
 
         if self._reader is None:
             try:
@@ -94,8 +94,8 @@ class Reader:
     def get_rows(self, name: str, r0: int, r1: int) -> np.ndarray:
         """Rows ``r0:r1`` (along dim 0) as :meth:`get` would give them; safetensors reads only
         those bytes (``.bin`` falls back to reading the whole tensor)."""
-        from paddlellm.checkpoint._dtypes import STORAGE_NUMPY
-        from paddlellm.checkpoint.safetensors_io import SafetensorsFile
+        from paddlellm.api import STORAGE_NUMPY
+        from paddlellm.api import SafetensorsFile
 
         shape, dtype = self.shape(name), self.dtype(name)
         path = str(self._open().file_of(name))
@@ -116,7 +116,7 @@ class Reader:
             raise MergeError(f"{path}: truncated data for tensor {name}")
         out = out.reshape((r1 - r0, *shape[1:]))
         if dtype in FLOATING and dtype != "float32":
-            from paddlellm.checkpoint._dtypes import widen
+            from paddlellm.api import widen
 
             out = widen(out, dtype) if dtype not in ("float16", "float64") else out
             out = out.astype(np.float32, copy=False)
@@ -131,8 +131,8 @@ def write_streaming(directory: str, plan: Iterable[tuple[str, tuple[int, ...], s
                     prefix: str = "model", metadata: dict | None = None) -> list[str]:
     """Write tensors ``(name, shape, dtype)`` in order; ``load(name)`` gives each one's storage
     array just when it is written. Returns the files written (shards + index)."""
-    from paddlellm.checkpoint.safetensors_io import TensorSource
-    from paddlellm.checkpoint.writer import write_sharded
+    from paddlellm.api import TensorSource
+    from paddlellm.api import write_sharded
 
     sources = [TensorSource(name, dtype, tuple(shape), (lambda n=name: load(n)))
                for name, shape, dtype in plan]

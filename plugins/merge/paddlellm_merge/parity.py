@@ -27,7 +27,7 @@ def prompt_ids(path: str, prompts: Sequence[str], vocab_size: int) -> list[list[
     """Token ids of ``prompts`` with the checkpoint's tokenizer, or fixed pseudo-random ids
     (seeded, inside the vocabulary) when no tokenizer can be loaded."""
     try:
-        from paddlellm.tokenizer import AutoTokenizer
+        from paddlellm.api import AutoTokenizer
 
         if not os.path.exists(os.path.join(path, "tokenizer.json")):
             raise FileNotFoundError("no tokenizer.json")
@@ -42,7 +42,7 @@ def prompt_ids(path: str, prompts: Sequence[str], vocab_size: int) -> list[list[
 
 
 def _paddle_top1(path: str, ids: list[list[int]]) -> list[np.ndarray]:
-    from paddlellm import AutoModelForCausalLM  # type: ignore[attr-defined]
+    from paddlellm.api import AutoModelForCausalLM  # type: ignore[attr-defined]
     import paddle
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
@@ -71,7 +71,7 @@ def parity_summary(output_path: str, input_paths: Sequence[str], *,
         return None
     if top1_fn is None:
         try:
-            from paddlellm import AutoModelForCausalLM  # noqa: F401  type: ignore[attr-defined]
+            from paddlellm.api import AutoModelForCausalLM  # noqa: F401
         except ImportError:
             log("parity: skipped (paddlellm has no AutoModelForCausalLM: install paddlellm-models)")
             return None

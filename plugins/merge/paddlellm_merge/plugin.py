@@ -1,5 +1,5 @@
 """Registers the merge methods and the ``llm merge`` command (no heavy import here)."""
-from paddlellm import hookimpl
+from paddlellm.api import hookimpl
 
 _TA = "paddlellm_merge.methods.task_arithmetic:"
 

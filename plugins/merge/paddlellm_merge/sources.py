@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from paddlellm.checkpoint import read_json
+from paddlellm.api import read_json
 
 from .errors import MergeError
 from .io import FLOATING, Reader

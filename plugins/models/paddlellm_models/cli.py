@@ -76,7 +76,7 @@ def convert(
     check: bool = typer.Option(True, "--check/--no-check", help="Compare logits after converting."),
 ) -> None:
     """Convert a checkpoint to clean HF safetensors, then check the converted model's logits."""
-    from paddlellm.hub import resolve_model_path
+    from paddlellm.api import resolve_model_path
 
     from .convert import convert_and_check
 

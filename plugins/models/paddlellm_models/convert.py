@@ -27,7 +27,7 @@ def parity_prompts(vocab_size: int, batch: int = 4, length: int = 32, seed: int 
 def _logits(path: str | os.PathLike, ids: np.ndarray) -> np.ndarray:
     import paddle
 
-    from paddlellm import AutoModelForCausalLM
+    from paddlellm.api import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
     with paddle.no_grad():
@@ -49,7 +49,7 @@ def convert_and_check(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: 
                       max_shard_size: str = "5GB", check: bool = True, batch: int = 4,
                       length: int = 32) -> dict[str, Any]:
     """Convert ``src`` to ``dst``; with ``check``, return the parity report (also the dtypes)."""
-    from paddlellm.checkpoint import CheckpointReader, canonical_dtype, convert_checkpoint, read_json
+    from paddlellm.api import CheckpointReader, canonical_dtype, convert_checkpoint, read_json
 
     from .registry_data import family_for_model_type
 

@@ -15,9 +15,9 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from paddlellm.attention import get_attention_kernel
+from paddlellm.api import get_attention_kernel
 from paddlellm.interfaces import AttentionSpec
-from paddlellm.kv_cache import KVCache
+from paddlellm.api import KVCache
 
 from . import rope
 from .config import ModelConfig
@@ -510,7 +510,7 @@ class CausalLM(nn.Layer):
 
     def generate(self, input_ids, attention_mask=None, **kwargs) -> paddle.Tensor:
         """See :func:`paddlellm.generation.generate`."""
-        from paddlellm.generation import generate
+        from paddlellm.api import generate
 
         return generate(self, input_ids, attention_mask=attention_mask, **kwargs)
 

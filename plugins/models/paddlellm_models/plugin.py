@@ -2,7 +2,7 @@
 ``llm convert`` commands. Importing this module never imports Paddle."""
 from __future__ import annotations
 
-from paddlellm import hookimpl
+from paddlellm.api import hookimpl
 
 from .families import FAMILIES
 from .registry_data import family_objects

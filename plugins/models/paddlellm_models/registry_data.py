@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from paddlellm.registry import import_target
+from paddlellm.api import import_target
 
 from .families import FAMILIES
 

@@ -101,7 +101,7 @@ def replace_module(model, path: str, new) -> None:
 def wrap_base(layer, method: str, adapter_name: str = "default"):
     """The base layer to wrap: what a plugin's ``wrap_base_layer_for_adapter`` returns
     (QLoRA: a quantized layer), else ``layer`` itself."""
-    from paddlellm.plugins import get_plugin_manager
+    from paddlellm.api import get_plugin_manager
 
     replacement = get_plugin_manager().hook.wrap_base_layer_for_adapter(
         layer=layer, adapter_name=adapter_name, method=method)
@@ -200,7 +200,7 @@ def base_model_name(model) -> str | None:
 def write_adapter(directory: str | Path, config: Mapping[str, Any],
                   tensors: Mapping[str, np.ndarray]) -> None:
     """``adapter_config.json`` and ``adapter_model.safetensors`` (float32, torch layout)."""
-    from paddlellm.checkpoint import save_state_dict
+    from paddlellm.api import save_state_dict
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -211,8 +211,8 @@ def write_adapter(directory: str | Path, config: Mapping[str, Any],
 
 def read_adapter(directory: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     """``(adapter_config, {key: float32 array})`` of a peft-format adapter directory."""
-    from paddlellm.checkpoint import CheckpointReader
-    from paddlellm.peft import read_adapter_config
+    from paddlellm.api import CheckpointReader
+    from paddlellm.api import read_adapter_config
 
     directory = Path(directory)
     config = read_adapter_config(directory)

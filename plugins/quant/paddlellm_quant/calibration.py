@@ -79,7 +79,7 @@ def read_texts(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise CalibrationDataError(f"calibration/evaluation file not found: {path}")
-    from paddlellm.data.textfile import iter_lines, parse_json_line
+    from paddlellm.api import iter_lines, parse_json_line
 
     texts: list[str] = []
     lines = [line.rstrip("\r\n") for _, line in iter_lines(path, "calibration file")]
@@ -108,7 +108,7 @@ def read_texts(path: str | Path) -> list[str]:
 
 def demo_texts(n: int, split: str, seed: int = 0) -> list[str]:
     """Generated text of the bundled demo tasks (``split`` "train" for calibration, "eval" held out)."""
-    from paddlellm.data.demo import iter_demo_corpus
+    from paddlellm.api import iter_demo_corpus
 
     return list(iter_demo_corpus(n, split=split, seed=seed))
 

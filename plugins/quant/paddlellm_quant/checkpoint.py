@@ -29,8 +29,8 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from paddlellm.checkpoint import (CheckpointReader, assign_array, family_config,
-                                  read_generation_config, save_state_dict)
+from paddlellm.api import (CheckpointReader, assign_array, family_config, read_generation_config,
+                            save_state_dict)
 
 from .layers import QuantizedLayer
 

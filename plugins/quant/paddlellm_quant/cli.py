@@ -38,7 +38,7 @@ class QuantizeArgs(BaseModel):
 
 
 def add_quantize_command(app: typer.Typer) -> None:
-    from paddlellm.cli.options import PassThroughCommand
+    from paddlellm.api import PassThroughCommand
 
     app.command(
         "quantize",
@@ -50,13 +50,13 @@ def add_quantize_command(app: typer.Typer) -> None:
 
 def quantize_help_options() -> list:
     """``llm quantize --help``: the command's options, then each quantizer's (by plugin)."""
-    from paddlellm.cli.options import HelpOption, fields_help_options
+    from paddlellm.api import HelpOption, fields_help_options
 
     rows = fields_help_options(QuantizeArgs, None)
     rows.append(HelpOption("config", help="JSON/YAML file with the same keys (flags win)",
                            metavar="FILE"))
     try:
-        from paddlellm.plugins import get_plugin_manager
+        from paddlellm.api import get_plugin_manager
 
         groups: dict[Any, list] = {}
         for entry in get_plugin_manager().registry.entries("quantizer"):
@@ -92,22 +92,22 @@ def quantize_command(ctx: typer.Context) -> None:
 
 def split_options(raw: dict[str, Any]) -> tuple[QuantizeArgs, dict[str, Any]]:
     """Command keys -> :class:`QuantizeArgs`; the rest are the quantizer's options."""
-    from paddlellm.config import _validate
+    from paddlellm.api import validate_model
 
     core = {k: v for k, v in raw.items() if k in QuantizeArgs.model_fields}
     rest = {k: v for k, v in raw.items() if k not in QuantizeArgs.model_fields}
-    return _validate(QuantizeArgs, core, "llm quantize options"), rest
+    return validate_model(QuantizeArgs, core, "llm quantize options"), rest
 
 
 def run_quantize_cli(argv: list[str], log: Callable[[str], None] = typer.echo) -> dict[str, Any]:
-    from paddlellm.config import load_config_file, parse_overrides
+    from paddlellm.api import load_config_file, parse_overrides
 
     config_file = argv.pop(0) if argv and not argv[0].startswith("--") else None
     flags = parse_overrides(argv)
     config_file = flags.pop("config", config_file)
     raw = load_config_file(config_file) if config_file else {}
     raw.update(flags)
-    from paddlellm.paddlenlp_args import is_paddlenlp_config, translate_quantize
+    from paddlellm.api import is_paddlenlp_config, translate_quantize
 
     if is_paddlenlp_config(raw):  # a run_quantization.py argument file (PaddleNLP's keys)
         raw, notes = translate_quantize(raw, config_file)
@@ -126,9 +126,9 @@ def _typed_options(quantizer: Any, options: dict[str, Any], quant_type: str) -> 
         if options:
             raise ValueError(f"quant_type '{quant_type}' takes no options, got {', '.join(options)}")
         return {}
-    from paddlellm.config import _normalise
+    from paddlellm.api import normalise_value
 
-    options = {k: _normalise(v, cls.model_fields[k].annotation) if k in cls.model_fields else v
+    options = {k: normalise_value(v, cls.model_fields[k].annotation) if k in cls.model_fields else v
                for k, v in options.items()}
     return validate_options(cls, options, quant_type).model_dump()
 
@@ -156,9 +156,8 @@ def _say_warnings(caught: list, log: Callable[[str], None]) -> None:
 def quantize_checkpoint(args: QuantizeArgs, options: dict[str, Any],
                         log: Callable[[str], None] = print) -> dict[str, Any]:
     """Load, (calibrate,) quantize, save, evaluate; returns the report (also in OUT/quantize_report.json)."""
-    import paddlellm
-    from paddlellm.auto import quantizer_for
-    from paddlellm.tokenizer import AutoTokenizer
+    from paddlellm.api import DEMO_MODEL_DIR, AutoModelForCausalLM, quantizer_for
+    from paddlellm.api import AutoTokenizer
 
     from .calibration import QuantizationWarning, batches, demo_texts, encode_texts, read_texts, token_blocks
     from .layers import weight_bytes
@@ -167,7 +166,7 @@ def quantize_checkpoint(args: QuantizeArgs, options: dict[str, Any],
     quantizer = quantizer_for(args.quant_type)  # unknown types list the installed ones
     opts = _typed_options(quantizer, options, args.quant_type)
     demo = args.model_name_or_path is None
-    path = args.model_name_or_path or str(Path(paddlellm.__file__).parent / "assets" / "qwen-demo")
+    path = args.model_name_or_path or str(DEMO_MODEL_DIR)
     needs = bool(getattr(quantizer, "needs_calibration", False))
     tokenizer = _tokenizer_or_none(AutoTokenizer, path)
     if tokenizer is None:
@@ -178,7 +177,7 @@ def quantize_checkpoint(args: QuantizeArgs, options: dict[str, Any],
         if not args.skip_eval:
             log(f"note: {path} has no tokenizer: quantizing without the perplexity report")
         args = args.model_copy(update={"skip_eval": True})
-    model = paddlellm.AutoModelForCausalLM.from_pretrained(path, dtype=args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=args.dtype)
     max_pos = getattr(model.config, "max_position_embeddings", None) or args.seqlen
     seqlen = min(args.seqlen, max_pos)
 

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 import numpy as np
 import paddle
 import paddle.nn as nn
-from paddlellm.kv_cache import KVCache, LayerKVCache
+from paddlellm.api import KVCache, LayerKVCache
 
 from .a8w8 import int8_scale, quantize_int8
 from .layers import QuantizedLayer
@@ -239,7 +239,7 @@ def setup_kv_cache_quant(model: nn.Layer, mode: str | None, calibration: Iterabl
 
 def _paged_classes():
     """Int8 subclasses of the engine's paged cache (built on first use: the engine is core)."""
-    from paddlellm.engine.kv_manager import BlockManager, PagedKVCache, PagedLayer
+    from paddlellm.api import BlockManager, PagedKVCache, PagedLayer
 
     class Int8PagedLayer(PagedLayer):
         """One layer's view of the int8 pool: ``write`` quantizes, ``gather_kv`` dequantizes

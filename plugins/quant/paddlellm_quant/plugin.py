@@ -2,7 +2,7 @@
 and ``llm quantize``. Importing this module never imports Paddle."""
 from __future__ import annotations
 
-from paddlellm import hookimpl
+from paddlellm.api import hookimpl
 
 
 @hookimpl

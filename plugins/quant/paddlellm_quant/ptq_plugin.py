@@ -3,7 +3,7 @@ int8 KV cache (``a8w8c8``) and FP8 e4m3 (``fp8``, alias ``a8w8_fp8``). Importing
 never imports Paddle."""
 from __future__ import annotations
 
-from paddlellm import hookimpl
+from paddlellm.api import hookimpl
 
 
 @hookimpl

@@ -1,5 +1,5 @@
 """Registers the trainer strategies of this distribution and ``llm launch`` (no Paddle import)."""
-from paddlellm import hookimpl
+from paddlellm.api import hookimpl
 
 _P = "paddlellm_strategies."
 

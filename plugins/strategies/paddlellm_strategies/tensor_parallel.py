@@ -218,7 +218,7 @@ class TensorParallelStrategy:
         if self.mesh is None:
             yield model
             return
-        from paddlellm.peft import is_peft_model
+        from paddlellm.api import is_peft_model
 
         if is_peft_model(model):
             raise CollectiveSaveError("saving adapters trained under tensor_parallel is not "

@@ -1,5 +1,5 @@
 """Registers the ``cpu`` backend (the module behind it imports Paddle only when used)."""
-from paddlellm import hookimpl
+from paddlellm.api import hookimpl
 
 
 @hookimpl

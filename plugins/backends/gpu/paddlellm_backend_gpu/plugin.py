@@ -1,5 +1,5 @@
 """Registers the ``gpu`` backend (CUDA through paddlepaddle-gpu)."""
-from paddlellm import hookimpl
+from paddlellm.api import hookimpl
 
 
 @hookimpl

@@ -1,5 +1,5 @@
 """Registers the reference attention kernel."""
-from paddlellm import hookimpl
+from paddlellm.api import hookimpl
 
 
 @hookimpl

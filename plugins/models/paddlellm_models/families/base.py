@@ -60,7 +60,7 @@ class Family:
 
     def config_for(self, name: str | None = None, **overrides: Any) -> ModelConfig:
         """The config of preset ``name`` (the family's default preset for its own name/aliases)."""
-        from paddlellm.registry import unknown_name_message
+        from paddlellm.api import unknown_name_message
 
         key = name if name in self.presets else None
         if key is None:
@@ -74,7 +74,7 @@ class Family:
     # -- building --------------------------------------------------------------------------
     def build(self, config: ModelConfig, dtype: str = "float32", init: bool = True):
         """A :class:`~paddlellm_models.decoder.CausalLM` (random init unless ``init=False``)."""
-        from paddlellm.checkpoint import canonical_dtype
+        from paddlellm.api import canonical_dtype
 
         from ..decoder import CausalLM, build_context
 

@@ -1,5 +1,5 @@
 """LoKr: low-rank Kronecker-product weight updates (LyCORIS), in peft's ``LOKR`` format."""
-from paddlellm import hookimpl
+from paddlellm.api import hookimpl
 
 
 @hookimpl

@@ -2,7 +2,7 @@
 
 Registered lazily: listing plugins imports neither Paddle nor the layer code.
 """
-from paddlellm import hookimpl
+from paddlellm.api import hookimpl
 
 
 @hookimpl

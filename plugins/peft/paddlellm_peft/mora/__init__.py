@@ -1,5 +1,5 @@
 """MoRA: high-rank updating with a square trainable matrix (Jiang et al., 2024)."""
-from paddlellm import hookimpl
+from paddlellm.api import hookimpl
 
 
 @hookimpl

@@ -1,5 +1,5 @@
 """Prefix tuning (Li & Liang, 2021): trainable per-layer prefix keys/values, peft format."""
-from paddlellm import hookimpl
+from paddlellm.api import hookimpl
 
 
 @hookimpl

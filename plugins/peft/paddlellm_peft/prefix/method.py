@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from paddlellm.checkpoint import CheckpointReader
+from paddlellm.api import CheckpointReader
 
 from ..common import AdapterError, assign, base_model_name, read_adapter, write_adapter
 from .config import PrefixConfig
@@ -90,7 +90,7 @@ class PrefixTuning:
     def save_adapter(self, model, directory: str) -> None:
         """peft's files; with ``prefix_projection`` also ``prefix_encoder.safetensors`` (the
         embedding and MLP, which peft does not keep) so that a training run resumes."""
-        from paddlellm.checkpoint import save_state_dict
+        from paddlellm.api import save_state_dict
 
         encoder = find_encoder(model)
         write_adapter(directory, self.adapter_config(model), self.adapter_state(model))

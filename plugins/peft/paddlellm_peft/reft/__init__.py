@@ -1,5 +1,5 @@
 """ReFT (LoReFT, Wu et al., 2024): low-rank interventions on hidden states."""
-from paddlellm import hookimpl
+from paddlellm.api import hookimpl
 
 
 @hookimpl

@@ -1,5 +1,5 @@
 """VeRA: shared frozen random projections, trainable scaling vectors (peft's ``VERA``)."""
-from paddlellm import hookimpl
+from paddlellm.api import hookimpl
 
 
 @hookimpl
