@@ -1,0 +1,1 @@
+"""Example third-party plugins, one per kind, using only ``paddlellm.api``."""
