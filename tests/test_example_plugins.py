@@ -136,3 +136,25 @@ def test_the_quantizer_snaps_weights_saves_loads_and_trains_adapters(manager, da
                       "--rtn_skip_modules", "lm_head", "o_proj", "--data", data["sft"],
                       "--output_dir", str(out), "--learning_rate", "5e-3", *COMMON)
     assert summary["steps"] == 4 and (out / "adapter_config.json").is_file()
+
+
+def test_the_examples_install_as_a_distribution_and_pass_llm_plugins_check(tmp_path):
+    import os
+    import subprocess
+
+    from helpers import run_cli
+
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--no-build-isolation", "--target", str(target), str(EXAMPLES)],
+                   check=True, capture_output=True)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(target),
+                                                       os.environ.get("PYTHONPATH")]))}
+    proc = run_cli("plugins", "--check", "--json", env=env, check=True)  # exit 0: no failure
+    rows = {(r["kind"], r["name"]): r for r in json.loads(proc.stdout)}
+    for key in (("alignment_loss", "ln_dpo"), ("peft_method", "ia3"),
+                ("quantizer", "rtn_int8_sim")):
+        assert rows[key]["distribution"] == "paddlellm-example-plugins", key
+    assert "failed" not in proc.stderr
+    listing = run_cli("run", "--help", env=env, check=True).stdout
+    assert "--ia3_target_modules" in listing and "--rtn_skip_modules" in listing
