@@ -16,6 +16,11 @@ importing the target; without it the target's ``config_class`` is used.
 
 "Pick one" decisions are ``firstresult`` hooks: the first implementation that returns a value
 other than ``None`` wins; the core's own default runs last (``trylast``).
+
+Each registration hook belongs to one plugin kind of :data:`paddlellm.kinds.KIND_TABLE`, whose
+Protocol the registered targets are checked against when they load. A ``@hookimpl`` function
+whose name is none of the hooks below (``register_model``) is an error reported with the plugin
+(pluggy's ``check_pending()``), never silently ignored.
 """
 from __future__ import annotations
 
@@ -103,7 +108,8 @@ def register_attention_kernels(register):
 def register_stages(register):
     """Register training stages for ``llm run --stage NAME`` (pretrain, sft, dpo, ...).
 
-    ``target`` resolves to a callable ``stage(ctx) -> dict``: ``ctx`` is the composed
+    ``target`` resolves to a :class:`paddlellm.interfaces.Stage`, a callable
+    ``stage(ctx) -> dict``: ``ctx`` is the composed
     :class:`paddlellm.run.RunContext` (config, backend, strategy, plugin registry); the
     returned summary (metrics, output paths) is printed and saved by ``llm run``.
     """
