@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -14,7 +15,8 @@ def test_template_plugin_is_listed_and_used(tmp_path):
                     "--no-build-isolation", "--target", str(target),
                     str(ROOT / "examples" / "plugin-template")], check=True,
                    capture_output=True)
-    env = {"PYTHONPATH": str(target)}
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(target),
+                                                       os.environ.get("PYTHONPATH")]))}
     rows = json.loads(run_cli("plugins", "--json", env=env, check=True).stdout)
     entry = next(r for r in rows if r["name"] == "sdpa-example")
     assert entry["kind"] == "attention_kernel"
