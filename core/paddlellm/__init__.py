@@ -1,6 +1,7 @@
 """paddlellm: a one-stop LLM suite on PaddlePaddle — a minimal core plus plugins.
 
-Importing this package does not import Paddle; heavy parts load on first use.
+Importing this package does not import Paddle; heavy parts load on first use. Plugin
+authors import the core through :mod:`paddlellm.api` (the public API, ``docs/plugins.md``).
 """
 from __future__ import annotations
 
