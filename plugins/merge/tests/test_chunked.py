@@ -68,7 +68,7 @@ def test_blockwise_dare_is_reproducible_across_processes(tmp_path, small_blocks)
 
 
 def test_blockwise_reads_bf16_inputs(tmp_path, small_blocks):
-    from paddlellm.checkpoint import save_state_dict
+    from paddlellm.api import save_state_dict
     import shutil
 
     for name in ("m1", "m2"):

@@ -21,7 +21,7 @@ DEVENV_PY = os.environ.get("PADDLELLM_DEV_PYTHON", "/work/devenv/bin/python")  #
 
 def variant(tmp_path, name, *, change=None, drop=None, config=None):
     """A copy of m1 with one tensor reshaped/dropped or a config field changed."""
-    from paddlellm.checkpoint import save_state_dict
+    from paddlellm.api import save_state_dict
 
     state = read_all(fx("m1"))
     if change:
@@ -93,7 +93,7 @@ def test_spec_errors(tmp_path, quiet):
 
 
 def test_bf16_conversion_matches_torch():
-    from paddlellm.checkpoint import CheckpointReader
+    from paddlellm.api import CheckpointReader
 
     from paddlellm_merge.io import to_storage
 
@@ -106,7 +106,7 @@ def test_bf16_output_is_real_bf16(tmp_path, quiet):
     out = tmp_path / "o"
     run_merge_cli(["--model_path_list", fx("m1"), fx("m2"), "--weight_list", "0.3", "0.7",
                    "--dtype", "bf16", "--output_path", str(out), "--no-parity"], log=quiet)
-    from paddlellm.checkpoint import CheckpointReader
+    from paddlellm.api import CheckpointReader
 
     r = CheckpointReader(out)
     assert {r.dtype(k) for k in r.keys()} == {"bfloat16"}

@@ -110,7 +110,7 @@ def test_adapter_errors(tmp_path):
     small = tmp_path / "small"
     shutil.copytree(fx("base"), small)
     cfgm = json.load(open(small / "config.json"))
-    from paddlellm.checkpoint import save_state_dict
+    from paddlellm.api import save_state_dict
 
     state = read_all(fx("base"))
     state["model.layers.0.self_attn.q_proj.weight"] = np.zeros((8, 16), np.float32)

@@ -9,7 +9,7 @@ import numpy as np
 import paddle
 
 from helpers import run_cli
-from paddlellm import AutoModelForCausalLM
+from paddlellm.api import AutoModelForCausalLM
 from paddlellm.peft import disable_adapters, merge_adapter, unmerge_adapter
 
 FIX = Path(__file__).parent / "fixtures" / "others"
@@ -71,7 +71,7 @@ def sft_run(tmp_path: Path, *options: str) -> tuple[Path, dict]:
     """``llm run --model qwen --stage sft`` for 6 steps (batch 4) on 32 demo examples with
     ``options`` (``--peft ...``, ``--learning_rate``); asserts it succeeded and lowered the
     loss on 4 held-out examples by 10 %. Returns the output directory and its run summary."""
-    from paddlellm.data.demo import demo_examples
+    from paddlellm.api import demo_examples
 
     rows = demo_examples(36, split="train", seed=3)
     data, dev = tmp_path / "train.jsonl", tmp_path / "dev.jsonl"

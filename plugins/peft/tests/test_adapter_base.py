@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from paddlellm import AutoModelForCausalLM
+from paddlellm.api import AutoModelForCausalLM
 from paddlellm.peft import apply_peft, save_adapter
 from peft_testutil import FIX, REF, base, logits, randomize_trainable
 

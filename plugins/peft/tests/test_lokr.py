@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from paddlellm import AutoModelForCausalLM
+from paddlellm.api import AutoModelForCausalLM
 from paddlellm.peft import apply_peft, load_adapter, save_adapter
 from paddlellm_peft.lokr.layer import LoKrLinear, factor_shapes, factorization
 from peft_testutil import (FIX, REF, TOL, base, check_merge_roundtrip, check_peft_logits,
@@ -89,7 +89,7 @@ def test_lokr_trains_through_llm_run(tmp_path):
 
 def test_options_are_flat_run_config_keys():
     from paddlellm.config import build_run_config
-    from paddlellm.plugins import get_plugin_manager
+    from paddlellm.api import get_plugin_manager
 
     registry = get_plugin_manager().registry
     config = build_run_config(None, ["--peft", "lokr", "--lokr_rank", "4", "--lokr_alpha", "2",

@@ -14,7 +14,7 @@ import numpy as np
 import paddle
 import pytest
 
-from paddlellm import AutoModelForCausalLM, hookimpl
+from paddlellm.api import AutoModelForCausalLM, hookimpl
 from paddlellm.errors import ConfigError
 from paddlellm.peft import (apply_peft, disable_adapters, load_adapter, merge_adapter,
                             save_adapter, trainable_parameter_report, unmerge_adapter)
@@ -161,7 +161,7 @@ def test_trainable_report_and_frozen_base():
 def test_lora_plus_scales_the_learning_rate_of_b():
     from types import SimpleNamespace
 
-    from paddlellm.train.optim import build_optimizer
+    from paddlellm.api import build_optimizer
 
     def one_step(scale: float):
         paddle.seed(0)
@@ -268,7 +268,7 @@ def test_qlora_hook_supplies_the_base_layer(monkeypatch):
 def test_run_setup_applies_options_and_starts_from_lora_path(capsys):
     from types import SimpleNamespace
 
-    from paddlellm.peft import setup_run_peft
+    from paddlellm.api import setup_run_peft
     from paddlellm_peft.lora.config import LoraConfig
 
     options = LoraConfig(lora_rank=4, lora_alpha=8, lora_path=str(FIX / "lora"))

@@ -14,7 +14,7 @@ import numpy as np
 import paddle
 import pytest
 
-from paddlellm import AutoModelForCausalLM
+from paddlellm.api import AutoModelForCausalLM
 from paddlellm.peft import apply_peft, save_adapter
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -9,10 +9,10 @@ import paddle
 import pytest
 
 from helpers import run_cli
-from paddlellm import AutoModelForCausalLM
-from paddlellm.checkpoint import CheckpointReader
-from paddlellm.data.demo import demo_examples
-from paddlellm.finetune import DEMO_MODEL_DIR
+from paddlellm.api import AutoModelForCausalLM
+from paddlellm.api import CheckpointReader
+from paddlellm.api import demo_examples
+from paddlellm.api import DEMO_MODEL_DIR
 
 
 def write_jsonl(path, rows):

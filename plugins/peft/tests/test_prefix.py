@@ -8,7 +8,7 @@ import numpy as np
 import paddle
 import pytest
 
-from paddlellm import AutoModelForCausalLM
+from paddlellm.api import AutoModelForCausalLM
 from paddlellm.peft import apply_peft, disable_adapters, load_adapter, merge_adapter, save_adapter
 from peft_testutil import FIX, REF, TOL, base, batch_logits, sft_run
 

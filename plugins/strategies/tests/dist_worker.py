@@ -17,7 +17,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
-from paddlellm.auto import AutoModelForCausalLM  # noqa: E402
+from paddlellm.api import AutoModelForCausalLM  # noqa: E402
 from paddlellm.plugins import PluginManager  # noqa: E402
 from paddlellm.train.loss import causal_lm_loss  # noqa: E402
 

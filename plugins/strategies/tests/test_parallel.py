@@ -82,7 +82,7 @@ def test_tensor_parallel_two_processes_equal_one_process(single, tmp_path):
 
     assert tp["save_refused"][0] == 1 and not (tmp_path / "refused").exists()
     # the collective save wrote the full (unsplit) weights: they load as a plain model
-    from paddlellm.auto import AutoModelForCausalLM
+    from paddlellm.api import AutoModelForCausalLM
 
     loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "checkpoint"))
     state = {f"init/{k}": np.asarray(v.numpy()) for k, v in loaded.state_dict().items()}
@@ -140,7 +140,7 @@ def test_llm_run_tensor_parallel_saves_a_checkpoint_transformers_loads(tmp_path)
     assert "no intermediate checkpoints" in logs
     import paddle
 
-    from paddlellm import AutoModelForCausalLM
+    from paddlellm.api import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(out)
     ids = [[1, 5, 9, 13, 2, 7]]

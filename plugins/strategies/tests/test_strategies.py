@@ -100,7 +100,7 @@ def test_tensor_parallel_degree_must_divide_the_processes(manager, backend, monk
 
 
 def test_tensor_parallel_plan_splits_every_projection_and_checks_divisibility():
-    from paddlellm.auto import AutoModelForCausalLM
+    from paddlellm.api import AutoModelForCausalLM
     from paddlellm_strategies.tensor_parallel import parallelize_plan
 
     model = AutoModelForCausalLM.from_config("llama-tiny", vocab_size=64)
@@ -165,7 +165,7 @@ def test_sharding_model_proxy_forwards_until_the_optimizer_exists(manager):
     import numpy as np
     import paddle
 
-    from paddlellm.auto import AutoModelForCausalLM
+    from paddlellm.api import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_config("llama-tiny", vocab_size=64)
     proxy = strategy(manager, "sharding").wrap_model(model)

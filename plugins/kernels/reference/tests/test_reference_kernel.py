@@ -6,7 +6,7 @@ import paddle
 import pytest
 
 from paddlellm.interfaces import AttentionSpec
-from paddlellm.kv_cache import LayerKVCache
+from paddlellm.api import LayerKVCache
 from paddlellm.testing.attention import (case_inputs, check_kernel, conformance_cases,
                                          numpy_attention, run_kernel_case)
 from paddlellm_kernels_reference.kernel import kernel
