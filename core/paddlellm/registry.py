@@ -23,6 +23,7 @@ KINDS: dict[str, str] = {
     "register_backends": "backend",
     "register_attention_kernels": "attention_kernel",
     "register_stages": "stage",
+    "register_kv_cache_layouts": "kv_cache_layout",
 }
 
 

@@ -1,7 +1,8 @@
 """Hugging Face checkpoints <-> :class:`~paddlellm_models.decoder.CausalLM`.
 
-Loading builds the model without random init and copies tensors one at a time from the
-reader, so peak memory stays near one model.
+Loading is the core's service (:mod:`paddlellm.checkpoint.loading`: build without random
+init, copy tensors one at a time through the family's name map); saving streams one tensor at
+a time through the family's ``to_hf_state``.
 """
 from __future__ import annotations
 
@@ -15,51 +16,15 @@ import paddle
 import paddle.nn as nn
 
 from . import _ckpt
+from ._ckpt import load_hf_weights, linear_weight_names  # noqa: F401  (re-exported)
 
 _FLOAT = ("float16", "bfloat16", "float32", "float64")
 GENERATION_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
-def linear_weight_names(model: nn.Layer) -> set[str]:
-    """Parameters stored ``(in, out)`` by Paddle but ``(out, in)`` by transformers."""
-    return {f"{name}.weight" if name else "weight"
-            for name, layer in model.named_sublayers(include_self=True)
-            if isinstance(layer, nn.Linear)}
-
-
 def load_pretrained(family: Any, path: str | os.PathLike, dtype: str = "float32"):
-    config = _ckpt.family_config(family, path)  # checked: errors name config.json and the field
-    model = family.build(config, dtype=dtype, init=False)
-    load_hf_weights(model, path)
-    gen = _ckpt.read_generation_config(path)  # token ids checked; errors name the field
-    if gen:
-        model.generation_config = gen
-    model.eval()
-    return model
-
-
-def load_hf_weights(model: nn.Layer, path: str | os.PathLike) -> None:
-    """Copy a transformers checkpoint into ``model`` (names mapped by ``model.family``)."""
-    family, config = model.family, model.config
-    params = dict(model.named_parameters())
-    linear = linear_weight_names(model)
-    loaded: set[str] = set()
-    with _ckpt.CheckpointReader(path) as reader:
-        for hf_name in reader.keys():
-            if family.is_ignored(hf_name):
-                continue
-            array = reader.get_numpy(hf_name, dtype="float32")
-            for name, value in family.from_hf_tensor(hf_name, array, config):
-                if name not in params:
-                    raise KeyError(f"{family.name}: checkpoint tensor '{hf_name}' maps to "
-                                   f"'{name}', which the model does not have")
-                _ckpt.assign_array(params[name], value.T if name in linear else value, name)
-                loaded.add(name)
-            del array
-    missing = sorted(set(params) - loaded)
-    if missing:
-        raise KeyError(f"{family.name}: the checkpoint at {path} lacks {len(missing)} tensors, "
-                       f"e.g. {', '.join(missing[:5])}")
+    """``family``'s model loaded from the checkpoint at ``path`` (the core's loading service)."""
+    return _ckpt.load_pretrained(family, path, dtype=dtype)
 
 
 def _torch_layout(param: paddle.Tensor, transpose: bool) -> np.ndarray:

@@ -15,8 +15,11 @@ their Hugging Face names, and each quantized layer's tensors under the model's m
 ``...q_proj.scales`` (float, ``(out, n_groups)``), optional ``...q_proj.pre_scale`` and
 ``...q_proj.bias`` (see :mod:`paddlellm_quant.layers`).
 
-Loading builds the float architecture without initialisation, lets the quantizer named by
-``quant_type`` replace the layers (``prepare_for_loading``), then copies tensors one at a time.
+Loading is the core's service (:func:`paddlellm.checkpoint.load_pretrained`): it builds the
+float architecture without initialisation, lets the quantizer named by ``quant_type`` replace
+the layers (``prepare_for_loading``, or ``prepare_for_checkpoint`` when the layers depend on
+the checkpoint's tensors), then copies tensors one at a time; the quantized layers declare
+:class:`paddlellm.interfaces.QuantizedModule`, so their tensors load under their own names.
 """
 from __future__ import annotations
 
@@ -29,30 +32,15 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from paddlellm.checkpoint import (CheckpointReader, assign_array, family_config,
-                                  read_generation_config, save_state_dict)
-
-from .layers import QuantizedLayer
+from paddlellm.checkpoint import (linear_weight_names, load_pretrained, native_tensors, quantized_modules,
+                                  save_state_dict)
 
 GENERATION_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
-def quantized_modules(model: nn.Layer) -> dict[str, QuantizedLayer]:
-    return {n: l for n, l in model.named_sublayers() if isinstance(l, QuantizedLayer)}
-
-
-def _quant_tensors(model: nn.Layer) -> dict[str, paddle.Tensor]:
-    """Persistable buffers and parameters of the quantized layers, by full name."""
-    out: dict[str, paddle.Tensor] = {}
-    for mname, layer in quantized_modules(model).items():
-        for key, tensor in layer.state_dict(include_sublayers=False).items():
-            out[f"{mname}.{key}"] = tensor
-    return out
-
-
 def _float_state(model: nn.Layer, skip: set[str]) -> dict[str, np.ndarray]:
     """Float parameters (not in quantized layers) as float32 arrays in transformers' layout."""
-    linear = {f"{n}.weight" for n, l in model.named_sublayers() if isinstance(l, nn.Linear)}
+    linear = linear_weight_names(model)
     state = {}
     for name, p in model.named_parameters():
         if name in skip:
@@ -69,7 +57,7 @@ def save_quantized(model: nn.Layer, directory: str | os.PathLike, *, max_shard_s
         raise ValueError("model has no quantization_config: quantize it first")
     family, config = model.family, model.config
     dtype = model.dtype
-    quant = _quant_tensors(model)
+    quant = native_tensors(model)
     floats = _float_state(model, set(quant))
     tensors: dict[str, Any] = {}
     for group in family.save_groups(list(floats), config):
@@ -98,50 +86,18 @@ def save_quantized(model: nn.Layer, directory: str | os.PathLike, *, max_shard_s
 def load_quantized(family: Any, path: str | os.PathLike, quantizer: Any,
                    quantization_config: Mapping[str, Any], dtype: str = "float32") -> nn.Layer:
     """Build the architecture, let ``quantizer`` swap in quantized layers, load the tensors."""
-    path = Path(path)
-    config = family_config(family, path)  # checked: errors name config.json and the field
-    model = family.build(config, dtype=dtype, init=False)
-    if hasattr(quantizer, "prepare_for_checkpoint"):  # decides from the checkpoint's tensors
-        with CheckpointReader(path) as reader:
-            keys = list(reader.keys())
-        model = quantizer.prepare_for_checkpoint(model, dict(quantization_config), keys)
-    else:
-        model = quantizer.prepare_for_loading(model, dict(quantization_config))
-    quant = _quant_tensors(model)
-    optional = {f"{m}.{t}" for m, l in quantized_modules(model).items()
-                for t in getattr(l, "optional_tensors", ())}
-    floats = {n: p for n, p in model.named_parameters() if n not in quant}
-    linear = {f"{n}.weight" for n, l in model.named_sublayers() if isinstance(l, nn.Linear)}
-    loaded: set[str] = set()
-    with CheckpointReader(path) as reader:
-        for key in reader.keys():
-            if key in quant:
-                raw = reader.get_numpy(key, dtype="float32" if reader.is_floating(key) else None)
-                assign_array(quant[key], raw, key)
-                loaded.add(key)
-                continue
-            if family.is_ignored(key):
-                continue
-            array = reader.get_numpy(key, dtype="float32")
-            for name, value in family.from_hf_tensor(key, array, config):
-                if name not in floats:
-                    raise KeyError(f"{path}: tensor '{key}' maps to '{name}', which the "
-                                   f"{quantization_config.get('quant_type')} model does not have")
-                assign_array(floats[name], value.T if name in linear else value, name)
-                loaded.add(name)
-    missing = sorted((set(quant) | set(floats)) - loaded - (optional if loaded else set()))
-    if missing:
-        raise KeyError(f"the quantized checkpoint at {path} lacks {len(missing)} tensors, "
-                       f"e.g. {', '.join(missing[:5])}")
+    qc = dict(quantization_config)
+
+    def prepare(model: nn.Layer, keys: list[str]) -> nn.Layer:
+        if hasattr(quantizer, "prepare_for_checkpoint"):  # decides from the checkpoint's tensors
+            return quantizer.prepare_for_checkpoint(model, qc, keys)
+        return quantizer.prepare_for_loading(model, qc)
+
+    model = load_pretrained(family, Path(path), dtype=dtype, prepare=prepare)
     for layer in quantized_modules(model).values():  # layers that cache facts about their tensors
         if hasattr(layer, "reset_cache"):
             layer.reset_cache()
-    gen = read_generation_config(path)  # token ids checked; errors name the field
-    if gen:
-        model.generation_config = gen
-    mark_quantized(model, quantization_config)
-    model.eval()
-    return model
+    return mark_quantized(model, quantization_config)
 
 
 def mark_quantized(model: nn.Layer, quantization_config: Mapping[str, Any]) -> nn.Layer:
