@@ -395,6 +395,9 @@ class CausalLM(Protocol):
       its pool in ``kv_cache_dtype`` bytes.
     * ``prefix_kv``: set by prefix tuning: a callable ``batch -> [(k, v)] * num_layers`` of
       ``(B, P, Hkv, D)`` prefix keys/values, or None.
+    * Checkpoints: ``family.from_pretrained`` and ``save_pretrained`` go through the core's
+      services :func:`paddlellm.checkpoint.load_pretrained` / ``save_pretrained`` (a model
+      carrying ``quantization_config`` saves its quantized layers as they are).
     """
 
     config: Any

@@ -534,10 +534,11 @@ class CausalLM(nn.Layer):
 
     def save_pretrained(self, directory: str, *, max_shard_size: str = "5GB",
                         dtype: str | None = None) -> list[str]:
-        """Write a Hugging Face checkpoint (``config.json`` + safetensors) that transformers loads."""
-        from .loading import save_pretrained
+        """Write a Hugging Face checkpoint (``config.json`` + safetensors) that transformers loads
+        (the core's :func:`paddlellm.checkpoint.save_pretrained`; a quantized model's layers and
+        ``quantization_config`` included)."""
+        from paddlellm.checkpoint import save_pretrained
 
-        dtype = dtype or getattr(self, "storage_dtype", None)  # low-precision storage: keep it
         return save_pretrained(self, directory, max_shard_size=max_shard_size, dtype=dtype)
 
     #: set by paddlellm.precision when weights are stored in low precision and computed in

@@ -15,7 +15,10 @@ their Hugging Face names, and each quantized layer's tensors under the model's m
 ``...q_proj.scales`` (float, ``(out, n_groups)``), optional ``...q_proj.pre_scale`` and
 ``...q_proj.bias`` (see :mod:`paddlellm_quant.layers`).
 
-Loading is the core's service (:func:`paddlellm.checkpoint.load_pretrained`): it builds the
+Saving and loading are the core's services, as for float models. ``model.save_pretrained``
+(:func:`paddlellm.checkpoint.save_pretrained`) writes the quantized layers' tensors as they are
+and ``quantization_config`` into ``config.json``; loading
+(:func:`paddlellm.checkpoint.load_pretrained`) builds the
 float architecture without initialisation, lets the quantizer named by ``quant_type`` replace
 the layers (``prepare_for_loading``, or ``prepare_for_checkpoint`` when the layers depend on
 the checkpoint's tensors), then copies tensors one at a time; the quantized layers declare
@@ -23,64 +26,12 @@ the checkpoint's tensors), then copies tensors one at a time; the quantized laye
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-import paddle
 import paddle.nn as nn
-
-from paddlellm.checkpoint import (linear_weight_names, load_pretrained, native_tensors, quantized_modules,
-                                  save_state_dict)
-
-GENERATION_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
-
-
-def _float_state(model: nn.Layer, skip: set[str]) -> dict[str, np.ndarray]:
-    """Float parameters (not in quantized layers) as float32 arrays in transformers' layout."""
-    linear = linear_weight_names(model)
-    state = {}
-    for name, p in model.named_parameters():
-        if name in skip:
-            continue
-        a = p.astype("float32").numpy()
-        state[name] = np.ascontiguousarray(a.T) if name in linear else a
-    return state
-
-
-def save_quantized(model: nn.Layer, directory: str | os.PathLike, *, max_shard_size: str = "5GB") -> list[str]:
-    """Write ``model`` (quantized in place by this plugin) as a quantized HF-layout checkpoint."""
-    qc = getattr(model, "quantization_config", None)
-    if not qc:
-        raise ValueError("model has no quantization_config: quantize it first")
-    family, config = model.family, model.config
-    dtype = model.dtype
-    quant = native_tensors(model)
-    floats = _float_state(model, set(quant))
-    tensors: dict[str, Any] = {}
-    for group in family.save_groups(list(floats), config):
-        tensors.update(family.to_hf_state({n: floats[n] for n in group}, config))
-    clash = set(tensors) & set(quant)
-    if clash:
-        raise ValueError(f"quantized tensor names collide with float ones: {sorted(clash)[:3]}")
-    # quantized layers' tensors keep their own dtypes (FP8 weights, GPTQ/AWQ float16 scales,
-    # int32 packs); the float tensors (float32 arrays here) are cast to the model's dtype
-    if dtype != "float32":
-        tensors = {k: paddle.to_tensor(v).astype(dtype) for k, v in tensors.items()}
-    tensors.update(quant)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    files = save_state_dict(tensors, directory, max_shard_size=max_shard_size,
-                            metadata={"format": "pt", "quantization": qc["quant_type"]})
-    hf = {**family.config_to_hf(config), "dtype": dtype, "torch_dtype": dtype,
-          "quantization_config": dict(qc)}
-    (directory / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
-    gen = {k: getattr(config, k) for k in GENERATION_KEYS if getattr(config, k, None) is not None}
-    gen.update(getattr(model, "generation_config", None) or {})
-    (directory / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
-    return files
+from paddlellm.checkpoint import load_pretrained, quantized_modules
 
 
 def load_quantized(family: Any, path: str | os.PathLike, quantizer: Any,
@@ -101,13 +52,7 @@ def load_quantized(family: Any, path: str | os.PathLike, quantizer: Any,
 
 
 def mark_quantized(model: nn.Layer, quantization_config: Mapping[str, Any]) -> nn.Layer:
-    """Record the config on the model and make ``model.save_pretrained`` write the quantized layout."""
+    """Record the config on the model: ``model.save_pretrained`` (the core's) then writes the
+    quantized layout, and ``from_pretrained`` of that checkpoint comes back here."""
     model.quantization_config = dict(quantization_config)
-
-    def save_pretrained(directory, *, max_shard_size: str = "5GB", dtype: str | None = None):
-        if dtype is not None and dtype != model.dtype:
-            raise ValueError("a quantized model is saved in its own dtype; dtype= cannot change it")
-        return save_quantized(model, directory, max_shard_size=max_shard_size)
-
-    model.save_pretrained = save_pretrained
     return model
