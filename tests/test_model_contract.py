@@ -114,3 +114,24 @@ def test_quantized_layers_are_recognised_by_the_declared_marker():
     if "weight_only_int8" in get_registry().names("quantizer"):  # the quant plugin's QLoRA hook
         assert hook(layer=Marked(), adapter_name="default", method="lora") is not None
         assert hook(layer=paddle.nn.Linear(2, 2), adapter_name="default", method="lora") is None
+
+
+def test_quantized_models_declare_the_marker_and_round_trip_through_the_core_services(tmp_path):
+    if "weight_only_int8" not in get_registry().names("quantizer"):
+        pytest.skip("the quant plugin is not installed")
+    from paddlellm import AutoModelForCausalLM
+    from paddlellm.auto import quantize_model
+    from paddlellm.checkpoint import quantized_modules
+
+    model = quantize_model(AutoModelForCausalLM.from_config("llama-tiny", vocab_size=64),
+                           "weight_only_int8")
+    layers = quantized_modules(model)
+    assert len(layers) == 7 * model.config.num_layers  # q, k, v, o, gate, up, down
+    assert all(protocol_problems(layer, QuantizedModule) == [] for layer in layers.values())
+    assert "save_pretrained" not in vars(model)  # the core's save, not a patched method
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert loaded.quantization_config["quant_type"] == "weight_only_int8"
+    ids = paddle.to_tensor([[1, 5, 7, 2]])
+    with paddle.no_grad():
+        np.testing.assert_array_equal(loaded(ids).numpy(), model(ids).numpy())
