@@ -78,7 +78,8 @@ _EXPORTS: dict[str, str] = {
     **{name: f"paddlellm.interfaces:{name}" for name in (
         "AlignmentLoss", "AttentionKernel", "AttentionSpec", "Backend", "KVCacheLayer",
         "MergeMethod", "ModelFamily", "PagedKVCacheLayer", "PeftMethod", "Quantizer", "Stage",
-        "TrainerStrategy", "kernel_runs_on", "optional_members")},
+        "TrainerStrategy", "kernel_runs_on", "optional_members", "CausalLM", "KVCacheLayout",
+        "QuantizedModule", "is_quantized_module")},
     # errors
     **{name: f"paddlellm.errors:{name}" for name in (
         "PaddleLLMError", "ConfigError", "DataFormatError", "UnknownPluginError",
@@ -92,6 +93,12 @@ _EXPORTS: dict[str, str] = {
     "generate": "paddlellm.generation:generate",
     "get_attention_kernel": "paddlellm.attention:get_attention_kernel",
     "KVCache": "paddlellm.kv_cache:KVCache",
+    "DEFAULT_KV_CACHE_LAYOUT": "paddlellm.kv_layout:DEFAULT_KV_CACHE_LAYOUT",
+    "get_kv_cache_layout": "paddlellm.kv_layout:get_kv_cache_layout",
+    "load_pretrained": "paddlellm.checkpoint:load_pretrained",
+    "load_hf_weights": "paddlellm.checkpoint:load_hf_weights",
+    "save_pretrained": "paddlellm.checkpoint:save_pretrained",
+    "quantized_modules": "paddlellm.checkpoint:quantized_modules",
     "LayerKVCache": "paddlellm.kv_cache:LayerKVCache",
     "BlockManager": "paddlellm.engine.kv_manager:BlockManager",
     "PagedKVCache": "paddlellm.engine.kv_manager:PagedKVCache",

@@ -52,6 +52,12 @@ def select_attention_kernel(spec, backend, registry):
 
 
 @hookimpl
+def register_kv_cache_layouts(register):
+    register("float", "paddlellm.kv_layout:FLOAT",
+             description="keys and values in the model's dtype (the default)")
+
+
+@hookimpl
 def register_stages(register):
     register("pretrain", "paddlellm.stages:pretrain_stage",
              description="causal LM on raw text (the generated demo corpus without --data)")

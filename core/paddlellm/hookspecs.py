@@ -116,6 +116,16 @@ def register_stages(register):
 
 
 @hookspec
+def register_kv_cache_layouts(register):
+    """Register KV-cache layouts (how a model stores its keys and values: float, int8, ...).
+
+    ``target`` resolves to an object following :class:`paddlellm.interfaces.KVCacheLayout`; a
+    model uses the layout named by its ``kv_cache_layout`` attribute (see
+    :mod:`paddlellm.kv_layout`).
+    """
+
+
+@hookspec
 def register_commands(app):
     """Add commands to the ``llm`` command line.
 

@@ -258,9 +258,17 @@ class TrainerStrategy(Protocol):
 
 @runtime_checkable
 class ModelFamily(Protocol):
-    """A model family: a config adapter, a weight-name map and the blocks that differ."""
+    """A model family: a config adapter, a weight-name map and the blocks that differ.
+
+    Weight maps work on NumPy arrays in the "torch layout" of ``transformers`` (linear
+    weights ``(out, in)``); :mod:`paddlellm.checkpoint.loading` transposes into Paddle's
+    ``(in, out)``. Optional: ``fan_in_fan_out`` (True when the Hugging Face linears are
+    ``Conv1D``, GPT-2; peft adapters record it), ``aliases``, ``default_preset``.
+    """
 
     name: str
+    #: one line for ``llm models`` / ``llm plugins``
+    description: str
     #: Hugging Face ``model_type`` values this family loads
     model_types: tuple[str, ...]
     #: preset name -> config overrides (sizes), e.g. ``{"qwen2.5-0.5b": {...}}``
@@ -270,7 +278,31 @@ class ModelFamily(Protocol):
 
     def config_to_hf(self, config: Any) -> dict[str, Any]: ...
 
-    def build(self, config: Any) -> "paddle.nn.Layer": ...
+    def config_for(self, name: str | None = None, **overrides: Any) -> Any:
+        """The config of preset ``name`` (the default preset for the family's own name)."""
+
+    def build(self, config: Any, dtype: str = "float32", init: bool = True) -> "CausalLM":
+        """A :class:`CausalLM` in ``dtype``; ``init=False`` skips random init (weights follow)."""
+
+    def from_pretrained(self, path: str, dtype: str = "float32") -> "CausalLM":
+        """Load a Hugging Face checkpoint (through :func:`paddlellm.checkpoint.load_pretrained`)."""
+
+    def rename(self, name: str, to_hf: bool) -> str | None:
+        """Our parameter name <-> the Hugging Face one (None when no rule matches)."""
+
+    def is_ignored(self, hf_name: str) -> bool:
+        """Whether a checkpoint tensor carries no weights (rotary caches, buffers)."""
+
+    def from_hf_tensor(self, hf_name: str, array: "np.ndarray",
+                       config: Any) -> list[tuple[str, "np.ndarray"]]:
+        """A checkpoint tensor -> ``[(our name, array in torch layout)]`` (fused tensors split;
+        ``[]`` for ignored ones and a tied ``lm_head``); an unknown name is a ``KeyError``."""
+
+    def to_hf_state(self, state: Mapping[str, "np.ndarray"], config: Any) -> dict[str, "np.ndarray"]:
+        """Our tensors (torch layout) -> Hugging Face names (parts of fused tensors joined)."""
+
+    def save_groups(self, names: Iterable[str], config: Any) -> list[list[str]]:
+        """Our parameter names grouped so that each group maps to HF tensors on its own."""
 
 
 # --- fine-tuning, alignment -----------------------------------------------------------------
@@ -431,3 +463,128 @@ class Stage(Protocol):
     """
 
     def __call__(self, ctx: Any) -> dict[str, Any]: ...
+
+# --- the model object -----------------------------------------------------------------------
+
+@runtime_checkable
+class CausalLM(Protocol):
+    """What the core and the plugins call on a model object (a ``paddle.nn.Layer``).
+
+    ``ModelFamily.build`` and ``AutoModelForCausalLM`` return one; the training loop, the
+    generation loop, the serving engine, PEFT methods, quantizers and alignment losses use
+    only these members (plus ``nn.Layer``'s own: ``parameters``, ``named_sublayers``,
+    ``eval``, ...). ``tests/test_model_contract.py`` checks every registered family's model.
+
+    * ``config``: the family's model config; fields read outside the model are
+      ``num_layers``, ``num_heads``, ``num_kv_heads``, ``head_dim``, ``hidden_size``,
+      ``vocab_size``, ``max_position_embeddings``, ``rope_scaling`` and the token ids.
+    * ``model.layers``: the decoder layers, each with ``self_attn`` (layer-wise PEFT, int8 KV
+      scales, SmoothQuant and the alignment losses' cache walk by it).
+    * Caches: ``new_cache`` (contiguous, for ``generate``) and ``new_paged_cache`` (the
+      serving engine's pool) are built by the registered :class:`KVCacheLayout` named by
+      ``kv_cache_layout`` (``"float"`` unless a quantizer picks another); the engine budgets
+      its pool in ``kv_cache_dtype`` bytes.
+    * ``prefix_kv``: set by prefix tuning: a callable ``batch -> [(k, v)] * num_layers`` of
+      ``(B, P, Hkv, D)`` prefix keys/values, or None.
+    * Checkpoints: ``family.from_pretrained`` and ``save_pretrained`` go through the core's
+      services :func:`paddlellm.checkpoint.load_pretrained` / ``save_pretrained`` (a model
+      carrying ``quantization_config`` saves its quantized layers as they are).
+    """
+
+    config: Any
+    family: ModelFamily
+    #: ``generation_config.json`` defaults (eos/pad/bos ids) of a loaded checkpoint
+    generation_config: dict[str, Any]
+    #: name of the registered KV-cache layout (``register_kv_cache_layouts``)
+    kv_cache_layout: str
+    prefix_kv: Any
+    model: Any
+
+    @property
+    def dtype(self) -> str:
+        """The dtype activations and KV caches use (``"float32"``, ``"bfloat16"``, ...)."""
+
+    @property
+    def kv_cache_dtype(self) -> str:
+        """The dtype the KV cache stores (what the engine budgets its pool by)."""
+
+    def forward(self, input_ids: "paddle.Tensor", attention_mask: "paddle.Tensor | None" = None,
+                position_ids: "paddle.Tensor | None" = None, cache: Any = None,
+                logits_to_keep: int = 0, segment_ids: "paddle.Tensor | None" = None) -> "paddle.Tensor":
+        """Logits ``(B, T, V)`` of ``input_ids`` ``(B, T)`` (the last ``logits_to_keep`` when > 0)."""
+
+    def forward_hidden(self, input_ids: "paddle.Tensor", attention_mask: "paddle.Tensor | None" = None,
+                       position_ids: "paddle.Tensor | None" = None, cache: Any = None,
+                       segment_ids: "paddle.Tensor | None" = None) -> "paddle.Tensor":
+        """Final hidden states ``(B, T, H)``; ``logits(forward_hidden(x)) == forward(x)``."""
+
+    def logits(self, hidden: "paddle.Tensor") -> "paddle.Tensor":
+        """``(B, T, H)`` hidden states -> ``(B, T, V)`` logits."""
+
+    def new_cache(self, batch: int, max_length: int, dtype: str | None = None) -> Any:
+        """A contiguous KV cache (:class:`KVCacheLayer` per layer) for ``batch`` rows."""
+
+    def new_paged_cache(self, num_layers: int, num_blocks: int, block_size: int, kv_heads: int,
+                        head_dim: int, dtype: str = "float32") -> Any:
+        """The serving engine's paged pool (layers follow :class:`PagedKVCacheLayer`)."""
+
+    def cache_needs_refresh(self, cached: int, total: int) -> bool:
+        """Whether keys cached for ``cached`` positions are stale at ``total`` (longrope)."""
+
+    def enable_recompute(self, enabled: bool = True) -> "CausalLM":
+        """Gradient checkpointing of the decoder layers."""
+
+    def generate(self, input_ids: Any, attention_mask: Any = None, **kwargs: Any) -> "paddle.Tensor":
+        """See :func:`paddlellm.generation.generate`."""
+
+    def save_pretrained(self, directory: str, *, max_shard_size: str = "5GB",
+                        dtype: str | None = None) -> list[str]:
+        """Write a Hugging Face checkpoint; returns the weight files written."""
+
+
+@runtime_checkable
+class KVCacheLayout(Protocol):
+    """How a model stores its KV cache; registered by name (``register_kv_cache_layouts``).
+
+    A model names its layout in ``model.kv_cache_layout``; its ``new_cache``,
+    ``new_paged_cache`` and ``kv_cache_dtype`` ask that layout, so a quantizer changes how a
+    model caches by setting a name, never by replacing methods. The core registers
+    ``"float"`` (the model's dtype, :mod:`paddlellm.kv_layout`).
+    """
+
+    name: str
+
+    def storage_dtype(self, model: CausalLM) -> str:
+        """The dtype the cache stores (the engine budgets its pool in these bytes)."""
+
+    def new_cache(self, model: CausalLM, batch: int, max_length: int, dtype: str) -> Any:
+        """A contiguous cache: one :class:`KVCacheLayer` per layer of ``model``, returning
+        keys/values in ``dtype``."""
+
+    def new_paged_cache(self, model: CausalLM, num_layers: int, num_blocks: int, block_size: int,
+                        kv_heads: int, head_dim: int, dtype: str) -> Any:
+        """A paged pool for the serving engine (``paddlellm.engine.kv_manager.PagedKVCache``
+        or a subclass; its batch views' layers offer ``gather_kv`` if not stored in ``dtype``)."""
+
+
+@runtime_checkable
+class QuantizedModule(Protocol):
+    """The marker of a layer whose weights are stored quantized (a quantizer's layers).
+
+    A quantizer's layers declare it with the class attribute ``quantized = True`` (and their
+    ``bits``). Code that must treat them differently asks ``is_quantized_module(layer)``:
+    the checkpoint loader reads their persistable tensors by the layer's own names and dtypes
+    (``model.layers.0.mlp.down_proj.qweight``) instead of through the family's name map, and
+    QLoRA keeps them as the frozen base of an adapter. ``optional_tensors`` names tensors a
+    checkpoint may lack (``g_idx`` of GPTQ).
+    """
+
+    quantized: bool
+    #: stored precision of the weights in bits
+    bits: int
+    optional_tensors: tuple[str, ...]
+
+
+def is_quantized_module(layer: Any) -> bool:
+    """Whether ``layer`` declares :class:`QuantizedModule` (``quantized = True``)."""
+    return getattr(layer, "quantized", False) is True

@@ -59,6 +59,8 @@ KIND_TABLE: tuple[Kind, ...] = (
          "attention_kernel", summary="scaled dot-product attention with the decoder masks"),
     Kind("stage", "register_stages", _ifaces.Stage, "stage",
          summary="a training stage for `llm run --stage` (pretrain, sft, align)"),
+    Kind("kv_cache_layout", "register_kv_cache_layouts", _ifaces.KVCacheLayout, None,
+         summary="how a model stores its KV cache (float, int8); named by model.kv_cache_layout"),
 )
 
 _BY_NAME = {k.name: k for k in KIND_TABLE}

@@ -11,7 +11,10 @@ from .assign import assign_array
 from ._dtypes import bf16_bits_to_float32, canonical_dtype, float32_to_bf16_bits
 from ._errors import CheckpointError, CheckpointFormatError, CheckpointNotFoundError, UnsafeCheckpointError
 from .convert import convert_checkpoint
+from .loading import (checkpoint_keys, linear_weight_names, load_hf_weights, load_pretrained,
+                      native_tensors, quantized_modules)
 from .model_config import check_model_config, family_config, read_generation_config, read_model_config
+from .saving import save_pretrained
 from .reader import WEIGHT_FILES, CheckpointReader, read_json, resolve_weights
 from .torch_io import load_torch_bin
 from .writer import parse_size, save_state_dict
@@ -22,4 +25,6 @@ __all__ = [
     "check_model_config", "family_config", "read_generation_config", "read_model_config",
     "CheckpointError", "CheckpointFormatError", "CheckpointNotFoundError", "UnsafeCheckpointError",
     "bf16_bits_to_float32", "float32_to_bf16_bits", "canonical_dtype",
+    "load_pretrained", "load_hf_weights", "linear_weight_names", "quantized_modules",
+    "native_tensors", "checkpoint_keys", "save_pretrained",
 ]

@@ -17,7 +17,7 @@ import paddle.nn.functional as F
 
 from paddlellm.api import get_attention_kernel
 from paddlellm.interfaces import AttentionSpec
-from paddlellm.api import KVCache
+from paddlellm.api import DEFAULT_KV_CACHE_LAYOUT, KVCache, get_kv_cache_layout
 
 from . import rope
 from .config import ModelConfig
@@ -331,7 +331,10 @@ class DecoderModel(nn.Layer):
 
 
 class CausalLM(nn.Layer):
-    """A decoder-only language model: ``model(input_ids, attention_mask) -> logits (B, T, V)``."""
+    """A decoder-only language model: ``model(input_ids, attention_mask) -> logits (B, T, V)``.
+
+    Follows :class:`paddlellm.interfaces.CausalLM`, the contract the core and plugins rely on.
+    """
 
     def __init__(self, config: ModelConfig, family: Any = None) -> None:
         super().__init__()
@@ -352,6 +355,9 @@ class CausalLM(nn.Layer):
         #: prefix tuning: a callable ``batch -> [(k, v)] * num_layers`` of ``(B, P, Hkv, D)``
         #: prefix keys/values (or None), set by a PEFT method; see :meth:`_apply_prefix`
         self.prefix_kv = None
+        #: the registered KV-cache layout caches are built in (``paddlellm.kv_layout``;
+        #: a quantizer sets ``"int8_static"``/``"int8_dynamic"``)
+        self.kv_cache_layout = DEFAULT_KV_CACHE_LAYOUT
 
     # -- forward ---------------------------------------------------------------------------
     def positions(self, batch: int, length: int, attention_mask: paddle.Tensor | None,
@@ -493,11 +499,22 @@ class CausalLM(nn.Layer):
 
     # -- inference helpers -----------------------------------------------------------------
     def new_cache(self, batch: int, max_length: int, dtype: str | None = None) -> KVCache:
-        """A preallocated KV cache for ``batch`` rows of up to ``max_length`` positions."""
-        c = self.config
-        dtype = dtype or self.dtype
+        """A preallocated KV cache for ``batch`` rows of up to ``max_length`` positions, in
+        the layout named by ``kv_cache_layout``."""
         max_length += getattr(self.prefix_kv, "num_tokens", 0)  # room for a tuned prefix
-        return KVCache(c.num_layers, batch, max_length, c.num_kv_heads, c.head_dim, dtype)
+        return get_kv_cache_layout(self.kv_cache_layout).new_cache(self, batch, max_length,
+                                                                   dtype or self.dtype)
+
+    def new_paged_cache(self, num_layers: int, num_blocks: int, block_size: int, kv_heads: int,
+                        head_dim: int, dtype: str = "float32"):
+        """The serving engine's paged pool, in the layout named by ``kv_cache_layout``."""
+        return get_kv_cache_layout(self.kv_cache_layout).new_paged_cache(
+            self, num_layers, num_blocks, block_size, kv_heads, head_dim, dtype)
+
+    @property
+    def kv_cache_dtype(self) -> str:
+        """The dtype the KV cache stores (the engine budgets its paged pool by it)."""
+        return get_kv_cache_layout(self.kv_cache_layout).storage_dtype(self)
 
     def cache_needs_refresh(self, cached: int, total: int) -> bool:
         """Whether keys cached for ``cached`` positions are stale once the sequence reaches
@@ -516,10 +533,11 @@ class CausalLM(nn.Layer):
 
     def save_pretrained(self, directory: str, *, max_shard_size: str = "5GB",
                         dtype: str | None = None) -> list[str]:
-        """Write a Hugging Face checkpoint (``config.json`` + safetensors) that transformers loads."""
-        from .loading import save_pretrained
+        """Write a Hugging Face checkpoint (``config.json`` + safetensors) that transformers loads
+        (the core's :func:`paddlellm.checkpoint.save_pretrained`; a quantized model's layers and
+        ``quantization_config`` included)."""
+        from paddlellm.api import save_pretrained
 
-        dtype = dtype or getattr(self, "storage_dtype", None)  # low-precision storage: keep it
         return save_pretrained(self, directory, max_shard_size=max_shard_size, dtype=dtype)
 
     #: set by paddlellm.precision when weights are stored in low precision and computed in

@@ -74,7 +74,7 @@ def test_beam_search_matches_transformers(name, load):
 ])
 def test_the_fixtures_exercise_the_feature(name, change):
     """Dropping the feature a variant is about breaks parity (so the tests above can fail)."""
-    from paddlellm_models.loading import load_hf_weights
+    from paddlellm.checkpoint import load_hf_weights
 
     ref, family = reference(name), None
     from paddlellm.auto import family_for_model_type

@@ -77,7 +77,7 @@ def test_greedy_matches_the_reference(name):
 ])
 def test_the_fixtures_exercise_the_feature(name, change):
     """Dropping the feature a variant is about breaks parity (so the tests above can fail)."""
-    from paddlellm_models.loading import load_hf_weights
+    from paddlellm.checkpoint import load_hf_weights
 
     family = model(name).family
     m = family.build(family.config_from_hf(_hf(name)).replace(**change), init=False)

@@ -15,143 +15,45 @@ their Hugging Face names, and each quantized layer's tensors under the model's m
 ``...q_proj.scales`` (float, ``(out, n_groups)``), optional ``...q_proj.pre_scale`` and
 ``...q_proj.bias`` (see :mod:`paddlellm_quant.layers`).
 
-Loading builds the float architecture without initialisation, lets the quantizer named by
-``quant_type`` replace the layers (``prepare_for_loading``), then copies tensors one at a time.
+Saving and loading are the core's services, as for float models. ``model.save_pretrained``
+(:func:`paddlellm.checkpoint.save_pretrained`) writes the quantized layers' tensors as they are
+and ``quantization_config`` into ``config.json``; loading
+(:func:`paddlellm.checkpoint.load_pretrained`) builds the
+float architecture without initialisation, lets the quantizer named by ``quant_type`` replace
+the layers (``prepare_for_loading``, or ``prepare_for_checkpoint`` when the layers depend on
+the checkpoint's tensors), then copies tensors one at a time; the quantized layers declare
+:class:`paddlellm.interfaces.QuantizedModule`, so their tensors load under their own names.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-import paddle
 import paddle.nn as nn
 
-from paddlellm.api import (CheckpointReader, assign_array, family_config, read_generation_config,
-                            save_state_dict)
-
-from .layers import QuantizedLayer
-
-GENERATION_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
-
-
-def quantized_modules(model: nn.Layer) -> dict[str, QuantizedLayer]:
-    return {n: l for n, l in model.named_sublayers() if isinstance(l, QuantizedLayer)}
-
-
-def _quant_tensors(model: nn.Layer) -> dict[str, paddle.Tensor]:
-    """Persistable buffers and parameters of the quantized layers, by full name."""
-    out: dict[str, paddle.Tensor] = {}
-    for mname, layer in quantized_modules(model).items():
-        for key, tensor in layer.state_dict(include_sublayers=False).items():
-            out[f"{mname}.{key}"] = tensor
-    return out
-
-
-def _float_state(model: nn.Layer, skip: set[str]) -> dict[str, np.ndarray]:
-    """Float parameters (not in quantized layers) as float32 arrays in transformers' layout."""
-    linear = {f"{n}.weight" for n, l in model.named_sublayers() if isinstance(l, nn.Linear)}
-    state = {}
-    for name, p in model.named_parameters():
-        if name in skip:
-            continue
-        a = p.astype("float32").numpy()
-        state[name] = np.ascontiguousarray(a.T) if name in linear else a
-    return state
-
-
-def save_quantized(model: nn.Layer, directory: str | os.PathLike, *, max_shard_size: str = "5GB") -> list[str]:
-    """Write ``model`` (quantized in place by this plugin) as a quantized HF-layout checkpoint."""
-    qc = getattr(model, "quantization_config", None)
-    if not qc:
-        raise ValueError("model has no quantization_config: quantize it first")
-    family, config = model.family, model.config
-    dtype = model.dtype
-    quant = _quant_tensors(model)
-    floats = _float_state(model, set(quant))
-    tensors: dict[str, Any] = {}
-    for group in family.save_groups(list(floats), config):
-        tensors.update(family.to_hf_state({n: floats[n] for n in group}, config))
-    clash = set(tensors) & set(quant)
-    if clash:
-        raise ValueError(f"quantized tensor names collide with float ones: {sorted(clash)[:3]}")
-    # quantized layers' tensors keep their own dtypes (FP8 weights, GPTQ/AWQ float16 scales,
-    # int32 packs); the float tensors (float32 arrays here) are cast to the model's dtype
-    if dtype != "float32":
-        tensors = {k: paddle.to_tensor(v).astype(dtype) for k, v in tensors.items()}
-    tensors.update(quant)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    files = save_state_dict(tensors, directory, max_shard_size=max_shard_size,
-                            metadata={"format": "pt", "quantization": qc["quant_type"]})
-    hf = {**family.config_to_hf(config), "dtype": dtype, "torch_dtype": dtype,
-          "quantization_config": dict(qc)}
-    (directory / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
-    gen = {k: getattr(config, k) for k in GENERATION_KEYS if getattr(config, k, None) is not None}
-    gen.update(getattr(model, "generation_config", None) or {})
-    (directory / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
-    return files
+from paddlellm.api import load_pretrained, quantized_modules
 
 
 def load_quantized(family: Any, path: str | os.PathLike, quantizer: Any,
                    quantization_config: Mapping[str, Any], dtype: str = "float32") -> nn.Layer:
     """Build the architecture, let ``quantizer`` swap in quantized layers, load the tensors."""
-    path = Path(path)
-    config = family_config(family, path)  # checked: errors name config.json and the field
-    model = family.build(config, dtype=dtype, init=False)
-    if hasattr(quantizer, "prepare_for_checkpoint"):  # decides from the checkpoint's tensors
-        with CheckpointReader(path) as reader:
-            keys = list(reader.keys())
-        model = quantizer.prepare_for_checkpoint(model, dict(quantization_config), keys)
-    else:
-        model = quantizer.prepare_for_loading(model, dict(quantization_config))
-    quant = _quant_tensors(model)
-    optional = {f"{m}.{t}" for m, l in quantized_modules(model).items()
-                for t in getattr(l, "optional_tensors", ())}
-    floats = {n: p for n, p in model.named_parameters() if n not in quant}
-    linear = {f"{n}.weight" for n, l in model.named_sublayers() if isinstance(l, nn.Linear)}
-    loaded: set[str] = set()
-    with CheckpointReader(path) as reader:
-        for key in reader.keys():
-            if key in quant:
-                raw = reader.get_numpy(key, dtype="float32" if reader.is_floating(key) else None)
-                assign_array(quant[key], raw, key)
-                loaded.add(key)
-                continue
-            if family.is_ignored(key):
-                continue
-            array = reader.get_numpy(key, dtype="float32")
-            for name, value in family.from_hf_tensor(key, array, config):
-                if name not in floats:
-                    raise KeyError(f"{path}: tensor '{key}' maps to '{name}', which the "
-                                   f"{quantization_config.get('quant_type')} model does not have")
-                assign_array(floats[name], value.T if name in linear else value, name)
-                loaded.add(name)
-    missing = sorted((set(quant) | set(floats)) - loaded - (optional if loaded else set()))
-    if missing:
-        raise KeyError(f"the quantized checkpoint at {path} lacks {len(missing)} tensors, "
-                       f"e.g. {', '.join(missing[:5])}")
+    qc = dict(quantization_config)
+
+    def prepare(model: nn.Layer, keys: list[str]) -> nn.Layer:
+        if hasattr(quantizer, "prepare_for_checkpoint"):  # decides from the checkpoint's tensors
+            return quantizer.prepare_for_checkpoint(model, qc, keys)
+        return quantizer.prepare_for_loading(model, qc)
+
+    model = load_pretrained(family, Path(path), dtype=dtype, prepare=prepare)
     for layer in quantized_modules(model).values():  # layers that cache facts about their tensors
         if hasattr(layer, "reset_cache"):
             layer.reset_cache()
-    gen = read_generation_config(path)  # token ids checked; errors name the field
-    if gen:
-        model.generation_config = gen
-    mark_quantized(model, quantization_config)
-    model.eval()
-    return model
+    return mark_quantized(model, quantization_config)
 
 
 def mark_quantized(model: nn.Layer, quantization_config: Mapping[str, Any]) -> nn.Layer:
-    """Record the config on the model and make ``model.save_pretrained`` write the quantized layout."""
+    """Record the config on the model: ``model.save_pretrained`` (the core's) then writes the
+    quantized layout, and ``from_pretrained`` of that checkpoint comes back here."""
     model.quantization_config = dict(quantization_config)
-
-    def save_pretrained(directory, *, max_shard_size: str = "5GB", dtype: str | None = None):
-        if dtype is not None and dtype != model.dtype:
-            raise ValueError("a quantized model is saved in its own dtype; dtype= cannot change it")
-        return save_quantized(model, directory, max_shard_size=max_shard_size)
-
-    model.save_pretrained = save_pretrained
     return model

@@ -11,13 +11,14 @@
 :class:`Int8LayerKVCache` follows :class:`paddlellm.interfaces.KVCacheLayer` like the core's
 contiguous :class:`paddlellm.kv_cache.LayerKVCache`: ``update`` quantizes the new keys/values
 into preallocated int8 buffers and returns the dequantized cache for the attention kernel.
-:func:`enable_int8_kv_cache` makes ``model.generate`` use it (through ``model.new_cache``),
-and the serving engine an int8 paged pool (through ``model.new_paged_cache``; the attention
-kernel reads it with the pool's ``gather_kv``).
+:func:`enable_int8_kv_cache` sets the model's ``kv_cache_layout`` to the registered layout
+``int8_static`` or ``int8_dynamic`` (:class:`Int8KVCacheLayout`), so ``model.generate`` gets
+an int8 cache (through ``model.new_cache``) and the serving engine an int8 paged pool
+(through ``model.new_paged_cache``; the attention kernel reads it with the pool's
+``gather_kv``), budgeted in int8 bytes (``model.kv_cache_dtype``).
 """
 from __future__ import annotations
 
-from types import MethodType
 from typing import Any, Iterable
 
 import numpy as np
@@ -179,19 +180,12 @@ def _attention_layers(model: nn.Layer) -> list[nn.Layer]:
     return [layer.self_attn for layer in model.model.layers]
 
 
-def _new_int8_cache(self, batch: int, max_length: int, dtype: str | None = None) -> Int8KVCache:
-    """``model.new_cache`` of a model whose KV cache is int8 (bound by enable_int8_kv_cache)."""
-    c = self.config
-    dtype = dtype or str(self.model.embed_tokens.weight.dtype).replace("paddle.", "")
-    scales = None
-    if self.kv_cache_quant == "static":
-        scales = [(a.cache_scales.k_scale, a.cache_scales.v_scale) for a in _attention_layers(self)]
-    return Int8KVCache(c.num_layers, batch, max_length, c.num_kv_heads, c.head_dim, dtype, scales)
-
-
 def enable_int8_kv_cache(model: nn.Layer, mode: str = "static",
                          absmax: list[tuple[np.ndarray, np.ndarray]] | None = None) -> nn.Layer:
-    """Make ``model.new_cache`` (used by ``model.generate``) build an int8 cache.
+    """Make ``model`` cache keys/values in int8: sets ``model.kv_cache_layout`` to the
+    registered layout ``int8_static`` or ``int8_dynamic`` (:class:`Int8KVCacheLayout`), which
+    ``model.new_cache`` (``generate``), ``model.new_paged_cache`` (the serving engine) and
+    ``model.kv_cache_dtype`` (the engine's pool budget) ask.
 
     ``static`` gives every attention layer a :class:`KVCacheScales` ``cache_scales``:
     ``absmax / 127`` from :func:`calibrate_kv_scales`, or ones (to be overwritten by a
@@ -199,8 +193,9 @@ def enable_int8_kv_cache(model: nn.Layer, mode: str = "static",
     """
     if mode not in KV_MODES:
         raise ValueError(f"unknown KV-cache quantization '{mode}'; valid: {', '.join(KV_MODES)}")
-    if not hasattr(model, "new_cache"):
-        raise TypeError(f"{type(model).__name__} has no new_cache(); cannot install an int8 KV cache")
+    if not hasattr(model, "kv_cache_layout"):
+        raise TypeError(f"{type(model).__name__} has no kv_cache_layout (see paddlellm.interfaces."
+                        "CausalLM); cannot install an int8 KV cache")
     if mode == "static":
         hkv = model.config.num_kv_heads
         attn_layers = _attention_layers(model)
@@ -214,9 +209,7 @@ def enable_int8_kv_cache(model: nn.Layer, mode: str = "static",
                 scales.v_scale = int8_scale(paddle.to_tensor(np.asarray(v, np.float32)))
             attn.cache_scales = scales
     model.kv_cache_quant = mode
-    model.kv_cache_dtype = "int8"  # the engine budgets its paged pool by this
-    model.new_cache = MethodType(_new_int8_cache, model)
-    model.new_paged_cache = MethodType(_new_int8_paged_cache, model)
+    model.kv_cache_layout = f"int8_{mode}"  # new_cache/new_paged_cache/kv_cache_dtype ask it
     return model
 
 
@@ -310,10 +303,43 @@ def _paged_classes():
     return Int8PagedKVCache
 
 
-def _new_int8_paged_cache(self, num_layers: int, num_blocks: int, block_size: int, kv_heads: int,
-                          head_dim: int, dtype: str = "float32"):
-    """``model.new_paged_cache`` (read by the serving engine) of an int8-KV model."""
-    static = None
-    if self.kv_cache_quant == "static":
-        static = [(a.cache_scales.k_scale, a.cache_scales.v_scale) for a in _attention_layers(self)]
-    return _paged_classes()(num_layers, num_blocks, block_size, kv_heads, head_dim, dtype, static)
+# --- the registered layouts ----------------------------------------------------------------
+
+class Int8KVCacheLayout:
+    """The ``int8_static`` / ``int8_dynamic`` KV-cache layouts
+    (:class:`paddlellm.interfaces.KVCacheLayout`): contiguous :class:`Int8KVCache` for
+    ``generate`` and an int8 paged pool for the serving engine. Static scales are read from
+    the model's attention layers (``self_attn.cache_scales``, set by
+    :func:`enable_int8_kv_cache` or loaded from a checkpoint)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode, self.name = mode, f"int8_{mode}"
+
+    def __repr__(self) -> str:
+        return f"<kv cache layout {self.name}>"
+
+    def storage_dtype(self, model: Any) -> str:
+        return "int8"
+
+    def _static_scales(self, model: Any) -> list[tuple[paddle.Tensor, paddle.Tensor]] | None:
+        if self.mode != "static":
+            return None
+        layers = _attention_layers(model)
+        if not all(hasattr(a, "cache_scales") for a in layers):
+            raise ValueError(f"kv_cache_layout '{self.name}' needs per-layer static scales "
+                             "(self_attn.cache_scales): use enable_int8_kv_cache(model, 'static', ...)")
+        return [(a.cache_scales.k_scale, a.cache_scales.v_scale) for a in layers]
+
+    def new_cache(self, model: Any, batch: int, max_length: int, dtype: str) -> Int8KVCache:
+        c = model.config
+        return Int8KVCache(c.num_layers, batch, max_length, c.num_kv_heads, c.head_dim, dtype,
+                           self._static_scales(model))
+
+    def new_paged_cache(self, model: Any, num_layers: int, num_blocks: int, block_size: int,
+                        kv_heads: int, head_dim: int, dtype: str):
+        return _paged_classes()(num_layers, num_blocks, block_size, kv_heads, head_dim, dtype,
+                                self._static_scales(model))
+
+
+INT8_STATIC = Int8KVCacheLayout("static")
+INT8_DYNAMIC = Int8KVCacheLayout("dynamic")

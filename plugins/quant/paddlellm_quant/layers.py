@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import ClassVar
 
 import numpy as np
 import paddle
@@ -120,15 +121,20 @@ def _group_index_tensor(in_features: int, group_size: int) -> paddle.Tensor:
 # --- layers ----------------------------------------------------------------------------------
 
 class QuantizedLayer(nn.Layer):
-    """Marker base of every quantized layer (this plugin's and other quantizers').
+    """Base of this plugin's quantized layers; declares the core's
+    :class:`paddlellm.interfaces.QuantizedModule` marker.
 
-    The quantized checkpoint loader reads the persistable buffers and parameters of these
+    The core's checkpoint loader reads the persistable buffers and parameters of these
     layers by their own names (``model.layers.0.mlp.down_proj.qweight``); everything else goes
     through the model family's Hugging Face name map.
     """
 
+    #: the QuantizedModule marker
+    quantized: ClassVar[bool] = True
     #: stored precision in bits (of the weights)
     bits: int = 8
+    #: tensors a checkpoint may lack
+    optional_tensors: ClassVar[tuple[str, ...]] = ()
 
 
 def _float_dtype(dtype) -> str:

@@ -2,7 +2,7 @@
 and ``llm quantize``. Importing this module never imports Paddle."""
 from __future__ import annotations
 
-from paddlellm.api import hookimpl
+from paddlellm.api import hookimpl, is_quantized_module
 
 
 @hookimpl
@@ -26,8 +26,9 @@ def register_commands(app):
 
 @hookimpl
 def wrap_base_layer_for_adapter(layer, adapter_name, method):
-    """QLoRA: a weight-only quantized layer is the (frozen, integer) base of the adapter."""
-    if type(layer).__module__.startswith("paddlellm_quant."):
+    """QLoRA: a quantized layer (one declaring ``paddlellm.interfaces.QuantizedModule``) is
+    the (frozen, integer) base of the adapter."""
+    if is_quantized_module(layer):
         from .qlora import frozen_base
 
         return frozen_base(layer)

@@ -112,6 +112,9 @@ def test_int8_kv_cache_quality_and_generate(data, mode):
     model = AutoModelForCausalLM.from_pretrained(DEMO)
     setup_kv_cache_quant(model, mode, calib)
     assert isinstance(model.new_cache(1, 4), Int8KVCache)
+    # a registered layout chosen by name, not methods patched onto the model
+    assert model.kv_cache_layout == f"int8_{mode}" and model.kv_cache_dtype == "int8"
+    assert not {"new_cache", "new_paged_cache", "kv_cache_dtype"} & set(vars(model))
     float_ppl, int8_ppl = _cache_ppl(base, held), _cache_ppl(model, held)
     print(f"{mode}: float-cache ppl {float_ppl:.4f}, int8-cache ppl {int8_ppl:.4f}")
     assert int8_ppl != float_ppl  # the int8 path really ran

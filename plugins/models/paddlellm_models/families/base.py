@@ -85,7 +85,8 @@ class Family:
             return CausalLM(config, family=self)
 
     def from_pretrained(self, path: str, dtype: str = "float32"):
-        from ..loading import load_pretrained
+        """The checkpoint at ``path`` through the core's loading service."""
+        from paddlellm.api import load_pretrained
 
         return load_pretrained(self, path, dtype=dtype)
 
