@@ -18,7 +18,9 @@ from typing import Any
 
 #: the demo models that ship in the package, by family (scripts/build_demo_model.py)
 ASSETS = Path(__file__).parent / "assets"
-BUNDLED_DEMO_MODELS = {"qwen2": ASSETS / "qwen-demo"}
+#: the bundled (pretrained-only) demo model of the qwen2 family, the fine-tuning demos' start
+DEMO_MODEL_DIR = ASSETS / "qwen-demo"
+BUNDLED_DEMO_MODELS = {"qwen2": DEMO_MODEL_DIR}
 #: the instruction-tuned demo model (the inference commands' default)
 INSTRUCT_DEMO_MODEL = ASSETS / "qwen-demo-instruct"
 #: how a demo model of a family without a bundled one is built: the recipe of the bundled
@@ -31,6 +33,16 @@ DEMO_PRETRAIN = {"max_steps": 1200, "max_length": 128, "per_device_train_batch_s
 #: ``--model`` names a family rather than a sized preset
 DEMO_SIZE = {"hidden_size": 128, "intermediate_size": 352, "num_hidden_layers": 4,
              "num_attention_heads": 4, "num_key_value_heads": 2}
+
+
+def demo_model_dir() -> Path:
+    """:data:`DEMO_MODEL_DIR`, checked (a missing bundled model is a clear error)."""
+    if not (DEMO_MODEL_DIR / "config.json").is_file():
+        from .errors import ConfigError
+
+        raise ConfigError(f"the bundled demo model is missing from {DEMO_MODEL_DIR}; rebuild "
+                          "it with `python scripts/build_demo_model.py`")
+    return DEMO_MODEL_DIR
 
 
 def build_model(ctx: Any, *, vocab_size: int, demo: bool, tokenizer: Any = None,
@@ -189,7 +201,7 @@ def build_demo_model(ctx: Any, family: Any, target: Path, **recipe: Any) -> Path
     :data:`DEMO_PRETRAIN`, overridden by ``recipe``) and move it to ``target``."""
     import json
 
-    from .stages import pretrain_stage
+    from .training.stages.pretrain import pretrain_stage
     from .train.metrics import print_heading
 
     recipe = {**DEMO_PRETRAIN, **recipe}

@@ -12,7 +12,7 @@ from helpers import run_cli
 from paddlellm import AutoModelForCausalLM
 from paddlellm.checkpoint import CheckpointReader
 from paddlellm.data.demo import demo_examples
-from paddlellm.finetune import DEMO_MODEL_DIR
+from paddlellm.models import DEMO_MODEL_DIR
 
 
 def write_jsonl(path, rows):

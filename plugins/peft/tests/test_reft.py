@@ -10,7 +10,7 @@ import paddle
 import pytest
 
 from helpers import run_cli
-from paddlellm.finetune import DEMO_MODEL_DIR
+from paddlellm.models import DEMO_MODEL_DIR
 from paddlellm.peft import (apply_peft, batch_context, disable_adapters, load_adapter,
                             merge_adapter, save_adapter)
 from paddlellm_peft.reft.layer import ReftLayer, parse_layers, parse_positions, position_mask

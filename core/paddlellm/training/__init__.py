@@ -1,0 +1,9 @@
+"""Training: the session every stage shares and the built-in stages.
+
+A stage (kind ``stage``, hook ``register_stages``) is a function ``stage(ctx) -> summary``
+written as a short recipe on :class:`TrainingSession`: its data, its step loss, its
+evaluation and its summary fields (``docs/plugins.md``, "Writing a stage").
+"""
+from .session import Demo, FitResult, TrainingSession
+
+__all__ = ["Demo", "FitResult", "TrainingSession"]
