@@ -323,7 +323,7 @@ class TrainingSession:
             "train_loss_first": state.losses[0], "train_loss_last": state.losses[-1],
         }
         if "eval_loss" in before and "eval_loss" in after:
-            out["eval_loss_before"], out["eval_loss_after"] = before["eval_loss"], after["eval_loss"]
+            out.update(eval_loss_before=before["eval_loss"], eval_loss_after=after["eval_loss"])
         out.update(fields)
         out["output_dir"] = str(self.output_dir)
         return out
