@@ -183,8 +183,8 @@ class TrainingSession:
             path = str(self.resume_dir)
         else:
             path = self.source if self.pretrained else None
-        vocab = vocab_size if vocab_size is not None else len(self.tokenizer)
-        self.model = build_model(replace(self.ctx, config=config), vocab_size=vocab,
+        self.model = build_model(replace(self.ctx, config=config),
+                                 vocab_size=vocab_size or self._vocab_size(),
                                  demo=self.is_demo, tokenizer=self.tokenizer, path=path)
         return self.model
 
@@ -193,8 +193,11 @@ class TrainingSession:
         e.g. when the session's model holds a resumed checkpoint's weights)."""
         from ..models import build_model
 
-        return build_model(replace(self.ctx, config=self.config), vocab_size=len(self.tokenizer),
+        return build_model(replace(self.ctx, config=self.config), vocab_size=self._vocab_size(),
                            demo=self.is_demo, tokenizer=self.tokenizer, path=self.source)
+
+    def _vocab_size(self) -> int | None:
+        return len(self.tokenizer) if self.tokenizer is not None else None
 
     def adapt(self) -> Any:
         """``--peft`` on ``self.model`` (a resumed run's adapter, or ``--lora_path``), then the
