@@ -263,19 +263,21 @@ class TrainingSession:
         return optimizer, scheduler
 
     def fit(self, batches: Iterator[dict], step_loss: Callable, *, total_steps: int,
-            evaluate: Callable[[Any], dict], extra_metrics: Callable[[], dict] | None = None
-            ) -> FitResult:
+            evaluate: Callable[[Any], dict], extra_metrics: Callable[[], dict] | None = None,
+            save: Callable[[str], None] | None = None) -> FitResult:
         """Train ``self.model`` for ``total_steps`` optimizer steps on ``batches`` (endless)
         with ``step_loss(model, batch) -> (loss, tokens)``: evaluation before and after (and
         every ``--eval_steps``), checkpoints every ``--save_steps``, exact resume, and the
-        final model (or adapter) saved to ``--output_dir`` through the strategy."""
+        final model (or adapter) saved to ``--output_dir`` through the strategy.
+        ``save(directory)`` replaces :meth:`save_files` (a model with its own layout, e.g. a
+        reward model's score head)."""
         from ..train.loop import train_and_evaluate
 
         optimizer, scheduler = self.build_optimizer(total_steps)
         state, before, after = train_and_evaluate(
             self.model, optimizer, scheduler, batches, step_loss, config=self.config,
             ctx=self.ctx, total_steps=total_steps, logger=self.logger or self.metrics_logger(),
-            evaluate=evaluate, extra_metrics=extra_metrics, save=self.save_files,
+            evaluate=evaluate, extra_metrics=extra_metrics, save=save or self.save_files,
             resume_from=str(self.resume_dir) if self.resume_dir else None)
         return FitResult(state, before, after, total_steps)
 
