@@ -5,5 +5,6 @@ written as a short recipe on :class:`TrainingSession`: its data, its step loss, 
 evaluation and its summary fields (``docs/plugins.md``, "Writing a stage").
 """
 from .session import Demo, FitResult, TrainingSession
+from .start import resolve_run_model
 
-__all__ = ["Demo", "FitResult", "TrainingSession"]
+__all__ = ["Demo", "FitResult", "TrainingSession", "resolve_run_model"]

@@ -6,7 +6,7 @@ its evaluation and its summary fields; the session owns the rest in one place:
 * the configuration, with the stage's :class:`Demo` defaults applied when there is no
   ``--data`` (and recorded, so ``run_config.json`` shows the values used);
 * the starting checkpoint (``--model_name_or_path``, else ``--model``'s demo model:
-  :func:`paddlellm.models.resolve_run_model`), the seed and ``--resume``;
+  :func:`paddlellm.training.start.resolve_run_model`), the seed and ``--resume``;
 * the tokenizer and the model (``--recompute``, ``--quant_type``), PEFT (``--peft``, the
   adapter of a resumed run) and the strategy's wrapping;
 * the optimizer and schedule, the metrics logger, the loop with its checkpoints, exact
@@ -83,7 +83,7 @@ class TrainingSession:
     def __init__(self, ctx: Any, *, demo: Demo | None = None, pretrained: bool = True) -> None:
         import paddle
 
-        from ..models import resolve_run_model
+        from .start import resolve_run_model
         from ..train.checkpointing import resume_checkpoint
 
         self.ctx, self.strategy, self.pretrained = ctx, ctx.strategy, pretrained

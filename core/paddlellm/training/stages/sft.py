@@ -2,7 +2,7 @@
 
 ``--data`` is SFT jsonl (``{"src", "tgt"}`` or OpenAI ``messages``; 5% held out without
 ``--eval_data``). Without it the demo fine-tunes the demo model of ``--model``'s family
-(bundled, or built once: :func:`paddlellm.models.resolve_run_model`) on the generated demo
+(bundled, or built once: :func:`paddlellm.training.start.resolve_run_model`) on the generated demo
 instructions, with :data:`DEMO_DEFAULTS`, and reports held-out exact match before and after.
 ``--zero_padding`` packs several examples per sequence with block-diagonal attention and
 restarting positions.
