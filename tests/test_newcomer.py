@@ -87,7 +87,7 @@ def test_a_family_without_a_bundled_demo_model_gets_one_built_and_cached(tmp_pat
     (here for 3 steps, in process), cached, then fine-tuned: a llama checkpoint comes out."""
     from paddlellm.auto import family_by_name
     from paddlellm.config import RunConfig
-    from paddlellm.models import build_demo_model, demo_cache_dir, resolve_run_model
+    from paddlellm.training.start import build_demo_model, demo_cache_dir, resolve_run_model
     from paddlellm.plugins import get_plugin_manager
     from paddlellm.run import compose
 

@@ -10,7 +10,7 @@ import pytest
 from paddlellm.data.demo import FACTS, demo_examples
 from paddlellm.data.lm import block_batches, pack_documents
 from paddlellm.errors import DataFormatError
-from paddlellm.stages import read_text_documents
+from paddlellm.data.textfile import read_text_documents
 from paddlellm.train.checkpointing import list_checkpoints, save_checkpoint
 from paddlellm.train.metrics import MetricsLogger
 from paddlellm.train.optim import lr_factor

@@ -59,9 +59,9 @@ def register_kv_cache_layouts(register):
 
 @hookimpl
 def register_stages(register):
-    register("pretrain", "paddlellm.stages:pretrain_stage",
+    register("pretrain", "paddlellm.training.stages.pretrain:pretrain_stage",
              description="causal LM on raw text (the generated demo corpus without --data)")
-    register("sft", "paddlellm.finetune:sft_stage",
+    register("sft", "paddlellm.training.stages.sft:sft_stage",
              description="supervised fine-tuning, loss on responses (the demo without --data)")
 
 

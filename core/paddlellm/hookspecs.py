@@ -111,7 +111,9 @@ def register_stages(register):
     ``target`` resolves to a :class:`paddlellm.interfaces.Stage`, a callable
     ``stage(ctx) -> dict``: ``ctx`` is the composed
     :class:`paddlellm.run.RunContext` (config, backend, strategy, plugin registry); the
-    returned summary (metrics, output paths) is printed and saved by ``llm run``.
+    returned summary (metrics, output paths) is printed and saved by ``llm run``. Write the
+    stage as a recipe on :class:`paddlellm.training.TrainingSession` (docs/plugins.md,
+    "Writing a stage").
     """
 
 

@@ -8,42 +8,30 @@ computes the reference log-probs once before training (the copy is then dropped)
 ``--resume`` / ``--resume_from_checkpoint`` continue such a run from its checkpoint through
 the core loop; the reference stays the starting model (reloaded for full-parameter runs).
 
-Without ``--data`` it runs the demo: SFT of the demo model of ``--model``'s family on the demo
-instructions (all parameters; ``--demo_sft_peft`` uses the PEFT method, merged afterwards),
+Without ``--data`` it runs the demo (:class:`~paddlellm_align.demo.AlignDemo`: configuration
+and a data source): SFT of the demo model of ``--model``'s family on the demo instructions,
 saved to ``<output_dir>/sft-base``, then alignment (with ``--peft``, a fresh adapter whose
-``base_model_name_or_path`` is that folder) on generated preferences: right answers against
-the SFT model's own wrong answers or plausible wrong ones; it reports held-out preference
-accuracy and exact match before and after alignment. Options the user sets (``--max_steps``,
-``--learning_rate``, ...) apply to both phases; ``--demo_sft_*`` set the SFT phase alone.
+``base_model_name_or_path`` is that folder) on generated preferences; it reports held-out
+preference accuracy and exact match before and after alignment.
+
+The recipe (:func:`align_stage`) is written on :class:`paddlellm.training.TrainingSession`,
+which owns the model, tokenizer, PEFT, strategy, optimizer, logger, resume and saving.
 """
 from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from paddlellm.errors import ConfigError
-from paddlellm.api import MetricsLogger, format_record as _fmt
+from paddlellm.api import MetricsLogger, TrainingSession
+from paddlellm.api import format_record as _fmt
 
-DEMO_TRAIN_RECORDS = 2000
-DEMO_EVAL_RECORDS = 200
-#: alignment settings of the demo, applied to the options the user did not set
-DEMO_DEFAULTS = {"learning_rate": 1e-3, "max_steps": 200, "per_device_train_batch_size": 16,
-                 "per_device_eval_batch_size": 32, "warmup_steps": 10,
-                 "lr_scheduler_type": "cosine", "max_length": 128, "logging_steps": 10,
-                 "eval_steps": 100}
-#: the demo's SFT phase, where neither the user's flags nor ``--demo_sft_*`` say otherwise
-DEMO_SFT_DEFAULTS = {"zero_padding": True, "max_length": 128, "per_device_train_batch_size": 8,
-                     "warmup_steps": 20, "lr_scheduler_type": "cosine", "logging_steps": 50}
-#: where the demo saves its SFT model (the base of the aligned adapter)
-SFT_BASE_DIR = "sft-base"
-#: loss options of the demo: keep the chosen answers likely while separating them from the
-#: wrong ones (DPO alone lowers both on this tiny model)
-DEMO_LOSS_DEFAULTS = {"sft_loss_ratio": 1.0}
+from .demo import DEMO_EVAL_RECORDS, DEMO_LOSS_DEFAULTS, DEMO_TRAIN_RECORDS, AlignDemo
+
 PROGRESS_KEYS = ("loss", "rewards/accuracies", "rewards/margins", "lr")
 
 
@@ -139,23 +127,13 @@ class Reference:
 
 # --- data ----------------------------------------------------------------------------------
 
-def _records(config, pointwise: bool, stage_opts: AlignStageConfig, answer=None):
-    """(train records, held-out pairs for KTO's preference accuracy, eval records,
-    exact-match pairs or None)."""
-    from .data import parse_record, read_preference_jsonl
+def read_preferences(session: TrainingSession, pointwise: bool):
+    """``--data`` (and ``--eval_data``, else 5% held out): (train records, held-out pairs for
+    KTO's preference accuracy, eval records, exact-match questions) as the demo's source
+    returns them (a file has no pairs for pointwise data and no exact-match questions)."""
+    from .data import read_preference_jsonl
 
-    if config.data is None:
-        from .demo import demo_preferences
-
-        rows = demo_preferences(stage_opts.demo_train_records, split="train", seed=config.seed,
-                                pointwise=pointwise, answer=answer,
-                                on_policy=stage_opts.demo_on_policy_records)
-        held = demo_preferences(stage_opts.demo_eval_records, split="eval", seed=config.seed)
-        as_rec = lambda rs, pw: [parse_record(r, f"demo:{i + 1}", pw) for i, r in enumerate(rs)]
-        em_pairs = [{"src": r["src"][0], "tgt": r["answer"], "task": r["task"]} for r in held]
-        held_eval = (demo_preferences(stage_opts.demo_eval_records, split="eval",
-                                      seed=config.seed, pointwise=True) if pointwise else held)
-        return as_rec(rows, pointwise), as_rec(held, False), as_rec(held_eval, pointwise), em_pairs
+    config = session.config
     train = read_preference_jsonl(config.data, pointwise)
     if config.eval_data:
         held = read_preference_jsonl(config.eval_data, pointwise)
@@ -292,223 +270,113 @@ def evaluate_preferences(model, step_loss, batches: Sequence[dict], pair_batches
 
 # --- the stage -----------------------------------------------------------------------------
 
-def _apply_demo_defaults(config):
-    unset = {k: v for k, v in DEMO_DEFAULTS.items() if k not in config.model_fields_set}
-    return config.model_copy(update=unset), unset
+class PreferenceData:
+    """Tokenized preference records: training examples, held-out examples (and, for KTO,
+    held-out pairs for preference accuracy) and exact-match questions (the demo's)."""
+
+    def __init__(self, session: TrainingSession, records, pointwise: bool) -> None:
+        from .data import tokenize_records
+
+        train_rec, eval_pair_rec, eval_rec, self.em_pairs = records
+        tokenizer, config = session.tokenizer, session.config
+        max_length, seed = config.max_length, config.seed
+        self.train = tokenize_records(tokenizer, train_rec, max_length)
+        self.eval = tokenize_records(tokenizer, eval_rec, max_length)
+        self.eval_pairs = (tokenize_records(tokenizer, eval_pair_rec, max_length)
+                           if eval_pair_rec and pointwise else [])
+        if pointwise:
+            _assign_kl_partners(self.train, seed)
+            _assign_kl_partners(self.eval, seed + 1)
 
 
-def demo_sft_config(user, config, stage_opts: AlignStageConfig):
-    """The SFT phase's configuration: ``--demo_sft_*`` first, then what the user set
-    (``user``: the run's config as given), then :data:`DEMO_SFT_DEFAULTS`."""
-    given = user.model_fields_set
-    opts_given = stage_opts.model_fields_set
-    use_peft = bool(config.peft and stage_opts.demo_sft_peft)
-    steps = (stage_opts.demo_sft_steps if "demo_sft_steps" in opts_given or
-             "max_steps" not in given or user.max_steps <= 0 else user.max_steps)
-    lr = (stage_opts.demo_sft_learning_rate if stage_opts.demo_sft_learning_rate else
-          user.learning_rate if "learning_rate" in given else 5e-3 if use_peft else 2e-3)
-    update = {k: v for k, v in DEMO_SFT_DEFAULTS.items() if k not in given}
-    update.update({"learning_rate": lr, "max_steps": steps, "eval_steps": None,
-                   "save_steps": steps + 1, "stage": "sft", "align": None,
-                   "peft": config.peft if use_peft else None,
-                   "output_dir": str(Path(config.output_dir) / SFT_BASE_DIR)})
-    return config.model_copy(update=update)
-
-
-def demo_sft(model, tokenizer, ctx, sft_config, pad_id: int):
-    """The demo's SFT phase on the demo instructions (LoRA under ``--demo_sft_peft``, merged
-    after); the model is saved to ``sft_config.output_dir`` and names it as its origin."""
-    import json
-
-    from paddlellm.api import dump_config
-    from paddlellm.api import demo_examples
-    from paddlellm.api import record_to_messages, tokenize_all
-    from paddlellm.api import DEMO_TRAIN_EXAMPLES, epoch_stream
-    from paddlellm.api import save_model
-    from paddlellm.api import apply_peft, merge_adapter
-    from paddlellm.api import train
-    from paddlellm.api import batch_loss
-    from paddlellm.api import print_heading
-    from paddlellm.api import build_optimizer
-
-    steps, use_peft = sft_config.max_steps, bool(sft_config.peft)
-    main = ctx.strategy.is_main_process
-    print_heading(f"SFT (demo phase 1 of 2: {steps} steps on the generated instructions, "
-                  f"{sft_config.peft + ' merged after' if use_peft else 'all parameters'})",
-                  enabled=main)
-    rows = demo_examples(DEMO_TRAIN_EXAMPLES, split="train", seed=sft_config.seed)
-    examples, _ = tokenize_all(tokenizer, [record_to_messages(r, "demo") for r in rows],
-                               sft_config.max_length)
-    if use_peft:
-        model = apply_peft(model, sft_config.peft, ctx.options("peft_method"))
-    optimizer, scheduler = build_optimizer(model, sft_config, steps)
-    logger = MetricsLogger(Path(ctx.config.output_dir) / "sft_metrics.jsonl", enabled=main,
-                           label="sft")
-    state = train(model, optimizer, scheduler,
-                  epoch_stream(examples, sft_config, pad_id, ctx.strategy.shard), batch_loss,
-                  config=sft_config, ctx=ctx, total_steps=steps, logger=logger)
-    if use_peft:
-        model = merge_adapter(model)
-    base = Path(sft_config.output_dir).resolve()
-    if main:  # the aligned adapter's base, loadable on its own
-        save_model(model, tokenizer, str(base))
-        (base / "run_config.json").write_text(json.dumps(dump_config(sft_config), indent=2))
-    ctx.strategy.barrier()
-    model.name_or_path = str(base)
-    return model, {"steps": steps, "learning_rate": sft_config.learning_rate,
-                   "peft": sft_config.peft, "saved_to": str(base),
-                   "loss_first": state.losses[0], "loss_last": state.losses[-1]}
+def setup_reference(session: TrainingSession, loss_fn, options, data: PreferenceData,
+                    pointwise: bool, layout: str) -> tuple[Reference | None, str]:
+    """The reference model the loss needs (or None) and how it is provided. A resumed
+    full-parameter run holds the checkpoint's weights: its reference is the run's starting
+    model, loaded again (precomputed values are recomputed from it)."""
+    config = session.config
+    if not loss_fn.needs_reference_for(options):
+        return None, "none"
+    original = (session.starting_model() if session.resume_dir is not None and not config.peft
+                else None)
+    reference = Reference.build(session.model, peft=bool(config.peft), original=original)
+    if options.precompute_ref_logps:
+        for examples in (data.train, data.eval):
+            precompute_reference(reference, examples, pointwise, 2 * config.max_length,
+                                 session.pad_id, config.per_device_eval_batch_size, layout)
+        reference.release_copy()  # the frozen copy is no longer needed
+        return reference, "precomputed"
+    return reference, "adapters disabled" if config.peft else "frozen copy"
 
 
 def align_stage(ctx) -> dict[str, Any]:
-    import paddle
+    """The recipe: preference records, the ``--align`` loss against a reference, held-out
+    preference metrics (and the demo's exact match) before and after."""
+    from paddlellm.api import exact_match
 
-    from paddlellm.api import AutoModelForCausalLM
-    from paddlellm.api import exact_match, generate_answers
-    from paddlellm.api import prepare_for_training, resolve_run_model
-    from paddlellm.api import print_heading
-    from paddlellm.api import save_model_or_adapter, setup_run_peft, trainable_parameter_report
-    from paddlellm.api import run_weights_source
-    from paddlellm.api import AutoTokenizer
-    from paddlellm.api import resume_checkpoint
-    from paddlellm.api import train_and_evaluate
-    from paddlellm.api import build_optimizer
-
-    from .data import tokenize_records
-
-    config, strategy = ctx.config, ctx.strategy
-    if not config.align:
+    if not ctx.config.align:
         raise ConfigError("the align stage needs an alignment loss: --align dpo|simpo|orpo|"
                           "ipo|hinge|kto (see `llm plugins`)")
-    loss_fn = ctx.registry.load("alignment_loss", config.align)
-    options = loss_fn.resolve(ctx.options("alignment_loss"), config.align)
+    loss_fn = ctx.registry.load("alignment_loss", ctx.config.align)
+    options = loss_fn.resolve(ctx.options("alignment_loss"), ctx.config.align)
     stage_opts = ctx.options("stage") or AlignStageConfig()
     pointwise = getattr(loss_fn, "kind", "pairwise") == "pointwise"
-    is_demo = config.data is None
-    if is_demo and (config.resume or config.resume_from_checkpoint):
-        raise ConfigError("the align demo (no --data) does not resume: its SFT phase and "
-                          "generated preferences are not checkpointed; rerun it, or resume a "
-                          "run with --data")
-    demo_defaults: dict = {}
-    sft_config = None
-    if is_demo:
-        config, demo_defaults = _apply_demo_defaults(config)
-        unset = {k: v for k, v in DEMO_LOSS_DEFAULTS.items()
-                 if k in type(options).model_fields and k not in options.model_fields_set}
-        options = options.model_copy(update=unset)
-        demo_defaults.update(unset)
-        if stage_opts.demo_sft_steps:  # --demo_sft_steps 0 skips the SFT phase
-            sft_config = demo_sft_config(ctx.config, config, stage_opts)
-        used = {**config.plugin_options, "alignment_loss": options}
-        if sft_config is not None:  # record the SFT phase's resolved steps and learning rate
-            used["stage"] = stage_opts.model_copy(update={
-                "demo_sft_steps": sft_config.max_steps,
-                "demo_sft_learning_rate": sft_config.learning_rate})
-        ctx.use_config(config.model_copy(update={"plugin_options": used}))
-    source = resolve_run_model(ctx)  # the starting weights: --model_name_or_path or demo
-    paddle.seed(config.seed)
-    resume_dir = resume_checkpoint(config)
-    tokenizer = AutoTokenizer.from_pretrained(str(config.tokenizer_name_or_path or resume_dir
-                                                  or source))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    # resumed: the checkpoint's weights (--peft: the base; the adapter is loaded below)
-    weights = run_weights_source(config, resume_dir, source)
-    model = prepare_for_training(AutoModelForCausalLM.from_pretrained(weights), config)
-    summary: dict[str, Any] = {"stage": "align", "align": config.align, "demo": is_demo,
-                               "demo_defaults": demo_defaults, "model": source,
-                               **options.model_dump()}
-    if sft_config is not None:
-        model, summary["sft"] = demo_sft(model, tokenizer, ctx, sft_config, pad_id)
-
-    answer = lambda questions: generate_answers(model, tokenizer, questions,
-                                                batch_size=config.per_device_eval_batch_size * 4)
-    train_rec, eval_pair_rec, eval_rec, em_pairs = _records(config, pointwise, stage_opts, answer)
-    train_ex = tokenize_records(tokenizer, train_rec, config.max_length)
-    eval_ex = tokenize_records(tokenizer, eval_rec, config.max_length)
-    eval_pairs = (tokenize_records(tokenizer, eval_pair_rec, config.max_length)
-                  if eval_pair_rec and pointwise else [])
-    if pointwise:
-        _assign_kl_partners(train_ex, config.seed)
-        _assign_kl_partners(eval_ex, config.seed + 1)
-
-    model = strategy.wrap_model(setup_run_peft(model, config, ctx.options("peft_method"),
-                                               resume_dir))
+    session = TrainingSession(ctx, demo=AlignDemo(stage_opts, pointwise))
+    options = session.demo_options("alignment_loss", options, DEMO_LOSS_DEFAULTS)
+    config, strategy = session.config, session.strategy
+    tokenizer = session.load_tokenizer()
+    session.load_model()
+    data = PreferenceData(session, session.data(lambda s: read_preferences(s, pointwise)),
+                          pointwise)  # the demo: its SFT phase, then generated preferences
+    model = session.adapt()
     # a shared prompt runs forward_hidden twice, which a multi-process wrapper does not see
     layout = stage_opts.pair_layout if strategy.world_size == 1 else "packed"
-    reference = None
-    if loss_fn.needs_reference_for(options):
-        # a resumed full-parameter run holds the checkpoint's weights: the reference is the
-        # run's starting model, loaded again (precomputed values are recomputed from it)
-        original = (prepare_for_training(AutoModelForCausalLM.from_pretrained(source), config)
-                    if resume_dir is not None and not config.peft else None)
-        reference = Reference.build(model, peft=bool(config.peft), original=original)
-        if options.precompute_ref_logps:
-            for exs in (train_ex, eval_ex):
-                precompute_reference(reference, exs, pointwise, 2 * config.max_length, pad_id,
-                                     config.per_device_eval_batch_size, layout)
-            reference.release_copy()  # the frozen copy is no longer needed
-    capacity = 2 * config.max_length
-    size = config.per_device_eval_batch_size
-    eval_batches = [make_batch(eval_ex[i:i + size], pointwise, capacity, pad_id, layout)
-                    for i in range(0, len(eval_ex), size)]
-    pair_batches = [make_batch(eval_pairs[i:i + size], False, capacity, pad_id, layout)
-                    for i in range(0, len(eval_pairs), size)]
-    logger = AlignMetricsLogger(ctx.output_dir / "metrics.jsonl", enabled=strategy.is_main_process,
-                                label=config.align)
+    reference, reference_kind = setup_reference(session, loss_fn, options, data, pointwise,
+                                                layout)
+    capacity, size, pad_id = 2 * config.max_length, config.per_device_eval_batch_size, \
+        session.pad_id
+    batched = lambda exs, pw: [make_batch(exs[i:i + size], pw, capacity, pad_id, layout)
+                               for i in range(0, len(exs), size)]
+    eval_batches, pair_batches = batched(data.eval, pointwise), batched(data.eval_pairs, False)
+    logger = session.metrics_logger(AlignMetricsLogger, label=config.align)
     step_loss = PreferenceStepLoss(loss_fn, options, reference, pointwise,
                                    on_metrics=logger.window.append)
+    total_steps = session.total_steps(
+        math.ceil(len(data.train) / config.per_device_train_batch_size))
+    phase = " (demo phase 2 of 2)" if "sft" in session.facts else ""
+    session.heading(f"{config.align.upper()}{phase}: {total_steps} steps, "
+                    f"{config.peft or 'all parameters'}, reference: {reference_kind}")
+    session.log_start({"train_examples": len(data.train), "eval_examples": len(data.eval),
+                       "reference": reference_kind})
+    em = lambda: (exact_match(model, tokenizer, data.em_pairs, batch_size=size * 4)
+                  if data.em_pairs else {})
+    result = session.fit(
+        batch_stream(data.train, config, pointwise, pad_id, strategy.shard, layout), step_loss,
+        total_steps=total_steps, extra_metrics=em,
+        evaluate=lambda m: evaluate_preferences(m, step_loss, eval_batches, pair_batches))
+    return session.summary("align", result, align=config.align,
+                           **alignment_fields(result, logger, options, data, reference_kind))
 
-    def evaluate(m) -> dict:
-        return evaluate_preferences(m, step_loss, eval_batches, pair_batches)
 
-    def em() -> dict:
-        if not em_pairs:
-            return {}
-        return exact_match(model, tokenizer, em_pairs,
-                           batch_size=config.per_device_eval_batch_size * 4)
-
-    per_step = config.gradient_accumulation_steps * strategy.world_size
-    batches_per_epoch = math.ceil(len(train_ex) / config.per_device_train_batch_size)
-    total_steps = (config.max_steps if config.max_steps > 0 else
-                   max(1, math.ceil(config.num_train_epochs * batches_per_epoch / per_step)))
-    optimizer, scheduler = build_optimizer(model, config, total_steps)
-    optimizer = strategy.wrap_optimizer(optimizer)
-    reference_kind = ("none" if reference is None else "precomputed"
-                      if options.precompute_ref_logps else "adapters disabled"
-                      if config.peft else "frozen copy")
-    phase = " (demo phase 2 of 2)" if sft_config is not None else ""
-    print_heading(f"{config.align.upper()}{phase}: {total_steps} steps, "
-                  f"{config.peft or 'all parameters'}, reference: {reference_kind}",
-                  enabled=strategy.is_main_process)
-    if resume_dir is None:
-        logger.log({"step": 0, "train_examples": len(train_ex), "eval_examples": len(eval_ex),
-                    "reference": reference_kind})
-    state, before, after = train_and_evaluate(
-        model, optimizer, scheduler,
-        batch_stream(train_ex, config, pointwise, pad_id, strategy.shard, layout), step_loss,
-        config=config, ctx=ctx, total_steps=total_steps, logger=logger, evaluate=evaluate,
-        extra_metrics=em, save=lambda d: save_model_or_adapter(model, tokenizer, d),
-        resume_from=str(resume_dir) if resume_dir else None)  # before: step 0 of an interrupted run
-    trainable, total, _ = trainable_parameter_report(model)
+def alignment_fields(result, logger, options, data: PreferenceData, reference_kind: str) -> dict:
+    """The align stage's summary fields: the loss options, the reference, the last training
+    metrics and the held-out metrics before and after."""
+    before, after = result.before, result.after
     train_records = [r for r in logger.records if "loss" in r]
-    summary.update({
-        "peft": config.peft, "trainable_params": trainable, "total_params": total,
-        "reference": reference_kind, "steps": state.step,
-        "resumed_from": str(resume_dir) if resume_dir else None,
-        "train_examples": len(train_ex), "train_loss_first": state.losses[0],
-        "train_loss_last": state.losses[-1],
+    fields: dict[str, Any] = {
+        **options.model_dump(), "reference": reference_kind,
+        "train_examples": len(data.train),
         "train_metrics_last": {k: v for k, v in train_records[-1].items()
                                if k not in ("time", "step")} if train_records else {},
         "eval_before": {k: v for k, v in before.items() if k != "samples"},
         "eval_after": {k: v for k, v in after.items() if k != "samples"},
-        "output_dir": str(ctx.output_dir),
-    })
-    for key in ("eval_pref_accuracy", "exact_match", "eval_loss"):
+    }
+    for key in ("eval_pref_accuracy", "exact_match"):
         if key in before:
-            summary[f"{key}_before"], summary[f"{key}_after"] = before[key], after[key]
-    if em_pairs:
-        summary["samples_after"] = after["samples"]
-    return summary
+            fields[f"{key}_before"], fields[f"{key}_after"] = before[key], after[key]
+    if data.em_pairs:
+        fields["samples_after"] = after["samples"]
+    return fields
 
 
 align_stage.config_class = AlignStageConfig

@@ -6,7 +6,7 @@ import numpy as np
 import paddle
 
 from paddlellm import AutoModelForCausalLM, AutoTokenizer
-from paddlellm.finetune import DEMO_MODEL_DIR
+from paddlellm.models import DEMO_MODEL_DIR
 from paddlellm.peft import apply_peft
 from paddlellm_align.data import pair_batch, parse_record, tokenize_records
 from paddlellm_align.demo import demo_preferences

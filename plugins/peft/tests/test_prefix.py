@@ -88,7 +88,7 @@ def test_bad_prefix_adapter_is_refused_by_message(tmp_path):
 
 
 def test_prefix_tuning_trains_through_llm_run(tmp_path):
-    from paddlellm.finetune import demo_model_dir
+    from paddlellm.models import demo_model_dir
 
     out, summary = sft_run(tmp_path, "--peft", "prefix", "--num_prefix_tokens", "8",
                            "--prefix_projection", "--learning_rate", "1e-2")
