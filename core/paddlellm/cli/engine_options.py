@@ -9,7 +9,7 @@ frozen ``config``::
 Each option becomes ``--<name>`` with the field's type, help, default and help panel (and,
 with ``envvar=True``, the variables ``PADDLELLM_<NAME>``), so a flag cannot be spelt, typed or
 documented differently from the config field it sets. A bad value ends the command with
-``Invalid value: --name: ...`` (exit 2).
+``error: --name: ...`` (exit 2), before anything loads.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import typer
 from pydantic import ValidationError
 
 from ..engine.config import EngineConfig, describe_validation_error
+from ..errors import ConfigError
 
 __all__ = ["engine_options", "option_for"]
 
@@ -76,8 +77,8 @@ def engine_options(names: Sequence[str] | None = None, *,
                     given[name] = value
             try:
                 config = EngineConfig(**given)
-            except ValidationError as exc:
-                raise typer.BadParameter(describe_validation_error(exc, EngineConfig.flag)) from None
+            except ValidationError as exc:  # `error: --name: ...`, exit 2
+                raise ConfigError(describe_validation_error(exc, EngineConfig.flag)) from None
             return fn(**{CONFIG_PARAM: config}, **kwargs)
 
         params = own + added

@@ -22,6 +22,7 @@ without importing numpy or Paddle.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -98,15 +99,15 @@ class EngineConfig(BaseModel):
         None, "None | inference_with_reference (n-gram prompt lookup drafts, verified "
               "exactly: output as without it).", "Speculative decoding")
     speculate_max_draft_token_num: int = _opt(1, "Draft tokens proposed per step.",
-                                              "Speculative decoding", ge=1)
+                                              "Speculative decoding")
     speculate_max_ngram_size: int = _opt(1, "Longest n-gram matched to find drafts.",
-                                         "Speculative decoding", ge=1)
+                                         "Speculative decoding")
     speculate_verify_window: int = _opt(2, "PaddleNLP TopP+window verify; accepted, unused: "
                                            "verification here is exact.",
-                                        "Speculative decoding", ge=1)
+                                        "Speculative decoding")
     speculate_max_candidate_len: int = _opt(5, "PaddleNLP TopP+window verify; accepted, "
                                                "unused: verification here is exact.",
-                                            "Speculative decoding", ge=1)
+                                            "Speculative decoding")
 
     # -- Request limits (docs/security.md) --------------------------------------------------
     max_body_bytes: int = _opt(8 * 1024 * 1024, "Largest request body, bytes (413 beyond).",
@@ -194,7 +195,16 @@ class EngineConfig(BaseModel):
         from .speculative import DRAFTERS  # drafters are registered at import time
 
         if value not in DRAFTERS:
-            raise ValueError(f"valid: None, {', '.join(sorted(DRAFTERS))}")
+            raise ValueError(f"unknown speculate_method '{value}'; valid: None, "
+                             f"{', '.join(sorted(DRAFTERS))}")
+        return value
+
+    @field_validator("speculate_max_draft_token_num", "speculate_max_ngram_size",
+                     "speculate_verify_window", "speculate_max_candidate_len")
+    @classmethod
+    def _at_least_one(cls, value: int, info: Any) -> int:
+        if value < 1:
+            raise ValueError(f"{info.field_name} must be >= 1, got {value}")
         return value
 
     # -- building -----------------------------------------------------------------------------
@@ -252,7 +262,7 @@ class EngineConfig(BaseModel):
             config = cls(**raw)
         except ValidationError as exc:
             raise ConfigError(describe_validation_error(
-                exc, lambda n: f"{source[n]}={raw[n]!r}" if n in source else n)) from None
+                exc, lambda n: source.get(n, n), show_value=True)) from None
         return {name: getattr(config, name) for name in raw}
 
     @classmethod
@@ -263,11 +273,19 @@ class EngineConfig(BaseModel):
         return cls(**values)
 
 
-def describe_validation_error(exc: ValidationError, name_of=lambda name: name) -> str:
-    """One line per problem, each naming the option as ``name_of(field)`` spells it."""
+def describe_validation_error(exc: ValidationError, spell=lambda name: name,
+                              show_value: bool = False) -> str:
+    """One clause per problem, each naming the option as ``spell(field)`` spells it (a flag,
+    a variable, a keyword); ``show_value`` adds the value that was given."""
     lines = []
     for err in exc.errors():
         field = str(err["loc"][0]) if err.get("loc") else ""
         message = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{name_of(field) if field else 'engine options'}: {message}")
+        if not field:
+            lines.append(f"engine options: {message}")
+        elif re.search(rf"\b{field}\b", message):  # the message names it: spell it so
+            lines.append(re.sub(rf"\b{field}\b", spell(field), message, count=1))
+        else:
+            given = f"={err['input']!r}" if show_value and "input" in err else ""
+            lines.append(f"{spell(field)}{given}: {message}")
     return "; ".join(lines)
