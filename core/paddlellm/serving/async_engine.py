@@ -274,8 +274,9 @@ class AsyncEngine:
                 pass
 
     def _run(self) -> None:
-        take = getattr(self.engine, "take_ownership", None)  # an LLMEngine-shaped object may
-        try:                                                  # have no owner to check
+        # an LLMEngine-shaped stand-in (tests' FakeEngine) may have no owner to check
+        take = getattr(self.engine, "take_ownership", None)
+        try:
             with take() if take is not None else nullcontext():
                 self._owning.set()
                 try:
