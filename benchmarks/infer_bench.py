@@ -39,10 +39,8 @@ from bench_common import add_model_args, add_run_args, make_checkpoint, run_work
 
 PADDLE_WORKER = textwrap.dedent("""
     import json, sys, time
-    from paddlellm.engine.llm_engine import LLMEngine, setup_device
-    from paddlellm.engine import SamplingParams
+    from paddlellm.engine import LLMEngine, SamplingParams
     path, prompts_file, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    setup_device("cpu")
     prompts = json.load(open(prompts_file))
     engine = LLMEngine.from_pretrained(path, max_num_seqs=64, max_model_len=256, device="cpu")
     greedy = lambda k: SamplingParams(max_tokens=k, temperature=0, ignore_eos=True)

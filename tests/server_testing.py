@@ -26,13 +26,15 @@ def demo_engine():
 
 
 def demo_app(**kwargs):
-    """A fresh app (own engine client thread) over the shared demo engine."""
-    from paddlellm.engine import SamplingParams
+    """A fresh app over its own engine on the shared demo model (loaded once): an engine
+    belongs to one thread, so two apps alive at once each drive their own."""
+    from paddlellm.engine import LLMEngine
     from paddlellm.serving import AsyncEngine, build_app
 
-    engine = demo_engine()
+    base = demo_engine()
+    engine = LLMEngine(base.model, base.tokenizer, base.config, model_name=base.model_name)
     client = AsyncEngine(engine, max_queue=kwargs.pop("max_queue", 256))
-    return build_app(client, model_name=engine.model_name, sampling_params_cls=SamplingParams, **kwargs)
+    return build_app(client, model_name=engine.model_name, **kwargs)
 
 
 class ServerThread:

@@ -215,3 +215,25 @@ def test_quant_type_goes_through_the_quantizer_plugin():
     assert got == reference(engine.model, p, 10, eos_token_id=[])
     with pytest.raises(ValueError, match="unknown quant_type 'int3'; installed quantizers handle: .*weight_only_int8"):
         quantize_for_inference(engine.model, "int3")
+
+
+def test_engine_options_come_from_one_config(engine_factory):
+    """Keywords build the engine's frozen EngineConfig; a named attention kernel is checked
+    against the paged call before it becomes the process's kernel."""
+    from paddlellm import attention
+    from paddlellm.engine import EngineConfig
+    from paddlellm.errors import UnknownPluginError
+
+    engine = engine_factory(max_num_seqs=3, kv_cache_bytes=1 << 20)
+    assert engine.config == EngineConfig(block_size=4, max_num_seqs=3, kv_cache_bytes=1 << 20)
+    assert engine.max_num_seqs == 3 and engine.block_size == 4
+    with pytest.raises(ValueError, match="block_size: Input should be greater than or equal to 1"):
+        engine_factory(block_size=0)
+    with pytest.raises(UnknownPluginError, match="unknown attention_kernel 'nope'"):
+        engine_factory(attention_kernel="nope")
+    try:
+        engine = engine_factory(attention_kernel="reference")
+        out = engine.generate([[5, 6, 7]], SamplingParams(max_tokens=4, **GREEDY))
+        assert out[0]["token_ids"] == reference(engine.model, [5, 6, 7], 4)
+    finally:
+        attention.set_default_kernel("auto")

@@ -197,7 +197,7 @@ def test_serving_with_the_family_chat_template(family, tmp_path):
     model's greedy continuation of exactly that prompt."""
     from starlette.testclient import TestClient
 
-    from paddlellm.engine import LLMEngine, SamplingParams
+    from paddlellm.engine import LLMEngine
     from paddlellm.serving import AsyncEngine, build_app
 
     name, base, _ = family
@@ -214,7 +214,7 @@ def test_serving_with_the_family_chat_template(family, tmp_path):
                       "baichuan2": "<reserved_106>What is 2 + 2?<reserved_107>"}[name]
     ids = tokenizer.encode(prompt, add_special_tokens=False)
     want = engine.model.generate(paddle.to_tensor([ids]), max_new_tokens=4, eos_token_id=None).numpy()[0, len(ids):]
-    app = build_app(AsyncEngine(engine), model_name="m", sampling_params_cls=SamplingParams)
+    app = build_app(AsyncEngine(engine), model_name="m")
     with TestClient(app) as client:
         r = client.post("/v1/chat/completions", json={
             "model": "m", "messages": messages, "max_tokens": 4, "temperature": 0,

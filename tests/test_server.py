@@ -8,7 +8,6 @@ import time
 import httpx
 import pytest
 
-from paddlellm.engine.sampling import SamplingParams
 from paddlellm.serving import AsyncEngine, build_app
 from paddlellm.serving.metrics import parse_prometheus
 from server_testing import FakeEngine, ServerThread
@@ -20,7 +19,7 @@ HELLO = [{"role": "user", "content": "hello"}]
 def make_server(engine: FakeEngine | None = None, **kwargs):
     engine = engine or FakeEngine()
     client = AsyncEngine(engine, max_queue=kwargs.pop("max_queue", 8))
-    app = build_app(client, model_name="fake-model", sampling_params_cls=SamplingParams, **kwargs)
+    app = build_app(client, model_name="fake-model", **kwargs)
     return engine, ServerThread(app)
 
 

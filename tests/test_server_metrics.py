@@ -4,7 +4,6 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from paddlellm.engine.sampling import SamplingParams
 from paddlellm.serving import AsyncEngine, build_app
 from server_testing import FakeEngine, ServerThread
 
@@ -15,8 +14,7 @@ HISTOGRAMS = ("time_to_first_token_seconds", "e2e_request_latency_seconds",
 
 
 def _app(engine: FakeEngine):
-    return build_app(AsyncEngine(engine, max_queue=8), model_name="fake-model",
-                     sampling_params_cls=SamplingParams)
+    return build_app(AsyncEngine(engine, max_queue=8), model_name="fake-model")
 
 
 def _families(text: str) -> dict:

@@ -5,21 +5,10 @@ implementing the hook without ``trylast`` and returning a name.
 """
 from __future__ import annotations
 
+from .device import parse_device
 from .errors import BackendUnavailableError
 from .hookspecs import hookimpl
 from .interfaces import kernel_runs_on
-
-AUTO_VALUES = (None, "", "auto")
-
-
-def parse_device(device: str | None) -> tuple[str | None, int]:
-    """``"gpu:1"`` -> ``("gpu", 1)``; ``"auto"``/``None`` -> ``(None, 0)``."""
-    if device in AUTO_VALUES:
-        return None, 0
-    name, _, index = device.partition(":")
-    if index and not index.isdigit():
-        raise BackendUnavailableError(f"bad --device '{device}': expected NAME or NAME:INDEX")
-    return name, int(index or 0)
 
 
 @hookimpl(trylast=True)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .builtin import parse_device
 from .config import AUTO, RunConfig, check_run_paths, dump_config
+from .device import parse_device
 from .errors import ConfigError, UnknownPluginError
 from .interfaces import AttentionSpec, Backend, TrainerStrategy, kernel_runs_on
 from .plugins import PluginManager

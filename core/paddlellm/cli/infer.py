@@ -1,8 +1,9 @@
 """``llm predict`` and ``llm chat``: the inference engine from the command line.
 
 Without ``--model_name_or_path`` both use the bundled instruction-tuned demo model
-(``paddlellm/assets/qwen-demo-instruct``). Paddle is imported only
-when a command runs.
+(``paddlellm/assets/qwen-demo-instruct``). Their engine options are
+:class:`~paddlellm.engine.config.EngineConfig`'s (:mod:`.engine_options`). Paddle is imported
+only when a command runs.
 """
 from __future__ import annotations
 
@@ -12,11 +13,10 @@ from typing import Iterator, Optional
 
 import typer
 
+from ..engine.config import EngineConfig
 from ..errors import PaddleLLMError
+from .engine_options import engine_options
 
-MODEL_HELP = ("Checkpoint directory (Hugging Face layout) or a --peft run's adapter folder "
-              "(loaded on the base it names); default: the bundled instruction-tuned demo "
-              "model.")
 # options predict and chat share (typer reads these defaults; they are never mutated)
 DECODE_STRATEGY = typer.Option("sampling", "--decode_strategy",
                                help="greedy_search | sampling (top_k=1 is greedy).")
@@ -24,9 +24,6 @@ TOP_K = typer.Option(1, "--top_k")
 TOP_P = typer.Option(1.0, "--top_p")
 TEMPERATURE = typer.Option(1.0, "--temperature")
 REPETITION_PENALTY = typer.Option(1.0, "--repetition_penalty")
-LORA_PATH = typer.Option(None, "--lora_path", help="peft adapter to merge.")
-DTYPE = typer.Option("float32", "--dtype")
-DEVICE = typer.Option(None, "--device", help="cpu, gpu:0, ... (default: auto).")
 
 
 @contextmanager
@@ -40,8 +37,19 @@ def _user_errors() -> Iterator[None]:
         raise PaddleLLMError(str(exc)) from None
 
 
+#: the engine options each command takes (help, type and default: EngineConfig's)
+PREDICT_ENGINE_OPTIONS = (
+    "model_name_or_path", "lora_path", "quant_type", "dtype", "device", "attention_kernel",
+    "cachekv_int8_type", "block_size", "num_blocks", "kv_cache_bytes", "max_num_batched_tokens",
+    "speculate_method", "speculate_max_draft_token_num", "speculate_max_ngram_size",
+    "speculate_verify_window", "speculate_max_candidate_len")
+CHAT_ENGINE_OPTIONS = ("model_name_or_path", "lora_path", "quant_type", "dtype", "device",
+                       "attention_kernel")
+
+
+@engine_options(PREDICT_ENGINE_OPTIONS)
 def predict(
-    model_name_or_path: Optional[str] = typer.Option(None, help=MODEL_HELP),
+    config: EngineConfig,
     input_file: Optional[str] = typer.Option(
         None, "--input_file", "--data_file", help="jsonl of {\"src\": ...} (or \"messages\") lines."),
     output_file: str = typer.Option("output.json", "--output_file", help="jsonl written here."),
@@ -58,36 +66,12 @@ def predict(
     temperature: float = TEMPERATURE,
     repetition_penalty: float = REPETITION_PENALTY,
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (per request)."),
-    lora_path: Optional[str] = LORA_PATH,
     prefix_path: Optional[str] = typer.Option(
         None, "--prefix_path", help="peft prefix-tuning adapter (decodes with model.generate)."),
-    quant_type: Optional[str] = typer.Option(None, "--quant_type",
-                                             help="e.g. weight_only_int8 (quant plugin)."),
-    dtype: str = DTYPE,
-    device: Optional[str] = DEVICE,
-    block_size: int = typer.Option(64, "--block_size", help="Tokens per KV-cache block."),
-    num_blocks: Optional[int] = typer.Option(None, "--num_blocks",
-                                             help="KV-cache blocks (default: from a 1 GiB budget)."),
     chat_template: bool = typer.Option(True, "--chat_template/--no_chat_template",
                                        help="Render src with the tokenizer's chat template."),
     benchmark: bool = typer.Option(False, "--benchmark",
                                    help="Decode to max_length; report tokens/s and latency p50/p90/p99."),
-    cachekv_int8_type: Optional[str] = typer.Option(
-        None, "--cachekv_int8_type", help="static: the int8 KV cache of an a8w8c8 checkpoint "
-        "(checked); PaddleNLP's deprecated dynamic is refused with a hint."),
-    speculate_method: Optional[str] = typer.Option(
-        None, "--speculate_method", help="None | inference_with_reference (n-gram prompt lookup "
-        "drafts, verified exactly: output as without it)."),
-    speculate_max_draft_token_num: int = typer.Option(
-        1, "--speculate_max_draft_token_num", help="Draft tokens proposed per step."),
-    speculate_max_ngram_size: int = typer.Option(
-        1, "--speculate_max_ngram_size", help="Longest n-gram matched to find drafts."),
-    speculate_verify_window: int = typer.Option(
-        2, "--speculate_verify_window", help="PaddleNLP TopP+window verify; accepted, unused: "
-        "verification here is exact."),
-    speculate_max_candidate_len: int = typer.Option(
-        5, "--speculate_max_candidate_len", help="PaddleNLP TopP+window verify; accepted, "
-        "unused: verification here is exact."),
     inference_model: bool = typer.Option(False, "--inference_model",
                                          help="PaddleNLP: accepted; the engine is always the inference path."),
     mode: str = typer.Option("dynamic", "--mode", help="PaddleNLP: dynamic (static: no exported graph here)."),
@@ -110,21 +94,26 @@ def predict(
     from ..paddlenlp_args import predictor_flags
 
     with _user_errors():
+        values.pop("config")
         compat = {k: values.pop(k) for k in ("inference_model", "mode", "block_attn",
                                              "append_attn", "avx_model", "avx_type")}
-        values["dtype"], values["quant_type"], notes = predictor_flags(
-            **compat, cachekv_int8_type=cachekv_int8_type, dtype=dtype, quant_type=quant_type)
-        if (speculate_verify_window, speculate_max_candidate_len) != (2, 5):
+        dtype, quant_type, notes = predictor_flags(
+            **compat, cachekv_int8_type=config.cachekv_int8_type, dtype=config.dtype,
+            quant_type=config.quant_type)
+        config = EngineConfig.build(config, dtype=dtype, quant_type=quant_type)
+        if (config.speculate_verify_window, config.speculate_max_candidate_len) != (2, 5):
             notes.append("--speculate_verify_window/--speculate_max_candidate_len tune "
                          "PaddleNLP's approximate TopP+window verification; drafts are verified "
                          "exactly here (greedy match / rejection sampling), so they change nothing")
         for note in notes:
             typer.echo(f"note: {note}", err=True)
-        run_predict(PredictOptions(**values), log=lambda msg: typer.echo(msg, err=True))
+        run_predict(PredictOptions(engine=config, **values),
+                    log=lambda msg: typer.echo(msg, err=True))
 
 
+@engine_options(CHAT_ENGINE_OPTIONS)
 def chat(
-    model_name_or_path: Optional[str] = typer.Option(None, help=MODEL_HELP),
+    config: EngineConfig,
     system: Optional[str] = typer.Option(None, "--system", help="System message."),
     max_length: int = typer.Option(256, "--max_length", help="Max tokens per reply."),
     decode_strategy: str = DECODE_STRATEGY,
@@ -133,9 +122,6 @@ def chat(
     temperature: float = TEMPERATURE,
     repetition_penalty: float = REPETITION_PENALTY,
     seed: Optional[int] = typer.Option(None, "--seed"),
-    lora_path: Optional[str] = LORA_PATH,
-    dtype: str = DTYPE,
-    device: Optional[str] = DEVICE,
 ) -> None:
     """Chat in the terminal with the model's chat template; replies stream token by token.
 
@@ -150,7 +136,6 @@ def chat(
                               temperature=temperature, repetition_penalty=repetition_penalty,
                               seed=seed)
         params = sampling_params(opts, max_tokens=max_length)
-        engine = LLMEngine.from_pretrained(model_name_or_path, dtype=dtype, lora_path=lora_path,
-                                           max_num_seqs=1, device=device)
+        engine = LLMEngine.from_config(config.replace(max_num_seqs=1))
         chat_loop(engine, params, sys.stdin, sys.stdout, system=system,
                   interactive=sys.stdin.isatty())

@@ -3,24 +3,33 @@
 One :meth:`LLMEngine.step` is schedule -> execute -> update: the scheduler picks the running
 decodes and the prefills it can admit, the model runs all their new tokens as one flattened
 row through the paged attention kernel, and each sequence gets one sampled token (its
-output, stop checks and streamed text). Thread-safe: a server may add and abort requests
-from other threads while one thread steps.
+output, stop checks and streamed text).
+
+Single-threaded by design: an engine belongs to the thread that built it, and a call from
+any other thread raises :class:`~paddlellm.engine.ownership.EngineThreadError` (``stats()``,
+a snapshot for monitoring, excepted). A server drives it from one engine thread
+(:class:`paddlellm.serving.AsyncEngine`, which takes ownership with :meth:`take_ownership`)
+and sends it typed operations; see :mod:`.ownership`.
+
+Every option comes from one frozen :class:`~paddlellm.engine.config.EngineConfig`:
+``LLMEngine.from_config(config)`` loads the model it names; ``from_pretrained(path, **options)``
+and ``LLMEngine(model, tokenizer, **options)`` build that config from their keywords.
 """
 from __future__ import annotations
 
-import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, ContextManager, Iterable
 
 import numpy as np
 
-from .kv_manager import DEFAULT_KV_CACHE_BYTES, PagedKVCache, num_blocks_for_budget
+from .config import EngineConfig
+from .kv_manager import PagedKVCache, num_blocks_for_budget
+from .ownership import ThreadOwner, owned
 from .sampling import (RequestOutput, SamplingParams, StopTracker, check_logits,
                        repetition_penalty, sample_row, token_logprobs)
 from .scheduler import ScheduledBatch, Scheduler, Sequence
-from .speculative import (SPECULATE_METHODS_OFF, SpeculativeConfig, accept_or_resample,
-                          make_drafter, target_probs)
+from .speculative import SpeculativeConfig, accept_or_resample, make_drafter, target_probs
 
 
 STRIDE_FLAG = "FLAGS_use_stride_kernel"
@@ -51,17 +60,21 @@ def _eos_ids(model: Any) -> frozenset[int]:
 
 
 class LLMEngine:
-    """Continuous-batching inference over one model (see the module docstring)."""
+    """Continuous-batching inference over one model (see the module docstring).
 
-    def __init__(self, model: Any, tokenizer: Any = None, *, block_size: int = 64,
-                 num_blocks: int | None = None, max_num_seqs: int = 64,
-                 max_model_len: int | None = None, kv_cache_bytes: int | None = None,
-                 max_num_batched_tokens: int | None = None, model_name: str = "model",
-                 speculate_method: str | None = None, speculate_max_draft_token_num: int = 1,
-                 speculate_max_ngram_size: int = 1, speculate_verify_window: int = 2,
-                 speculate_max_candidate_len: int = 5, drafter: Any = None) -> None:
+    ``LLMEngine(model, tokenizer, config, **options)``: ``config`` (default: the defaults)
+    with the keyword ``options`` (any :class:`EngineConfig` field) applied. The loading
+    options (``model_name_or_path``, ``lora_path``, ``quant_type``, ``dtype``, ``device``)
+    are what :meth:`from_config` loads; a ready ``model`` is used as it is. ``drafter``: any
+    object with ``propose(seq_tokens, k)`` (speculative decoding with your own drafter).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any = None, config: EngineConfig | None = None, *,
+                 model_name: str = "model", drafter: Any = None, **options: Any) -> None:
         import paddle
 
+        self.config = config = EngineConfig.build(config, **options)
+        self._owner = ThreadOwner()
         c = model.config
         model.eval()
         self._plain_transposes = paddle.get_device().startswith("cpu")
@@ -73,24 +86,25 @@ class LLMEngine:
             # Phi-3 switches every position's rotary factors once a sequence passes the
             # original length; sequences of one batched call must not straddle it
             limit = min(limit, scaling["original_max_position_embeddings"])
-        self.max_model_len = int(min(max_model_len or limit, limit))
+        self.max_model_len = int(min(config.max_model_len or limit, limit))
         if self.max_model_len < 2:
             raise ValueError(f"max_model_len must be >= 2, got {self.max_model_len}")
         dtype = model.dtype
+        _use_attention_kernel(config.attention_kernel, c.head_dim, dtype)
+        num_blocks = config.num_blocks
         if num_blocks is None:
-            num_blocks = num_blocks_for_budget(kv_cache_bytes or DEFAULT_KV_CACHE_BYTES,
-                                               c.num_layers, block_size, c.num_kv_heads,
-                                               c.head_dim, getattr(model, "kv_cache_dtype", dtype),
-                                               self.max_model_len, max_num_seqs)  # int8 KV: 4x blocks
+            num_blocks = num_blocks_for_budget(config.kv_cache_bytes, c.num_layers,
+                                               config.block_size, c.num_kv_heads, c.head_dim,
+                                               getattr(model, "kv_cache_dtype", dtype),
+                                               self.max_model_len, config.max_num_seqs)  # int8 KV: 4x blocks
         make_cache = getattr(model, "new_paged_cache", None) or PagedKVCache  # e.g. int8 KV (quant)
-        self.cache = make_cache(c.num_layers, num_blocks, block_size, c.num_kv_heads,
+        self.cache = make_cache(c.num_layers, num_blocks, config.block_size, c.num_kv_heads,
                                 c.head_dim, dtype)
-        self.scheduler = Scheduler(self.cache.blocks, max_num_seqs,
-                                   max_num_batched_tokens or max(4096, self.max_model_len))
+        self.scheduler = Scheduler(self.cache.blocks, config.max_num_seqs,
+                                   config.max_num_batched_tokens or max(4096, self.max_model_len))
         self.eos_ids = _eos_ids(model)
         self._requests: dict[str, Sequence] = {}
         self._aborted: list[RequestOutput] = []
-        self._lock = threading.RLock()
         self.counters = {"requests_added": 0, "requests_finished": 0, "requests_aborted": 0,
                          "prompt_tokens": 0, "generation_tokens": 0, "steps": 0,
                          "seq_steps": 0, "seq_step_tokens": 0, "spec_draft_tokens": 0,
@@ -98,31 +112,53 @@ class LLMEngine:
         # speculative decoding (see .speculative): a named drafter, or any object with
         # propose(seq_tokens, k) passed as ``drafter``
         self.speculative = self.drafter = None
-        if speculate_method not in SPECULATE_METHODS_OFF or drafter is not None:
+        if config.speculative or drafter is not None:
             self.speculative = SpeculativeConfig(
-                speculate_method if speculate_method not in SPECULATE_METHODS_OFF else "custom",
-                speculate_max_draft_token_num, speculate_max_ngram_size,
-                speculate_verify_window, speculate_max_candidate_len)
+                config.speculate_method or "custom", config.speculate_max_draft_token_num,
+                config.speculate_max_ngram_size, config.speculate_verify_window,
+                config.speculate_max_candidate_len)
             self.drafter = drafter if drafter is not None else make_drafter(self.speculative, model)
 
-    @classmethod
-    def from_pretrained(cls, path: str | Path | None = None, dtype: str = "float32",
-                        block_size: int = 64, num_blocks: int | None = None,
-                        max_num_seqs: int = 64, max_model_len: int | None = None,
-                        lora_path: str | None = None, quant_type: str | None = None,
-                        device: str | None = None, **kwargs: Any) -> "LLMEngine":
-        """Load a checkpoint directory (default: the bundled demo model) and its tokenizer,
-        after setting up the backend (``device``: ``"cpu"``, ``"gpu:0"``; default: auto).
+    @property
+    def block_size(self) -> int:
+        return self.cache.blocks.block_size
 
-        ``path`` may be a peft adapter folder (a ``--peft`` run's output): its base
+    @property
+    def max_num_seqs(self) -> int:
+        return self.scheduler.max_num_seqs
+
+    def take_ownership(self) -> ContextManager[None]:
+        """``with engine.take_ownership():`` -- the calling thread owns the engine for the
+        block (then its previous owner again); refused while another thread is inside a call
+        or holds it this way. See :mod:`paddlellm.engine.ownership`."""
+        return self._owner.take()
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, config: EngineConfig | None = None,
+                        *, drafter: Any = None, **options: Any) -> "LLMEngine":
+        """:meth:`from_config` with the model at ``path`` (default: the bundled demo model)
+        and the keyword ``options`` (any :class:`EngineConfig` field) applied to ``config``."""
+        if path is not None:
+            options["model_name_or_path"] = path
+        return cls.from_config(EngineConfig.build(config, **options), drafter=drafter)
+
+    @classmethod
+    def from_config(cls, config: EngineConfig, *, drafter: Any = None) -> "LLMEngine":
+        """Set up the backend (``config.device``), load the checkpoint ``config.model_name_or_path``
+        (default: the bundled demo model; a Hub id too), merge ``config.lora_path``, quantize
+        with ``config.quant_type``, load the tokenizer, and build the engine.
+
+        The model path may be a peft adapter folder (a ``--peft`` run's output): its base
         (``base_model_name_or_path``) is loaded and the adapter merged; so is the base of
-        ``lora_path`` when no ``path`` is given."""
+        ``lora_path`` when no model path is given."""
         from ..auto import AutoModelForCausalLM, split_adapter_dir
+        from ..device import setup_device
+        from ..hub import resolve_model_path
+        from ..plugins import get_plugin_manager
         from ..tokenizer import AutoTokenizer
 
-        from ..hub import resolve_model_path
-
-        setup_device(device)
+        setup_device(config.device, get_plugin_manager())
+        path, lora_path = config.model_name_or_path, config.lora_path
         if path is None and lora_path and _names_its_base(lora_path):
             path, lora_path = lora_path, None  # --lora_path alone: on the base it names
         name = Path(path).name if path else None
@@ -133,25 +169,29 @@ class LLMEngine:
                 raise ValueError(f"{path} is an adapter folder; pass its base as the model "
                                  f"to add --lora_path {lora_path}")
             lora_path = adapter
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=config.dtype)
         if lora_path:
             from .loading import merge_lora
 
             model = merge_lora(model, lora_path)
-        if quant_type:
+        if config.quant_type:
             from .loading import quantize_for_inference
 
-            model = quantize_for_inference(model, quant_type)
+            model = quantize_for_inference(model, config.quant_type)
+        if config.cachekv_int8_type == "static" and getattr(model, "kv_cache_quant", None) != "static":
+            raise ValueError(f"--cachekv_int8_type static needs a checkpoint with calibrated "
+                             f"KV-cache scales; {config.model_name_or_path or 'the demo model'} "
+                             f"has none (make one with `llm quantize --quant_type a8w8c8`)")
+
         def has_tokenizer(folder: Path) -> bool:
             return (folder / "tokenizer.json").is_file() or (folder / "tokenizer.model").is_file()
 
         tok_dir = path if has_tokenizer(path) else Path(base)
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir)) if has_tokenizer(tok_dir) else None
-        return cls(model, tokenizer, block_size=block_size, num_blocks=num_blocks,
-                   max_num_seqs=max_num_seqs, max_model_len=max_model_len,
-                   model_name=name or path.name, **kwargs)
+        return cls(model, tokenizer, config, model_name=name or path.name, drafter=drafter)
 
     # -- requests ----------------------------------------------------------------------
+    @owned
     def add_request(self, request_id: str, prompt_token_ids: list[int],
                     params: SamplingParams | None = None) -> None:
         """Queue a request; ValueError when it cannot fit (length, ids, duplicate id)."""
@@ -170,61 +210,62 @@ class LLMEngine:
             raise ValueError(f"a sequence of {longest} tokens needs "
                              f"{self.cache.blocks.blocks_needed(longest)} KV blocks but the pool "
                              f"has {self.cache.num_blocks} (raise num_blocks)")
-        with self._lock:
-            if request_id in self._requests:
-                raise ValueError(f"request id '{request_id}' is already in use")
-            seq = Sequence(request_id, prompt, params, StopTracker(self.tokenizer, prompt, params.stop),
-                           self.eos_ids, self.max_model_len)
-            self._requests[request_id] = seq
-            self.scheduler.add(seq)
-            self.counters["requests_added"] += 1
-            self.counters["prompt_tokens"] += len(prompt)
+        if request_id in self._requests:
+            raise ValueError(f"request id '{request_id}' is already in use")
+        seq = Sequence(request_id, prompt, params, StopTracker(self.tokenizer, prompt, params.stop),
+                       self.eos_ids, self.max_model_len)
+        self._requests[request_id] = seq
+        self.scheduler.add(seq)
+        self.counters["requests_added"] += 1
+        self.counters["prompt_tokens"] += len(prompt)
 
+    @owned
     def abort_request(self, request_id: str) -> bool:
         """Cancel a request and free its blocks now; the next :meth:`step` reports it once
         with ``finish_reason="abort"``. False when the id is unknown (or already finished)."""
-        with self._lock:
-            seq = self._requests.pop(request_id, None)
-            if seq is None:
-                return False
-            self.scheduler.remove(request_id)
-            seq.finish_reason = "abort"
-            self.counters["requests_aborted"] += 1
-            self._aborted.append(self._output(seq, [], "", None))
-            return True
+        seq = self._requests.pop(request_id, None)
+        if seq is None:
+            return False
+        self.scheduler.remove(request_id)
+        seq.finish_reason = "abort"
+        self.counters["requests_aborted"] += 1
+        self._aborted.append(self._output(seq, [], "", None))
+        return True
 
+    @owned
     def has_unfinished_requests(self) -> bool:
-        with self._lock:
-            return bool(self._requests or self._aborted)
+        return bool(self._requests or self._aborted)
 
     def stats(self) -> dict[str, float]:
-        with self._lock:
-            blocks = self.cache.blocks
-            return {"num_running": len(self.scheduler.running),
-                    "num_waiting": len(self.scheduler.waiting),
-                    "kv_blocks_total": blocks.num_blocks, "kv_blocks_used": blocks.num_used,
-                    "kv_blocks_free": blocks.num_free, "block_size": blocks.block_size,
-                    "num_preemptions": self.scheduler.num_preemptions,
-                    "max_num_seqs": self.scheduler.max_num_seqs, **self.counters,
-                    # tokens each running sequence gained per step (1 without speculation)
-                    "tokens_per_seq_step": (self.counters["seq_step_tokens"]
-                                            / max(self.counters["seq_steps"], 1)),
-                    "spec_acceptance_rate": (self.counters["spec_accepted_tokens"]
-                                             / max(self.counters["spec_draft_tokens"], 1))}
+        """Counters and cache occupancy. The one method any thread may call: it only reads
+        integers and copies a dict whose keys never change, so it is a consistent-enough
+        snapshot for monitoring (at most one step stale)."""
+        blocks = self.cache.blocks
+        return {"num_running": len(self.scheduler.running),
+                "num_waiting": len(self.scheduler.waiting),
+                "kv_blocks_total": blocks.num_blocks, "kv_blocks_used": blocks.num_used,
+                "kv_blocks_free": blocks.num_free, "block_size": blocks.block_size,
+                "num_preemptions": self.scheduler.num_preemptions,
+                "max_num_seqs": self.scheduler.max_num_seqs, **self.counters,
+                # tokens each running sequence gained per step (1 without speculation)
+                "tokens_per_seq_step": (self.counters["seq_step_tokens"]
+                                        / max(self.counters["seq_steps"], 1)),
+                "spec_acceptance_rate": (self.counters["spec_accepted_tokens"]
+                                         / max(self.counters["spec_draft_tokens"], 1))}
 
     # -- the step ----------------------------------------------------------------------
+    @owned
     def step(self) -> list[RequestOutput]:
         """Schedule, run the model once, then give each scheduled sequence its next token
         (with speculation: its accepted drafts plus one token from the target)."""
-        with self._lock:
-            outputs, self._aborted = self._aborted, []
-            batch = self.scheduler.schedule()
-            if not batch:
-                return outputs
-            self.counters["steps"] += 1
-            drafts = self._propose(batch)
-            logits = self._execute(batch, drafts)  # (sum(1 + len(d)), V) float32
-            return outputs + self._update(batch, logits, drafts)
+        outputs, self._aborted = self._aborted, []
+        batch = self.scheduler.schedule()
+        if not batch:
+            return outputs
+        self.counters["steps"] += 1
+        drafts = self._propose(batch)
+        logits = self._execute(batch, drafts)  # (sum(1 + len(d)), V) float32
+        return outputs + self._update(batch, logits, drafts)
 
     def _propose(self, batch: ScheduledBatch) -> list[list[int]]:
         """Draft tokens per scheduled sequence, with KV blocks allocated for them; never
@@ -366,6 +407,7 @@ class LLMEngine:
                              len(seq.prompt_ids), len(seq.output_ids))
 
     # -- convenience -------------------------------------------------------------------
+    @owned
     def generate(self, prompts: Iterable[list[int]], params: SamplingParams | list[SamplingParams],
                  on_output=None) -> list[dict[str, Any]]:
         """Run prompts to completion (all queued at once); per prompt
@@ -390,6 +432,7 @@ class LLMEngine:
 
 
     # -- beam search -------------------------------------------------------------------
+    @owned
     def beam_search(self, prompts: Iterable[list[int]], num_beams: int,
                     max_tokens: int | list[int], *,
                     length_penalty: float = 1.0, early_stopping: bool = False,
@@ -407,7 +450,7 @@ class LLMEngine:
         prefilled once, every beam's block table points at the same blocks (reference
         counted), beam reordering re-points tables, and a block that is still shared is
         copied only when a beam writes into it (copy-on-write). Prompts run in groups of
-        ``max_num_seqs // num_beams`` (at least one); the engine's lock is held throughout.
+        ``max_num_seqs // num_beams`` (at least one).
         """
         from ..generation import _Hypotheses, beam_best, beam_step, make_config
 
@@ -440,26 +483,25 @@ class LLMEngine:
             return full + num_beams * (blocks.blocks_needed(end) - full)
 
         results: list[dict[str, Any]] = [None] * len(prompts)  # type: ignore[list-item]
-        with self._lock:
-            i = 0
-            while i < len(prompts):
-                group, budget = [], blocks.num_free
-                while (i + len(group) < len(prompts) and len(group) * num_beams < max(
-                        self.scheduler.max_num_seqs, num_beams)):
-                    cost = need(i + len(group))
-                    if cost > budget:
-                        break
-                    group.append(i + len(group))
-                    budget -= cost
-                if not group:
-                    raise ValueError(f"beam search of a {len(prompts[i])}-token prompt with "
-                                     f"{num_beams} beams needs {need(i)} KV blocks; "
-                                     f"{blocks.num_free} are free (raise num_blocks)")
-                for j, res in zip(group, self._beam_group(
-                        [prompts[j] for j in group], [limits[j] for j in group], cfg,
-                        repetition_penalty, _Hypotheses, beam_step, beam_best)):
-                    results[j] = res
-                i += len(group)
+        i = 0
+        while i < len(prompts):
+            group, budget = [], blocks.num_free
+            while (i + len(group) < len(prompts) and len(group) * num_beams < max(
+                    self.scheduler.max_num_seqs, num_beams)):
+                cost = need(i + len(group))
+                if cost > budget:
+                    break
+                group.append(i + len(group))
+                budget -= cost
+            if not group:
+                raise ValueError(f"beam search of a {len(prompts[i])}-token prompt with "
+                                 f"{num_beams} beams needs {need(i)} KV blocks; "
+                                 f"{blocks.num_free} are free (raise num_blocks)")
+            for j, res in zip(group, self._beam_group(
+                    [prompts[j] for j in group], [limits[j] for j in group], cfg,
+                    repetition_penalty, _Hypotheses, beam_step, beam_best)):
+                results[j] = res
+            i += len(group)
         return results
 
     def _beam_group(self, prompts, limits, cfg, penalty, hyp_class, beam_step, beam_best):
@@ -554,14 +596,19 @@ class LLMEngine:
             return self.model.logits(hidden)[0].astype("float32")
 
 
-def setup_device(device: str | None = None) -> str:
-    """Select and set up the hardware backend (``--device``; threads on CPU), as ``llm run``
-    does; returns the Paddle device string."""
-    from ..builtin import parse_device
-    from ..plugins import get_plugin_manager
+def _use_attention_kernel(name: str, head_dim: int, dtype: Any) -> None:
+    """``--attention_kernel NAME``: check that NAME serves the engine's paged attention on
+    this backend, then make it the process's kernel (``auto`` leaves the choice to the
+    ``select_attention_kernel`` hook, or to a kernel the process named before)."""
+    if name == "auto":
+        return
+    from .. import attention
+    from ..interfaces import AttentionSpec
 
-    entry = get_plugin_manager().select_backend(device)
-    return entry.load().setup(parse_device(device)[1])
+    spec = AttentionSpec(dtype=str(dtype).replace("paddle.", ""), head_dim=head_dim,
+                         cache="paged")
+    attention.get_attention_kernel(spec, name=name)  # UnknownPluginError naming what is wrong
+    attention.set_default_kernel(name)
 
 
 def _names_its_base(adapter: str | Path) -> bool:

@@ -4,51 +4,61 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from pydantic import BaseModel, ConfigDict, model_validator
+
 from ..data.sft import read_jsonl
 from ..errors import DataFormatError
+from .config import EngineConfig
 from .sampling import SamplingParams
 
 DECODE_STRATEGIES = ("greedy_search", "sampling", "beam_search")
 
 
-@dataclass
-class PredictOptions:
-    """PaddleNLP predictor names; ``batch_size`` is the number of sequences decoded together."""
+class PredictOptions(BaseModel):
+    """What ``llm predict`` runs: the engine's :class:`EngineConfig` (``engine``) plus the
+    predictor's own options (PaddleNLP names). Engine options may also be given flat
+    (``PredictOptions(lora_path=...)``): they go into ``engine``. ``batch_size`` is the
+    number of sequences decoded together (the engine's ``max_num_seqs``, times ``num_beams``
+    for beam search)."""
 
-    model_name_or_path: str | None = None
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    engine: EngineConfig = EngineConfig()
     input_file: str | None = None
     output_file: str = "output.json"
     batch_size: int = 1
     src_length: int = 1024
     max_length: int = 2048
     decode_strategy: str = "sampling"
+    num_beams: int = 1
     top_k: int = 1
     top_p: float = 1.0
     temperature: float = 1.0
     repetition_penalty: float = 1.0
     seed: int | None = None
-    lora_path: str | None = None
     prefix_path: str | None = None
-    quant_type: str | None = None
-    dtype: str = "float32"
-    device: str | None = None
-    block_size: int = 64
-    num_blocks: int | None = None
     chat_template: bool = True
     benchmark: bool = False
-    cachekv_int8_type: str | None = None
-    num_beams: int = 1
-    speculate_method: str | None = None
-    speculate_max_draft_token_num: int = 1
-    speculate_max_ngram_size: int = 1
-    speculate_verify_window: int = 2
-    speculate_max_candidate_len: int = 5
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_engine_options(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        flat = {k: data[k] for k in data if k in EngineConfig.model_fields}
+        if not flat:
+            return data
+        rest = {k: v for k, v in data.items() if k not in flat}
+        engine = rest.get("engine")
+        if isinstance(engine, dict):
+            engine = EngineConfig(**engine)
+        rest["engine"] = EngineConfig.build(engine, **flat)
+        return rest
 
 
 #: prompts ``llm predict`` answers when no --input_file is given (PaddleNLP's predictor has
@@ -149,30 +159,12 @@ def predict(o: PredictOptions, log: Callable[[str], None] = print) -> dict[str, 
         records = read_records(o.input_file)
     if o.prefix_path:
         return _predict_with_prefix(o, records, log)
-    spec = {}
-    if o.speculate_method not in (None, "", "None", "none"):
-        from .speculative import DRAFTERS, SpeculativeConfig
-
-        if o.speculate_method not in DRAFTERS:
-            raise ValueError(f"unknown --speculate_method '{o.speculate_method}'; valid: None, "
-                             f"{', '.join(sorted(DRAFTERS))}")
-        SpeculativeConfig(o.speculate_method, o.speculate_max_draft_token_num,
-                          o.speculate_max_ngram_size, o.speculate_verify_window,
-                          o.speculate_max_candidate_len)  # option errors before the model loads
-        spec = {k: getattr(o, k) for k in (
-            "speculate_method", "speculate_max_draft_token_num", "speculate_max_ngram_size",
-            "speculate_verify_window", "speculate_max_candidate_len")}
-    engine = LLMEngine.from_pretrained(o.model_name_or_path, dtype=o.dtype, block_size=o.block_size,
-                                       num_blocks=o.num_blocks, max_num_seqs=o.batch_size * (
-                                           o.num_beams if o.decode_strategy == "beam_search" else 1),
-                                       lora_path=o.lora_path, quant_type=o.quant_type,
-                                       device=o.device, **spec)
+    spec = o.engine.speculative
+    beams = o.num_beams if o.decode_strategy == "beam_search" else 1
+    engine = LLMEngine.from_config(o.engine.replace(max_num_seqs=o.batch_size * beams))
     if engine.tokenizer is None:
-        raise DataFormatError(f"{o.model_name_or_path}: no tokenizer.json to encode 'src' with")
-    if o.cachekv_int8_type == "static" and getattr(engine.model, "kv_cache_quant", None) != "static":
-        raise ValueError(f"--cachekv_int8_type static needs a checkpoint with calibrated KV-cache "
-                         f"scales; {o.model_name_or_path or 'the demo model'} has none (make one "
-                         "with `llm quantize --quant_type a8w8c8`)")
+        raise DataFormatError(f"{o.engine.model_name_or_path}: no tokenizer.json to encode "
+                              f"'src' with")
     total_len = min(o.max_length, engine.max_model_len)
     prompts, params = [], []
     for r in records:
@@ -226,7 +218,7 @@ def predict(o: PredictOptions, log: Callable[[str], None] = print) -> dict[str, 
             f"{metrics['latency_p99_s']:.3f} s; time to first token p50 {metrics['ttft_p50_s']:.3f} s")
     if spec:
         stats = engine.stats()
-        log(f"speculative decoding ({o.speculate_method}): {stats['tokens_per_seq_step']:.2f} "
+        log(f"speculative decoding ({o.engine.speculate_method}): {stats['tokens_per_seq_step']:.2f} "
             f"tokens per sequence per step; {stats['spec_accepted_tokens']} of "
             f"{stats['spec_draft_tokens']} draft tokens accepted")
     return {"results": results, "metrics": metrics}
@@ -240,15 +232,18 @@ def _predict_with_prefix(o: PredictOptions, records: list[dict[str, Any]],
     from ..auto import AutoModelForCausalLM
     from ..evaluation import left_pad
     from ..tokenizer import AutoTokenizer
-    from .llm_engine import default_model_path, setup_device
+    from ..device import setup_device
+    from ..plugins import get_plugin_manager
+    from .llm_engine import default_model_path
 
-    if o.quant_type or o.lora_path:
+    e = o.engine
+    if e.quant_type or e.lora_path:
         raise ValueError("--prefix_path cannot be combined with --lora_path or --quant_type")
     if o.decode_strategy == "beam_search":
         raise ValueError("--prefix_path cannot be combined with --decode_strategy beam_search")
-    setup_device(o.device)
-    path = Path(o.model_name_or_path) if o.model_name_or_path else default_model_path()
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=o.dtype,
+    setup_device(e.device, get_plugin_manager())
+    path = Path(e.model_name_or_path) if e.model_name_or_path else default_model_path()
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=e.dtype,
                                                  prefix_path=o.prefix_path)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(path))

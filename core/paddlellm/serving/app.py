@@ -18,7 +18,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..engine.sampling import SamplingParams
 from .async_engine import AsyncEngine, EngineDeadError, NeverAdmittedError, QueueFullError
 from .limits import ServerLimits
 from .metrics import CONTENT_TYPE, ServerMetrics
@@ -50,8 +51,7 @@ class ServerState:
     """What the handlers share: engine client, tokenizer, names, key, metrics."""
 
     def __init__(self, engine: AsyncEngine, *, model_name: str, aliases: tuple[str, ...] = (),
-                 api_key: str | None = None, sampling_params_cls: Callable | None = None,
-                 limits: ServerLimits | None = None):
+                 api_key: str | None = None, limits: ServerLimits | None = None):
         self.engine = engine
         self.tokenizer = engine.engine.tokenizer
         self.model_name = model_name
@@ -68,9 +68,6 @@ class ServerState:
         self.num_blocks = int(blocks) if blocks else None
         self.metrics = ServerMetrics(model_name)
         self.created = int(time.time())
-        if sampling_params_cls is None:
-            from ..engine import SamplingParams as sampling_params_cls  # noqa: N813
-        self.sampling_params_cls = sampling_params_cls
         self.formatter = OpenAIFormatter(self.tokenizer, model_name)
 
 
@@ -142,7 +139,7 @@ def _budget(state: ServerState, prompt_len: int, max_tokens: int | None) -> int:
 def _sampling_params(state: ServerState, req, max_tokens: int, seed: int | None,
                      logprobs: int | None):
     seed = None if seed is None else seed % 2**64  # OpenAI seeds may be negative
-    return state.sampling_params_cls(
+    return SamplingParams(
         max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
         top_k=max(req.top_k, 0), repetition_penalty=req.repetition_penalty, seed=seed,
         stop=list(req.stop or []), stop_token_ids=list(req.stop_token_ids or []), ignore_eos=req.ignore_eos,
@@ -490,12 +487,10 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 
 
 def build_app(engine: AsyncEngine, *, model_name: str, aliases: tuple[str, ...] = (),
-              api_key: str | None = None, sampling_params_cls: Callable | None = None,
-              limits: ServerLimits | None = None) -> Starlette:
+              api_key: str | None = None, limits: ServerLimits | None = None) -> Starlette:
     """The starlette app; its lifespan starts and stops the engine thread. ``limits``:
     the request bounds (default: :meth:`ServerLimits.from_env`)."""
     state = ServerState(engine, model_name=model_name, aliases=aliases, api_key=api_key,
-                        sampling_params_cls=sampling_params_cls,
                         limits=limits if limits is not None else ServerLimits.from_env())
 
     @asynccontextmanager

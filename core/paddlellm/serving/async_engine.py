@@ -1,9 +1,11 @@
-"""The engine client: one background thread drives ``LLMEngine.step()``; asyncio callers
-get per-request queues.
+"""The engine client: one background thread owns ``LLMEngine`` and drives ``step()``;
+asyncio callers get per-request queues.
 
-The engine is not thread-safe, so only the engine thread touches it: callers enqueue
-``add``/``abort`` operations, the thread applies them between steps, runs one step and posts
-each :class:`RequestOutput` to the owning request's ``asyncio.Queue`` through
+The engine is single-threaded by design (:mod:`paddlellm.engine.ownership`): the engine
+thread takes ownership of it for its lifetime (``engine.take_ownership()``), so a call from
+any other thread fails at once. Callers send it typed operations (:class:`AddRequest`,
+:class:`AbortRequest`); the thread applies them between steps, runs one step and posts each
+:class:`RequestOutput` to the owning request's ``asyncio.Queue`` through
 ``loop.call_soon_threadsafe``. A request whose consumer stops listening (client disconnect,
 task cancelled) is aborted, which frees its KV blocks at once.
 
@@ -17,12 +19,14 @@ import asyncio
 import itertools
 import logging
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Union
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AsyncEngine", "EngineDeadError", "NeverAdmittedError", "QueueFullError", "RequestStream"]
+__all__ = ["AbortRequest", "AddRequest", "AsyncEngine", "EngineDeadError", "EngineOp",
+           "NeverAdmittedError", "QueueFullError", "RequestStream"]
 
 
 class QueueFullError(RuntimeError):
@@ -35,6 +39,26 @@ class NeverAdmittedError(ValueError):
 
 class EngineDeadError(RuntimeError):
     """The engine thread failed or was stopped."""
+
+
+@dataclass(frozen=True)
+class AddRequest:
+    """Queue ``prompt_token_ids`` under ``request_id`` with ``params`` (``SamplingParams``)."""
+
+    request_id: str
+    prompt_token_ids: tuple[int, ...]
+    params: Any
+
+
+@dataclass(frozen=True)
+class AbortRequest:
+    """Cancel ``request_id`` and free its KV blocks."""
+
+    request_id: str
+
+
+#: what callers send the engine thread, applied in order between steps
+EngineOp = Union[AddRequest, AbortRequest]
 
 
 @dataclass
@@ -101,12 +125,12 @@ def _settle(future: asyncio.Future, error: BaseException | None) -> None:
 class AsyncEngine:
     """Runs ``engine`` (an ``LLMEngine``-shaped object) in a thread; see the module doc."""
 
-    def __init__(self, engine: Any, *, max_num_seqs: int | None = None, max_queue: int = 256):
+    def __init__(self, engine: Any, *, max_queue: int = 256):
         self.engine = engine
-        batch = max_num_seqs or getattr(engine, "max_num_seqs", None) or engine.stats().get("max_num_seqs", 64)
+        batch = getattr(engine, "max_num_seqs", None) or engine.stats().get("max_num_seqs", 64)
         self.max_in_flight = int(batch) + int(max_queue)
         self._cond = threading.Condition()
-        self._ops: list[tuple[str, Any]] = []
+        self._ops: list[EngineOp] = []
         self._streams: dict[str, _Stream] = {}
         self._thread: threading.Thread | None = None
         self._stop = False
@@ -115,11 +139,20 @@ class AsyncEngine:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        """Start the engine thread; returns once it owns the engine (raises
+        :class:`EngineDeadError` when it cannot, e.g. another client's thread drives it)."""
         if self._thread is not None:
             return
         self._stop = False
+        self.error = None
+        self._owning = threading.Event()
         self._thread = threading.Thread(target=self._run, name="paddlellm-engine", daemon=True)
         self._thread.start()
+        self._owning.wait()
+        if self.error is not None:
+            self._thread.join()
+            self._thread = None
+            raise EngineDeadError(f"the engine thread could not start: {self.error}") from self.error
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the thread; unfinished requests are aborted and their consumers told."""
@@ -174,7 +207,7 @@ class AsyncEngine:
                 raise QueueFullError(f"{len(self._streams)} requests in flight "
                                      f"(limit {self.max_in_flight})")
             self._streams[request_id] = stream
-            self._ops.append(("add", (request_id, list(prompt_token_ids), params)))
+            self._ops.append(AddRequest(request_id, tuple(prompt_token_ids), params))
             self._cond.notify()
         try:
             await stream.accepted
@@ -198,7 +231,7 @@ class AsyncEngine:
     def abort(self, request_id: str) -> None:
         with self._cond:
             if self._streams.pop(request_id, None) is not None:
-                self._ops.append(("abort", request_id))
+                self._ops.append(AbortRequest(request_id))
                 self._cond.notify()
 
     # ------------------------------------------------------------------ engine thread
@@ -210,33 +243,55 @@ class AsyncEngine:
         if stream is not None:
             _deliver(stream, item)
 
-    def _apply(self, ops: list[tuple[str, Any]]) -> None:
-        for kind, arg in ops:
-            if kind == "add":
-                request_id, prompt, params = arg
-                with self._cond:
-                    wanted = request_id in self._streams  # aborted before it was added?
-                if not wanted:
-                    continue
+    def _apply(self, ops: list[EngineOp]) -> None:
+        for op in ops:
+            if isinstance(op, AddRequest):
+                self._add(op)
+            elif isinstance(op, AbortRequest):
                 try:
-                    self.engine.add_request(request_id, prompt, params)
-                except Exception as exc:  # e.g. ValueError: prompt too long
-                    self._post(request_id, exc, final=True)
-                    continue
-                with self._cond:
-                    stream = self._streams.get(request_id)
-                if stream is not None:
-                    try:
-                        stream.loop.call_soon_threadsafe(_settle, stream.accepted, None)
-                    except RuntimeError:
-                        pass
-            else:
-                try:
-                    self.engine.abort_request(arg)
+                    self.engine.abort_request(op.request_id)
                 except Exception:  # already finished or never added
-                    logger.debug("abort of %s ignored", arg, exc_info=True)
+                    logger.debug("abort of %s ignored", op.request_id, exc_info=True)
+            else:
+                raise TypeError(f"unknown engine operation {op!r}")
+
+    def _add(self, op: AddRequest) -> None:
+        with self._cond:
+            wanted = op.request_id in self._streams  # aborted before it was added?
+        if not wanted:
+            return
+        try:
+            self.engine.add_request(op.request_id, list(op.prompt_token_ids), op.params)
+        except Exception as exc:  # e.g. ValueError: prompt too long
+            self._post(op.request_id, exc, final=True)
+            return
+        with self._cond:
+            stream = self._streams.get(op.request_id)
+        if stream is not None:
+            try:
+                stream.loop.call_soon_threadsafe(_settle, stream.accepted, None)
+            except RuntimeError:
+                pass
 
     def _run(self) -> None:
+        # an LLMEngine-shaped stand-in (tests' FakeEngine) may have no owner to check
+        take = getattr(self.engine, "take_ownership", None)
+        try:
+            with take() if take is not None else nullcontext():
+                self._owning.set()
+                try:
+                    self._loop()
+                finally:
+                    self._fail_all(EngineDeadError(f"the engine thread failed: {self.error!r}")
+                                   if self.error else EngineDeadError("the engine was stopped"))
+        except BaseException as exc:  # noqa: BLE001 - ownership refused: start() reports it
+            if self.error is None:
+                logger.exception("engine thread failed")
+                self.error = exc
+        finally:
+            self._owning.set()
+
+    def _loop(self) -> None:
         try:
             while True:
                 with self._cond:
@@ -261,9 +316,6 @@ class AsyncEngine:
         except BaseException as exc:  # noqa: BLE001 - reported to every waiting request
             logger.exception("engine thread failed")
             self.error = exc
-        finally:
-            self._fail_all(EngineDeadError(f"the engine thread failed: {self.error!r}")
-                           if self.error else EngineDeadError("the engine was stopped"))
 
     def _fail_all(self, exc: BaseException) -> None:
         with self._cond:

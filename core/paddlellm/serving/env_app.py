@@ -5,52 +5,25 @@ first ASGI event (uvicorn's lifespan startup) it builds :func:`~paddlellm.servin
 from the variables below, in a worker thread (the event loop never loads a model), and then
 hands every event to it. Programs should call ``create_app(...)`` themselves.
 
-=============================  ============================================================
-``PADDLELLM_MODEL``            checkpoint folder or hub id (default: the bundled demo model)
-``PADDLELLM_SERVED_MODEL_NAME`` the name clients use (default: the folder's name)
-``PADDLELLM_API_KEY``          require ``Authorization: Bearer <key>``
-``PADDLELLM_API_KEY_FILE``     ... or read the key from this file
-``PADDLELLM_DTYPE``            ``float32`` (default), ``bfloat16``, ``float16``
-``PADDLELLM_MAX_NUM_SEQS``     sequences decoded together (default 64)
-``PADDLELLM_MAX_QUEUE``        requests waiting beyond those (default 256)
-``PADDLELLM_MAX_MODEL_LEN``    context length served (default: the model's)
-``PADDLELLM_BLOCK_SIZE``       KV-cache block size (default 64)
-``PADDLELLM_NUM_BLOCKS``       KV-cache blocks (default: sized from the model)
-``PADDLELLM_LORA_PATH``        a LoRA adapter applied to the model
-``PADDLELLM_QUANT_TYPE``       quantize on load (``weight_only_int8``, ...)
-=============================  ============================================================
+Every :class:`~paddlellm.engine.config.EngineConfig` option is read from
+``PADDLELLM_<NAME>`` (``PADDLELLM_MAX_NUM_SEQS``, ``PADDLELLM_DTYPE``, ``PADDLELLM_BLOCK_SIZE``,
+...; ``PADDLELLM_MODEL`` names the model, as ``PADDLELLM_MODEL_NAME_OR_PATH`` does); the
+API key from ``PADDLELLM_API_KEY`` or the file named by ``PADDLELLM_API_KEY_FILE``.
 """
 from __future__ import annotations
 
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
+from ..engine.config import EngineConfig
 from ..errors import ConfigError
 
-_INT = {"PADDLELLM_MAX_NUM_SEQS": "max_num_seqs", "PADDLELLM_MAX_QUEUE": "max_queue",
-        "PADDLELLM_MAX_MODEL_LEN": "max_model_len", "PADDLELLM_BLOCK_SIZE": "block_size",
-        "PADDLELLM_NUM_BLOCKS": "num_blocks"}
-_STR = {"PADDLELLM_SERVED_MODEL_NAME": "served_model_name", "PADDLELLM_DTYPE": "dtype",
-        "PADDLELLM_LORA_PATH": "lora_path", "PADDLELLM_QUANT_TYPE": "quant_type"}
 
-
-def options_from_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """``create_app`` keyword arguments from ``PADDLELLM_*`` variables (bad values: ConfigError)."""
+def api_key_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """``PADDLELLM_API_KEY``, else the contents of ``PADDLELLM_API_KEY_FILE`` (stripped)."""
     env = os.environ if environ is None else environ
-    options: dict[str, Any] = {"model_name_or_path": env.get("PADDLELLM_MODEL") or None}
-    for var, key in _STR.items():
-        if env.get(var):
-            options[key] = env[var]
-    for var, key in _INT.items():
-        if env.get(var):
-            try:
-                options[key] = int(env[var])
-            except ValueError:
-                raise ConfigError(f"{var}={env[var]!r}: expected an integer") from None
-            if options[key] < 1:
-                raise ConfigError(f"{var}={env[var]!r}: must be at least 1")
     key = env.get("PADDLELLM_API_KEY")
     if not key and env.get("PADDLELLM_API_KEY_FILE"):
         path = Path(env["PADDLELLM_API_KEY_FILE"])
@@ -58,6 +31,15 @@ def options_from_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
             key = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"PADDLELLM_API_KEY_FILE={path}: {exc.strerror}") from None
+    return key or None
+
+
+def options_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``create_app`` keyword arguments from ``PADDLELLM_*`` variables: the engine options
+    that are set (validated and typed; a bad value is a ConfigError naming the variable),
+    ``model_name_or_path`` (None: the demo model) and ``api_key`` when one is given."""
+    options: dict[str, Any] = {"model_name_or_path": None, **EngineConfig.env_values(environ)}
+    key = api_key_from_env(environ)
     if key:
         options["api_key"] = key
     return options
@@ -75,7 +57,9 @@ class EnvApp:
             if self._app is None:
                 from .server import create_app
 
-                self._app = create_app(**options_from_env())
+                options = options_from_env()
+                key = options.pop("api_key", None)
+                self._app = create_app(config=EngineConfig(**options), api_key=key)
             return self._app
 
     async def __call__(self, scope, receive, send) -> None:

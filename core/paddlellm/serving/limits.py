@@ -8,8 +8,9 @@ fit the context), and the chat template by its output, work and time per render
 tokenization run in a small worker pool (``prep_threads``), never on the event loop, so
 ``/health`` and streaming stay responsive while a large request is prepared.
 
-Each limit is set by ``llm serve --<name>`` or the environment variable
-``PADDLELLM_<NAME>`` (upper case), e.g. ``--max_body_bytes`` / ``PADDLELLM_MAX_BODY_BYTES``.
+Each limit is an :class:`~paddlellm.engine.config.EngineConfig` option: ``llm serve --<name>``
+or the environment variable ``PADDLELLM_<NAME>`` (upper case), e.g. ``--max_body_bytes`` /
+``PADDLELLM_MAX_BODY_BYTES``; :meth:`ServerLimits.from_config` reads them from a config.
 """
 from __future__ import annotations
 
@@ -18,30 +19,27 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from ..engine.config import EngineConfig
 from ..tokenizer.template_limits import RenderLimits
 
 __all__ = ["ServerLimits"]
 
 
+_DEFAULTS = {name: field.default for name, field in EngineConfig.model_fields.items()}
+
+
 @dataclass(frozen=True)
 class ServerLimits:
-    """Bounds on requests (see the module docstring)."""
+    """Bounds on requests (see the module docstring). Each is an :class:`EngineConfig`
+    option of the same name, defined there once (default and help)."""
 
-    #: largest request body in bytes (413 beyond)
-    max_body_bytes: int = 8 * 1024 * 1024
-    #: seconds a client may take to send the whole body (408 beyond; stalled uploads)
-    body_timeout: float = 30.0
-    #: deepest nesting of JSON arrays/objects in a body (400 beyond)
-    max_json_depth: int = 32
-    #: a prompt may have at most ``max_model_len * prompt_chars_per_token`` characters
-    #: (checked before tokenizing; 400 beyond). Generous: real text averages 3-5.
-    prompt_chars_per_token: int = 32
-    #: loop iterations plus calls a chat template may run per render
-    template_max_iterations: int = 1_000_000
-    #: seconds one chat-template render may take
-    template_max_seconds: float = 5.0
-    #: worker threads that parse, render and tokenize requests (the rest wait their turn)
-    prep_threads: int = 4
+    max_body_bytes: int = _DEFAULTS["max_body_bytes"]
+    body_timeout: float = _DEFAULTS["body_timeout"]
+    max_json_depth: int = _DEFAULTS["max_json_depth"]
+    prompt_chars_per_token: int = _DEFAULTS["prompt_chars_per_token"]
+    template_max_iterations: int = _DEFAULTS["template_max_iterations"]
+    template_max_seconds: float = _DEFAULTS["template_max_seconds"]
+    prep_threads: int = _DEFAULTS["prep_threads"]
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -67,6 +65,11 @@ class ServerLimits:
             raise TypeError(f"unknown server limits: {', '.join(sorted(unknown))}")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> "ServerLimits":
+        """The limits of an :class:`EngineConfig`."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
 
     def max_prompt_chars(self, max_model_len: int) -> int:
         return int(max_model_len) * self.prompt_chars_per_token

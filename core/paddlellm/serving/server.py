@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
+from ..engine.config import EngineConfig
 from .app import build_app
 from .async_engine import AsyncEngine
 from .limits import ServerLimits
@@ -11,28 +13,30 @@ from .limits import ServerLimits
 logger = logging.getLogger(__name__)
 
 
-def create_app(model_name_or_path: str | None = None, *, served_model_name: str | None = None,
-               api_key: str | None = None, max_queue: int = 256, dtype: str = "float32",
-               block_size: int = 64, num_blocks: int | None = None, max_num_seqs: int = 64,
-               max_model_len: int | None = None, lora_path: str | None = None,
-               quant_type: str | None = None, limits: ServerLimits | None = None):
-    """An ASGI app serving ``model_name_or_path`` (the bundled demo model when ``None``);
-    ``limits``: request bounds (default: :meth:`ServerLimits.from_env`)."""
-    from ..engine import LLMEngine, SamplingParams
+def create_app(model_name_or_path: str | None = None, *, config: EngineConfig | None = None,
+               api_key: str | None = None, limits: ServerLimits | None = None,
+               **options: Any):
+    """An ASGI app serving the model of ``config`` (one :class:`EngineConfig`, used as it
+    is). Without ``config`` one is built from the ``PADDLELLM_*`` variables, then
+    ``model_name_or_path`` (the bundled demo model when neither names one) and the keyword
+    ``options`` (any ``EngineConfig`` field: ``max_queue=32``, ``dtype="bfloat16"``...).
+    ``limits`` replaces the config's request bounds; ``api_key`` requires
+    ``Authorization: Bearer <key>`` on ``/v1/*``."""
+    from ..engine import LLMEngine, default_model_path
 
-    if model_name_or_path is None:
-        from ..engine import default_model_path
-
-        model_name_or_path = str(default_model_path())
-    engine = LLMEngine.from_pretrained(
-        model_name_or_path, dtype=dtype, block_size=block_size, num_blocks=num_blocks,
-        max_num_seqs=max_num_seqs, max_model_len=max_model_len, lora_path=lora_path,
-        quant_type=quant_type)
-    name = served_model_name or getattr(engine, "model_name", None) or Path(model_name_or_path).name
-    aliases = tuple({str(model_name_or_path), Path(model_name_or_path).name} - {name})
-    client = AsyncEngine(engine, max_num_seqs=max_num_seqs, max_queue=max_queue)
+    if config is None:
+        config = EngineConfig.from_env(model_name_or_path=model_name_or_path, **options)
+    else:
+        if model_name_or_path is not None:
+            options["model_name_or_path"] = model_name_or_path
+        config = EngineConfig.build(config, **options)
+    engine = LLMEngine.from_config(config)
+    path = config.model_name_or_path or str(default_model_path())
+    name = config.served_model_name or engine.model_name
+    aliases = tuple({str(path), Path(path).name} - {name})
+    client = AsyncEngine(engine, max_queue=config.max_queue)
     return build_app(client, model_name=name, aliases=aliases, api_key=api_key,
-                     sampling_params_cls=SamplingParams, limits=limits)
+                     limits=limits if limits is not None else ServerLimits.from_config(config))
 
 
 def run_server(app, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
