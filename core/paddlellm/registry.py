@@ -22,6 +22,7 @@ KINDS: dict[str, str] = {
     "register_quantizers": "quantizer",
     "register_backends": "backend",
     "register_attention_kernels": "attention_kernel",
+    "register_linear_kernels": "linear_kernel",
     "register_stages": "stage",
 }
 
