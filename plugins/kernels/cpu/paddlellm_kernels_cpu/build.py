@@ -20,6 +20,7 @@ reference path; delete that file (or set ``PADDLELLM_CPU_KERNELS_REBUILD=1``) to
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -38,7 +39,6 @@ HEADERS = ("kernels.h", "kernels_impl.inc")
 #: no -march=native: the library must run on any x86-64 (and build elsewhere); the fast paths
 #: are compiled per instruction set (``#pragma GCC target``) and chosen at run time
 CXX_FLAGS = ["-O3", "-std=c++17", "-fopenmp", "-fno-math-errno", "-w"]
-LD_FLAGS = ["-fopenmp"]
 BUILD_TIMEOUT_S = 600
 DISABLE_ENV = "PADDLELLM_CPU_KERNELS"
 REBUILD_ENV = "PADDLELLM_CPU_KERNELS_REBUILD"
@@ -56,6 +56,7 @@ def disabled() -> bool:
     return os.environ.get(DISABLE_ENV, "1").strip().lower() in ("0", "off", "false", "no")
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_flags() -> tuple[str, ...]:
     """The instruction-set flags of this CPU that the kernels care about (Linux /proc/cpuinfo)."""
     try:
@@ -69,10 +70,11 @@ def cpu_flags() -> tuple[str, ...]:
     return ()
 
 
+@functools.lru_cache(maxsize=1)
 def isa() -> str:
     """The instruction set the kernels run with: the best this CPU has, or a lower one asked
     for with ``PADDLELLM_CPU_KERNELS_ISA=avx2|scalar`` (the library never runs one the CPU
-    lacks)."""
+    lacks). Read once per process."""
     flags = set(cpu_flags())
     best = ("avx512" if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags
             else "avx2" if {"avx2", "fma"} <= flags else "scalar")
@@ -84,6 +86,7 @@ def isa() -> str:
     return best
 
 
+@functools.lru_cache(maxsize=4)
 def isa_code(name: str | None = None) -> int:
     """The ``isa`` attribute of the operators (0 scalar, 1 avx2, 2 avx512)."""
     return ISA_NAMES.index(name or isa())
@@ -102,6 +105,18 @@ def num_threads() -> int:
         return os.cpu_count() or 1
 
 
+def ld_flags() -> list[str]:
+    """Link the OpenMP runtime Paddle's MKL already runs (Intel's ``libiomp5``, which serves
+    GCC's OpenMP calls too) so the kernels share its thread pool instead of starting a second
+    pool that competes with MKL's spinning threads; GCC's ``libgomp`` where Paddle has none."""
+    import paddle
+
+    libs = Path(paddle.__file__).parent / "libs"
+    if (libs / "libiomp5.so").exists():
+        return [f"-L{libs}", "-liomp5", f"-Wl,-rpath,{libs}"]
+    return ["-fopenmp"]
+
+
 def cache_root() -> Path:
     if os.environ.get("PADDLELLM_KERNEL_CACHE"):
         return Path(os.environ["PADDLELLM_KERNEL_CACHE"]).expanduser()
@@ -117,7 +132,7 @@ def build_key() -> str:
     for name in (*SOURCES, *HEADERS):
         h.update(name.encode())
         h.update((CSRC / name).read_bytes())
-    h.update(json.dumps([CXX_FLAGS, LD_FLAGS, paddle.__version__, sys.version_info[:2],
+    h.update(json.dumps([CXX_FLAGS, ld_flags(), paddle.__version__, sys.version_info[:2],
                          platform.machine(), cpu_flags(), os.environ.get("CXX", "")]).encode())
     return h.hexdigest()[:16]
 
@@ -148,7 +163,7 @@ def _compile(name: str, build_dir: Path) -> None:
                            "(install g++, e.g. `apt-get install g++`, or set CXX)")
     sources = ",".join(str(CSRC / s) for s in SOURCES)
     cmd = [sys.executable, "-c", _CHILD, name, str(build_dir), sources, " ".join(CXX_FLAGS),
-           " ".join(LD_FLAGS)]
+           " ".join(ld_flags())]
     if shutil.which("nice"):
         cmd = ["nice", "-n", "10", *cmd]
     env = {**os.environ, "MAX_JOBS": "1"}
@@ -166,13 +181,13 @@ def _load(name: str, build_dir: Path):
     import logging
     import warnings
 
-    from paddle.utils.cpp_extension import extension_utils
-
     previous = logging.root.manager.disable
     logging.disable(logging.INFO)  # Paddle logs "using custom operator only" at INFO
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # and warns at import that ccache is missing
             warnings.simplefilter("ignore")
+            from paddle.utils.cpp_extension import extension_utils
+
             return extension_utils._import_module_from_library(name, str(build_dir / name), False)
     finally:
         logging.disable(previous)
