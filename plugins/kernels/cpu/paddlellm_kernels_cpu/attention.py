@@ -2,7 +2,7 @@
 
 Each new token's query heads read their sequence's keys and values straight from the pools
 through the block table (no gather of the cache into a dense batch, no mask tensors): one
-operator call per layer after the keys/values are written. Grouped-query heads of one kv
+operator call per layer, which also writes the new keys/values into the engine's float pool. Grouped-query heads of one kv
 head are computed together so each cached key/value row is read once; (token, kv head)
 items are spread over threads when there is enough work. Float32, causal, with sliding
 windows and soft-capping; a call outside that (ALiBi, a pool stored in another format such
@@ -14,6 +14,7 @@ import numpy as np
 import paddle
 
 from paddlellm.attention import get_attention_kernel
+from paddlellm.engine.kv_manager import PagedLayer
 from paddlellm.interfaces import AttentionSpec
 
 from . import build
@@ -47,13 +48,18 @@ class CpuPagedAttention:
             return self._reference(q)(q, k, v, causal=causal, sliding_window=sliding_window,
                                       alibi_slopes=alibi_slopes, scale=scale, softcap=softcap,
                                       cache=cache)
-        cache.write(k, v)
+        # the engine's plain float pool: the operator writes k/v itself (saves ~6 dispatches
+        # per layer); a pool with its own write() gets that first
+        fused_write = type(cache).write is PagedLayer.write and k.dtype == paddle.float32
+        if not fused_write:
+            cache.write(k, v)
         head_dim = q.shape[-1]
         scale = head_dim ** -0.5 if scale is None else float(scale)
-        return ops.plk_paged_attention(
-            q, cache.key_pool, cache.value_pool, cache.block_tables, _seq_info(cache),
-            scale, float(softcap or 0.0), int(sliding_window or 0), int(cache.block_size),
-            build.num_threads(), build.isa_code())  # (1, N, Hq, D)
+        out = ops.plk_paged_attention(
+            q, k, v, cache.key_pool, cache.value_pool, cache.slot_mapping, cache.block_tables,
+            _seq_info(cache), scale, float(softcap or 0.0), int(sliding_window or 0),
+            int(cache.block_size), build.num_threads(), build.isa_code(), fused_write)
+        return out[0]  # (1, N, Hq, D); the pools were updated in place
 
     @staticmethod
     def _reference(q):

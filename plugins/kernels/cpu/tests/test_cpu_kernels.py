@@ -57,6 +57,29 @@ def test_alibi_call_is_passed_to_the_reference_kernel(manager, ops):
     np.testing.assert_allclose(got, expected_output(case, inputs), rtol=1e-5, atol=1e-5)
 
 
+def test_a_pool_with_its_own_write_is_written_through_it(manager, ops, monkeypatch):
+    """The operator writes the engine's plain float pool itself; a layer class with its own
+    ``write`` (another storage) gets its ``write`` called instead, and the result is the same."""
+    from paddlellm.engine import kv_manager
+    from paddlellm.testing.attention import Case, _run_paged, case_inputs, expected_output
+    from paddlellm_kernels_cpu.attention import kernel
+
+    writes = []
+
+    class RecordingLayer(kv_manager.PagedLayer):
+        def write(self, k, v):
+            writes.append(k.shape[1])
+            super().write(k, v)
+
+    case = Case("chunk", AttentionSpec(head_dim=16, cache="paged"), batch=3, q_len=3, k_len=10)
+    inputs = case_inputs(case)
+    monkeypatch.setattr(kv_manager, "PagedLayer", RecordingLayer)  # what PagedBatch builds
+    t = {k: paddle.to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in inputs.items()}
+    got = _run_paged(kernel, case, t.pop("q"), t.pop("k"), t.pop("v"), t).numpy()
+    np.testing.assert_allclose(got, expected_output(case, inputs), rtol=1e-5, atol=1e-5)
+    assert writes == [sum(c - 3 for c in (10, 9, 8)), 9]  # the cached prefixes, then the call
+
+
 # --- weight-only matmul --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("bits,group_size,n_in,n_out", [

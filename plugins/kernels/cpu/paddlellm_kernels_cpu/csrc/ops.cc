@@ -2,6 +2,7 @@
 // kernels of the best instruction set this CPU has (checked here at run time, whatever the
 // caller asks for: a request above what the CPU supports runs the best it does support).
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -34,13 +35,16 @@ void check_cpu_f32(const paddle::Tensor& t, const char* name) {
 
 }  // namespace
 
-// q (..., Hq, D) -> out of q's shape
-std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle::Tensor& key_pool,
-                                           const paddle::Tensor& value_pool,
+// Writes the new keys/values into the pools (in place, when `write`), then attends.
+// q (..., Hq, D) -> out of q's shape; k, v (..., Hkv, D) with N rows.
+std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle::Tensor& k,
+                                           const paddle::Tensor& v, paddle::Tensor& key_pool,
+                                           paddle::Tensor& value_pool,
+                                           const paddle::Tensor& slot_mapping,
                                            const paddle::Tensor& block_tables,
                                            const paddle::Tensor& seq_info, float scale,
                                            float softcap, int64_t window, int64_t block_size,
-                                           int64_t threads, int64_t isa) {
+                                           int64_t threads, int64_t isa, bool write) {
   check_cpu_f32(q, "q");
   check_cpu_f32(key_pool, "key_pool");
   check_cpu_f32(value_pool, "value_pool");
@@ -56,6 +60,24 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
   const int64_t D = qs.back(), Hq = qs[qs.size() - 2], Hkv = ks[1];
   PD_CHECK(ks[2] == D, "head_dim of q (", D, ") and the pools (", ks[2], ") differ");
   PD_CHECK(Hkv > 0 && Hq % Hkv == 0, "query heads (", Hq, ") must be a multiple of kv heads (", Hkv, ")");
+  const int64_t num_tokens = q.numel() / (Hq * D);
+  if (write) {
+    check_cpu_f32(k, "k");
+    check_cpu_f32(v, "v");
+    PD_CHECK(k.numel() == num_tokens * Hkv * D && v.numel() == k.numel(),
+             "k and v must hold (N, Hkv, D) for the N new tokens");
+    PD_CHECK(slot_mapping.dtype() == paddle::DataType::INT64 && slot_mapping.numel() == num_tokens,
+             "slot_mapping must be int64 (N,)");
+    const int64_t* slots = slot_mapping.data<int64_t>();
+    const int64_t row = Hkv * D;
+    float* kp = key_pool.data<float>();
+    float* vp = value_pool.data<float>();
+    for (int64_t n = 0; n < num_tokens; ++n) {
+      PD_CHECK(slots[n] >= 0 && slots[n] < ks[0], "slot ", slots[n], " outside the pool of ", ks[0]);
+      std::memcpy(kp + slots[n] * row, k.data<float>() + n * row, sizeof(float) * row);
+      std::memcpy(vp + slots[n] * row, v.data<float>() + n * row, sizeof(float) * row);
+    }
+  }
   auto out = paddle::empty(qs, paddle::DataType::FLOAT32, q.place());
   plk::PagedAttentionArgs a;
   a.q = q.data<float>();
@@ -66,7 +88,7 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
   a.seq_info = seq_info.data<int64_t>();
   a.out = out.data<float>();
   a.num_seqs = seq_info.shape()[0];
-  a.num_tokens = q.numel() / (Hq * D);
+  a.num_tokens = num_tokens;
   a.q_heads = Hq;
   a.kv_heads = Hkv;
   a.head_dim = D;
@@ -83,23 +105,24 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
   return {out};
 }
 
-std::vector<std::vector<int64_t>> PagedAttentionShape(
-    const std::vector<int64_t>& q, const std::vector<int64_t>&, const std::vector<int64_t>&,
-    const std::vector<int64_t>&, const std::vector<int64_t>&) {
-  return {q};
+using Shape = std::vector<int64_t>;
+std::vector<Shape> PagedAttentionShape(const Shape& q, const Shape&, const Shape&, const Shape& kp,
+                                       const Shape& vp, const Shape&, const Shape&, const Shape&) {
+  return {q, kp, vp};
 }
 
-std::vector<paddle::DataType> PagedAttentionDtype(const paddle::DataType& q, const paddle::DataType&,
-                                                  const paddle::DataType&, const paddle::DataType&,
-                                                  const paddle::DataType&) {
-  return {q};
+using Dtype = paddle::DataType;
+std::vector<Dtype> PagedAttentionDtype(const Dtype& q, const Dtype&, const Dtype&, const Dtype& kp,
+                                       const Dtype& vp, const Dtype&, const Dtype&, const Dtype&) {
+  return {q, kp, vp};
 }
 
 PD_BUILD_OP(plk_paged_attention)
-    .Inputs({"Q", "KeyPool", "ValuePool", "BlockTables", "SeqInfo"})
-    .Outputs({"Out"})
+    .Inputs({"Q", "K", "V", "KeyPool", "ValuePool", "SlotMapping", "BlockTables", "SeqInfo"})
+    .Outputs({"Out", "KeyPoolOut", "ValuePoolOut"})
+    .SetInplaceMap({{"KeyPool", "KeyPoolOut"}, {"ValuePool", "ValuePoolOut"}})
     .Attrs({"scale: float", "softcap: float", "window: int64_t", "block_size: int64_t",
-            "threads: int64_t", "isa: int64_t"})
+            "threads: int64_t", "isa: int64_t", "write: bool"})
     .SetKernelFn(PD_KERNEL(PagedAttention))
     .SetInferShapeFn(PD_INFER_SHAPE(PagedAttentionShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(PagedAttentionDtype));
