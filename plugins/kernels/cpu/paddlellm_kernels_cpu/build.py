@@ -93,12 +93,18 @@ def isa_code(name: str | None = None) -> int:
 
 
 def num_threads() -> int:
-    """Threads of the kernels: ``PADDLELLM_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the
-    usable CPUs (what the CPU backend gives Paddle)."""
-    for var in ("PADDLELLM_NUM_THREADS", "OMP_NUM_THREADS"):
-        raw = os.environ.get(var, "").strip()
-        if raw.isdigit() and int(raw) > 0:
-            return int(raw)
+    """Threads of the kernels, as many as Paddle's: ``PADDLELLM_NUM_THREADS``, else what the
+    ``cpu`` backend set up (looked up by registered name), else ``OMP_NUM_THREADS`` (which
+    ``import paddle`` pins to 1 when unset, hence after the backend), else the usable CPUs."""
+    raw = os.environ.get("PADDLELLM_NUM_THREADS", "").strip()
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    threads = _backend_threads()
+    if threads:
+        return threads
+    raw = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -115,6 +121,26 @@ def ld_flags() -> list[str]:
     if (libs / "libiomp5.so").exists():
         return [f"-L{libs}", "-liomp5", f"-Wl,-rpath,{libs}"]
     return ["-fopenmp"]
+
+
+_backend_threads_seen: list[int] = []  # the backend's count, once it has set one up
+
+
+def _backend_threads() -> int | None:
+    if _backend_threads_seen:
+        return _backend_threads_seen[0]
+    try:
+        from paddlellm.plugins import get_registry
+
+        registry = get_registry()
+        if registry.has("backend", "cpu"):
+            threads = getattr(registry.load("backend", "cpu"), "num_threads", None)
+            if threads:
+                _backend_threads_seen.append(int(threads))
+            return threads
+    except Exception:  # no backend plugin, or it cannot load: fall through to the environment
+        return None
+    return None
 
 
 def cache_root() -> Path:
