@@ -16,6 +16,12 @@ memory bandwidth (NumPy reductions on as many threads as the frameworks use).
 
     .venv/bin/python benchmarks/infer_bench.py [--rounds 3 --max_new_tokens 64 --threads 2]
 
+Quantized and compiled-kernel variants of the engine run in the same interleaved rounds:
+``--quant_types float32,weight_only_int8,weight_only_int4`` quantizes the checkpoint
+(round-to-nearest, per channel) for the extra variants, and ``--cpu_kernels compare`` runs
+each variant with the compiled kernels of ``paddlellm-kernels-cpu`` off
+(``PADDLELLM_CPU_KERNELS=0``) and on; ``--skip_transformers`` leaves the torch side out.
+
 The transformers side runs in an interpreter with torch (dev-only; default
 /work/devenv/bin/python, or --torch-python / $PADDLELLM_DEV_PYTHON).
 """
@@ -132,6 +138,36 @@ def memory_bandwidth(threads: int, mb: int = 512) -> float:
     return best
 
 
+def agreement(a: list[int], b: list[int]) -> float:
+    """Share of positions where two greedy token lists agree."""
+    return sum(x == y for x, y in zip(a, b)) / max(len(b), 1)
+
+
+def quantized_checkpoint(src: str, quant_type: str, directory: str) -> None:
+    """``src`` quantized with ``quant_type`` (no calibration) and saved to ``directory``."""
+    from paddlellm import AutoModelForCausalLM
+    from paddlellm.plugins import get_registry
+
+    model = AutoModelForCausalLM.from_pretrained(src)
+    get_registry().load("quantizer", quant_type).quantize(model, quant_type, None, {})
+    model.save_pretrained(directory)
+
+
+def paddle_variants(args, base: str, tmp: str) -> dict[str, tuple[str, dict]]:
+    """label -> (checkpoint, extra environment) of every engine variant to run."""
+    out = {}
+    for qt in args.quant_types.split(","):
+        path = base if qt == "float32" else os.path.join(tmp, qt)
+        if qt != "float32":
+            quantized_checkpoint(base, qt, path)
+        if args.cpu_kernels == "compare":
+            out[f"paddlellm {qt}"] = (path, {"PADDLELLM_CPU_KERNELS": "0"})
+            out[f"paddlellm {qt} +cpu kernels"] = (path, {"PADDLELLM_CPU_KERNELS": "1"})
+        else:
+            out[f"paddlellm {qt}" if qt != "float32" else "paddlellm"] = (path, {})
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_args(p)
@@ -140,6 +176,11 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=32)
     add_run_args(p)
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--quant_types", default="float32",
+                   help="comma list of engine variants: float32, weight_only_int8, weight_only_int4")
+    p.add_argument("--cpu_kernels", choices=("auto", "compare"), default="auto",
+                   help="compare: run each variant without and with paddlellm-kernels-cpu")
+    p.add_argument("--skip_transformers", action="store_true")
     args = p.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
            "PADDLELLM_NUM_THREADS": str(args.threads)}
@@ -153,12 +194,18 @@ def main() -> None:
         prompts_file = os.path.join(tmp, "prompts.json")
         Path(prompts_file).write_text(json.dumps(prompts))
         n = str(args.max_new_tokens)
-        results: dict[str, list[dict]] = {"paddlellm": [], "transformers": []}
+        variants = paddle_variants(args, tmp, tmp)
+        results: dict[str, list[dict]] = {k: [] for k in variants}
+        if not args.skip_transformers:
+            results["transformers"] = []
         for r in range(args.rounds):
-            results["paddlellm"].append(run_worker([sys.executable, "-c", PADDLE_WORKER, tmp,
-                                             prompts_file, n], env))
-            results["transformers"].append(run_worker([args.torch_python, "-c", TORCH_WORKER, tmp,
-                                                prompts_file, n, str(args.threads)], env))
+            for label, (path, extra) in variants.items():
+                results[label].append(run_worker([sys.executable, "-c", PADDLE_WORKER, path,
+                                                  prompts_file, n], {**env, **extra}))
+            if not args.skip_transformers:
+                results["transformers"].append(run_worker(
+                    [args.torch_python, "-c", TORCH_WORKER, tmp, prompts_file, n,
+                     str(args.threads)], env))
             print(f"round {r + 1}: " + "; ".join(
                 f"{k} b1 {v[-1]['decode_b1']:.1f}, b8 {v[-1]['decode_b8']:.1f} tok/s, "
                 f"{args.requests} requests {v[-1]['throughput_concurrent']:.1f} tok/s"
@@ -166,20 +213,27 @@ def main() -> None:
     bandwidth = memory_bandwidth(args.threads)
     metrics = ("decode_b1", "decode_b8", "throughput_concurrent")
     med = {k: {m: statistics.median(x[m] for x in v) for m in metrics} for k, v in results.items()}
-    ours, theirs = med["paddlellm"], med["transformers"]
-    a, b = results["paddlellm"][0]["b1_tokens"], results["transformers"][0]["b1_tokens"]
-    floor_tps = bandwidth / per_token
+    first = next(iter(variants))  # the float32 engine without extra settings
+    floor_tps = bandwidth / per_token  # of the float32 weights
     report = {
         "config": {k: v for k, v in vars(args).items() if k != "json"},
         "weights_mb": total / 1e6, "weight_mb_read_per_token": per_token / 1e6,
         "memory_bandwidth_gb_s": bandwidth / 1e9,
         "median": med,
-        "ratio_paddlellm_over_transformers": {m: ours[m] / theirs[m] for m in metrics},
+        f"ratio_over_{first.replace(' ', '_')}": {
+            k: {m: v[m] / med[first][m] for m in metrics} for k, v in med.items() if k != first},
         "b1_floor_ms_per_token": 1e3 / floor_tps, "b1_floor_tokens_per_s": floor_tps,
-        "b1_fraction_of_floor": {"paddlellm": ours["decode_b1"] / floor_tps,
-                                 "transformers": theirs["decode_b1"] / floor_tps},
-        "greedy_tokens_agree_b1": sum(x == y for x, y in zip(a, b)) / max(len(a), 1),
+        "b1_fraction_of_float32_floor": {k: v["decode_b1"] / floor_tps for k, v in med.items()},
+        # greedy tokens at batch 1 equal to those of the same weights without the compiled
+        # kernels (for "+cpu kernels" variants), else to the first variant's
+        "greedy_tokens_agree_b1": {
+            k: agreement(results[k.removesuffix(" +cpu kernels") if k.endswith(" +cpu kernels")
+                                 else first][0]["b1_tokens"], v[0]["b1_tokens"])
+            for k, v in results.items() if k != first},
     }
+    if not args.skip_transformers:
+        ours, theirs = med[first], med["transformers"]
+        report["ratio_paddlellm_over_transformers"] = {m: ours[m] / theirs[m] for m in metrics}
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

@@ -13,6 +13,7 @@ fi
 .venv/bin/python -m pip install -q -e ".[test]" \
   -e plugins/backends/cpu \
   -e plugins/kernels/reference \
+  -e plugins/kernels/cpu \
   -e plugins/strategies \
   -e plugins/models \
   -e plugins/peft \
@@ -20,6 +21,10 @@ fi
   -e plugins/merge \
   -e plugins/quant
 .venv/bin/python -m pip install -q --no-deps -e plugins/backends/gpu
+# Compile the CPU kernels now (cached under ~/.cache/paddlellm/kernels; otherwise the first
+# run that needs them builds them). A failed build only prints why: the reference paths run.
+.venv/bin/python -c "from paddlellm_kernels_cpu import build; print('cpu kernels:', build.info()['detail'])" \
+  2>/dev/null || echo "note: the compiled CPU kernels did not build; the reference paths run (see llm doctor)" >&2
 # Headless Chromium + chromedriver from Debian's packages for tests/test_chat_page.py (it skips
 # with a reason when they are missing): installed only when missing and when running as root.
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then

@@ -72,6 +72,7 @@ _EXPORTS: dict[str, str] = {
     "check_target": "paddlellm.kinds:check_target",
     "missing_members": "paddlellm.kinds:missing_members",
     "get_plugin_manager": "paddlellm.plugins:get_plugin_manager",
+    "get_registry": "paddlellm.plugins:get_registry",
     "import_target": "paddlellm.registry:import_target",
     "unknown_name_message": "paddlellm.registry:unknown_name_message",
     # protocols
@@ -79,7 +80,7 @@ _EXPORTS: dict[str, str] = {
         "AlignmentLoss", "AttentionKernel", "AttentionSpec", "Backend", "KVCacheLayer",
         "MergeMethod", "ModelFamily", "PagedKVCacheLayer", "PeftMethod", "Quantizer", "Stage",
         "TrainerStrategy", "kernel_runs_on", "optional_members", "CausalLM", "KVCacheLayout",
-        "QuantizedModule", "is_quantized_module")},
+        "QuantizedModule", "is_quantized_module", "LinearSpec", "WeightOnlyLinearKernel")},
     # errors
     **{name: f"paddlellm.errors:{name}" for name in (
         "PaddleLLMError", "ConfigError", "DataFormatError", "UnknownPluginError",
@@ -92,6 +93,7 @@ _EXPORTS: dict[str, str] = {
     "quantize_model": "paddlellm.auto:quantize_model",
     "generate": "paddlellm.generation:generate",
     "get_attention_kernel": "paddlellm.attention:get_attention_kernel",
+    "get_linear_kernel": "paddlellm.linear:get_linear_kernel",
     "KVCache": "paddlellm.kv_cache:KVCache",
     "DEFAULT_KV_CACHE_LAYOUT": "paddlellm.kv_layout:DEFAULT_KV_CACHE_LAYOUT",
     "get_kv_cache_layout": "paddlellm.kv_layout:get_kv_cache_layout",

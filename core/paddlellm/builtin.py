@@ -40,6 +40,18 @@ def select_attention_kernel(spec, backend, registry):
     return None
 
 
+@hookimpl(trylast=True)
+def select_linear_kernel(spec, backend, registry):
+    for entry in sorted(registry.entries("linear_kernel"), key=lambda e: -e.priority):
+        try:
+            kernel = entry.load()
+            if kernel_runs_on(kernel, backend) and kernel.supports(spec):
+                return entry.name
+        except Exception:  # a kernel that cannot load serves nothing; the layer's own math runs
+            continue
+    return None
+
+
 @hookimpl
 def register_kv_cache_layouts(register):
     register("float", "paddlellm.kv_layout:FLOAT",

@@ -65,6 +65,8 @@ def diagnose(manager: PluginManager) -> dict[str, Any]:
         except Exception as exc:
             missing.append(str(exc))
 
+    compiled = _compiled_kernels(registry)
+
     for kind, message in REQUIRED_KINDS.items():
         if not registry.names(kind):
             missing.append(message)
@@ -77,10 +79,31 @@ def diagnose(manager: PluginManager) -> dict[str, Any]:
         "backends": backends,
         "selected_backend": selected,
         "attention_kernel": kernel,
+        "compiled_kernels": compiled,
         "plugins": {kind: registry.names(kind) for kind in registry.kinds()},
         "failed_plugins": [f.as_dict() for f in manager.failed],
         "missing": missing,
     }
+
+
+def _compiled_kernels(registry) -> list[dict[str, Any]]:
+    """Kernels that report their own state (``info()``: a compiled library built or not, and
+    why). Never fatal: a kernel that is unavailable declines its calls and the reference
+    path runs, so this is shown but not added to ``missing``."""
+    rows = []
+    for kind in ("attention_kernel", "linear_kernel"):
+        for entry in registry.entries(kind):
+            row: dict[str, Any] = {"kind": kind, "name": entry.name,
+                                   "distribution": entry.distribution}
+            try:
+                kernel = entry.load()
+                if not hasattr(kernel, "info"):
+                    continue
+                row.update(kernel.info())
+            except Exception as exc:
+                row.update(available=False, detail=f"failed to load: {exc!r}")
+            rows.append(row)
+    return rows
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -98,6 +121,10 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  {b['name']:<10} {state}")
     lines.append(f"selected backend: {report['selected_backend'] or '-'}")
     lines.append(f"attention kernel (float32, causal): {report['attention_kernel'] or '-'}")
+    for k in report.get("compiled_kernels", []):
+        state = "ok" if k.get("available") else "unavailable"
+        lines.append(f"{k['kind'].replace('_', ' ')} '{k['name']}' ({k['distribution']}): "
+                     f"{state}: {k.get('detail', '')}")
     lines += ["", "plugins:"]
     for kind, names in report["plugins"].items():
         lines.append(f"  {kind:<17} {', '.join(names) if names else '-'}")

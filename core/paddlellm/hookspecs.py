@@ -105,6 +105,16 @@ def register_attention_kernels(register):
 
 
 @hookspec
+def register_linear_kernels(register):
+    """Register compiled kernels for quantized linear layers (weight-only int8/int4 ...).
+
+    ``target`` resolves to an object following
+    :class:`paddlellm.interfaces.WeightOnlyLinearKernel`; quantized layers ask
+    :func:`paddlellm.linear.get_linear_kernel` and keep their own math when none serves.
+    """
+
+
+@hookspec
 def register_stages(register):
     """Register training stages for ``llm run --stage NAME`` (pretrain, sft, dpo, ...).
 
@@ -158,6 +168,17 @@ def select_attention_kernel(spec, backend, registry):
     masks, cache layout, training), ``backend`` the active backend's name. The core's
     default picks the registered kernel with the highest priority whose ``supports(spec)``
     is true and which lists the backend (or ``"*"``) in ``backends``.
+    """
+
+
+@hookspec(firstresult=True)
+def select_linear_kernel(spec, backend, registry):
+    """Choose the kernel of one kind of quantized linear layer; return its name or ``None``.
+
+    ``spec`` is a :class:`paddlellm.interfaces.LinearSpec`. The core's default picks the
+    registered linear kernel with the highest priority whose ``supports(spec)`` is true and
+    which lists the backend (or ``"*"``); ``None`` (no kernel) means the layer computes the
+    product itself.
     """
 
 

@@ -211,6 +211,45 @@ class PagedKVCacheLayer(Protocol):
         """Store ``(1, N, Hkv, D)`` new keys/values at ``slot_mapping``."""
 
 
+# --- linear kernels ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LinearSpec:
+    """What one kind of quantized linear layer needs; kernels answer ``supports(spec)``."""
+
+    bits: int = 8  # 8: int8 ``(out, in)``; 4: two signed nibbles per byte ``(out, ceil(in/2))``
+    group_size: int = -1  # -1: one scale per output channel, else columns per scale group
+    dtype: str = "float32"  # the activations' (and scales') dtype
+    in_features: int = 0
+    out_features: int = 0
+
+
+@runtime_checkable
+class WeightOnlyLinearKernel(Protocol):
+    """``y = x @ dequant(qweight, scales).T`` for weight-only quantized linear layers.
+
+    Storage is the quant plugin's (see ``paddlellm_quant.layers``): ``qweight`` int8
+    ``(out, in)`` for 8 bits, uint8 ``(out, ceil(in / 2))`` for 4 bits (input column ``2j`` in
+    the low nibble, ``2j + 1`` in the high one, two's complement); ``scales`` ``(out,
+    n_groups)``, column ``c`` of row ``o`` dequantizes to ``q[o, c] * scales[o, c //
+    group_size]``. ``x`` is ``(..., in)``; the result ``(..., out)`` in ``x``'s dtype, without
+    bias or input pre-scaling (the layer applies those).
+
+    A layer asks :func:`paddlellm.linear.get_linear_kernel` once; a call may still return
+    ``None`` ("not this call", e.g. too many rows for a matrix-vector kernel), and the layer
+    then computes the product its own way.
+    """
+
+    name: str
+    backends: tuple[str, ...]
+    priority: int
+
+    def supports(self, spec: LinearSpec) -> bool: ...
+
+    def __call__(self, x: "paddle.Tensor", qweight: "paddle.Tensor", scales: "paddle.Tensor", *,
+                 bits: int, group_size: int) -> "paddle.Tensor | None": ...
+
+
 # --- training ------------------------------------------------------------------------------
 
 @optional(config_class=None, gathered=None)

@@ -61,6 +61,8 @@ KIND_TABLE: tuple[Kind, ...] = (
          summary="a training stage for `llm run --stage` (pretrain, sft, align)"),
     Kind("kv_cache_layout", "register_kv_cache_layouts", _ifaces.KVCacheLayout, None,
          summary="how a model stores its KV cache (float, int8); named by model.kv_cache_layout"),
+    Kind("linear_kernel", "register_linear_kernels", _ifaces.WeightOnlyLinearKernel, None,
+         summary="a compiled product for weight-only quantized linear layers (int8/int4)"),
 )
 
 _BY_NAME = {k.name: k for k in KIND_TABLE}

@@ -79,6 +79,17 @@ def conformance_cases() -> list[Case]:
         Case("decode-with-cache", replace(base, cache="contiguous", padding_mask=True),
              q_len=1, k_len=9),
         Case("chunk-with-cache", replace(base, cache="contiguous"), q_len=3, k_len=9),
+        # paged (serving engine): sequence b of the batch has k_len - b keys (ragged), blocks
+        # of 4 slots allocated interleaved, all new tokens in one flattened row
+        Case("paged-decode", replace(base, cache="paged"), batch=3, q_len=1, k_len=11),
+        Case("paged-prefill", replace(base, cache="paged"), batch=2, q_len=7, k_len=7),
+        Case("paged-chunk", replace(base, cache="paged"), batch=3, q_len=3, k_len=10),
+        Case("paged-window", replace(base, cache="paged", sliding_window=True), batch=2,
+             q_len=2, k_len=9),
+        Case("paged-softcap", replace(base, cache="paged", softcap=True), batch=2, q_len=1,
+             k_len=6),
+        Case("paged-mqa-long", replace(base, cache="paged"), batch=2, q_len=1, k_len=70,
+             q_heads=8, kv_heads=1, head_dim=40),
     ]
 
 
@@ -120,6 +131,54 @@ class CheckResult:
     error: str | None = None
 
 
+def _paged_lengths(case: Case) -> tuple[list[int], list[int]]:
+    """(context length, query length) of each sequence of a paged case (ragged)."""
+    ctx = [case.k_len - b for b in range(case.batch)]
+    return ctx, [min(case.q_len, c) for c in ctx]
+
+
+def expected_output(case: Case, inputs: dict[str, Any]) -> np.ndarray:
+    """The float64 answer for ``case``: paged cases give their sequences' new tokens in one row
+    ``(1, sum of query lengths, Hq, D)``."""
+    if case.spec.cache != "paged":
+        return numpy_attention(**inputs)
+    rest = {k: v for k, v in inputs.items() if k not in ("q", "k", "v")}
+    outs = []
+    for b, (ctx, ql) in enumerate(zip(*_paged_lengths(case))):
+        start = case.k_len - ctx
+        outs.append(numpy_attention(inputs["q"][b:b + 1, case.q_len - ql:],
+                                    inputs["k"][b:b + 1, start:], inputs["v"][b:b + 1, start:],
+                                    **rest)[0])
+    return np.concatenate(outs)[None]
+
+
+def _run_paged(kernel: Any, case: Case, q, k, v, extra: dict[str, Any]):
+    """Write each sequence's cached keys into a paged pool, then run the new tokens."""
+    import paddle
+
+    from ..engine.kv_manager import PagedKVCache
+
+    block = 4
+    ctx, q_lens = _paged_lengths(case)
+    cache = PagedKVCache(1, sum(-(-c // block) for c in ctx) + 2, block, case.kv_heads,
+                         case.head_dim)
+    ids = [f"s{b}" for b in range(case.batch)]
+    for upto in range(block, max(ctx) + block, block):  # interleave the sequences' blocks
+        for sid, c in zip(ids, ctx):
+            cache.blocks.allocate(sid, min(upto, c))
+    cached = [c - n for c, n in zip(ctx, q_lens)]
+    starts = [case.k_len - c for c in ctx]
+    if any(cached):
+        keep = [c for c in range(case.batch) if cached[c]]
+        pre = cache.batch([ids[b] for b in keep], [0] * len(keep), [cached[b] for b in keep])
+        pre[0].write(paddle.concat([k[b:b + 1, starts[b]:starts[b] + cached[b]] for b in keep], 1),
+                     paddle.concat([v[b:b + 1, starts[b]:starts[b] + cached[b]] for b in keep], 1))
+    new = lambda x, b: x[b:b + 1, x.shape[1] - q_lens[b]:]  # noqa: E731
+    call = cache.batch(ids, cached, q_lens)
+    rows = [paddle.concat([new(x, b) for b in range(case.batch)], 1) for x in (q, k, v)]
+    return kernel(*rows, cache=call[0], **extra)
+
+
 def run_kernel_case(kernel: Any, case: Case, inputs: dict[str, Any]) -> np.ndarray:
     """Run ``kernel`` on NumPy ``inputs``; cache cases prefill the cache first."""
     import paddle
@@ -129,6 +188,8 @@ def run_kernel_case(kernel: Any, case: Case, inputs: dict[str, Any]) -> np.ndarr
     t = {key: paddle.to_tensor(val) if isinstance(val, np.ndarray) else val
          for key, val in inputs.items()}
     q, k, v = t.pop("q"), t.pop("k"), t.pop("v")
+    if case.spec.cache == "paged":
+        return _run_paged(kernel, case, q, k, v, t).numpy()
     if case.spec.cache == "none":
         return kernel(q, k, v, **t).numpy()
     cache = LayerKVCache(case.batch, case.k_len + 4, case.kv_heads, case.head_dim)
@@ -148,7 +209,7 @@ def check_kernel(kernel: Any, tolerance: float = 1e-5) -> list[CheckResult]:
             results.append(CheckResult(case.name, supported=False))
             continue
         inputs = case_inputs(case)
-        expected = numpy_attention(**inputs)
+        expected = expected_output(case, inputs)
         try:
             got = run_kernel_case(kernel, case, inputs)
         except Exception as exc:  # a kernel that claims support must not raise

@@ -12,9 +12,12 @@ Storage (what a checkpoint holds, key names ``{module}.{leaf}``):
   (AWQ stores ``1 / s`` here, so that ``Q(W * s)`` multiplies ``x / s``).
 * ``bias`` (optional): a float parameter, as in ``nn.Linear``.
 
-Forward on CPU dequantizes on the fly (the float weight exists only during the call); on a
-GPU with a half-precision input, Paddle's ``weight_only_linear`` kernel runs on weights
-prepared once by ``weight_quantize`` (per-channel, or group size 64/128).
+Forward on CPU asks the core's ``linear_kernel`` seam (:func:`paddlellm.linear.get_linear_kernel`)
+for a compiled kernel (``paddlellm-kernels-cpu``: int8/int4 matrix-vector products read
+straight from the integers) and otherwise dequantizes on the fly (the float weight exists
+only during the call); on a GPU with a half-precision input, Paddle's ``weight_only_linear``
+kernel runs on weights prepared once by ``weight_quantize`` (per-channel, or group size
+64/128).
 """
 from __future__ import annotations
 
@@ -172,6 +175,8 @@ class WeightOnlyLinear(QuantizedLayer):
         # (weight, scale) in the GPU kernel's layout, built on first use (kept out of the
         # state dict: a plain attribute, not a buffer)
         object.__setattr__(self, "_gpu_weights", None)
+        # the compiled linear kernel chosen for this layer: ((dtype, place), kernel or None)
+        object.__setattr__(self, "_kernel_cache", None)
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -249,9 +254,32 @@ class WeightOnlyLinear(QuantizedLayer):
             y = self._forward_gpu(x)
             if y is not None:
                 return y
+        kernel = self._linear_kernel(x)
+        if kernel is not None:
+            y = kernel(x, self.qweight, self.scales, bits=self.bits, group_size=self.group_size)
+            if y is not None:  # None: not this call (e.g. a prefill), use the Paddle path
+                return y if self.bias is None else y + self.bias.astype(y.dtype)
         w = self.dequantize(_float_dtype(x.dtype))  # (out, in), lives only for this call
         y = paddle.matmul(x, w, transpose_y=True)  # (..., out)
         return y if self.bias is None else y + self.bias.astype(y.dtype)
+
+    def _linear_kernel(self, x: paddle.Tensor):
+        """A compiled kernel for this layer from the core's ``linear_kernel`` seam
+        (:func:`paddlellm.linear.get_linear_kernel`), or None. Only where no gradient has to
+        flow through the product (inference; a frozen base under QLoRA keeps Paddle math)."""
+        if paddle.is_grad_enabled() and not x.stop_gradient:
+            return None
+        key = (_float_dtype(x.dtype), str(x.place))
+        cached = self._kernel_cache
+        if cached is None or cached[0] != key:
+            from paddlellm.interfaces import LinearSpec
+            from paddlellm.api import get_linear_kernel
+
+            spec = LinearSpec(bits=self.bits, group_size=self.group_size, dtype=key[0],
+                              in_features=self.in_features, out_features=self.out_features)
+            cached = (key, get_linear_kernel(spec))
+            object.__setattr__(self, "_kernel_cache", cached)
+        return cached[1]
 
     def _forward_gpu(self, x: paddle.Tensor) -> paddle.Tensor | None:
         """Paddle's fused weight-only GEMM; ``None`` (dequantize path) if the kernel refuses."""

@@ -1,0 +1,82 @@
+"""Compiled paged attention for the serving engine's block cache (``cache="paged"``).
+
+Each new token's query heads read their sequence's keys and values straight from the pools
+through the block table (no gather of the cache into a dense batch, no mask tensors): one
+operator call per layer, which also writes the new keys/values into the engine's float pool. Grouped-query heads of one kv
+head are computed together so each cached key/value row is read once; (token, kv head)
+items are spread over threads when there is enough work. Float32, causal, with sliding
+windows and soft-capping; a call outside that (ALiBi, a pool stored in another format such
+as int8 KV with ``gather_kv``, a non-float32 pool) is passed to the ``reference`` kernel.
+"""
+from __future__ import annotations
+
+import numpy as np
+import paddle
+
+from paddlellm.api import PagedLayer, get_attention_kernel
+from paddlellm.interfaces import AttentionSpec
+
+from . import build
+
+
+class CpuPagedAttention:
+    name = "cpu"
+    backends = ("cpu",)
+    priority = 10
+
+    def supports(self, spec: AttentionSpec) -> bool:
+        """Paged float32 inference calls without ALiBi; True only once the library is built."""
+        return (spec.cache == "paged" and spec.dtype == "float32" and spec.causal
+                and not (spec.training or spec.alibi or spec.padding_mask or spec.segments)
+                and build.ops() is not None)
+
+    def info(self) -> dict:
+        """For ``llm doctor``: built or not (and why), instruction set, threads."""
+        return build.info()
+
+    def __call__(self, q, k, v, *, causal=True, attention_mask=None, sliding_window=None,
+                 alibi_slopes=None, segment_ids=None, scale=None, softcap=None, cache=None):
+        if not getattr(cache, "paged", False):
+            raise ValueError("the 'cpu' attention kernel serves paged-cache calls only "
+                             "(cache=PagedKVCacheLayer); it declines other specs in supports()")
+        if attention_mask is not None or segment_ids is not None:
+            raise ValueError("paged attention takes no attention_mask or segment_ids")
+        ops = build.ops()
+        if (ops is None or alibi_slopes is not None or not causal or hasattr(cache, "gather_kv")
+                or q.dtype != paddle.float32 or cache.key_pool.dtype != paddle.float32):
+            return self._reference(q)(q, k, v, causal=causal, sliding_window=sliding_window,
+                                      alibi_slopes=alibi_slopes, scale=scale, softcap=softcap,
+                                      cache=cache)
+        # the engine's plain float pool: the operator writes k/v itself (saves ~6 dispatches
+        # per layer); a pool with its own write() gets that first
+        fused_write = type(cache).write is PagedLayer.write and k.dtype == paddle.float32
+        if not fused_write:
+            cache.write(k, v)
+        head_dim = q.shape[-1]
+        scale = head_dim ** -0.5 if scale is None else float(scale)
+        out = ops.plk_paged_attention(
+            q, k, v, cache.key_pool, cache.value_pool, cache.slot_mapping, cache.block_tables,
+            _seq_info(cache), scale, float(softcap or 0.0), int(sliding_window or 0),
+            int(cache.block_size), build.num_threads(), build.isa_code(), fused_write)
+        return out[0]  # (1, N, Hq, D); the pools were updated in place
+
+    @staticmethod
+    def _reference(q):
+        spec = AttentionSpec(dtype=str(q.dtype).replace("paddle.", ""), head_dim=q.shape[-1],
+                             cache="paged")
+        return get_attention_kernel(spec, name="reference", backend="cpu")
+
+
+def _seq_info(cache) -> paddle.Tensor:
+    """``(S, 3)`` int64: query start, query length, context length of each sequence; built once
+    per call by the first layer (``cache.scratch``)."""
+    key = ("cpu", "seq_info")
+    if key not in cache.scratch:
+        info = np.stack([np.asarray(cache.query_start, np.int64),
+                         np.asarray(cache.query_lens, np.int64),
+                         np.asarray(cache.context_lens_host, np.int64)], axis=1)
+        cache.scratch[key] = paddle.to_tensor(info)
+    return cache.scratch[key]
+
+
+kernel = CpuPagedAttention()

@@ -1,0 +1,192 @@
+// Paddle custom operators of paddlellm-kernels-cpu: shape checks, then one call into the
+// kernels of the best instruction set this CPU has (checked here at run time, whatever the
+// caller asks for: a request above what the CPU supports runs the best it does support).
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels.h"
+#include "paddle/extension.h"
+
+namespace {
+
+int cpu_isa() {
+#if defined(__x86_64__) || defined(_M_X64)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    return plk::kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return plk::kAvx2;
+#endif
+  return plk::kScalar;
+}
+
+const int kCpuIsa = cpu_isa();
+
+int pick(int64_t requested) {
+  return requested < 0 ? kCpuIsa : std::min<int>(static_cast<int>(requested), kCpuIsa);
+}
+
+void check_cpu_f32(const paddle::Tensor& t, const char* name) {
+  PD_CHECK(t.is_cpu(), name, " must be a CPU tensor");
+  PD_CHECK(t.dtype() == paddle::DataType::FLOAT32, name, " must be float32");
+}
+
+}  // namespace
+
+// Writes the new keys/values into the pools (in place, when `write`), then attends.
+// q (..., Hq, D) -> out of q's shape; k, v (..., Hkv, D) with N rows.
+std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle::Tensor& k,
+                                           const paddle::Tensor& v, paddle::Tensor& key_pool,
+                                           paddle::Tensor& value_pool,
+                                           const paddle::Tensor& slot_mapping,
+                                           const paddle::Tensor& block_tables,
+                                           const paddle::Tensor& seq_info, float scale,
+                                           float softcap, int64_t window, int64_t block_size,
+                                           int64_t threads, int64_t isa, bool write) {
+  check_cpu_f32(q, "q");
+  check_cpu_f32(key_pool, "key_pool");
+  check_cpu_f32(value_pool, "value_pool");
+  PD_CHECK(block_tables.dtype() == paddle::DataType::INT64 && block_tables.shape().size() == 2,
+           "block_tables must be int64 (S, max_blocks)");
+  PD_CHECK(seq_info.dtype() == paddle::DataType::INT64 && seq_info.shape().size() == 2 &&
+               seq_info.shape()[1] == 3 && seq_info.shape()[0] == block_tables.shape()[0],
+           "seq_info must be int64 (S, 3): query_start, query_len, context_len");
+  const auto qs = q.shape();
+  const auto ks = key_pool.shape();
+  PD_CHECK(qs.size() >= 2 && ks.size() == 3 && value_pool.shape() == ks,
+           "q must be (..., Hq, D) and the pools (slots, Hkv, D)");
+  const int64_t D = qs.back(), Hq = qs[qs.size() - 2], Hkv = ks[1];
+  PD_CHECK(ks[2] == D, "head_dim of q (", D, ") and the pools (", ks[2], ") differ");
+  PD_CHECK(Hkv > 0 && Hq % Hkv == 0, "query heads (", Hq, ") must be a multiple of kv heads (", Hkv, ")");
+  const int64_t num_tokens = q.numel() / (Hq * D);
+  if (write) {
+    check_cpu_f32(k, "k");
+    check_cpu_f32(v, "v");
+    PD_CHECK(k.numel() == num_tokens * Hkv * D && v.numel() == k.numel(),
+             "k and v must hold (N, Hkv, D) for the N new tokens");
+    PD_CHECK(slot_mapping.dtype() == paddle::DataType::INT64 && slot_mapping.numel() == num_tokens,
+             "slot_mapping must be int64 (N,)");
+    const int64_t* slots = slot_mapping.data<int64_t>();
+    const int64_t row = Hkv * D;
+    float* kp = key_pool.data<float>();
+    float* vp = value_pool.data<float>();
+    for (int64_t n = 0; n < num_tokens; ++n) {
+      PD_CHECK(slots[n] >= 0 && slots[n] < ks[0], "slot ", slots[n], " outside the pool of ", ks[0]);
+      std::memcpy(kp + slots[n] * row, k.data<float>() + n * row, sizeof(float) * row);
+      std::memcpy(vp + slots[n] * row, v.data<float>() + n * row, sizeof(float) * row);
+    }
+  }
+  auto out = paddle::empty(qs, paddle::DataType::FLOAT32, q.place());
+  plk::PagedAttentionArgs a;
+  a.q = q.data<float>();
+  a.key_pool = key_pool.data<float>();
+  a.value_pool = value_pool.data<float>();
+  a.block_tables = block_tables.data<int64_t>();
+  a.table_width = block_tables.shape()[1];
+  a.seq_info = seq_info.data<int64_t>();
+  a.out = out.data<float>();
+  a.num_seqs = seq_info.shape()[0];
+  a.num_tokens = num_tokens;
+  a.q_heads = Hq;
+  a.kv_heads = Hkv;
+  a.head_dim = D;
+  a.block_size = block_size;
+  a.scale = scale;
+  a.softcap = softcap;
+  a.window = window;
+  const int t = static_cast<int>(std::max<int64_t>(1, threads));
+  switch (pick(isa)) {
+    case plk::kAvx512: plk::avx512::paged_attention(a, t); break;
+    case plk::kAvx2: plk::avx2::paged_attention(a, t); break;
+    default: plk::scalar::paged_attention(a, t);
+  }
+  return {out};
+}
+
+using Shape = std::vector<int64_t>;
+std::vector<Shape> PagedAttentionShape(const Shape& q, const Shape&, const Shape&, const Shape& kp,
+                                       const Shape& vp, const Shape&, const Shape&, const Shape&) {
+  return {q, kp, vp};
+}
+
+using Dtype = paddle::DataType;
+std::vector<Dtype> PagedAttentionDtype(const Dtype& q, const Dtype&, const Dtype&, const Dtype& kp,
+                                       const Dtype& vp, const Dtype&, const Dtype&, const Dtype&) {
+  return {q, kp, vp};
+}
+
+PD_BUILD_OP(plk_paged_attention)
+    .Inputs({"Q", "K", "V", "KeyPool", "ValuePool", "SlotMapping", "BlockTables", "SeqInfo"})
+    .Outputs({"Out", "KeyPoolOut", "ValuePoolOut"})
+    .SetInplaceMap({{"KeyPool", "KeyPoolOut"}, {"ValuePool", "ValuePoolOut"}})
+    .Attrs({"scale: float", "softcap: float", "window: int64_t", "block_size: int64_t",
+            "threads: int64_t", "isa: int64_t", "write: bool"})
+    .SetKernelFn(PD_KERNEL(PagedAttention))
+    .SetInferShapeFn(PD_INFER_SHAPE(PagedAttentionShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(PagedAttentionDtype));
+
+// x (..., K) float32, qweight int8 (N, K) or uint8 (N, ceil(K/2)), scales (N, G) -> (..., N)
+std::vector<paddle::Tensor> WeightOnlyMatmul(const paddle::Tensor& x, const paddle::Tensor& qweight,
+                                             const paddle::Tensor& scales, int64_t bits,
+                                             int64_t group_size, int64_t threads, int64_t isa) {
+  check_cpu_f32(x, "x");
+  check_cpu_f32(scales, "scales");
+  PD_CHECK(bits == 8 || bits == 4, "bits must be 8 or 4");
+  PD_CHECK(qweight.is_cpu() && qweight.shape().size() == 2, "qweight must be a 2-D CPU tensor");
+  PD_CHECK(qweight.dtype() == (bits == 8 ? paddle::DataType::INT8 : paddle::DataType::UINT8),
+           "qweight must be int8 for 8 bits, uint8 (packed nibbles) for 4 bits");
+  auto xs = x.shape();
+  const int64_t K = xs.back(), N = qweight.shape()[0];
+  const int64_t stored = bits == 8 ? K : (K + 1) / 2;
+  PD_CHECK(qweight.shape()[1] == stored, "qweight has ", qweight.shape()[1], " columns, expected ",
+           stored, " for ", K, " input features");
+  const int64_t G = scales.shape().size() == 2 ? scales.shape()[1] : 1;
+  PD_CHECK(scales.shape()[0] == N, "scales must be (out_features, n_groups)");
+  const int64_t glen = G == 1 ? K : group_size;
+  PD_CHECK(glen > 0 && (G - 1) * glen < K && G * glen >= K, "group_size ", group_size,
+           " does not give ", G, " groups over ", K, " columns");
+  PD_CHECK(bits == 8 || glen % 2 == 0 || G == 1, "int4 needs an even group_size");
+  xs.back() = N;
+  auto y = paddle::empty(xs, paddle::DataType::FLOAT32, x.place());
+  plk::WeightOnlyArgs a;
+  a.x = x.data<float>();
+  a.qweight = qweight.data();
+  a.scales = scales.data<float>();
+  a.y = y.data<float>();
+  a.rows = x.numel() / K;
+  a.in_features = K;
+  a.out_features = N;
+  a.n_groups = G;
+  a.group_len = glen;
+  a.bits = static_cast<int>(bits);
+  const int t = static_cast<int>(std::max<int64_t>(1, threads));
+  switch (pick(isa)) {
+    case plk::kAvx512: plk::avx512::weight_only_matmul(a, t); break;
+    case plk::kAvx2: plk::avx2::weight_only_matmul(a, t); break;
+    default: plk::scalar::weight_only_matmul(a, t);
+  }
+  return {y};
+}
+
+std::vector<std::vector<int64_t>> WeightOnlyMatmulShape(const std::vector<int64_t>& x,
+                                                        const std::vector<int64_t>& qweight,
+                                                        const std::vector<int64_t>&) {
+  auto out = x;
+  out.back() = qweight[0];
+  return {out};
+}
+
+std::vector<paddle::DataType> WeightOnlyMatmulDtype(const paddle::DataType& x, const paddle::DataType&,
+                                                    const paddle::DataType&) {
+  return {x};
+}
+
+PD_BUILD_OP(plk_weight_only_matmul)
+    .Inputs({"X", "QWeight", "Scales"})
+    .Outputs({"Y"})
+    .Attrs({"bits: int64_t", "group_size: int64_t", "threads: int64_t", "isa: int64_t"})
+    .SetKernelFn(PD_KERNEL(WeightOnlyMatmul))
+    .SetInferShapeFn(PD_INFER_SHAPE(WeightOnlyMatmulShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(WeightOnlyMatmulDtype));

@@ -1,0 +1,207 @@
+"""paddlellm-kernels-cpu: every instruction set against the float64 conformance cases and the
+quant plugin's own math, selection through the core's seams, greedy outputs through the
+engine identical to the reference paths, and a failed build that blocks nothing."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import paddle
+import pytest
+
+from paddlellm.interfaces import AttentionSpec, LinearSpec
+
+
+# --- paged attention ---------------------------------------------------------------------------
+
+def test_paged_attention_passes_the_conformance_check(manager, isa, monkeypatch):
+    from paddlellm.testing.attention import check_kernel
+    from paddlellm_kernels_cpu import build
+    from paddlellm_kernels_cpu.attention import kernel
+
+    for threads in ("1", "2"):  # the long case spreads its items over threads
+        monkeypatch.setenv("PADDLELLM_NUM_THREADS", threads)
+        results = check_kernel(kernel, tolerance=1e-5)
+        supported = [r for r in results if r.supported]
+        assert {r.case for r in supported} == {"paged-decode", "paged-prefill", "paged-chunk",
+                                               "paged-window", "paged-softcap", "paged-mqa-long"}
+        assert all(r.passed for r in supported), [(r.case, r.rel_error, r.error) for r in supported]
+    assert build.num_threads() == 2
+
+
+def test_selected_for_paged_calls_only(manager, ops):
+    from paddlellm.attention import get_attention_kernel
+
+    assert get_attention_kernel(AttentionSpec(cache="paged"), backend="cpu").name == "cpu"
+    for spec in (AttentionSpec(), AttentionSpec(cache="contiguous"),
+                 AttentionSpec(cache="paged", alibi=True), AttentionSpec(cache="paged", dtype="bfloat16"),
+                 AttentionSpec(cache="paged", training=True)):
+        assert get_attention_kernel(spec, backend="cpu").name == "reference", spec
+    assert get_attention_kernel(AttentionSpec(cache="paged"), backend="gpu").name == "reference"
+
+
+def test_alibi_call_is_passed_to_the_reference_kernel(manager, ops):
+    """A call the compiled kernel does not implement still gets the right answer."""
+    from paddlellm.testing.attention import Case, _run_paged, case_inputs, expected_output
+    from paddlellm_kernels_cpu.attention import kernel
+
+    case = Case("alibi", AttentionSpec(head_dim=16, cache="paged", alibi=True), batch=2,
+                q_len=2, k_len=6)
+    inputs = case_inputs(case)
+    t = {k: paddle.to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in inputs.items()}
+    got = _run_paged(kernel, case, t.pop("q"), t.pop("k"), t.pop("v"), t).numpy()
+    np.testing.assert_allclose(got, expected_output(case, inputs), rtol=1e-5, atol=1e-5)
+
+
+def test_a_pool_with_its_own_write_is_written_through_it(manager, ops, monkeypatch):
+    """The operator writes the engine's plain float pool itself; a layer class with its own
+    ``write`` (another storage) gets its ``write`` called instead, and the result is the same."""
+    from paddlellm.engine import kv_manager
+    from paddlellm.testing.attention import Case, _run_paged, case_inputs, expected_output
+    from paddlellm_kernels_cpu.attention import kernel
+
+    writes = []
+
+    class RecordingLayer(kv_manager.PagedLayer):
+        def write(self, k, v):
+            writes.append(k.shape[1])
+            super().write(k, v)
+
+    case = Case("chunk", AttentionSpec(head_dim=16, cache="paged"), batch=3, q_len=3, k_len=10)
+    inputs = case_inputs(case)
+    monkeypatch.setattr(kv_manager, "PagedLayer", RecordingLayer)  # what PagedBatch builds
+    t = {k: paddle.to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in inputs.items()}
+    got = _run_paged(kernel, case, t.pop("q"), t.pop("k"), t.pop("v"), t).numpy()
+    np.testing.assert_allclose(got, expected_output(case, inputs), rtol=1e-5, atol=1e-5)
+    assert writes == [sum(c - 3 for c in (10, 9, 8)), 9]  # the cached prefixes, then the call
+
+
+# --- weight-only matmul --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bits,group_size,n_in,n_out", [
+    (8, -1, 512, 1408), (8, 64, 256, 300), (8, 48, 517, 7),  # a shorter last group, odd width
+    (4, -1, 1408, 512), (4, 128, 512, 260), (4, 32, 517, 13),
+])
+def test_weight_only_matmul_equals_the_layers_paddle_math(manager, isa, bits, group_size, n_in, n_out):
+    from paddlellm_kernels_cpu.linear import MAX_ROWS, kernel
+    from paddlellm_quant.layers import WeightOnlyLinear
+
+    paddle.seed(0)
+    layer = WeightOnlyLinear.from_linear(paddle.nn.Linear(n_in, n_out), bits=bits,
+                                         group_size=group_size)
+    w = layer.dequantize()  # (out, in) float32: the layer's own math
+    rng = np.random.default_rng(0)
+    for rows in (1, 3, MAX_ROWS):
+        x = paddle.to_tensor(rng.standard_normal((1, rows, n_in)).astype(np.float32))
+        want = paddle.matmul(x, w, transpose_y=True).numpy()
+        got = kernel(x, layer.qweight, layer.scales, bits=bits, group_size=group_size).numpy()
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(want).max())
+    x = paddle.ones([MAX_ROWS + 1, n_in])  # a prefill: declined, the layer's GEMM runs
+    assert kernel(x, layer.qweight, layer.scales, bits=bits, group_size=group_size) is None
+
+
+def test_quant_layer_uses_the_seam_and_keeps_bias_and_pre_scale(manager, ops):
+    from paddlellm.linear import get_linear_kernel
+    from paddlellm_quant.layers import WeightOnlyLinear
+
+    assert get_linear_kernel(LinearSpec(bits=8, in_features=64, out_features=32), "cpu").name == "cpu"
+    assert get_linear_kernel(LinearSpec(bits=4, group_size=33, in_features=64), "cpu") is None
+    assert get_linear_kernel(LinearSpec(dtype="bfloat16"), "cpu") is None
+    assert get_linear_kernel(LinearSpec(), "gpu") is None
+    paddle.seed(1)
+    q = np.random.default_rng(1).integers(-8, 8, (32, 64)).astype(np.int8)
+    scales = np.random.default_rng(2).random((32, 1)).astype(np.float32) + 0.1
+    layer = WeightOnlyLinear.from_quantized(q, scales, bits=4, group_size=-1,
+                                            bias=paddle.randn([32]), pre_scale=np.linspace(0.5, 2, 64))
+    x = paddle.randn([2, 64])
+    with paddle.no_grad():
+        got = layer(x).numpy()
+    assert layer._kernel_cache[1] is not None and layer._kernel_cache[1].name == "cpu"
+    w = layer.dequantize_weight()  # (in, out), pre_scale folded in
+    want = (paddle.matmul(x, w) + layer.bias).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    x.stop_gradient = False  # gradients must flow: the kernel (no backward) stays out
+    assert layer._linear_kernel(x) is None
+
+
+# --- through the engine --------------------------------------------------------------------------
+
+def _greedy(engine, prompts, n=12):
+    from paddlellm.engine import SamplingParams
+
+    outs = engine.generate(prompts, SamplingParams(max_tokens=n, temperature=0, ignore_eos=True))
+    return [o["token_ids"] for o in outs]
+
+
+@pytest.mark.parametrize("quant_type", [None, "weight_only_int8", "weight_only_int4"])
+def test_engine_greedy_outputs_identical_to_the_reference_paths(manager, ops, monkeypatch, quant_type):
+    from paddlellm import AutoModelForCausalLM
+    from paddlellm.attention import get_attention_kernel
+    from paddlellm.engine import LLMEngine
+    from paddlellm.plugins import get_registry
+
+    paddle.seed(3)
+    model = AutoModelForCausalLM.from_config("llama-tiny")
+    if quant_type:
+        get_registry().load("quantizer", quant_type).quantize(model, quant_type, None, {})
+    rng = np.random.default_rng(4)
+    prompts = [rng.integers(0, model.config.vocab_size, n).tolist() for n in (23, 5, 9)]
+    engine = LLMEngine(model, None, block_size=4, num_blocks=64)
+    fast = _greedy(engine, prompts)
+    assert get_attention_kernel(AttentionSpec(head_dim=model.config.head_dim, cache="paged"),
+                                backend="cpu").name == "cpu"
+    if quant_type:
+        proj = model.model.layers[0].mlp.down_proj
+        assert proj._kernel_cache[1] is not None and proj._kernel_cache[1].name == "cpu"
+
+    monkeypatch.setenv("PADDLELLM_CPU_KERNELS", "0")  # the plugin declines everything
+    from paddlellm.attention import clear_kernel_cache
+
+    clear_kernel_cache()
+    reference = _greedy(LLMEngine(model, None, block_size=4, num_blocks=64), prompts)
+    assert get_attention_kernel(AttentionSpec(head_dim=model.config.head_dim, cache="paged"),
+                                backend="cpu").name == "reference"
+    assert fast == reference
+
+
+# --- a build that cannot happen ---------------------------------------------------------------
+
+def test_missing_compiler_falls_back_and_doctor_says_so(tmp_path):
+    code = textwrap.dedent("""
+        import importlib, json
+        from paddlellm.plugins import PluginManager, reset_plugin_manager
+        m = PluginManager()
+        if not m.pm.has_plugin("cpu_kernels"):
+            m.register(importlib.import_module("paddlellm_kernels_cpu.plugin"), "cpu_kernels",
+                       "paddlellm-kernels-cpu", "0.1.0")
+        reset_plugin_manager(m)
+        from paddlellm.attention import get_attention_kernel
+        from paddlellm.doctor import diagnose, format_report
+        from paddlellm.interfaces import AttentionSpec, LinearSpec
+        from paddlellm.linear import get_linear_kernel
+        report = diagnose(m)
+        print(json.dumps({
+            "attention": get_attention_kernel(AttentionSpec(cache="paged"), backend="cpu").name,
+            "linear": get_linear_kernel(LinearSpec(), "cpu"),
+            "compiled": report["compiled_kernels"], "missing": report["missing"],
+            "text": format_report(report)}))
+    """)
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-c++"), "PADDLELLM_KERNEL_CACHE": str(tmp_path)}
+    env.pop("PADDLELLM_CPU_KERNELS", None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["attention"] == "reference" and out["linear"] is None
+    rows = {(r["kind"], r["name"]): r for r in out["compiled"]}
+    row = rows[("attention_kernel", "cpu")]
+    assert row["available"] is False and "no C++ compiler" in row["detail"]
+    assert "the reference path runs" in row["detail"]
+    assert not any("compiler" in m for m in out["missing"])  # shown, never fatal
+    assert "attention kernel 'cpu' (paddlellm-kernels-cpu): unavailable: build failed" in out["text"]
+    assert list(tmp_path.glob("cpu-*/failed.txt"))  # recorded: later runs do not retry
