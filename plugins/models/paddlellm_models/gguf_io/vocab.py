@@ -181,10 +181,12 @@ def _pre_name(data: Mapping[str, Any], where: str) -> str:
                     "text differently, so no GGUF tokenizer is written")
 
 
-def gguf_tokenizer_fields(directory: str | Path) -> dict[str, tuple[str, Any]]:
+def gguf_tokenizer_fields(directory: str | Path, vocab_size: int) -> dict[str, tuple[str, Any]]:
     """``{key: (value type, value)}`` of the ``tokenizer.*`` metadata for the tokenizer in
     ``directory``; value types are ``"str"``, ``"u32"``, ``"bool"``, ``"[str]"``, ``"[f32]"``,
-    ``"[i32]"``."""
+    ``"[i32]"``. llama.cpp needs one token per embedding row: a shorter vocabulary is padded
+    with unused ``[PADi]`` tokens up to ``vocab_size`` (as its converter does); a longer one is
+    an error."""
     from paddlellm.tokenizer import AutoTokenizer
 
     directory = Path(directory)
@@ -197,6 +199,10 @@ def gguf_tokenizer_fields(directory: str | Path) -> dict[str, tuple[str, Any]]:
                         "(byte-level BPE and SentencePiece-style BPE with byte fallback are)")
     vocab = tok.get_vocab()
     size = max(vocab.values()) + 1
+    if size > vocab_size:
+        raise GGUFError(f"{where}: the tokenizer has {size} tokens but the model's embedding only "
+                        f"{vocab_size} rows (config.json vocab_size); llama.cpp needs one row per token")
+    size = vocab_size
     tokens = [f"[PAD{i}]" for i in range(size)]
     for text, index in vocab.items():
         tokens[index] = text

@@ -120,7 +120,7 @@ def hf_to_gguf(src: str | os.PathLike, dst: str | os.PathLike, *, outtype: str =
 
         adders = {"str": w.add_string, "u32": w.add_uint32, "bool": w.add_bool,
                   "[str]": w.add_array, "[f32]": w.add_array, "[i32]": w.add_array}
-        for key, (kind, value) in gguf_tokenizer_fields(src).items():
+        for key, (kind, value) in gguf_tokenizer_fields(src, int(hf["vocab_size"])).items():
             adders[kind](key, value)
 
     types: dict[str, int] = {}
