@@ -287,7 +287,9 @@ def run(cmd: list[str], env: dict, timeout: int) -> dict:
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
     if out.returncode != 0:
-        return {"error": f"exit {out.returncode}: {out.stderr.strip()[-400:]}"}
+        lines = out.stderr.strip().splitlines() or [""]
+        causes = [ln for ln in lines if "Error" in ln or "Exception" in ln]
+        return {"error": f"exit {out.returncode}: {(causes or lines)[-1].strip()[:300]}"}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -302,10 +304,13 @@ def main() -> None:
     p.add_argument("--bench-python", default=str(ROOT / ".venv-bench" / "bin" / "python"))
     p.add_argument("--vllm-python", default=str(ROOT / ".venv-bench-vllm" / "bin" / "python"))
     p.add_argument("--timeout", type=int, default=900, help="seconds per worker run")
+    p.add_argument("--peers", default="paddlellm,transformers,llama.cpp,vLLM",
+                   help="comma-separated subset to run (the others are listed as skipped)")
     p.add_argument("--json", help="also write the report here")
     args = p.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PADDLELLM_NUM_THREADS": str(args.threads),
-           "VLLM_CPU_OMP_THREADS_BIND": "all", "VLLM_CPU_KVCACHE_SPACE": "2"}
+           "VLLM_CPU_OMP_THREADS_BIND": "all", "VLLM_CPU_KVCACHE_SPACE": "2",
+           "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # engine core in-process: the worker runs as -c
     rng = np.random.default_rng(0)
     n = args.max_new_tokens
     prompts = {"fixed": rng.integers(3, args.vocab, (8, 32)).tolist(),
@@ -339,6 +344,10 @@ def main() -> None:
         why = probe(args.vllm_python, "vllm")
         peers["vLLM"] = why or [args.vllm_python, "-c", VLLM_WORKER, model_dir, *common]
 
+        chosen = args.peers.split(",")
+        for name in peers:
+            if name.split()[0] not in chosen:
+                peers[name] = "skipped (not in --peers)"
         results: dict[str, list[dict]] = {k: [] for k in peers}
         for r in range(args.rounds):
             for name, cmd in peers.items():
@@ -372,7 +381,7 @@ def summarize(args, peers, results, floor_bytes, bandwidth) -> dict:
         floor = bandwidth / floor_bytes[name]
         table[name] = {"status": "ok", "median": med, "others_cpu_share": shares, "rounds": len(runs),
                        "b1_floor_tok_s": floor, "b1_fraction_of_floor": med["decode_b1"] / floor}
-    ours = table["paddlellm"].get("median", {})
+    ours = table["paddlellm"].get("median") or {}
     ratios = {}
     for name, row in table.items():
         if name == "paddlellm" or row["status"] != "ok":

