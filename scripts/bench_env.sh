@@ -31,7 +31,7 @@ if ! .venv-bench/bin/python -c "import llama_cpp" 2>/dev/null; then
               avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
     case "$FLAGS" in *" ${pair%%:*} "*) X86="$X86 -DGGML_${pair#*:}=ON" ;; esac
   done
-  CMAKE_ARGS="${LLAMA_CMAKE_ARGS:-$X86 -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF}" \
+  CMAKE_ARGS="${LLAMA_CMAKE_ARGS:-$X86 -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAVA_BUILD=OFF}" \
   CMAKE_BUILD_PARALLEL_LEVEL=${BUILD_JOBS:-2} \
     $NICE .venv-bench/bin/python -m pip install -q --no-cache-dir --no-binary llama-cpp-python \
       "llama-cpp-python>=0.3" || echo "llama-cpp-python did not build (see the pip output above)"
