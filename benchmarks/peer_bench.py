@@ -256,19 +256,21 @@ def safetensors_bytes_per_token(directory: str) -> int:
 
 
 def add_byte_tokenizer(directory: str, vocab: int) -> None:
-    """A byte-level BPE tokenizer (256 byte tokens, no merges, EOS) for the random checkpoint:
-    llama.cpp needs a vocabulary in the GGUF; the rows past 256 are unused tokens."""
+    """A byte-level BPE tokenizer (256 byte tokens, one merge, EOS) for the random checkpoint:
+    llama.cpp needs a vocabulary (with merges) in the GGUF; the rows past 258 are unused tokens."""
     from tokenizers import AddedToken, Tokenizer as Backend, decoders, models, pre_tokenizers
 
     from paddlellm.tokenizer import Tokenizer
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
-    backend = Backend(models.BPE(vocab={t: i for i, t in enumerate(sorted(alphabet))}, merges=[]))
+    vocab_map = {t: i for i, t in enumerate(sorted(alphabet))}
+    vocab_map["Ġt"] = len(vocab_map)
+    backend = Backend(models.BPE(vocab=vocab_map, merges=[("Ġ", "t")]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     backend.decoder = decoders.ByteLevel()
     backend.add_special_tokens([AddedToken("<|endoftext|>", special=True, normalized=False)])
     Tokenizer(backend, {"eos_token": "<|endoftext|>", "bos_token": None}).save_pretrained(directory)
-    assert len(alphabet) + 1 <= vocab
+    assert len(alphabet) + 2 <= vocab
 
 
 def probe(python: str, module: str) -> str | None:

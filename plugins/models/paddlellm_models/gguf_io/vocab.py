@@ -234,6 +234,9 @@ def gguf_tokenizer_fields(directory: str | Path, vocab_size: int) -> dict[str, t
         if "ByteLevel" not in steps:
             raise GGUFError(f"{where}: a BPE model without byte fallback needs a ByteLevel pre-tokenizer "
                             "to be written as GGUF ('gpt2' vocabulary)")
+        if not merges:
+            raise GGUFError(f"{where}: a byte-level BPE without merges cannot be written: llama.cpp "
+                            "refuses a 'gpt2' vocabulary without tokenizer.ggml.merges")
         out["tokenizer.ggml.model"] = ("str", "gpt2")
         out["tokenizer.ggml.pre"] = ("str", _pre_name(data, where))
         out["tokenizer.ggml.merges"] = ("[str]", merges)
