@@ -379,9 +379,11 @@ def summarize(args, peers, results, floor_bytes, bandwidth) -> dict:
             table[name] = {"status": "failed: " + results[name][0]["error"]}
             continue
         med = {m: statistics.median(x["values"][m] for x in runs) for m in METRICS if m in runs[0]["values"]}
+        best = {m: (min if m.endswith("_ms") else max)(x["values"][m] for x in runs) for m in med}
         shares = {m: statistics.median(x["others_cpu_share"][m] for x in runs) for m in med}
         floor = bandwidth / floor_bytes[name]
-        table[name] = {"status": "ok", "median": med, "others_cpu_share": shares, "rounds": len(runs),
+        table[name] = {"status": "ok", "median": med, "best": best, "others_cpu_share": shares, "rounds": len(runs),
+                       "per_round": runs,
                        "b1_floor_tok_s": floor, "b1_fraction_of_floor": med["decode_b1"] / floor}
     ours = table["paddlellm"].get("median") or {}
     ratios = {}
@@ -408,7 +410,7 @@ def markdown(report: dict) -> str:
             elif m in row["median"]:
                 cells.append(f"{row['median'][m]:.1f} (busy {100 * row['others_cpu_share'][m]:.0f}%)")
             else:
-                cells.append("— " + NOT_OFFERED.get(name.split()[0], "not measured"))
+                cells.append("—")
         lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
     lines.append("| b1 share of bandwidth floor | " + " | ".join(
         f"{100 * peers[n]['b1_fraction_of_floor']:.0f}% of {peers[n]['b1_floor_tok_s']:.0f}"
@@ -420,6 +422,8 @@ def markdown(report: dict) -> str:
     for name, row in peers.items():
         if row["status"] != "ok":
             out.append(f"{name}: {row['status']}")
+        elif name.split()[0] in NOT_OFFERED:
+            out.append(f"{name}: — = {NOT_OFFERED[name.split()[0]]}")
     return "\n".join(out)
 
 
