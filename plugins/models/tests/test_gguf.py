@@ -261,6 +261,16 @@ def test_errors_name_file_and_field(tmp_path):
     llama = _checkpoint(tmp_path, "llama", "llama2")
     with pytest.raises(GGUFError, match="output type 'q3_k' is not supported"):
         hf_to_gguf(llama, tmp_path / "g.gguf", outtype="q3_k")
+    from tokenizers import Tokenizer as Backend, models, pre_tokenizers
+
+    from paddlellm.tokenizer import Tokenizer
+
+    bare = Backend(models.BPE(vocab={t: i for i, t in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))},
+                              merges=[]))
+    bare.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    Tokenizer(bare, {}).save_pretrained(llama)
+    with pytest.raises(GGUFError, match="tokenizer.json: a byte-level BPE without merges cannot be written"):
+        hf_to_gguf(llama, tmp_path / "g.gguf")
     small = tmp_path / "small"
     shutil.copytree(FIXTURES / "llama", small)  # 64 embedding rows, a tokenizer of 761 tokens
     shutil.copy(TOKENIZERS / "llama2" / "tokenizer.json", small)
