@@ -86,9 +86,11 @@ _EXPORTS: dict[str, str] = {
         "PaddleLLMError", "ConfigError", "DataFormatError", "UnknownPluginError",
         "PluginLoadError", "PluginContractError", "BackendUnavailableError")},
     "CheckpointError": "paddlellm.checkpoint:CheckpointError",
+    "CheckpointFormatError": "paddlellm.checkpoint:CheckpointFormatError",
     # models and tokenizers
     "AutoModelForCausalLM": "paddlellm.auto:AutoModelForCausalLM",
     "AutoTokenizer": "paddlellm.tokenizer:AutoTokenizer",
+    "Tokenizer": "paddlellm.tokenizer:Tokenizer",
     "quantizer_for": "paddlellm.auto:quantizer_for",
     "quantize_model": "paddlellm.auto:quantize_model",
     "generate": "paddlellm.generation:generate",

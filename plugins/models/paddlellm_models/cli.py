@@ -63,8 +63,9 @@ def models(
 
 def convert(
     src: str = typer.Argument(..., help="Checkpoint directory (safetensors or PyTorch .bin), "
-                              "or a Hugging Face Hub id."),
-    dst: str = typer.Argument(..., help="Output directory (Hugging Face safetensors)."),
+                              "a .gguf file, or a Hugging Face Hub id."),
+    dst: str = typer.Argument(..., help="Output directory (Hugging Face safetensors), or a .gguf "
+                              "file to write GGUF for llama.cpp."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float32, bfloat16 or float16."),
     max_shard_size: str = typer.Option("5GB", "--max_shard_size", "--max-shard-size"),
     threshold: Optional[float] = typer.Option(
@@ -74,15 +75,28 @@ def convert(
         None, "--min_agreement", "--min-agreement",
         help="Fail when top-1 agreement is below this (default 1.0 for float32, else 0.9)."),
     check: bool = typer.Option(True, "--check/--no-check", help="Compare logits after converting."),
+    outtype: str = typer.Option("f16", "--outtype", help="GGUF output type: f32, f16, bf16, q8_0, "
+                                "q4_0 or q4_1 (only when DST ends in .gguf)."),
 ) -> None:
-    """Convert a checkpoint to clean HF safetensors, then check the converted model's logits."""
+    """Convert a checkpoint to clean HF safetensors (also from or to GGUF), then check the
+    converted model's logits."""
     from paddlellm.api import resolve_model_path
 
-    from .convert import convert_and_check
+    from .convert import convert_and_check, convert_gguf
 
-    src = resolve_model_path(src)  # a local folder, or a Hub id downloaded to its cache
-    report = convert_and_check(src, dst, dtype=dtype, max_shard_size=max_shard_size,
-                               check=check)
+    if src.endswith(".gguf") or dst.endswith(".gguf"):
+        if not src.endswith(".gguf"):
+            src = resolve_model_path(src)
+        report = convert_gguf(src, dst, dtype=dtype, outtype=outtype, max_shard_size=max_shard_size,
+                              check=check)
+        typer.echo(report["summary"])
+        if not check or "top1_agreement" not in report:
+            typer.echo(f"wrote {dst}" + ("" if check else " (parity check skipped)"))
+            return
+    else:
+        src = resolve_model_path(src)  # a local folder, or a Hub id downloaded to its cache
+        report = convert_and_check(src, dst, dtype=dtype, max_shard_size=max_shard_size,
+                                   check=check)
     if not check:
         typer.echo(f"wrote {dst} (parity check skipped)")
         return

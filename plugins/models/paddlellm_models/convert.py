@@ -72,3 +72,52 @@ def convert_and_check(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: 
         report["threshold"] = THRESHOLDS.get(out_dtype, 1e-4)
         report["min_agreement"] = MIN_AGREEMENT.get(out_dtype, 1.0)
     return report
+
+
+#: GGUF output types: thresholds of the round-trip check (GGUF read back, logits vs the source)
+GGUF_THRESHOLDS = {"f32": (1e-4, 1.0), "f16": (2e-2, 0.9), "bf16": (6e-2, 0.9),
+                   "q8_0": (5e-2, 0.8), "q4_0": (0.3, 0.5), "q4_1": (0.3, 0.5)}
+
+
+def convert_gguf(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: str | None = None,
+                 outtype: str = "f16", max_shard_size: str = "5GB", check: bool = True,
+                 batch: int = 4, length: int = 32) -> dict[str, Any]:
+    """``src.gguf`` -> HF directory ``dst``, or HF directory ``src`` -> ``dst.gguf``.
+
+    Writing GGUF with ``check`` reads the file back (dequantized) and compares its logits with
+    the source's, as :func:`convert_and_check` does; reading GGUF has no other reference to
+    compare with, so the report is the summary only.
+    """
+    import tempfile
+
+    from paddlellm.api import read_json
+
+    from .gguf_io import gguf_to_hf, hf_to_gguf
+
+    if str(src).endswith(".gguf"):
+        if str(dst).endswith(".gguf"):
+            raise ValueError("GGUF -> GGUF is not a conversion we do: give an output directory")
+        info = gguf_to_hf(src, dst, dtype=dtype, max_shard_size=max_shard_size)
+        kinds = ", ".join(f"{k}: {v}" for k, v in sorted(info["tensor_types"].items()))
+        info["summary"] = (f"read {info['architecture']} GGUF ({kinds}) -> {info['dtype']} safetensors; "
+                           f"tokenizer: {info['tokenizer'] or 'none'}; chat template: "
+                           f"{'yes' if info['chat_template'] else 'no'}")
+        return info
+    if dtype is not None:
+        raise ValueError("--dtype applies to safetensors output; for GGUF give --outtype")
+    info = hf_to_gguf(src, dst, outtype=outtype)
+    kinds = ", ".join(f"{k}: {v}" for k, v in sorted(info["tensor_types"].items()))
+    info["summary"] = f"wrote {info['architecture']} GGUF {outtype} ({kinds}), {info['bytes']} bytes"
+    if check:
+        from .registry_data import family_for_model_type
+
+        hf = read_json(os.path.join(src, "config.json"))
+        ids = parity_prompts(family_for_model_type(hf["model_type"]).config_from_hf(hf).vocab_size,
+                             batch, length)
+        reference = _logits(src, ids)
+        with tempfile.TemporaryDirectory() as tmp:
+            gguf_to_hf(dst, tmp, dtype="float32")
+            info.update(compare_logits(reference, _logits(tmp, ids)))
+        info["src_dtype"], info["dtype"] = "safetensors", f"GGUF {outtype} (read back)"
+        info["threshold"], info["min_agreement"] = GGUF_THRESHOLDS[outtype]
+    return info
