@@ -18,6 +18,7 @@ KINDS: dict[str, str] = {
     "register_trainer_strategies": "trainer_strategy",
     "register_peft_methods": "peft_method",
     "register_alignment_losses": "alignment_loss",
+    "register_rewards": "reward",
     "register_merge_methods": "merge_method",
     "register_quantizers": "quantizer",
     "register_backends": "backend",
