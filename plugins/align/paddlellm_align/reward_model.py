@@ -188,15 +188,26 @@ class RewardModel(nn.Layer):
         not_pad = (input_ids != self.pad_token_id).astype("int64")
         return (paddle.arange(t, dtype="int64").unsqueeze(0) * not_pad).argmax(axis=-1)
 
+    def hidden_states(self, input_ids: paddle.Tensor, attention_mask=None) -> paddle.Tensor:
+        """``(B, T, H)`` decoder outputs the ``score`` head reads."""
+        hidden = self.backbone.forward_hidden(input_ids, attention_mask)  # (B, T, H)
+        return self.backbone.model.project_out(hidden) if self._project_out else hidden
+
+    def token_scores(self, input_ids, attention_mask=None) -> paddle.Tensor:
+        """``(B, T)`` the head's output at every position (a PPO value head's values)."""
+        hidden = self.hidden_states(input_ids, attention_mask)
+        weight = self.score.weight
+        if weight.dtype != hidden.dtype:
+            weight = weight.astype(hidden.dtype)
+        return paddle.matmul(hidden, weight).squeeze(-1)
+
     def forward(self, input_ids, attention_mask=None) -> paddle.Tensor:
         """``(B,)`` rewards of ``(B, T)`` token ids (``attention_mask`` 1 on tokens)."""
         if not isinstance(input_ids, paddle.Tensor):
             input_ids = paddle.to_tensor(np.asarray(input_ids), dtype="int64")
         if attention_mask is not None and not isinstance(attention_mask, paddle.Tensor):
             attention_mask = paddle.to_tensor(np.asarray(attention_mask), dtype="int64")
-        hidden = self.backbone.forward_hidden(input_ids, attention_mask)  # (B, T, H)
-        if self._project_out:
-            hidden = self.backbone.model.project_out(hidden)
+        hidden = self.hidden_states(input_ids, attention_mask)  # (B, T, H)
         b, _, h = hidden.shape
         last = self.last_token_index(input_ids)  # (B,)
         index = last.reshape([b, 1, 1]).expand([b, 1, h])

@@ -1,0 +1,58 @@
+"""Per-token log-probabilities and values of a padded rollout batch equal those of each
+sequence run alone (full log-softmax reference)."""
+from __future__ import annotations
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+
+from paddlellm import AutoModelForCausalLM
+from paddlellm_align.reward_model import RewardModel
+from paddlellm_align.rollout import RolloutBatch, completion_logprobs, completion_values
+
+PROMPTS = [[5, 9, 11], [7], [3, 4, 8, 2]]
+COMPLETIONS = [[12, 13], [20, 21, 22, 23], [30]]
+
+
+@pytest.fixture(scope="module")
+def lm():
+    paddle.seed(4)
+    return AutoModelForCausalLM.from_config("llama-tiny", vocab_size=64, pad_token_id=0).eval()
+
+
+def test_layout():
+    batch = RolloutBatch.from_lists(PROMPTS, COMPLETIONS, pad_id=0)
+    np.testing.assert_array_equal(batch.prompt_ids[1], [0, 0, 0, 7])
+    np.testing.assert_array_equal(batch.completion_mask[2], [1, 0, 0, 0])
+    with pytest.raises(ValueError, match="a rollout prompt is empty"):
+        RolloutBatch.from_lists([[]], [[1]], pad_id=0)
+
+
+def test_completion_logprobs_match_each_sequence_alone(lm):
+    batch = RolloutBatch.from_lists(PROMPTS, COMPLETIONS, pad_id=0)
+    logps, entropy = completion_logprobs(lm, batch, temperature=0.7, with_entropy=True)
+    assert logps.shape == [3, 4]
+    for i, (p, c) in enumerate(zip(PROMPTS, COMPLETIONS)):
+        logits = lm(paddle.to_tensor([p + c]))[0, len(p) - 1: len(p) - 1 + len(c)] / 0.7
+        ref = F.log_softmax(logits.astype("float64"), axis=-1)
+        want = ref.numpy()[np.arange(len(c)), c]
+        np.testing.assert_allclose(logps.numpy()[i, :len(c)], want, rtol=1e-5, atol=1e-5)
+        probs = np.exp(ref.numpy())
+        np.testing.assert_allclose(entropy.numpy()[i, :len(c)], -(probs * ref.numpy()).sum(-1),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_completion_values_match_each_sequence_alone(lm):
+    value = RewardModel.from_causal_lm(
+        AutoModelForCausalLM.from_config("llama-tiny", vocab_size=64, pad_token_id=0),
+        seed=1).eval()
+    batch = RolloutBatch.from_lists(PROMPTS, COMPLETIONS, pad_id=0)
+    values = completion_values(value, batch)
+    for i, (p, c) in enumerate(zip(PROMPTS, COMPLETIONS)):
+        alone = value.token_scores(paddle.to_tensor([p + c]))[0, len(p) - 1: len(p) - 1 + len(c)]
+        np.testing.assert_allclose(values.numpy()[i, :len(c)], alone.numpy(), rtol=1e-5, atol=1e-6)
+        # the last token's value is what the reward model scores on the full sequence
+    full = value(paddle.to_tensor([PROMPTS[0] + COMPLETIONS[0]]))
+    last = value.token_scores(paddle.to_tensor([PROMPTS[0] + COMPLETIONS[0]]))[0, -1]
+    np.testing.assert_allclose(float(full[0]), float(last), rtol=1e-6)
