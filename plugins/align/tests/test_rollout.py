@@ -106,3 +106,44 @@ def test_grpo_steps_on_rule_rewards_raise_the_right_answers():
     print("log-prob change of right / wrong answers:", change[right].mean(), change[~right].mean())
     assert change[~right].mean() < 0
     assert change[right].mean() - change[~right].mean() > 0.5  # the margin opens
+
+
+def test_ppo_epochs_on_one_rollout_fit_the_values_and_favour_high_scores(lm):
+    """Policy + value head (a RewardModel) on one rollout: per-token KL reward, GAE, a few
+    PPO epochs -> the value loss falls, and the higher-scored completion gains log-prob
+    against the lower-scored one of the same prompt."""
+    from paddlellm_align.rl_losses import PPOConfig, ppo_advantages, ppo_loss
+
+    paddle.seed(5)
+    policy = AutoModelForCausalLM.from_config("llama-tiny", vocab_size=64, pad_token_id=0)
+    reference = AutoModelForCausalLM.from_config("llama-tiny", vocab_size=64, pad_token_id=0)
+    reference.set_state_dict(policy.state_dict())
+    value_head = RewardModel.from_causal_lm(
+        AutoModelForCausalLM.from_config("llama-tiny", vocab_size=64, pad_token_id=0), seed=2)
+    prompts = [[5, 9, 11], [5, 9, 11], [7, 3], [7, 3]]
+    completions = [[12, 13, 2], [40, 41, 2], [20, 21, 22, 2], [50, 2]]
+    scores = paddle.to_tensor([1.0, -1.0, 1.0, -1.0])
+    batch = RolloutBatch.from_lists(prompts, completions, pad_id=0)
+    mask = batch.mask()
+    config = PPOConfig(kl_coef=0.05, cliprange=0.2, vf_coef=0.5)
+    with paddle.no_grad():
+        old = completion_logprobs(policy, batch)
+        ref = completion_logprobs(reference, batch)
+        old_values = completion_values(value_head, batch)
+    rollout = ppo_advantages(old, ref, old_values, scores, mask, config)
+    assert rollout.stats["objective/kl"] == pytest.approx(0.0, abs=1e-6)  # same weights
+    params = policy.parameters() + value_head.parameters()
+    opt = paddle.optimizer.AdamW(learning_rate=3e-3, parameters=params)
+    value_losses = []
+    for _ in range(6):  # PPO epochs over the rollout (one mini-batch)
+        loss, stats = ppo_loss(completion_logprobs(policy, batch), old, rollout.advantages,
+                               rollout.returns, completion_values(value_head, batch),
+                               rollout.values, mask, config)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        value_losses.append(stats["loss/value"])
+    with paddle.no_grad():
+        gain = ((completion_logprobs(policy, batch) - old) * mask).sum(axis=1).numpy()
+    assert value_losses[-1] < value_losses[0]
+    assert gain[0] > gain[1] and gain[2] > gain[3]
