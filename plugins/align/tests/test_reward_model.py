@@ -96,6 +96,37 @@ def test_transformers_loads_it_with_equal_scores(tmp_path):
 TASKS = ("count", "next", "fact")  # short answers a small model can judge
 
 
+TRANSFORMERS_SAVES = r"""
+import json, sys, torch
+from transformers import LlamaConfig, LlamaForSequenceClassification
+path, ids = sys.argv[1], json.loads(sys.argv[2])
+torch.manual_seed(0)
+config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2, num_labels=1, pad_token_id=0)
+model = LlamaForSequenceClassification(config).eval()
+torch.nn.init.normal_(model.score.weight, std=0.5)
+model.save_pretrained(path)
+ids = torch.tensor(ids)
+with torch.no_grad():
+    print(json.dumps(model(ids, attention_mask=(ids != 0).long()).logits[:, 0].tolist()))
+"""
+
+
+def test_we_load_what_transformers_saves_with_equal_scores(tmp_path):
+    if not DEV_PYTHON or not Path(DEV_PYTHON).exists():
+        pytest.skip("transformers check: set PADDLELLM_DEV_PYTHON (make test builds .venv-oracle)")
+    ids = [[4, 8, 15, 16, 23, 7], [0, 0, 42, 8, 3, 9]]  # left padding on the second row
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([DEV_PYTHON, "-c", TRANSFORMERS_SAVES, str(tmp_path), json.dumps(ids)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    theirs = json.loads(proc.stdout.strip().splitlines()[-1])
+    model = RewardModel.from_pretrained(tmp_path)
+    mask = (np.asarray(ids) != 0).astype("int64")
+    ours = model(paddle.to_tensor(ids), paddle.to_tensor(mask)).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
 def _pairs(tokenizer, split: str, n: int, seed: int):
     rows = [r for r in demo_preferences(n, split=split, seed=seed) if r["task"] in TASKS]
     records = [parse_record(r, f"demo:{i}", pointwise=False) for i, r in enumerate(rows)]
