@@ -80,7 +80,7 @@ _EXPORTS: dict[str, str] = {
         "AlignmentLoss", "AttentionKernel", "AttentionSpec", "Backend", "KVCacheLayer",
         "MergeMethod", "ModelFamily", "PagedKVCacheLayer", "PeftMethod", "Quantizer", "Stage",
         "TrainerStrategy", "kernel_runs_on", "optional_members", "CausalLM", "KVCacheLayout",
-        "QuantizedModule", "is_quantized_module", "LinearSpec", "WeightOnlyLinearKernel")},
+        "QuantizedModule", "is_quantized_module", "LinearSpec", "WeightOnlyLinearKernel", "Reward")},
     # errors
     **{name: f"paddlellm.errors:{name}" for name in (
         "PaddleLLMError", "ConfigError", "DataFormatError", "UnknownPluginError",
@@ -92,6 +92,7 @@ _EXPORTS: dict[str, str] = {
     "AutoTokenizer": "paddlellm.tokenizer:AutoTokenizer",
     "Tokenizer": "paddlellm.tokenizer:Tokenizer",
     "quantizer_for": "paddlellm.auto:quantizer_for",
+    "family_for_model_type": "paddlellm.auto:family_for_model_type",
     "quantize_model": "paddlellm.auto:quantize_model",
     "generate": "paddlellm.generation:generate",
     "get_attention_kernel": "paddlellm.attention:get_attention_kernel",
@@ -111,7 +112,7 @@ _EXPORTS: dict[str, str] = {
     # checkpoints
     **{name: f"paddlellm.checkpoint:{name}" for name in (
         "CheckpointReader", "assign_array", "canonical_dtype", "convert_checkpoint",
-        "family_config", "parse_size", "read_generation_config", "read_json",
+        "family_config", "parse_size", "read_generation_config", "read_json", "read_model_config",
         "save_state_dict")},
     "SafetensorsFile": "paddlellm.checkpoint.safetensors_io:SafetensorsFile",
     "TensorSource": "paddlellm.checkpoint.safetensors_io:TensorSource",

@@ -71,6 +71,16 @@ def register_alignment_losses(register):
 
 
 @hookspec
+def register_rewards(register):
+    """Register rewards for RLHF (PPO, GRPO): reward-model checkpoints, rules, reward servers.
+
+    ``target`` resolves to a function following :class:`paddlellm.interfaces.Reward` (a
+    rule: ``(prompts, completions, references) -> list[float]``), or to a class with a
+    pydantic ``config_class`` whose instances, built from those options, follow it.
+    """
+
+
+@hookspec
 def register_merge_methods(register):
     """Register model-merging methods (linear, slerp, ties, dare, della, ...).
 

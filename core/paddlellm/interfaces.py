@@ -12,7 +12,7 @@ given there. Which Protocol each kind follows is :data:`paddlellm.kinds.KIND_TAB
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -431,6 +431,21 @@ class AlignmentLoss(Protocol):
 
     def __call__(self, batch: Mapping[str, "paddle.Tensor"], options: "BaseModel") -> tuple["paddle.Tensor", dict[str, float]]:
         """Loss and metrics from policy (and reference) log-probabilities in ``batch``."""
+
+
+@runtime_checkable
+class Reward(Protocol):
+    """Scores completions for RLHF (PPO, GRPO): one number per completion, higher is better.
+
+    ``prompts``: the user turns (strings) or conversations (lists of ``{"role", "content"}``);
+    ``completions``: the sampled answers; ``references``: optional reference answers, one per
+    completion (rules such as exact match need them). Registered as a rule function with this
+    signature, or as a class whose ``config_class`` options build such an object (a reward
+    model checkpoint, a reward server); see ``paddlellm_align.rewards.load_reward``.
+    """
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[str],
+                 references: Sequence[str | None] | None = None) -> list[float]: ...
 
 
 # --- merging, quantization ------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Registers the alignment losses and the ``align`` stage (no heavy import here)."""
+"""Registers the alignment losses, the rewards and the ``align`` stage (no heavy import here)."""
 from paddlellm.api import hookimpl
 
 
@@ -16,3 +16,17 @@ def register_stages(register):
     register("align", "paddlellm_align.stage:align_stage",
              description="preference alignment with the --align loss (the demo without --data: "
                          "SFT, then DPO on generated correct/wrong answers)")
+
+
+@hookimpl
+def register_rewards(register):
+    register("reward_model", "paddlellm_align.rewards:RewardModelReward",
+             options="paddlellm_align.rewards:RewardModelRewardConfig",
+             description="a reward-model checkpoint (sequence classification, one label) scores "
+                         "prompt + completion")
+    register("exact_match", "paddlellm_align.rewards:exact_match",
+             description="rule: 1.0 when the completion equals the reference answer, else 0.0")
+    register("http", "paddlellm_align.rewards:HTTPReward",
+             options="paddlellm_align.rewards:HTTPRewardConfig",
+             description="a reward server: JSON POST of prompts/completions/references, "
+                         "answered by {\"rewards\": [...]}")
