@@ -85,8 +85,10 @@ def _registry_with_model():
 
     toy_strategy.config_class = _ToyOptions
     # the members of paddlellm.interfaces.ModelFamily (targets are checked when they load)
-    toy_family = types.SimpleNamespace(name="toy-model", model_types=(), presets={},
-                                       config_from_hf=dict, config_to_hf=dict, build=dict)
+    toy_family = types.SimpleNamespace(
+        name="toy-model", description="a toy", model_types=(), presets={}, config_from_hf=dict,
+        config_to_hf=dict, config_for=dict, build=dict, from_pretrained=dict, rename=dict,
+        is_ignored=dict, from_hf_tensor=dict, to_hf_state=dict, save_groups=dict)
 
     class Extra:
         @hookimpl

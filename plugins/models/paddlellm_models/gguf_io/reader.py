@@ -142,7 +142,7 @@ def gguf_to_hf(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: str | N
     stay in their dtype and quantized ones become float32. Returns a summary: architecture,
     tensor types found, files written.
     """
-    from .._ckpt import TensorSource, canonical_dtype, convert_storage, write_sharded
+    from paddlellm.api import TensorSource, canonical_dtype, convert_storage, write_sharded
 
     path = str(src)
     reader = _open(src)

@@ -59,7 +59,7 @@ def hf_to_gguf(src: str | os.PathLike, dst: str | os.PathLike, *, outtype: str =
     The tokenizer (``tokenizer.json``, or ``tokenizer.model``) and chat template are stored
     as ``tokenizer.ggml.*`` / ``tokenizer.chat_template`` metadata. Returns a summary.
     """
-    from .._ckpt import CheckpointReader, read_json
+    from paddlellm.api import CheckpointReader, read_json
 
     gguf = _writer_module()
     if outtype not in OUTTYPES:
