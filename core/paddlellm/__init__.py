@@ -11,8 +11,7 @@ import warnings
 # when compiling custom operators, which paddlellm does not do.
 warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
 
-__version__ = "0.1.0"
-
+from .version import __version__  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402  (plugin authors: ``from paddlellm import hookimpl``)
 
 __all__ = ["__version__", "hookimpl", "AutoModelForCausalLM", "AutoTokenizer"]

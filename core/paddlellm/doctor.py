@@ -5,7 +5,7 @@ import platform
 import sys
 from typing import Any
 
-from . import __version__
+from .version import __version__
 from .interfaces import AttentionSpec
 from .plugins import PluginManager
 

@@ -266,6 +266,5 @@ def save_model_or_adapter(model, tokenizer, directory: str) -> None:
         save_adapter(model, directory)
         tokenizer.save_pretrained(directory)
         return
-    from .models import save_model
-
-    save_model(model, tokenizer, directory)
+    model.save_pretrained(directory)  # the Hugging Face layout: weights, config, tokenizer
+    tokenizer.save_pretrained(directory)

@@ -26,7 +26,8 @@ from typing import Any, Iterable
 
 import pluggy
 
-from . import __version__, hookspecs
+from . import hookspecs
+from .version import __version__
 from .errors import (BackendUnavailableError, DuplicatePluginError, PluginContractError,
                      PluginLoadError, UnknownPluginError)
 from .registry import KINDS, PluginEntry, Registry

@@ -21,7 +21,7 @@ HELP = (
 
 def _version_callback(value: bool) -> None:
     if value:
-        from .. import __version__
+        from ..version import __version__
 
         typer.echo(f"paddlellm {__version__}")
         raise typer.Exit()

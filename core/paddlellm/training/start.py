@@ -105,8 +105,9 @@ def build_demo_model(ctx: Any, family: Any, target: Path, **recipe: Any) -> Path
     import json
 
     from ..train.metrics import print_heading
-    from .stages.pretrain import pretrain_stage
 
+    # the registered ``pretrain`` stage (by name: this module sits below the stages)
+    pretrain_stage = ctx.registry.load("stage", "pretrain")
     recipe = {**DEMO_PRETRAIN, **recipe}
     strategy = ctx.strategy
     building = target.with_name(target.name + ".building")

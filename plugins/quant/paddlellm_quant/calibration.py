@@ -197,3 +197,20 @@ def blocks_with_targets(model: Any, targets: dict[str, Any]) -> Iterator[tuple[A
         layers = {n: l for n, l in targets.items() if id(l) in block_ids}
         if layers:
             yield block, layers
+
+
+def calibration_batches(calibration: Iterable[Any]) -> Iterator[tuple["paddle.Tensor", "paddle.Tensor | None"]]:
+    """``(input_ids (B, T), attention_mask or None)`` from tensors, id lists, arrays or dicts
+    with ``input_ids`` (and ``attention_mask``)."""
+    import paddle
+
+    for item in calibration:
+        mask = None
+        if isinstance(item, dict):
+            item, mask = item["input_ids"], item.get("attention_mask")
+        ids = item if isinstance(item, paddle.Tensor) else paddle.to_tensor(np.asarray(item, dtype=np.int64))
+        if ids.ndim == 1:
+            ids = ids.unsqueeze(0)
+        if mask is not None and not isinstance(mask, paddle.Tensor):
+            mask = paddle.to_tensor(np.asarray(mask, dtype=np.int64)).reshape(ids.shape)
+        yield ids, mask

@@ -151,7 +151,7 @@ class _RecordingLayer(LayerKVCache):
 def calibrate_kv_scales(model: nn.Layer, calibration: Iterable[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per layer ``(k_absmax, v_absmax)`` ``(Hkv,)`` over the calibration sequences, run one
     sequence at a time through a recording cache (so padding never counts)."""
-    from .smoothquant import calibration_batches
+    from .calibration import calibration_batches
 
     c = model.config
     records: list[_RecordingLayer] | None = None

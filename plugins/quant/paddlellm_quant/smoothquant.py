@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .a8w8 import A8W8Linear
 from .base import BaseQuantizer
+from .calibration import calibration_batches
 from .kv_int8 import enable_int8_kv_cache, setup_kv_cache_quant
 
 #: α candidates of the search (``None`` = no smoothing)
@@ -132,21 +133,6 @@ def linear_groups(model: nn.Layer) -> list[Group]:
 
 
 # --- calibration ---------------------------------------------------------------------------
-
-def calibration_batches(calibration: Iterable[Any]) -> Iterator[tuple[paddle.Tensor, paddle.Tensor | None]]:
-    """``(input_ids (B, T), attention_mask or None)`` from tensors, id lists, arrays or dicts
-    with ``input_ids`` (and ``attention_mask``)."""
-    for item in calibration:
-        mask = None
-        if isinstance(item, dict):
-            item, mask = item["input_ids"], item.get("attention_mask")
-        ids = item if isinstance(item, paddle.Tensor) else paddle.to_tensor(np.asarray(item, dtype=np.int64))
-        if ids.ndim == 1:
-            ids = ids.unsqueeze(0)
-        if mask is not None and not isinstance(mask, paddle.Tensor):
-            mask = paddle.to_tensor(np.asarray(mask, dtype=np.int64)).reshape(ids.shape)
-        yield ids, mask
-
 
 def collect_group_inputs(model: nn.Layer, groups: list[Group], calibration: Iterable[Any],
                          max_rows: int = 512) -> int:
