@@ -109,6 +109,18 @@ def test_rm_with_peft_is_a_clear_error(data, tmp_path):
         llm_run("--data", data[0], "--peft", "lora", "--output_dir", str(tmp_path), *COMMON)
 
 
+def test_margin_and_centering_options_reach_the_loss(data, tmp_path):
+    """An untrained head scores both responses near 0: the first loss is about log 2 without
+    a margin and about log(1 + e) with --margin 1."""
+    base = llm_run("--data", data[0], "--max_steps", "1", "--output_dir", str(tmp_path / "a"),
+                   *COMMON)
+    opts = llm_run("--data", data[0], "--max_steps", "1", "--output_dir", str(tmp_path / "b"),
+                   "--margin", "1", "--center_rewards_coefficient", "0.01", *COMMON)
+    assert base["train_loss_first"] == pytest.approx(np.log(2), abs=0.05)
+    assert opts["train_loss_first"] == pytest.approx(np.log1p(np.e), abs=0.05)
+    assert opts["margin"] == 1.0 and opts["center_rewards_coefficient"] == 0.01
+
+
 def test_llm_plugins_lists_the_rm_stage():
     out = subprocess.run([sys.executable, "-c", "from paddlellm.cli import main; main()",
                           "plugins", "--kind", "stage"], capture_output=True, text=True,
