@@ -121,6 +121,15 @@ def test_margin_and_centering_options_reach_the_loss(data, tmp_path):
     assert opts["margin"] == 1.0 and opts["center_rewards_coefficient"] == 0.01
 
 
+def test_align_rm_is_the_rm_stage():
+    registry = get_plugin_manager().registry
+    config = build_run_config(None, ["--align", "rm", "--margin", "0.5"], registry=registry)
+    assert (config.stage, config.align) == ("rm", None)
+    assert config.plugin_options["stage"].margin == 0.5
+    dpo = build_run_config(None, ["--align", "dpo"], registry=registry)
+    assert (dpo.stage, dpo.align) == ("align", "dpo")  # a loss stays a loss
+
+
 def test_llm_plugins_lists_the_rm_stage():
     out = subprocess.run([sys.executable, "-c", "from paddlellm.cli import main; main()",
                           "plugins", "--kind", "stage"], capture_output=True, text=True,
