@@ -21,25 +21,32 @@ from .demo import demo_preferences
 from .reward_model import (RewardLossConfig, RewardModel, encode_preferences, pair_accuracy,
                            pad_rows, pairwise_reward_loss)
 
-DEMO_DEFAULTS = {"learning_rate": 5e-4, "max_steps": 30, "per_device_train_batch_size": 8,
-                 "warmup_steps": 2, "max_length": 96, "logging_steps": 5}
+DEMO_DEFAULTS = {"learning_rate": 1e-3, "lr_scheduler_type": "constant", "warmup_steps": 0,
+                 "max_steps": 60, "per_device_train_batch_size": 16, "max_length": 64,
+                 "logging_steps": 5}
+#: demo tasks with short answers, which the 0.8M-parameter demo model learns to judge
+DEMO_TASKS = ("count", "next", "fact")
 
 
 class RewardStageConfig(RewardLossConfig):
     """Options of the ``rm`` stage (the loss's, plus a margin and the demo's data sizes)."""
 
     margin: float = Field(0.0, description="Bradley–Terry margin: -log σ(r_c - r_r - margin)")
-    demo_train_records: int = Field(400, gt=0, description="demo only: training preferences")
-    demo_eval_records: int = Field(100, gt=0, description="demo only: held-out preferences")
+    demo_train_records: int = Field(400, gt=0, description="demo only: generated preferences "
+                                    "to train on (those of the short-answer tasks are kept)")
+    demo_eval_records: int = Field(200, gt=0, description="demo only: held-out generated "
+                                   "preferences (those of the short-answer tasks are kept)")
 
 
 def demo_records(session: TrainingSession):
-    """The align demo's generated preferences (train and held-out questions never overlap)."""
+    """The align demo's generated preferences of :data:`DEMO_TASKS` (train and held-out
+    questions never overlap)."""
     from .data import parse_record
 
     opts, seed = session.ctx.options("stage") or RewardStageConfig(), session.config.seed
     rows = lambda n, split: [parse_record(r, f"demo:{i + 1}", False) for i, r in
-                             enumerate(demo_preferences(n, split=split, seed=seed))]
+                             enumerate(demo_preferences(n, split=split, seed=seed))
+                             if r["task"] in DEMO_TASKS]
     return rows(opts.demo_train_records, "train"), rows(opts.demo_eval_records, "eval")
 
 

@@ -51,18 +51,18 @@ def losses(out) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
-def test_rm_stage_learns_saves_and_reloads_with_equal_scores(data, tmp_path):
-    train, dev = data
+def test_rm_demo_learns_saves_and_reloads_with_equal_scores(tmp_path):
+    """The demo (no --data): its generated short-answer preferences and settings."""
     out = tmp_path / "rm"
-    summary = llm_run("--data", train, "--eval_data", dev, "--max_steps", "40",
-                      "--output_dir", str(out), *COMMON)
+    summary = llm_run("--stage", "rm", "--logging_steps", "1", "--output_dir", str(out))
     print({k: summary[k] for k in ("pair_accuracy_before", "pair_accuracy_after",
                                    "eval_pair_loss_before", "eval_pair_loss_after")})
-    assert summary["stage"] == "rm" and summary["steps"] == 40
-    assert summary["eval_pair_loss_after"] < summary["eval_pair_loss_before"]
-    assert summary["pair_accuracy_after"] >= summary["pair_accuracy_before"] + 0.1
+    assert summary["stage"] == "rm" and summary["demo"] and summary["steps"] == 60
+    assert summary["eval_pair_loss_after"] < summary["eval_pair_loss_before"] - 0.05
+    assert summary["pair_accuracy_after"] >= summary["pair_accuracy_before"] + 0.05
+    assert summary["pair_accuracy_after"] >= 0.55
     loss = losses(out)  # the training loss falls too
-    assert np.mean([loss[s] for s in range(31, 41)]) < np.mean([loss[s] for s in range(1, 11)])
+    assert np.mean([loss[s] for s in range(51, 61)]) < np.mean([loss[s] for s in range(1, 11)]) - 0.03
 
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["Qwen2ForSequenceClassification"]
@@ -75,10 +75,12 @@ def test_rm_stage_learns_saves_and_reloads_with_equal_scores(data, tmp_path):
     scores = model(paddle.to_tensor(ids), paddle.to_tensor(mask))
     np.testing.assert_allclose(scores.numpy(), again.numpy(), rtol=0, atol=0)
     # the saved model scores the held-out pairs as the run's final evaluation did
-    from paddlellm_align.data import read_preference_jsonl
+    from paddlellm_align.data import parse_record
     from paddlellm_align.reward_model import encode_preferences, pair_accuracy
 
-    held = encode_preferences(tokenizer, read_preference_jsonl(dev), 64)
+    rows = [r for r in demo_preferences(200, split="eval", seed=42) if r["task"] in TASKS]
+    held = encode_preferences(tokenizer, [parse_record(r, "demo", False) for r in rows], 64)
+    assert len(held) == summary["eval_pairs"]
     assert pair_accuracy(model, held)["accuracy"] == pytest.approx(
         summary["pair_accuracy_after"], abs=1e-9)
 
