@@ -9,6 +9,7 @@ Without ``--data`` it trains on the align demo's generated preferences (no SFT p
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -68,6 +69,9 @@ def rm_stage(ctx) -> dict:
     config, tokenizer = session.config, session.load_tokenizer()
     train, held = session.data(read_records)
     train, held = (encode_preferences(tokenizer, r, config.max_length) for r in (train, held))
+    if not train or not held:
+        raise ConfigError(f"the rm stage needs training and held-out pairs; {config.data} "
+                          f"gives {len(train)} and {len(held)} (give more, or --eval_data)")
     if session.resume_dir is not None:  # a checkpoint of this run: a reward model already
         session.model = RewardModel.from_pretrained(session.resume_dir)
     else:
@@ -77,7 +81,7 @@ def rm_stage(ctx) -> dict:
     size, margin = config.per_device_train_batch_size, opts.margin
 
     def batches():  # endless, reshuffled every epoch; shard picks this process's batches
-        for epoch in range(10**9):
+        for epoch in itertools.count():
             order = np.random.default_rng(config.seed + epoch).permutation(len(train))
             chunks = [order[i:i + size] for i in range(0, len(order), size)]
             for i in session.strategy.shard(list(range(len(chunks)))):

@@ -111,6 +111,13 @@ def test_rm_with_peft_is_a_clear_error(data, tmp_path):
         llm_run("--data", data[0], "--peft", "lora", "--output_dir", str(tmp_path), *COMMON)
 
 
+def test_too_few_pairs_is_a_clear_error(tmp_path):
+    one = write_pairs(tmp_path / "one.jsonl", 4, "train")  # a single pair: none left to train
+    assert len(open(one).read().splitlines()) == 1
+    with pytest.raises(ConfigError, match="needs training and held-out pairs;.*gives 0 and 1"):
+        llm_run("--data", one, "--output_dir", str(tmp_path / "out"), *COMMON)
+
+
 def test_margin_and_centering_options_reach_the_loss(data, tmp_path):
     """An untrained head scores both responses near 0: the first loss is about log 2 without
     a margin and about log(1 + e) with --margin 1."""
