@@ -231,7 +231,12 @@ def build_run_config(
     extra = {k: v for k, v in raw.items() if k not in CORE_KEYS}
     config = validate_model(RunConfig, core, "config")
     if config.align and "stage" not in config.model_fields_set:
-        config.stage = "align"  # --align without --stage runs the alignment stage
+        if (registry is not None and not registry.has("alignment_loss", config.align)
+                and registry.has("stage", config.align)):
+            # --align NAME of a stage that is no loss (--align rm: the reward-model stage)
+            config.stage, config.align = config.align, None
+        else:
+            config.stage = "align"  # --align without --stage runs the alignment stage
     config.data, config.eval_data = resolve_data_folder(config.data, config.eval_data,
                                                         config.stage)
     if registry is None:

@@ -16,6 +16,9 @@ def register_stages(register):
     register("align", "paddlellm_align.stage:align_stage",
              description="preference alignment with the --align loss (the demo without --data: "
                          "SFT, then DPO on generated correct/wrong answers)")
+    register("rm", "paddlellm_align.rm_stage:rm_stage",
+             description="reward model (sequence classification, score head) trained with the "
+                         "Bradley-Terry loss on preference pairs; held-out pair accuracy")
 
 
 @hookimpl
