@@ -158,4 +158,4 @@ def test_device_and_config_modules_import_nothing_above_them():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == ["paddlellm", "paddlellm.device", "paddlellm.engine",
                                 "paddlellm.engine.config", "paddlellm.errors",
-                                "paddlellm.hookspecs"]
+                                "paddlellm.hookspecs", "paddlellm.version"]
