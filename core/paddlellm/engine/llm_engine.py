@@ -27,7 +27,8 @@ from .config import EngineConfig
 from .kv_manager import PagedKVCache, num_blocks_for_budget
 from .ownership import ThreadOwner, owned
 from .sampling import (RequestOutput, SamplingParams, StopTracker, check_logits,
-                       repetition_penalty, sample_row, token_logprobs)
+                       prompt_token_logprobs, repetition_penalty, sample_row,
+                       token_logprobs)
 from .scheduler import ScheduledBatch, Scheduler, Sequence
 from .speculative import SpeculativeConfig, accept_or_resample, make_drafter, target_probs
 
@@ -405,6 +406,31 @@ class LLMEngine:
     def _output(self, seq: Sequence, tokens: list[int], text: str, lp) -> RequestOutput:
         return RequestOutput(seq.request_id, tokens, text, seq.finished, seq.finish_reason, lp,
                              len(seq.prompt_ids), len(seq.output_ids))
+
+    @owned
+    def score_prompts(self, prompts: Iterable[list[int]], top: int = 0) -> list[list[dict]]:
+        """Prompt-token log-probabilities (``echo`` with ``logprobs``; lm-evaluation-harness's
+        loglikelihood): one cache-free forward over each prompt, no KV blocks used; per prompt
+        the entries of :func:`~paddlellm.engine.sampling.prompt_token_logprobs` (the first
+        one's logprob ``None``), with the ``top`` most likely tokens at each position."""
+        import paddle
+
+        vocab = self.model.config.vocab_size
+        results = []
+        for ids in prompts:
+            ids = [int(t) for t in ids]
+            if not ids:
+                raise ValueError("cannot score an empty prompt")
+            bad = [t for t in ids if not 0 <= t < vocab]
+            if bad:
+                raise ValueError(f"prompt token id {bad[0]} is outside the vocabulary (0..{vocab - 1})")
+            with paddle.no_grad(), plain_transposes(self._plain_transposes):
+                hidden = self.model.forward_hidden(
+                    paddle.to_tensor(np.asarray(ids, dtype=np.int64)[None]),
+                    position_ids=paddle.to_tensor(np.arange(len(ids), dtype=np.int64)[None]))
+                logits = self.model.logits(hidden)[0].astype("float32").numpy()  # (L, V)
+            results.append(prompt_token_logprobs(logits, ids, top))
+        return results
 
     # -- convenience -------------------------------------------------------------------
     @owned
