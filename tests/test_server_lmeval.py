@@ -5,6 +5,8 @@ derives from ``top_logprobs`` -- against log_softmax of the model's own logits."
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import httpx
 import numpy as np
@@ -140,3 +142,83 @@ def test_errors_are_400_naming_the_field(server, body, param, words):
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["param"] == param and words in error["message"], error
+
+
+# ---------------------------------------------------------------------------- lm-eval itself
+#: a Python with lm-evaluation-harness installed (dev-only, like the torch oracles)
+LMEVAL_PYTHON = os.environ.get("PADDLELLM_LMEVAL_PYTHON", "")
+
+DOCS = [{"question": "Sort: 7 9 1\n", "choices": ["1 7 9", "9 7 1"], "answer": 0},
+        {"question": "The cat sat on the", "choices": ["mat", "moon", "cat"], "answer": 0}]
+
+TASK_YAML = """task: paddlellm_tiny
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{answer}}}}"
+metric_list:
+  - metric: acc
+"""
+
+
+def _lm_eval_available() -> str:
+    if not LMEVAL_PYTHON:
+        return "set PADDLELLM_LMEVAL_PYTHON to a Python with lm-eval installed (dev-only)"
+    probe = subprocess.run([LMEVAL_PYTHON, "-c", "import lm_eval"], capture_output=True)
+    return "" if probe.returncode == 0 else f"{LMEVAL_PYTHON} cannot import lm_eval"
+
+
+def _encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """lm-eval's split: trailing spaces of the context move to the continuation; the
+    continuation's ids are the whole's beyond the context's."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        continuation, context = context[-n_spaces:] + continuation, context[:-n_spaces]
+    whole = tokenizer.encode(context + continuation, add_special_tokens=False)
+    ctx = tokenizer.encode(context, add_special_tokens=False)
+    return ctx, whole[len(ctx):]
+
+
+@pytest.mark.skipif(bool(_lm_eval_available()), reason=_lm_eval_available() or "available")
+def test_lm_eval_local_completions_scores_equal_direct(server, tmp_path):
+    """lm-eval's own ``local-completions`` client runs a tiny multiple-choice task (local
+    data) against the live server; every choice's loglikelihood and is-greedy flag, and the
+    accuracy, equal what the model gives directly."""
+    from server_testing import DEMO_MODEL
+
+    state, http = server
+    data = tmp_path / "tiny.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "tiny.yaml").write_text(TASK_YAML.format(data=data))
+    out = tmp_path / "out"
+    args = (f"model={state.model_name},base_url={str(http.base_url).rstrip('/')}/v1/completions,"
+            f"tokenizer={DEMO_MODEL},tokenizer_backend=huggingface,num_concurrent=1,max_retries=1")
+    run = subprocess.run([LMEVAL_PYTHON, "-m", "lm_eval", "--model", "local-completions",
+                          "--model_args", args, "--tasks", "paddlellm_tiny",
+                          "--include_path", str(tmp_path / "tasks"), "--output_path", str(out),
+                          "--log_samples"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    samples = [json.loads(line) for f in out.rglob("samples_paddlellm_tiny*.jsonl")
+               for line in f.read_text().splitlines() if line.strip()]
+    assert len(samples) == len(DOCS)
+    correct = 0
+    for sample in sorted(samples, key=lambda s: s["doc_id"]):
+        doc = DOCS[sample["doc_id"]]
+        scores = []
+        for choice, resp in zip(doc["choices"], sample["filtered_resps"]):
+            ctx, cont = _encode_pair(state.tokenizer, doc["question"], " " + choice)
+            ref = reference_logprobs(state, ctx + cont)
+            rows = ref[np.arange(len(ctx) - 1, len(ctx) + len(cont) - 1), cont]
+            greedy = all(int(np.argmax(ref[len(ctx) - 1 + i])) == t for i, t in enumerate(cont))
+            assert float(resp[0]) == pytest.approx(float(rows.sum()), abs=1e-4)
+            assert str(resp[1]) == str(greedy)
+            scores.append(float(rows.sum()))
+        correct += int(np.argmax(scores)) == doc["answer"]
+    results = json.loads(next(out.rglob("results_*.json")).read_text())
+    assert results["results"]["paddlellm_tiny"]["acc,none"] == pytest.approx(correct / len(DOCS))
