@@ -56,10 +56,12 @@ def check_prompt_logprobs(state, ids: list[int], lp: dict, top: int) -> None:
     assert offsets[0] == 0 and all(b - a == len(t) for a, b, t in zip(offsets, offsets[1:], lp["tokens"]))
 
 
-def test_echo_max_tokens_0_batch_equals_log_softmax(server):
+def test_echo_max_tokens_0_batch_equals_log_softmax(server, monkeypatch):
     state, http = server
     ids = [state.tokenizer.encode(p) for p in PROMPTS]
-    for prompt in (PROMPTS, ids):  # strings, then token-id lists
+    assert min(len(p) for p in ids) > 7
+    for prompt, rows in ((PROMPTS, 256), (ids, 3)):  # strings, then token-id lists in slices
+        monkeypatch.setattr("paddlellm.engine.llm_engine.SCORE_ROWS", rows)
         r = http.post("/v1/completions", json={"prompt": prompt, "echo": True, "max_tokens": 0,
                                                "logprobs": 2, "temperature": 0})
         assert r.status_code == 200, r.text

@@ -163,19 +163,17 @@ class StopTracker:
         return self._advance(final=True)[0]
 
 
-def prompt_token_logprobs(logits: np.ndarray, ids: list[int], top: int) -> list[dict[str, Any]]:
-    """The log-probabilities of a prompt's tokens from the logits ``(L, V)`` of one forward
-    over it: entry ``i`` is ``{"token_id", "logprob", "top"}`` of ``ids[i]`` under the
-    distribution after ``ids[:i]`` (as :func:`token_logprobs`); entry 0's logprob is ``None``
-    (nothing predicts the first token, as in OpenAI's and vLLM's ``echo``). A token's logprob and the
+def next_token_logprobs(logits: np.ndarray, targets: list[int], top: int) -> list[dict[str, Any]]:
+    """``{"token_id", "logprob", "top"}`` of ``targets[i]`` under logits row ``i`` (``(R, V)``),
+    as :func:`token_logprobs` computes them, for many rows at once. A token's logprob and the
     top ones come from the same array, so "is the token the greedy one" is an exact test."""
-    x = np.asarray(logits[:-1], dtype=np.float64)  # row i predicts ids[i + 1]
+    x = np.asarray(logits, dtype=np.float64)
     m = x.max(axis=1, keepdims=True)
     lp = x - (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))
-    out: list[dict[str, Any]] = [{"token_id": int(ids[0]), "logprob": None, "top": []}]
     k = min(top, lp.shape[1]) if top else 0
     best = np.argpartition(-lp, k - 1, axis=1)[:, :k] if k else None
-    for i, token in enumerate(ids[1:]):
+    out: list[dict[str, Any]] = []
+    for i, token in enumerate(targets):
         row = lp[i]
         tops: list[tuple[int, float]] = []
         if k:
@@ -183,3 +181,4 @@ def prompt_token_logprobs(logits: np.ndarray, ids: list[int], top: int) -> list[
             tops = [(int(j), float(row[j])) for j in idx]
         out.append({"token_id": int(token), "logprob": float(row[token]), "top": tops})
     return out
+
