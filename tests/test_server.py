@@ -176,7 +176,7 @@ def test_bad_completions_routes_and_methods_then_server_still_serves(served):
         (http.post("/v1/completions", json={"prompt": [5000]}), 400, "out of range"),
         (http.post("/v1/completions", json={"prompt": []}), 400, "must not be empty"),
         (http.post("/v1/completions", json={"prompt": "a", "logprobs": 9}), 400, "logprobs"),
-        (http.post("/v1/completions", json={"prompt": "a", "echo": True, "logprobs": 1}), 400, "echo"),
+        (http.post("/v1/completions", json={"prompt": "a", "max_tokens": 0}), 400, "needs echo"),
         (http.post("/v1/completions", json={"prompt": 42}), 400, "prompt"),
         (http.post("/v1/completions", json={"prompt": ["a"] * 13}), 400, "at most 12 sequences at once"),
         (http.post("/v1/completions", json={"prompt": "a", "best_of": 3}), 400, "best_of"),

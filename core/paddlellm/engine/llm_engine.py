@@ -27,12 +27,15 @@ from .config import EngineConfig
 from .kv_manager import PagedKVCache, num_blocks_for_budget
 from .ownership import ThreadOwner, owned
 from .sampling import (RequestOutput, SamplingParams, StopTracker, check_logits,
-                       repetition_penalty, sample_row, token_logprobs)
+                       next_token_logprobs, repetition_penalty, sample_row,
+                       token_logprobs)
 from .scheduler import ScheduledBatch, Scheduler, Sequence
 from .speculative import SpeculativeConfig, accept_or_resample, make_drafter, target_probs
 
 
 STRIDE_FLAG = "FLAGS_use_stride_kernel"
+#: prompt rows whose logits ``score_prompts`` holds at once
+SCORE_ROWS = 256
 
 
 @contextmanager
@@ -405,6 +408,38 @@ class LLMEngine:
     def _output(self, seq: Sequence, tokens: list[int], text: str, lp) -> RequestOutput:
         return RequestOutput(seq.request_id, tokens, text, seq.finished, seq.finish_reason, lp,
                              len(seq.prompt_ids), len(seq.output_ids))
+
+    @owned
+    def score_prompts(self, prompts: Iterable[list[int]], top: int = 0) -> list[list[dict]]:
+        """Prompt-token log-probabilities (``echo`` with ``logprobs``; lm-evaluation-harness's
+        loglikelihood): one cache-free forward over each prompt, no KV blocks used; per prompt
+        one entry per token as :func:`~paddlellm.engine.sampling.next_token_logprobs` makes
+        them, with the ``top`` most likely tokens at each position; the first token's logprob
+        is ``None`` (nothing predicts it, as in OpenAI's and vLLM's ``echo``). Logits are
+        computed :data:`SCORE_ROWS` rows at a time."""
+        import paddle
+
+        vocab = self.model.config.vocab_size
+        results = []
+        for ids in prompts:
+            ids = [int(t) for t in ids]
+            if not ids:
+                raise ValueError("cannot score an empty prompt")
+            bad = [t for t in ids if not 0 <= t < vocab]
+            if bad:
+                raise ValueError(f"prompt token id {bad[0]} is outside the vocabulary (0..{vocab - 1})")
+            entries = [{"token_id": ids[0], "logprob": None, "top": []}]
+            with paddle.no_grad(), plain_transposes(self._plain_transposes):
+                hidden = self.model.forward_hidden(
+                    paddle.to_tensor(np.asarray(ids, dtype=np.int64)[None]),
+                    position_ids=paddle.to_tensor(np.arange(len(ids), dtype=np.int64)[None]))
+                # logits a slice of rows at a time: (L, V) at once is gigabytes on long prompts
+                for a in range(0, len(ids) - 1, SCORE_ROWS):
+                    b = min(a + SCORE_ROWS, len(ids) - 1)
+                    logits = self.model.logits(hidden[:, a:b])[0].astype("float32").numpy()
+                    entries.extend(next_token_logprobs(logits, ids[a + 1:b + 1], top))
+            results.append(entries)
+        return results
 
     # -- convenience -------------------------------------------------------------------
     @owned

@@ -161,3 +161,24 @@ class StopTracker:
             return ""
         self.text += self._detok.flush()
         return self._advance(final=True)[0]
+
+
+def next_token_logprobs(logits: np.ndarray, targets: list[int], top: int) -> list[dict[str, Any]]:
+    """``{"token_id", "logprob", "top"}`` of ``targets[i]`` under logits row ``i`` (``(R, V)``),
+    as :func:`token_logprobs` computes them, for many rows at once. A token's logprob and the
+    top ones come from the same array, so "is the token the greedy one" is an exact test."""
+    x = np.asarray(logits, dtype=np.float64)
+    m = x.max(axis=1, keepdims=True)
+    lp = x - (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))
+    k = min(top, lp.shape[1]) if top else 0
+    best = np.argpartition(-lp, k - 1, axis=1)[:, :k] if k else None
+    out: list[dict[str, Any]] = []
+    for i, token in enumerate(targets):
+        row = lp[i]
+        tops: list[tuple[int, float]] = []
+        if k:
+            idx = best[i][np.argsort(-row[best[i]], kind="stable")]
+            tops = [(int(j), float(row[j])) for j in idx]
+        out.append({"token_id": int(token), "logprob": float(row[token]), "top": tops})
+    return out
+

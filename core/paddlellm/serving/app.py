@@ -360,9 +360,9 @@ async def completions(request: Request) -> Response:
     state, req = await _parse_request(request, CompletionRequest)
     if req.suffix:
         raise APIError(400, "suffix is not supported", param="suffix", code="unsupported_parameter")
-    if req.echo and req.logprobs is not None:
-        raise APIError(400, "echo with logprobs is not supported", param="echo",
-                       code="unsupported_parameter")
+    if req.max_tokens == 0 and not req.echo:
+        raise APIError(400, "max_tokens 0 needs echo=true (the prompt is all it returns)",
+                       param="max_tokens")
     raw_prompts = req.prompts()
     _admissible(state, len(raw_prompts) * req.n, "prompt" if len(raw_prompts) > 1 else "n")
     for prompt in raw_prompts:
@@ -373,20 +373,67 @@ async def completions(request: Request) -> Response:
                                 f"tokens. However, your prompt has {len(prompt)} tokens.",
                            param="prompt", code="context_length_exceeded")
     all_ids = await state.worker.run(completion_prompt_ids, state.tokenizer, raw_prompts)
+    budgets = [_budget(state, len(ids), req.max_tokens) for ids in all_ids]
+    echoes = (await state.worker.run(_echo_texts, state.tokenizer, raw_prompts, all_ids)
+              if req.echo else [""] * len(all_ids))
+    # echo with logprobs: the prompt tokens' logprobs, one forward per prompt on the engine thread
+    scored = (await _score_prompts(state, all_ids, req.logprobs)
+              if req.echo and req.logprobs is not None else [None] * len(all_ids))
     prompts, params, choices = [], [], []
-    for p_index, (prompt, ids) in enumerate(zip(raw_prompts, all_ids)):
-        max_tokens = _budget(state, len(ids), req.max_tokens)
-        echo = (prompt if isinstance(prompt, str) else state.tokenizer.decode(ids)) if req.echo else ""
+    for p_index, (ids, max_tokens) in enumerate(zip(all_ids, budgets)):
         for j in range(req.n):
             seed = None if req.seed is None else req.seed + j
-            prompts.append(ids)
-            params.append(_sampling_params(state, req, max_tokens, seed, req.logprobs))
+            if max_tokens:  # 0: the prompt only, nothing for the engine to generate
+                prompts.append(ids)
+                params.append(_sampling_params(state, req, max_tokens, seed, req.logprobs))
             choices.append(ChoiceState(index=len(choices), prompt_index=p_index,
-                                       logprobs=req.logprobs, echo=echo))
+                                       logprobs=req.logprobs, echo=echoes[p_index],
+                                       prompt_logprobs=scored[p_index],
+                                       num_prompt_tokens=len(ids)))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    if req.max_tokens == 0:
+        return _prompt_only(state, stream=req.stream, include_usage=include_usage, choices=choices)
     return await _respond(state, request, stream=req.stream,
                           include_usage=include_usage, prompts=prompts, params=params,
                           choices=choices, kind="completion")
+
+
+def _echo_texts(tokenizer: Any, raw_prompts: list, all_ids: list[list[int]]) -> list[str]:
+    """What ``echo`` prepends: the prompt as sent, or the decoded ids (worker pool)."""
+    return [p if isinstance(p, str) else tokenizer.decode(ids) for p, ids in zip(raw_prompts, all_ids)]
+
+
+async def _score_prompts(state: ServerState, all_ids: list[list[int]], top: int) -> list[list]:
+    """Each prompt's token logprobs from the engine thread (an engine error is a 400/500)."""
+    try:
+        return await state.engine.score_prompts(all_ids, top)
+    except ValueError as exc:  # e.g. a token id outside the vocabulary
+        raise APIError(400, str(exc), param="prompt") from exc
+
+
+def _prompt_only(state: ServerState, *, stream: bool, include_usage: bool,
+                 choices: list[ChoiceState]) -> Response:
+    """``max_tokens: 0`` with ``echo``: each choice is its prompt (and its logprobs), nothing is
+    generated, ``finish_reason`` "length" (vLLM's answer)."""
+    fmt = state.formatter
+    rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    for c in choices:
+        c.finish_reason = "length"
+    usage = fmt.usage(choices)
+    state.metrics.count_tokens(prompt=usage["prompt_tokens"], generated=0)
+    body = fmt.full_response("completion", rid, created, choices)
+    if not stream:
+        return JSONResponse(body)
+
+    def events():
+        for choice in body["choices"]:
+            yield _sse(fmt.choice_chunk("completion", rid, created, choice, include_usage))
+        if include_usage:
+            yield _sse(fmt.usage_chunk("completion", rid, created, choices))
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 async def list_models(request: Request) -> Response:

@@ -57,8 +57,19 @@ class AbortRequest:
     request_id: str
 
 
+@dataclass(frozen=True)
+class ScorePrompts:
+    """Prompt-token logprobs of ``prompts`` (``engine.score_prompts``), answered on
+    ``future`` (of the caller's event ``loop``)."""
+
+    prompts: tuple[tuple[int, ...], ...]
+    top: int
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+
+
 #: what callers send the engine thread, applied in order between steps
-EngineOp = Union[AddRequest, AbortRequest]
+EngineOp = Union[AddRequest, AbortRequest, ScorePrompts]
 
 
 @dataclass
@@ -112,6 +123,15 @@ def _deliver(stream: _Stream, item: Any) -> None:
         stream.loop.call_soon_threadsafe(stream.queue.put_nowait, item)
     except RuntimeError:  # the consumer's event loop is closed
         pass
+
+
+def _resolve(future: asyncio.Future, result: Any) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
 
 
 def _settle(future: asyncio.Future, error: BaseException | None) -> None:
@@ -228,6 +248,19 @@ class AsyncEngine:
         finally:
             outputs.close()
 
+    async def score_prompts(self, prompts: list[list[int]], top: int = 0) -> list[list[Any]]:
+        """Each prompt's token logprobs (``LLMEngine.score_prompts``), computed by the engine
+        thread between steps (one forward per prompt), never on the event loop."""
+        if not self.is_running:
+            raise EngineDeadError(f"the engine is not running: {self.error!r}")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        op = ScorePrompts(tuple(tuple(p) for p in prompts), int(top), loop, future)
+        with self._cond:
+            self._ops.append(op)
+            self._cond.notify()
+        return await future
+
     def abort(self, request_id: str) -> None:
         with self._cond:
             if self._streams.pop(request_id, None) is not None:
@@ -247,6 +280,8 @@ class AsyncEngine:
         for op in ops:
             if isinstance(op, AddRequest):
                 self._add(op)
+            elif isinstance(op, ScorePrompts):
+                self._score(op)
             elif isinstance(op, AbortRequest):
                 try:
                     self.engine.abort_request(op.request_id)
@@ -254,6 +289,18 @@ class AsyncEngine:
                     logger.debug("abort of %s ignored", op.request_id, exc_info=True)
             else:
                 raise TypeError(f"unknown engine operation {op!r}")
+
+    def _score(self, op: ScorePrompts) -> None:
+        if op.future.done():  # the caller went away
+            return
+        try:
+            result: Any = self.engine.score_prompts([list(p) for p in op.prompts], op.top)
+        except Exception as exc:  # e.g. ValueError: a token id outside the vocabulary
+            result = exc
+        try:
+            op.loop.call_soon_threadsafe(_resolve, op.future, result)
+        except RuntimeError:  # the caller's loop is closed
+            pass
 
     def _add(self, op: AddRequest) -> None:
         with self._cond:
@@ -320,7 +367,13 @@ class AsyncEngine:
     def _fail_all(self, exc: BaseException) -> None:
         with self._cond:
             streams, self._streams = dict(self._streams), {}
-            self._ops = []
+            ops, self._ops = self._ops, []
+        for op in ops:  # scoring waits on a future, not a stream
+            if isinstance(op, ScorePrompts):
+                try:
+                    op.loop.call_soon_threadsafe(_resolve, op.future, exc)
+                except RuntimeError:
+                    pass
         for request_id, stream in streams.items():
             try:
                 self.engine.abort_request(request_id)

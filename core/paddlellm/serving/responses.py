@@ -14,6 +14,8 @@ class ChoiceState:
     prompt_index: int = 0
     logprobs: int | None = None  # top-logprobs count; None: logprobs off
     echo: str = ""
+    #: with ``echo`` and ``logprobs``: the prompt tokens' entries (the first one's logprob None)
+    prompt_logprobs: list[dict] | None = None
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
     token_logprobs: list[dict] = field(default_factory=list)
@@ -71,12 +73,27 @@ class OpenAIFormatter:
         for e in entries:
             text = self.token_text(e["token_id"])
             tokens.append(text)
-            token_logprobs.append(float(e["logprob"]))
-            tops.append({self.token_text(i): float(lp) for i, lp in list(e.get("top") or [])[:top]})
             offsets.append(offset)
             offset += len(text)
+            if e.get("logprob") is None:  # a prompt's first token: nothing predicts it
+                token_logprobs.append(None)
+                tops.append(None)
+                continue
+            token_logprobs.append(float(e["logprob"]))
+            tops.append({self.token_text(i): float(lp) for i, lp in list(e.get("top") or [])[:top]})
         return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": tops,
                 "text_offset": offsets}
+
+    def choice_logprobs(self, c: ChoiceState) -> dict | None:
+        """A completion choice's logprobs: the echoed prompt's tokens (offsets from 0), then
+        the generated ones (offsets from the end of the echo)."""
+        if c.logprobs is None:
+            return None
+        lp = self.completion_logprobs(c.token_logprobs, c.logprobs, len(c.echo))
+        if c.prompt_logprobs is not None:
+            head = self.completion_logprobs(c.prompt_logprobs, c.logprobs, 0)
+            lp = {key: head[key] + lp[key] for key in lp}
+        return lp
 
     # ------------------------------------------------------------------ bodies
     def usage(self, choices: list[ChoiceState]) -> dict:
@@ -97,8 +114,7 @@ class OpenAIFormatter:
                 out.append({"index": c.index, "message": {"role": "assistant", "content": c.text},
                             "logprobs": lp, "finish_reason": c.finish_reason})
             else:
-                lp = (self.completion_logprobs(c.token_logprobs, c.logprobs, len(c.echo))
-                      if c.logprobs is not None else None)
+                lp = self.choice_logprobs(c)
                 out.append({"index": c.index, "text": c.echo + c.text, "logprobs": lp,
                             "finish_reason": c.finish_reason})
         return {"id": rid, "object": "chat.completion" if kind == "chat" else "text_completion",
@@ -113,6 +129,11 @@ class OpenAIFormatter:
             chunk["usage"] = None
         return chunk
 
+    def choice_chunk(self, kind: str, rid: str, created: int, choice: dict,
+                     include_usage: bool) -> dict:
+        """A stream chunk carrying one whole choice body (``max_tokens: 0``: the echo)."""
+        return self._chunk(kind, rid, created, [choice], include_usage)
+
     def opening_chunks(self, kind: str, rid: str, created: int, choices: list[ChoiceState],
                        include_usage: bool) -> list[dict]:
         """Chat: the assistant role for every choice; completions: the echoed prompt."""
@@ -122,7 +143,9 @@ class OpenAIFormatter:
                 body = {"index": c.index, "delta": {"role": "assistant", "content": ""},
                         "logprobs": None, "finish_reason": None}
             elif c.echo:
-                body = {"index": c.index, "text": c.echo, "logprobs": None, "finish_reason": None}
+                lp = (self.completion_logprobs(c.prompt_logprobs, c.logprobs, 0)
+                      if c.prompt_logprobs is not None else None)
+                body = {"index": c.index, "text": c.echo, "logprobs": lp, "finish_reason": None}
             else:
                 continue
             chunks.append(self._chunk(kind, rid, created, [body], include_usage))
