@@ -32,6 +32,8 @@ def sample(name: str):
         return SPECIAL[name]
     field = EngineConfig.model_fields[name]
     kind = [a for a in typing.get_args(field.annotation) if a is not type(None)] or [field.annotation]
+    if kind[0] is bool:
+        return not field.default
     if kind[0] is str:
         return f"value-of-{name}"
     if kind[0] is float:

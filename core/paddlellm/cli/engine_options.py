@@ -29,8 +29,12 @@ CONFIG_PARAM = "config"
 
 
 def _cli_type(annotation: Any) -> type:
+    """The click type of an option; a bool takes a value (``--name false``, as the run
+    config's flags do), which the config's validation parses (true/false, 1/0, yes/no)."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     inner = args[0] if args else annotation
+    if inner is bool:
+        return str
     if inner not in (str, int, float):
         raise TypeError(f"engine option of type {annotation!r} has no command-line form")
     return inner

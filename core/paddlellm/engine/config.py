@@ -91,6 +91,11 @@ class EngineConfig(BaseModel):
     max_num_batched_tokens: Optional[int] = _opt(
         None, "Most tokens one engine step runs (default: max(4096, max_model_len)).",
         "KV cache and batching", ge=1)
+    enable_prefix_caching: bool = _opt(
+        True, "Reuse the KV blocks of prompt prefixes earlier requests computed (system "
+              "prompts, few-shot headers, chat histories); outputs are unchanged. Off for "
+              "models where reuse could change them (docs/serving.md).",
+        "KV cache and batching", metavar="true|false")
     max_queue: int = _opt(256, "Requests that may wait beyond --max_num_seqs; more get 503.",
                           "KV cache and batching", ge=0)
 

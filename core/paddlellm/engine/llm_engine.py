@@ -24,7 +24,7 @@ from typing import Any, ContextManager, Iterable
 import numpy as np
 
 from .config import EngineConfig
-from .kv_manager import PagedKVCache, num_blocks_for_budget
+from .kv_manager import PagedKVCache, num_blocks_for_budget, prefix_hashes
 from .ownership import ThreadOwner, owned
 from .sampling import (RequestOutput, SamplingParams, StopTracker, check_logits,
                        next_token_logprobs, repetition_penalty, sample_row,
@@ -103,8 +103,13 @@ class LLMEngine:
         make_cache = getattr(model, "new_paged_cache", None) or PagedKVCache  # e.g. int8 KV (quant)
         self.cache = make_cache(c.num_layers, num_blocks, config.block_size, c.num_kv_heads,
                                 c.head_dim, dtype)
+        #: why prefix caching is off although asked for (None: on, or not asked for)
+        self.prefix_caching_off_reason = (_prefix_caching_off_reason(model, self.cache)
+                                          if config.enable_prefix_caching else None)
+        self.prefix_caching = config.enable_prefix_caching and self.prefix_caching_off_reason is None
         self.scheduler = Scheduler(self.cache.blocks, config.max_num_seqs,
-                                   config.max_num_batched_tokens or max(4096, self.max_model_len))
+                                   config.max_num_batched_tokens or max(4096, self.max_model_len),
+                                   prefix_caching=self.prefix_caching)
         self.eos_ids = _eos_ids(model)
         self._requests: dict[str, Sequence] = {}
         self._aborted: list[RequestOutput] = []
@@ -196,8 +201,10 @@ class LLMEngine:
     # -- requests ----------------------------------------------------------------------
     @owned
     def add_request(self, request_id: str, prompt_token_ids: list[int],
-                    params: SamplingParams | None = None) -> None:
-        """Queue a request; ValueError when it cannot fit (length, ids, duplicate id)."""
+                    params: SamplingParams | None = None, *, cache_salt: str | None = None) -> None:
+        """Queue a request; ValueError when it cannot fit (length, ids, duplicate id).
+        ``cache_salt``: reuse cached prefix blocks only among requests with the same salt
+        (requests whose keys/values differ for equal tokens, or tenants kept apart)."""
         params = params or SamplingParams()
         prompt = [int(t) for t in prompt_token_ids]
         vocab = self.model.config.vocab_size
@@ -216,7 +223,7 @@ class LLMEngine:
         if request_id in self._requests:
             raise ValueError(f"request id '{request_id}' is already in use")
         seq = Sequence(request_id, prompt, params, StopTracker(self.tokenizer, prompt, params.stop),
-                       self.eos_ids, self.max_model_len)
+                       self.eos_ids, self.max_model_len, cache_salt=cache_salt)
         self._requests[request_id] = seq
         self.scheduler.add(seq)
         self.counters["requests_added"] += 1
@@ -249,6 +256,14 @@ class LLMEngine:
                 "kv_blocks_total": blocks.num_blocks, "kv_blocks_used": blocks.num_used,
                 "kv_blocks_free": blocks.num_free, "block_size": blocks.block_size,
                 "num_preemptions": self.scheduler.num_preemptions,
+                # prefix caching: tokens looked up at admission and found cached (vLLM's
+                # prefix_cache_queries / prefix_cache_hits), blocks holding reusable prefixes
+                "prefix_caching": int(self.prefix_caching),
+                "prefix_cache_queries": self.scheduler.prefix_cache_queries,
+                "prefix_cache_hits": self.scheduler.prefix_cache_hits,
+                "prefix_cache_hit_rate": (self.scheduler.prefix_cache_hits
+                                          / max(self.scheduler.prefix_cache_queries, 1)),
+                "kv_blocks_cached": blocks.num_cached,
                 "max_num_seqs": self.scheduler.max_num_seqs, **self.counters,
                 # tokens each running sequence gained per step (1 without speculation)
                 "tokens_per_seq_step": (self.counters["seq_step_tokens"]
@@ -322,6 +337,7 @@ class LLMEngine:
             logits = self.model.logits(hidden)[0].astype("float32")  # (R, V)
         for seq in batch.seqs:
             seq.num_cached = seq.length
+            self.scheduler.commit(seq)  # its full blocks are written: reusable from now on
         return logits
 
     def _verify(self, seq: Sequence, draft: list[int], rows, greedy) -> tuple[list[int], list]:
@@ -549,9 +565,19 @@ class LLMEngine:
         self.counters["requests_added"] += g
         self.counters["prompt_tokens"] += sum(map(len, prompts))
         try:
-            for sid, p in zip(prompt_ids, prompts):
-                blocks.allocate(sid, len(p))
-            logits = self._forward_last(prompt_ids, [0] * g, prompts)  # (g, V)
+            hashes, starts = [], []
+            for sid, p in zip(prompt_ids, prompts):  # each prompt from its cached prefix
+                hashes.append(prefix_hashes(p, blocks.block_size) if self.prefix_caching else [])
+                prefix = blocks.lookup(hashes[-1][:(len(p) - 1) // blocks.block_size])
+                blocks.allocate(sid, len(p), prefix)
+                starts.append(len(prefix) * blocks.block_size)
+                if self.prefix_caching:
+                    self.scheduler.prefix_cache_queries += len(p)
+                    self.scheduler.prefix_cache_hits += starts[-1]
+            logits = self._forward_last(prompt_ids, starts,
+                                        [p[s:] for p, s in zip(prompts, starts)])  # (g, V)
+            for sid, h in zip(prompt_ids, hashes):
+                blocks.commit(sid, h)
             logits = paddle.index_select(logits, paddle.to_tensor(np.repeat(np.arange(g), nb)),
                                          axis=0)  # (g * nb, V): every beam starts alike
             for b in range(g):
@@ -644,6 +670,21 @@ def _use_attention_kernel(name: str, head_dim: int, dtype: Any) -> None:
                          cache="paged")
     attention.get_attention_kernel(spec, name=name)  # UnknownPluginError naming what is wrong
     attention.set_default_kernel(name)
+
+
+def _prefix_caching_off_reason(model: Any, cache: Any) -> str | None:
+    """Why reusing cached prefix blocks could change this model's outputs (None: it cannot).
+
+    Reuse is exact when a position's cached keys/values depend only on the tokens up to it
+    (and the salt): true of the float pool and of any pool that says so
+    (``supports_prefix_caching``, e.g. the int8 pool with per-head or per-token scales). A
+    tuned prefix (prefix tuning) adds keys that are not the tokens'."""
+    if getattr(model, "prefix_kv", None) is not None:
+        return "prefix tuning: the tuned prefix is not part of the token blocks"
+    if type(cache) is not PagedKVCache and not getattr(cache, "supports_prefix_caching", False):
+        return (f"the KV pool {type(cache).__name__} does not declare supports_prefix_caching "
+                "(its stored keys/values may depend on more than their own tokens)")
+    return None
 
 
 def _names_its_base(adapter: str | Path) -> bool:
