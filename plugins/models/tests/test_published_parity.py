@@ -1,4 +1,4 @@
-"""Parity of the families transformers has no class for (ChatGLM2/3, Baichuan/Baichuan2)
+"""Parity of the families transformers has no class for (ChatGLM2/3, Baichuan/Baichuan2, Yuan 2.0)
 with torch references written from their authors' published modeling code
 (``scripts/fixtures/reference_models``, fixtures by ``scripts/fixtures/make_family_fixtures.py``)."""
 from __future__ import annotations
@@ -41,9 +41,9 @@ def _hf(name: str) -> dict:
 
 
 def test_fixtures_cover_the_families():
-    assert {m.family.name for m in map(model, NAMES)} == {"chatglm2", "baichuan"}
-    assert NAMES == ["baichuan2_13b", "baichuan2_7b", "baichuan_7b", "chatglm2",
-                     "chatglm3_bias_layernorm"]
+    assert {m.family.name for m in map(model, NAMES)} >= {"chatglm2", "baichuan", "yuan"}
+    assert {"baichuan2_13b", "baichuan2_7b", "baichuan_7b", "chatglm2", "chatglm3_bias_layernorm",
+            "yuan", "yuan_untied"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -146,3 +146,125 @@ def test_published_configs_choose_the_variant():
         glm.config_from_hf({**_hf("chatglm2"), "pre_seq_len": 128})
     c = glm.config_for("chatglm3-6b")
     assert (c.num_kv_heads, c.head_dim, c.rotary_dim, c.vocab_size) == (2, 128, 64, 65024)
+
+
+# --- Yuan 2.0: the localized filter and its cache ------------------------------------------------
+
+def _yuan_variant(change) -> "object":
+    """The ``yuan`` fixture with one of its blocks altered by ``change(model)``."""
+    from paddlellm.checkpoint import load_hf_weights
+
+    family = model("yuan").family
+    m = family.build(family.config_from_hf(_hf("yuan")), init=False)
+    load_hf_weights(m, PUBLISHED / "yuan")
+    change(m)
+    return m.eval()
+
+
+def _no_filter(m):
+    for layer in m.model.layers:
+        lf = layer.self_attn.lf_gate
+        for conv in (lf.conv1, lf.conv2):
+            conv.weight.set_value(paddle.zeros_like(conv.weight))
+
+
+def _plain_heads(m):
+    import types
+
+    def qkv(self, x, ctx=None, cache=None):  # queries from q_proj, keys from k_proj alone
+        b, t, h, d = x.shape[0], x.shape[1], self.num_heads, self.head_dim
+        f = self.lf_gate(x, None, None, cache)
+        return (self.q_proj(f).reshape([b, t, h, d]), self.k_proj(f).reshape([b, t, h, d]),
+                self.v_proj(x).reshape([b, t, h, d]))
+
+    for layer in m.model.layers:
+        layer.self_attn._qkv = types.MethodType(qkv, layer.self_attn)
+
+
+def _swap_mlp(m):
+    for layer in m.model.layers:
+        mlp = layer.mlp
+        gate, up = mlp.gate_proj.weight.numpy(), mlp.up_proj.weight.numpy()
+        mlp.gate_proj.weight.set_value(up)
+        mlp.up_proj.weight.set_value(gate)
+
+
+@pytest.mark.parametrize("change", [_no_filter, _plain_heads, _swap_mlp])
+def test_yuan_fixture_exercises_its_blocks(change):
+    """Without the filter, with LLaMA's head split or with the MLP's gate/up the other way
+    round, parity breaks (so the parity tests can fail)."""
+    r = ref("yuan")
+    with paddle.no_grad():
+        single = _yuan_variant(change)(paddle.to_tensor(r["single_ids"])).numpy()
+    assert rel_err(single, r["single_logits"]) > 1e-3
+
+
+def test_yuan_weight_names_are_the_published_ones():
+    from paddlellm.checkpoint import CheckpointReader
+
+    with CheckpointReader(PUBLISHED / "yuan") as reader:
+        keys = set(reader.keys())
+    assert {"model.layers.0.self_attn.lf_gate.conv1.weight", "model.layers.0.self_attn.lf_gate.conv2.bias",
+            "model.layers.1.self_attn.lf_gate.output_layernorm.weight",
+            "model.layers.0.mlp.up_proj.weight", "model.layers.0.mlp.gate_proj.weight"} <= keys
+    assert "lm_head.weight" not in keys  # tied, as published
+    conv = model("yuan").model.layers[0].self_attn.lf_gate.conv1.weight
+    assert conv.shape == [16, 32, 2, 1]  # Conv2d(H, H/2, (2, 1)) as stored
+
+
+def test_yuan_engine_keeps_the_filter_state_through_preemption_and_speculation():
+    """The paged engine's filter state follows the blocks: preempted sequences recompute,
+    n-gram drafts that are rejected are rolled back, several sequences share steps; the
+    greedy tokens stay the reference's."""
+    from paddlellm.engine import LLMEngine, SamplingParams
+
+    r = ref("yuan")
+    prompts = [r["single_ids"][0].tolist(), [t for t, m in zip(r["batch_ids"][1], r["batch_mask"][1]) if m],
+               r["batch_ids"][0].tolist()]
+    want = [r["greedy_single"][0].tolist(), r["greedy_batch"][1].tolist(), r["greedy_batch"][0].tolist()]
+    params = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
+    # 19 blocks of 2: the three sequences (28 tokens each) cannot all stay: preemption
+    tight = LLMEngine(model("yuan"), block_size=2, num_blocks=19)
+    assert [o["token_ids"] for o in tight.generate(prompts, params)] == want
+    spec = LLMEngine(model("yuan"), block_size=4, speculate_method="inference_with_reference",
+                     speculate_max_draft_token_num=3, speculate_max_ngram_size=2)
+    assert [o["token_ids"] for o in spec.generate(prompts, params)] == want
+    assert spec.counters["spec_draft_tokens"] > 0
+
+
+def test_yuan_cached_generate_and_padding_equal_the_rows_alone():
+    r, m = ref("yuan"), model("yuan")
+    n = r["greedy_single"].shape[1]
+    with paddle.no_grad():
+        ids = paddle.to_tensor(r["single_ids"])
+        full = m(ids).numpy()
+        cache = m.new_cache(1, ids.shape[1] + 1)
+        split = np.concatenate([m(ids[:, :1], cache=cache).numpy(), m(ids[:, 1:2], cache=cache).numpy(),
+                                m(ids[:, 2:], cache=cache).numpy()], axis=1)  # 1 + 1 + rest
+    assert rel_err(split, full) <= TOL
+    beams = m.generate(r["single_ids"], max_new_tokens=n, num_beams=2, eos_token_id=None).numpy()
+    assert beams.shape[1] == r["single_ids"].shape[1] + n
+
+
+def test_yuan_refuses_a_cache_without_filter_state():
+    m = model("yuan")
+    m.kv_cache_layout = "float"
+    try:
+        with pytest.raises(ValueError, match="yuan_lfa"):
+            m.generate(ref("yuan")["single_ids"], max_new_tokens=2, eos_token_id=None)
+    finally:
+        m.kv_cache_layout = "yuan_lfa"
+
+
+def test_yuan_configs():
+    from paddlellm.auto import family_for_model_type
+
+    yuan = family_for_model_type("yuan")
+    c = yuan.config_for("yuan2-2b")
+    assert (c.hidden_size, c.num_layers, c.num_heads, c.vocab_size, c.tie_embeddings) == (
+        2048, 24, 32, 135040, True)
+    assert c.eos_token_id == 77185
+    for bad, match in (({"use_shareqk": True}, "use_shareqk"), ({"use_lfa": False}, "use_lfa"),
+                       ({"num_key_value_heads": 2}, "num_key_value_heads")):
+        with pytest.raises(ValueError, match=match):
+            yuan.config_from_hf({**_hf("yuan"), **bad})
