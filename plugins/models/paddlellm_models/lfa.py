@@ -84,10 +84,7 @@ class LocalizedFiltering(nn.Layer):
         if cache is not None:
             get = getattr(cache, "filter_inputs", None)
             if get is None:
-                raise ValueError(
-                    f"yuan: localized filtering needs the '{LAYOUT_NAME}' KV-cache layout (it keeps "
-                    f"the filter state of every sequence); this cache is a {type(cache).__name__} "
-                    "(an int8 KV cache cannot be used with Yuan)")
+                return self._over_history(x, mask, cache)
             x_m1, x_m2, keep = get(x, mask)  # (B, T, H), (B, T, H), (B, T, 1)
             o1 = self.conv1(x_m1, x)  # (B, T, H/2)
             o1_m1 = self.conv1(x_m2, x_m1) * keep  # (B, T, H/2): o1 one position earlier
@@ -111,6 +108,28 @@ class LocalizedFiltering(nn.Layer):
         if keep is not None:
             o1_m1 = o1_m1 * keep
         return self.output_layernorm(self.conv2(o1_m1, o1) + x)
+
+
+    def _over_history(self, x: paddle.Tensor, mask: paddle.Tensor | None, cache: Any) -> paddle.Tensor:
+        """A plain appending cache of someone else's (the alignment stage's differentiable
+        shared-prompt cache): the layer's inputs so far are kept on it and the filter runs over
+        all of them (rows repeated the way that cache repeats a prompt's rows). Caches that
+        reorder rows or page them must keep the state themselves (``yuan_lfa``)."""
+        if getattr(cache, "paged", False) or hasattr(cache, "reorder"):
+            raise ValueError(
+                f"yuan: localized filtering needs the '{LAYOUT_NAME}' KV-cache layout (it keeps "
+                f"the filter state of every sequence); this cache is a {type(cache).__name__} "
+                "(an int8 KV cache cannot be used with Yuan)")
+        past = getattr(cache, "yuan_filter_inputs", None)  # (B0, Tp, H)
+        if past is not None and past.shape[0] != x.shape[0]:
+            if x.shape[0] % past.shape[0]:
+                raise ValueError(f"yuan: {x.shape[0]} rows after {past.shape[0]} cached rows")
+            past = paddle.repeat_interleave(past, x.shape[0] // past.shape[0], axis=0)
+        full = x if past is None else paddle.concat([past, x], axis=1)  # (B, Tp + T, H)
+        cache.yuan_filter_inputs = full
+        if mask is not None and mask.shape[1] < full.shape[1]:
+            raise ValueError("yuan: the attention mask must cover the cached positions")
+        return self.forward(full, None if mask is None else mask[:, -full.shape[1]:])[:, -x.shape[1]:]
 
 
 class YuanAttention(Attention):

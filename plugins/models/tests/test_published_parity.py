@@ -268,3 +268,54 @@ def test_yuan_configs():
                        ({"num_key_value_heads": 2}, "num_key_value_heads")):
         with pytest.raises(ValueError, match=match):
             yuan.config_from_hf({**_hf("yuan"), **bad})
+
+
+class _Appending:
+    """A differentiable appending KV cache of the alignment stage's kind (no reorder)."""
+
+    paged = False
+
+    def __init__(self, n: int) -> None:
+        self.layers = [self._Layer() for _ in range(n)]
+
+    class _Layer:
+        k = v = None
+
+        def update(self, k, v):
+            self.k = k if self.k is None else paddle.concat([self.k, k], axis=1)
+            self.v = v if self.v is None else paddle.concat([self.v, v], axis=1)
+            return self.k, self.v
+
+        def __len__(self):
+            return 0 if self.k is None else self.k.shape[1]
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    @property
+    def seq_length(self):
+        return len(self.layers[0])
+
+    def repeat_rows(self, times):
+        for layer in self.layers:
+            layer.k = paddle.repeat_interleave(layer.k, times, axis=0)
+            layer.v = paddle.repeat_interleave(layer.v, times, axis=0)
+
+
+def test_yuan_filter_over_an_appending_cache_with_repeated_rows():
+    """A left-padded prompt encoded once, its rows repeated for two responses (as DPO's
+    shared-prompt layout does): the responses' logits equal whole-sequence forwards."""
+    r, m = ref("yuan"), model("yuan")
+    prompt, pmask = r["batch_ids"][:, :12], r["batch_mask"][:, :12]  # row 1 left-padded
+    responses = r["single_ids"][:, :4].repeat(4, axis=0)  # (4, 4): two per prompt
+    with paddle.no_grad():
+        cache = _Appending(len(m.model.layers))
+        m.forward_hidden(paddle.to_tensor(prompt), attention_mask=paddle.to_tensor(pmask), cache=cache)
+        cache.repeat_rows(2)
+        rows_mask = np.concatenate([pmask.repeat(2, axis=0), np.ones((4, 4), dtype=pmask.dtype)], axis=1)
+        got = m(paddle.to_tensor(responses), attention_mask=paddle.to_tensor(rows_mask), cache=cache).numpy()
+        for i in range(4):
+            keep = pmask[i // 2].astype(bool)
+            whole = np.concatenate([prompt[i // 2][keep], responses[i]])[None]
+            want = m(paddle.to_tensor(whole)).numpy()[0, -4:]
+            assert rel_err(got[i], want) <= TOL
