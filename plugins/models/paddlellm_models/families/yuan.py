@@ -68,6 +68,12 @@ class YuanFamily(LlamaLikeFamily):
         "yuan2-2b": _yuan(2048, 8192, 24, 32),
     }
 
+    def config_for(self, name: str | None = None, **overrides: Any) -> ModelConfig:
+        """A preset with ``overrides``; a generic size request's ``num_key_value_heads`` (the
+        demo size asks for grouped heads) is dropped: Yuan 2.0 attention is multi-head."""
+        overrides.pop("num_key_value_heads", None)
+        return super().config_for(name, **overrides)
+
     def config_from_hf(self, hf: Mapping[str, Any]) -> ModelConfig:
         if hf.get("use_shareqk"):
             raise ValueError("yuan checkpoints with use_shareqk=true (shared q/k projection "
@@ -108,13 +114,17 @@ class YuanFamily(LlamaLikeFamily):
                 "use_lfa": True, "use_shareqk": False, "use_flash_attention": False,
                 "causal_mask": True, "reset_attention_mask": False, "reset_position_ids": False,
                 "use_loss_mask": False, "dropout": 0.0,
-                "eod_token": eos, "sep_token": self.sep_token_id(c), **tokens_to_hf(c)}
+                # the published model reads both; sep_token only shapes its loss mask
+                # (use_loss_mask, off): the published id, or <eod>'s in other vocabularies
+                "eod_token": eos, "sep_token": SEP_TOKEN_ID if c.vocab_size == 135040 else eos,
+                **tokens_to_hf(c)}
 
-    @staticmethod
-    def sep_token_id(c: ModelConfig) -> int:
-        """``<sep>``'s id: the published vocabulary's, or the next id after ``<eod>``'s in small
-        vocabularies (the tiny preset)."""
-        return SEP_TOKEN_ID if c.vocab_size > SEP_TOKEN_ID else min(3, c.vocab_size - 1)
+    def num_parameters(self, config: ModelConfig) -> int:
+        """The decoder's count plus each layer's filter: conv1 ``(H/2, H, 2)`` + bias, conv2
+        ``(H, H/2, 2)`` + bias, and the RMSNorm."""
+        h = config.hidden_size
+        lf = 2 * (h // 2) * h * 2 + h // 2 + h + h
+        return config.num_parameters() + config.num_layers * lf
 
     def build(self, config: ModelConfig, dtype: str = "float32", init: bool = True):
         """The configurable decoder with Yuan's attention block in every layer and the
