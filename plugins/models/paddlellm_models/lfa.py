@@ -141,6 +141,14 @@ class YuanAttention(Attention):
         super().__init__(config)
         self.lf_gate = LocalizedFiltering(config)
 
+    def projection_groups(self, input_norm: Any) -> list[tuple[Any, list[str]]]:
+        """``(norm or None, [projection names])`` of the projections that read one norm's
+        output alone (what AWQ/SmoothQuant may fold a scale into): ``q_proj``/``k_proj`` read
+        the filter's ``output_layernorm``; ``v_proj`` shares the layer's input norm with the
+        filter's convolutions, so no scale can be folded there."""
+        return [(self.lf_gate.output_layernorm if input_norm is not None else None,
+                 ["q_proj", "k_proj"]), (None, ["v_proj"])]
+
     def _qkv(self, x: paddle.Tensor, ctx: dict[str, Any] | None = None, cache=None):
         b, t, h, d = x.shape[0], x.shape[1], self.num_heads, self.head_dim
         ctx = ctx or {}
