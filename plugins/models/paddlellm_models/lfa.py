@@ -11,8 +11,8 @@ so a decoding step needs ``x`` at the two previous positions. Published Yuan cac
 two rows per sequence; here every cached position keeps its row (the contiguous cache's
 ``(B, 2 + max_length, H)`` buffer, or a ``(num_slots, H)`` pool per layer addressed by
 the paged cache's block tables). That costs ``H`` values per token and layer beside the
-keys and values (half again the KV memory of a multi-head model; the engine's block budget
-counts keys and values only), and in return whatever the engine does with blocks — chunked
+keys and values (half again the KV memory of a multi-head model; the layout's
+``extra_bytes_per_token`` makes the engine's block budget count it), and in return whatever the engine does with blocks — chunked
 prefill, speculative rollback, preemption by recomputation, beam forks with
 copy-on-write — keeps the filter state right with no bookkeeping of its own: it is freed
 with the sequence's blocks.
@@ -349,6 +349,11 @@ class YuanLFALayout:
 
     def storage_dtype(self, model: Any) -> str:
         return model.dtype
+
+    def extra_bytes_per_token(self, model: Any) -> int:
+        """The filter inputs the paged pool keeps per token (every layer), for the engine's budget."""
+        per = {"float32": 4, "float64": 8}.get(model.dtype, 2)
+        return model.config.num_layers * model.config.hidden_size * per
 
     def new_cache(self, model: Any, batch: int, max_length: int, dtype: str) -> YuanKVCache:
         c = model.config

@@ -319,3 +319,18 @@ def test_yuan_filter_over_an_appending_cache_with_repeated_rows():
             whole = np.concatenate([prompt[i // 2][keep], responses[i]])[None]
             want = m(paddle.to_tensor(whole)).numpy()[0, -4:]
             assert rel_err(got[i], want) <= TOL
+
+
+def test_yuan_engine_budget_counts_the_filter_state():
+    """The layout's extra bytes per token (H per layer) enter the engine's block budget: the
+    same budget holds fewer Yuan blocks than keys and values alone would fill."""
+    from paddlellm.engine import LLMEngine
+    from paddlellm.engine.kv_manager import block_bytes
+
+    m = model("yuan")
+    c = m.config
+    budget = 64 * block_bytes(c.num_layers, 4, c.num_kv_heads, c.head_dim, "float32")
+    engine = LLMEngine(m, block_size=4, kv_cache_bytes=budget, max_model_len=64, max_num_seqs=64)
+    per_block = block_bytes(c.num_layers, 4, c.num_kv_heads, c.head_dim, "float32") + 4 * c.num_layers * c.hidden_size * 4
+    assert engine.cache.num_blocks == budget // per_block < 64
+    assert engine.cache.nbytes <= budget
