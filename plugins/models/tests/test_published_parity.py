@@ -334,3 +334,15 @@ def test_yuan_engine_budget_counts_the_filter_state():
     per_block = block_bytes(c.num_layers, 4, c.num_kv_heads, c.head_dim, "float32") + 4 * c.num_layers * c.hidden_size * 4
     assert engine.cache.num_blocks == budget // per_block < 64
     assert engine.cache.nbytes <= budget
+
+
+def test_yuan_engine_beam_search_equals_generate():
+    """Beams share blocks and copy them on write: the filter pool is forked and copied with
+    the keys/values, so the engine's beam search equals contiguous-cache beam search."""
+    from paddlellm.engine import LLMEngine
+
+    r, m = ref("yuan"), model("yuan")
+    prompt = r["single_ids"][0].tolist()
+    want = m.generate(r["single_ids"], max_new_tokens=8, num_beams=3, eos_token_id=None).numpy()[0, len(prompt):]
+    (got,) = LLMEngine(m, block_size=4).beam_search([prompt], 3, 8, ignore_eos=True)
+    assert got["token_ids"] == want.tolist()
