@@ -158,7 +158,7 @@ def test_quantize_round_trip(family, quant_type, tmp_path):
 
     expected = GPTQLinear if quant_type == "gptq" else WeightOnlyLinear  # GPTQ: its standard layout
     attn = model.model.layers[0].self_attn
-    assert isinstance(getattr(attn, "qkv_proj", None) or attn.q_proj, expected)
+    assert isinstance(attn.qkv_proj if hasattr(attn, "qkv_proj") else attn.q_proj, expected)
     with paddle.no_grad():
         q, f = model(ids).numpy(), float_model(ids).numpy()
     assert np.abs(q - f).max() < (0.05 if quant_type == "weight_only_int8" else 0.3) * np.abs(f).max()
