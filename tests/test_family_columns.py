@@ -1,5 +1,5 @@
 """Every column of the seed's table, briefly, for the families added from their authors'
-published code (ChatGLM2/3, Baichuan2 with ALiBi + NormHead): each case runs the real entry
+published code (ChatGLM2/3, Baichuan2 with ALiBi + NormHead, Yuan 2.0): each case runs the real entry
 point for 2 steps (or one call) on the family's tiny preset and checks what it produced."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from paddlellm.tokenizer import AutoTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ROOT / "plugins" / "models" / "tests" / "fixtures" / "published"
-FAMILIES = {"chatglm2": "chatglm2", "baichuan2": "baichuan2-alibi-tiny"}
+FAMILIES = {"chatglm2": "chatglm2", "baichuan2": "baichuan2-alibi-tiny", "yuan": "yuan-tiny"}
 #: the family's chat format as a template (the tokens are plain text in the demo tokenizer)
 TEMPLATES = {
     "chatglm2": ("{% for m in messages %}{% if m['role'] == 'user' %}[Round {{ loop.index0 // 2 + 1 }}]"
@@ -25,7 +25,12 @@ TEMPLATES = {
     "baichuan2": ("{% for m in messages %}{% if m['role'] == 'user' %}<reserved_106>"
                   "{% else %}<reserved_107>{% endif %}{{ m['content'] }}{% endfor %}"
                   "{% if add_generation_prompt %}<reserved_107>{% endif %}"),
+    # Yuan 2.0: turns joined by <n>, the user's turn closed by <sep> (the answer ends with <eod>)
+    "yuan": ("{% for m in messages %}{% if not loop.first %}<n>{% endif %}{{ m['content'] }}"
+             "{% endfor %}{% if add_generation_prompt %}<sep>{% endif %}"),
 }
+#: the published-layout fixture each family's engine and conversion cases use
+FIXTURE = {"chatglm2": "chatglm2", "baichuan2": "baichuan2_13b", "yuan": "yuan"}
 SHORT = ["--max_steps", "2", "--max_length", "64", "--per_device_train_batch_size", "2",
          "--logging_steps", "1", "--warmup_steps", "0"]
 
@@ -70,9 +75,12 @@ def test_pretrain_writes_the_published_layout(family):
     name, base, _ = family
     config = json.loads((base / "config.json").read_text())
     model = AutoModelForCausalLM.from_pretrained(base)
-    assert model.family.name == {"chatglm2": "chatglm2", "baichuan2": "baichuan"}[name]
+    assert model.family.name == {"chatglm2": "chatglm2", "baichuan2": "baichuan", "yuan": "yuan"}[name]
     if name == "chatglm2":
         assert config["model_type"] == "chatglm" and "padded_vocab_size" in config
+    elif name == "yuan":
+        assert config["model_type"] == "yuan" and config["use_lfa"] is True
+        assert model.kv_cache_layout == "yuan_lfa"
     else:
         assert config["position_embedding"] == "ALIBI" and config["norm_head"] is True
 
@@ -91,7 +99,8 @@ def test_sft_full_lora_and_prefix(family, peft, tmp_path):
     adapter = json.loads((tmp_path / "adapter_config.json").read_text())
     assert adapter["peft_type"] == {"lora": "LORA", "prefix": "PREFIX_TUNING"}[peft]
     if peft == "lora":  # default targets reach the fused projections, saved under HF names
-        fused = {"chatglm2": {"query_key_value", "dense_h_to_4h"}, "baichuan2": {"W_pack"}}[name]
+        fused = {"chatglm2": {"query_key_value", "dense_h_to_4h"}, "baichuan2": {"W_pack"},
+                 "yuan": {"q_proj", "k_proj", "v_proj", "up_proj", "gate_proj"}}[name]
         assert fused <= set(adapter["target_modules"])
     option = {"lora": "lora_path", "prefix": "prefix_path"}[peft]
     again = AutoModelForCausalLM.from_pretrained(base, **{option: tmp_path})
@@ -148,7 +157,8 @@ def test_quantize_round_trip(family, quant_type, tmp_path):
     from paddlellm_quant.packed import GPTQLinear
 
     expected = GPTQLinear if quant_type == "gptq" else WeightOnlyLinear  # GPTQ: its standard layout
-    assert isinstance(model.model.layers[0].self_attn.qkv_proj, expected)
+    attn = model.model.layers[0].self_attn
+    assert isinstance(attn.qkv_proj if hasattr(attn, "qkv_proj") else attn.q_proj, expected)
     with paddle.no_grad():
         q, f = model(ids).numpy(), float_model(ids).numpy()
     assert np.abs(q - f).max() < (0.05 if quant_type == "weight_only_int8" else 0.3) * np.abs(f).max()
@@ -165,7 +175,7 @@ def test_torch_bin_conversion(family, tmp_path):
     from paddlellm.cli import build_app
 
     name, _, _ = family
-    fixture = {"chatglm2": "chatglm2", "baichuan2": "baichuan2_13b"}[name]
+    fixture = FIXTURE[name]
     result = CliRunner().invoke(build_app(), ["convert", str(PUBLISHED / f"{fixture}_bin"),
                                               str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -182,7 +192,7 @@ def test_engine_with_the_paged_cache_matches_the_reference(family):
     from paddlellm.engine import LLMEngine, SamplingParams
 
     name, _, _ = family
-    fixture = {"chatglm2": "chatglm2", "baichuan2": "baichuan2_13b"}[name]
+    fixture = FIXTURE[name]
     ref = dict(np.load(PUBLISHED / f"{fixture}.npz"))
     engine = LLMEngine(AutoModelForCausalLM.from_pretrained(PUBLISHED / fixture), block_size=4)
     prompts = [ref["single_ids"][0].tolist(),
@@ -211,7 +221,8 @@ def test_serving_with_the_family_chat_template(family, tmp_path):
     messages = [{"role": "user", "content": "What is 2 + 2?"}]
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert prompt == {"chatglm2": "[Round 1]\n\n问：What is 2 + 2?\n\n答：",
-                      "baichuan2": "<reserved_106>What is 2 + 2?<reserved_107>"}[name]
+                      "baichuan2": "<reserved_106>What is 2 + 2?<reserved_107>",
+                      "yuan": "What is 2 + 2?<sep>"}[name]
     ids = tokenizer.encode(prompt, add_special_tokens=False)
     want = engine.model.generate(paddle.to_tensor([ids]), max_new_tokens=4, eos_token_id=None).numpy()[0, len(ids):]
     app = build_app(AsyncEngine(engine), model_name="m")
@@ -223,3 +234,31 @@ def test_serving_with_the_family_chat_template(family, tmp_path):
     body = r.json()
     assert body["usage"]["prompt_tokens"] == len(ids)
     assert body["choices"][0]["message"]["content"] == tokenizer.decode(want.tolist(), skip_special_tokens=True)
+
+
+def test_yuan_smoothing_groups_follow_the_filter():
+    """AWQ/SmoothQuant fold scales into the norm a group of projections reads alone: Yuan's
+    q/k read the filter's output norm and v shares the layer's input norm with the filter's
+    convolutions (no fold). Folding into the input norm, as for LLaMA, changes the filter's
+    input: A8W8 logits then miss the float ones by 84% (measured) instead of 20%."""
+    import warnings
+
+    from paddlellm.auto import quantize_model
+    from paddlellm_quant.smoothquant import linear_groups
+
+    base = PUBLISHED / "yuan_untied"
+    model = AutoModelForCausalLM.from_pretrained(base)
+    attn = model.model.layers[0].self_attn
+    groups = {tuple(r.name.rsplit(".", 1)[-1] for r in g.linears): g.norm for g in linear_groups(model)[:3]}
+    assert groups == {("q_proj", "k_proj"): attn.lf_gate.output_layernorm, ("v_proj",): None,
+                      ("o_proj",): None}
+    rng = np.random.default_rng(0)
+    ids = paddle.to_tensor(rng.integers(3, 64, (2, 20)))
+    with paddle.no_grad():
+        want = model(ids).numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_model(model, "a8w8", [rng.integers(3, 64, (4, 32)) for _ in range(4)], {})
+    with paddle.no_grad():
+        got = model(ids).numpy()
+    assert np.abs(got - want).max() < 0.4 * np.abs(want).max()

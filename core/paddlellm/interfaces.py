@@ -596,6 +596,7 @@ class CausalLM(Protocol):
         """Write a Hugging Face checkpoint; returns the weight files written."""
 
 
+@optional(extra_bytes_per_token=None)
 @runtime_checkable
 class KVCacheLayout(Protocol):
     """How a model stores its KV cache; registered by name (``register_kv_cache_layouts``).
@@ -604,6 +605,10 @@ class KVCacheLayout(Protocol):
     ``new_paged_cache`` and ``kv_cache_dtype`` ask that layout, so a quantizer changes how a
     model caches by setting a name, never by replacing methods. The core registers
     ``"float"`` (the model's dtype, :mod:`paddlellm.kv_layout`).
+
+    Optional ``extra_bytes_per_token(model) -> int``: what the paged pool keeps per cached
+    token beside the keys and values, all layers together (Yuan's filter inputs); the engine
+    sizes its pool from the budget with it.
     """
 
     name: str

@@ -36,11 +36,14 @@ def block_bytes(num_layers: int, block_size: int, kv_heads: int, head_dim: int,
 
 
 def num_blocks_for_budget(budget_bytes: int, num_layers: int, block_size: int, kv_heads: int,
-                          head_dim: int, dtype: str, max_model_len: int, max_num_seqs: int) -> int:
+                          head_dim: int, dtype: str, max_model_len: int, max_num_seqs: int,
+                          extra_bytes_per_token: int = 0) -> int:
     """Blocks that fit ``budget_bytes``, never fewer than one full-length sequence needs and
-    never more than ``max_num_seqs`` full-length sequences can use."""
+    never more than ``max_num_seqs`` full-length sequences can use. ``extra_bytes_per_token``:
+    what a layout stores per cached token beside the keys and values (all layers)."""
     per_seq = math.ceil(max_model_len / block_size)
-    fit = budget_bytes // block_bytes(num_layers, block_size, kv_heads, head_dim, dtype)
+    per_block = block_bytes(num_layers, block_size, kv_heads, head_dim, dtype) + block_size * extra_bytes_per_token
+    fit = budget_bytes // per_block
     return int(max(per_seq, min(fit, per_seq * max_num_seqs)))
 
 

@@ -62,6 +62,19 @@ def _eos_ids(model: Any) -> frozenset[int]:
     return frozenset(make_config(model).eos_ids)
 
 
+def _layout_extra_bytes(model: Any) -> int:
+    """Bytes per cached token the model's KV-cache layout stores beside the keys and values
+    (its optional ``extra_bytes_per_token``; Yuan's filter state), so the pool fits the budget."""
+    name = getattr(model, "kv_cache_layout", None)
+    if not name:
+        return 0
+    from ..interfaces import KVCacheLayout, member
+    from ..kv_layout import get_kv_cache_layout
+
+    extra = member(get_kv_cache_layout(name), KVCacheLayout, "extra_bytes_per_token")
+    return int(extra(model)) if extra is not None else 0
+
+
 class LLMEngine:
     """Continuous-batching inference over one model (see the module docstring).
 
@@ -99,7 +112,8 @@ class LLMEngine:
             num_blocks = num_blocks_for_budget(config.kv_cache_bytes, c.num_layers,
                                                config.block_size, c.num_kv_heads, c.head_dim,
                                                getattr(model, "kv_cache_dtype", dtype),
-                                               self.max_model_len, config.max_num_seqs)  # int8 KV: 4x blocks
+                                               self.max_model_len, config.max_num_seqs,  # int8 KV: 4x blocks
+                                               _layout_extra_bytes(model))
         make_cache = getattr(model, "new_paged_cache", None) or PagedKVCache  # e.g. int8 KV (quant)
         self.cache = make_cache(c.num_layers, num_blocks, config.block_size, c.num_kv_heads,
                                 c.head_dim, dtype)

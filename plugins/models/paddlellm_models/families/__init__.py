@@ -17,4 +17,5 @@ FAMILIES = {
     "bloom": "paddlellm_models.families.bloom:family",
     "chatglm2": "paddlellm_models.families.chatglm2:family",
     "baichuan": "paddlellm_models.families.baichuan:family",
+    "yuan": "paddlellm_models.families.yuan:family",
 }
