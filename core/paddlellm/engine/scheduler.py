@@ -35,6 +35,10 @@ class Sequence:
     num_cached: int = 0  # tokens whose keys/values are in the pool
     finish_reason: str | None = None
     arrival: int = field(default_factory=lambda: next(_arrival))
+    adapter: str | None = None  # the served LoRA adapter it runs with (None: the base)
+    #: mixed into the hashes of its KV blocks where blocks are shared by content, so that
+    #: requests for different adapters never share keys/values (the adapter's name)
+    cache_salt: str | None = None
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.params.seed)
