@@ -113,11 +113,11 @@ class MultiLoraLinear(nn.Layer):
             if rows.single not in self.slots:
                 return y
             h = paddle.matmul(x, self.lora_A[rows.single])  # (..., N, r)
-            return y + paddle.matmul(h, self.lora_B[rows.single]).astype(y.dtype)
+            return y + paddle.matmul(h, self.lora_B[rows.single])  # (..., N, out)
         if rows.mask is None or not (rows.present & self.slots):
             return y
         h = paddle.matmul(x, self.lora_A_cat) * rows.mask  # (..., N, K*R)
-        return y + paddle.matmul(h, self.lora_B_cat).astype(y.dtype)  # (..., N, out)
+        return y + paddle.matmul(h, self.lora_B_cat)  # (..., N, out)
 
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, adapters={sorted(self.slots)}, "
