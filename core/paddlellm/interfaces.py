@@ -375,6 +375,12 @@ class PeftMethod(Protocol):
     * Optional ``batch_context(model, batch)``: a context manager the training/evaluation
       loss enters around the forward of ``batch`` (``paddlellm.peft.batch_context``), for
       adapters that need more than the input ids (ReFT: where each prompt ends).
+    * Optional ``load_serving_adapters(model, directories)``: load several of its adapters
+      unmerged onto one base for serving (``llm serve --lora_modules``,
+      ``paddlellm.peft.load_serving_adapters``); returns an object whose
+      ``set_rows(indices)`` makes token row ``n`` of the next forwards use adapter
+      ``indices[n]`` (``k + 1`` for ``directories[k]``, 0 or ``set_rows(None)``: the base).
+      An adapter that does not fit the model is an error naming its folder.
     * ``config_class``: the pydantic model of the method's ``llm run`` keys (``--lora_rank``);
       ``apply`` receives an instance of it.
     """

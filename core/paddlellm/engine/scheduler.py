@@ -41,8 +41,9 @@ class Sequence:
     num_cached: int = 0  # tokens whose keys/values are in the pool
     finish_reason: str | None = None
     arrival: int = field(default_factory=lambda: next(_arrival))
+    adapter: str | None = None  # the served LoRA adapter it runs with (None: the base)
     #: part of every block hash (prefix caching): requests whose keys/values differ for the
-    #: same tokens (another LoRA adapter, another tenant) must carry different salts
+    #: same tokens (another LoRA adapter, another tenant) carry different salts
     cache_salt: str | None = None
 
     def __post_init__(self) -> None:
