@@ -57,7 +57,9 @@ def test_mixed_steps_equal_merged_single_adapter_engines(demo_adapters):
     names = [None, "a1", "a2", "a1"]
     for i, (ids, name) in enumerate(zip(prompts, names)):
         engine.add_request(f"r{i}", ids, GREEDY, adapter=name)
-    assert [engine._requests[f"r{i}"].cache_salt for i in range(4)] == names
+    # an adapter's requests never share prefix-cache blocks with the base's or another's
+    assert [engine._requests[f"r{i}"].cache_salt for i in range(4)] == [
+        None if n is None else f"adapter:{n}" for n in names]
     first = engine.step()  # one forward: the prefills of the base and both adapters
     assert sorted(o.request_id for o in first) == ["r0", "r1", "r2", "r3"]
     got = {o.request_id: list(o.new_token_ids) for o in first}
