@@ -43,8 +43,14 @@ class RunConfig(BaseModel):
                                    "(weight_only_int4, weight_only_int8) under the --peft adapters")
 
     # --- data ---
-    data: str | None = Field(None, description="training data (jsonl file or directory)")
-    eval_data: str | None = None
+    data: str | None = Field(None, description="training data: a jsonl file or PaddleNLP folder, "
+                             "a parquet/arrow/JSON file or folder, or a Hub dataset id "
+                             "(SOURCE:SPLIT picks a split)")
+    eval_data: str | None = Field(None, description="held-out data, as --data (default: 5% "
+                                  "of --data)")
+    data_columns: dict[str, str] = Field(default_factory=dict, description="read other "
+                                         "columns as ours: TARGET=COLUMN,... (prompt=question,"
+                                         "response=answer; see docs/data.md)")
     max_length: int = Field(512, gt=1, description="maximum tokens per sequence")
     zero_padding: bool = Field(False, description="sft: pack several examples per sequence "
                                "(block-diagonal attention, positions restart per example)")
@@ -91,6 +97,14 @@ class RunConfig(BaseModel):
     #: validated options contributed by the selected plugins, by plugin kind (``"kind:name"``
     #: for a kind whose key names several plugins, e.g. ``"logger:tensorboard"``)
     plugin_options: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+    @field_validator("data_columns", mode="before")
+    @classmethod
+    def _parse_columns(cls, value: Any) -> Any:
+        """``"prompt=question,response=answer"`` (or a list of items, or a mapping)."""
+        from .data.columns import parse_columns
+
+        return parse_columns(value)
 
     @field_validator("loggers", mode="before")
     @classmethod

@@ -376,13 +376,19 @@ def resolve_data_folder(data: str | None, eval_data: str | None, stage: str
     folder = Path(data)
     if any(folder.glob("*.idx")):
         return data, eval_data
+    if (any((folder / n).is_file() for n in ("dataset_info.json", "state.json",
+                                              "dataset_dict.json"))
+            or any(p.suffix in (".parquet", ".arrow") for p in folder.rglob("*"))) \
+            and _first(folder, ("train.json", "train.jsonl")) is None:
+        return data, eval_data  # a Hugging Face datasets folder (paddlellm.data.hf_datasets)
     train = _first(folder, ("train.json", "train.jsonl"))
     if train is None:
         if stage == "pretrain":
             train = _first(folder, ("train.txt",))
         if train is None:
             raise ConfigError(f"data folder {folder}: expected train.json (and optionally "
-                              "dev.json), as PaddleNLP's dataset_name_or_path folders hold, or "
+                              "dev.json), as PaddleNLP's dataset_name_or_path folders hold, "
+                              "parquet/arrow files (a Hugging Face datasets folder), or "
                               "a .bin/.idx pair for pretraining")
     if eval_data is None:
         dev = _first(folder, ("dev.json", "dev.jsonl", "eval.json", "eval.jsonl"))
