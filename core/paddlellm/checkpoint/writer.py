@@ -74,7 +74,8 @@ def _source(name: str, value, dtype: str | None) -> TensorSource:
     if dst != src:
         inner = load
         load = lambda: convert_storage(inner(), src, dst)  # noqa: E731
-    return TensorSource(name, dst, tuple(shape), load)
+    in_memory = not is_paddle_tensor(value) and dst == src
+    return TensorSource(name, dst, tuple(shape), load, array=arr if in_memory else None)
 
 
 def _shard_name(prefix: str, i: int, n: int) -> str:
