@@ -201,3 +201,16 @@ def test_a_third_party_logger_registered_through_the_hook_receives_the_metrics(t
     expected = [(r["step"], {k: v for k, v in r.items() if k not in ("time", "step")})
                 for r in _records(out)]
     assert logged == expected and any("loss" in m for _, m in logged)
+
+
+def test_a_run_whose_logger_library_is_missing_stops_before_training(tmp_path):
+    shadow = tmp_path / "shadow" / "tensorboard"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'tensorboard'\")\n")
+    env = {"PYTHONPATH": f"{shadow.parent}:{':'.join(p for p in sys.path if p)}"}
+    out = tmp_path / "run"
+    proc = run_cli("run", "--output_dir", str(out), "--max_steps", "2", *TINY,
+                   "--report_to", "tensorboard", env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "pip install 'paddlellm[tensorboard]'" in proc.stderr
+    assert not (out / "metrics.jsonl").exists()  # nothing trained

@@ -44,6 +44,16 @@ def require(logger: str, module: str | None = None) -> Any:
                           f"({exc}); install it with `{command}`") from None
 
 
+def check_installed(names: Any) -> None:
+    """Raise the ``pip install`` error for a built-in logger among ``names`` whose library is
+    missing, before a run loads its model (the loggers themselves start later)."""
+    import importlib.util
+
+    for name in names:
+        if name in EXTRAS and importlib.util.find_spec(EXTRAS[name][0]) is None:
+            require(name)
+
+
 def installed_loggers(registry: Any) -> list[str]:
     """``--loggers all`` (``report_to: all``): every registered logger but ``jsonl`` (always on)
     whose library is installed (a built-in whose extra is missing is left out)."""

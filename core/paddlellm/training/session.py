@@ -104,6 +104,10 @@ class TrainingSession:
                 self._use(self.config.model_copy(update=unset))
                 self.demo_defaults.update(unset)
             demo.configure(self)
+        if self.is_main_process:  # a logger's missing library stops the run before the model
+            from ..loggers import check_installed
+
+            check_installed(self.config.loggers)
         #: the checkpoint the run starts from (None: a fresh model of the --model preset)
         self.source = resolve_run_model(ctx, pretrained=pretrained)
         paddle.seed(self.config.seed)
