@@ -27,54 +27,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..errors import ConfigError, DataFormatError
+from ..config import TARGETS, parse_columns  # noqa: F401  (the --data_columns option)
+from ..errors import DataFormatError
 
-#: what ``--data_columns`` may map a column to, and what each means
-TARGETS: dict[str, str] = {
-    "prompt": "the user's question (a string, or a list of chat messages)",
-    "response": "the answer trained on (SFT)",
-    "system": "a system prompt",
-    "messages": "a chat conversation (OpenAI messages)",
-    "conversations": "a ShareGPT conversation (from/value turns)",
-    "instruction": "alpaca instruction", "input": "alpaca input", "output": "alpaca output",
-    "chosen": "the preferred response", "rejected": "the rejected response",
-    "completion": "a response (KTO: judged by label; else the SFT answer)",
-    "label": "KTO: whether the completion is desirable",
-    "src": "PaddleNLP src", "tgt": "PaddleNLP tgt",
-    "sort": "PaddleNLP preference scores",
-}
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "chatgpt": "assistant", "bing": "assistant", "bard": "assistant",
                   "system": "system", "tool": "tool", "function": "tool", "observation": "tool"}
-
-
-def parse_columns(value: Any) -> dict[str, str]:
-    """``"prompt=question,response=answer"`` (or a list of ``TARGET=COLUMN`` items, or a
-    mapping) -> ``{"prompt": "question", "response": "answer"}``; an unknown target or a
-    malformed item is a :class:`ConfigError` naming ``--data_columns``."""
-    if value is None or value == "":
-        return {}
-    if isinstance(value, Mapping):
-        items = [(str(k), str(v)) for k, v in value.items()]
-    else:
-        parts = [value] if isinstance(value, str) else list(value)
-        items = []
-        for part in parts:
-            for item in str(part).split(","):
-                if not item.strip():
-                    continue
-                target, eq, column = item.partition("=")
-                if not eq or not target.strip() or not column.strip():
-                    raise ConfigError(f"--data_columns: '{item}' is not TARGET=COLUMN (e.g. "
-                                      "prompt=question,response=answer)")
-                items.append((target.strip(), column.strip()))
-    out: dict[str, str] = {}
-    for target, column in items:
-        if target not in TARGETS:
-            raise ConfigError(f"--data_columns: unknown target '{target}'; valid: "
-                              f"{', '.join(TARGETS)}")
-        out[target] = column
-    return out
 
 
 def _content(value: Any, key: str, where: str) -> str:
