@@ -8,6 +8,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+# ".[test]" also brings the optional extras the tests exercise: the training loggers'
+# libraries (tensorboard, visualdl, matplotlib) and Hugging Face datasets (pyproject.toml).
 # The GPU backend is pure Python; its dependency paddlepaddle-gpu comes from Paddle's own
 # index (see plugins/backends/gpu/README.md), so it is installed here without dependencies.
 .venv/bin/python -m pip install -q -e ".[test]" \

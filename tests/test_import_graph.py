@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                   "paddlellm.kv_layout", "paddlellm.engine.kv_manager", "paddlellm.generation",
                   "paddlellm.peft", "paddlellm.auto", "paddlellm.models",
                   "paddlellm.evaluation", "paddlellm.testing")),
-    ("training", ("paddlellm.train", "paddlellm.training", "paddlellm.run")),
+    ("training", ("paddlellm.train", "paddlellm.training", "paddlellm.loggers", "paddlellm.run")),
     ("inference", ("paddlellm.engine", "paddlellm.serving")),
     ("interface", ("paddlellm.cli", "paddlellm.builtin", "paddlellm.__main__", "paddlellm.api",
                    "paddlellm")),

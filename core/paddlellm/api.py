@@ -42,6 +42,7 @@ The names, by what they are for (``llm`` docs: ``docs/plugins.md``):
   ``FACTS``, ``demo_examples``, ``iter_demo_corpus``.
 * **Training** (for stages) — ``train``, ``train_and_evaluate``, ``batch_loss``,
   ``build_optimizer``, ``resume_checkpoint``, ``MetricsLogger``, ``format_record``,
+  ``logging_dir``, ``scalar_tag``, ``read_metrics`` (for training loggers),
   ``print_heading``, ``prepare_for_training``, ``resolve_run_model``, ``save_model``,
   ``exact_match``, ``generate_answers``, ``DEMO_MODEL_DIR``, ``DEMO_TRAIN_EXAMPLES``,
   ``epoch_stream``.
@@ -80,7 +81,8 @@ _EXPORTS: dict[str, str] = {
         "AlignmentLoss", "AttentionKernel", "AttentionSpec", "Backend", "KVCacheLayer",
         "MergeMethod", "ModelFamily", "PagedKVCacheLayer", "PeftMethod", "Quantizer", "Stage",
         "TrainerStrategy", "kernel_runs_on", "optional_members", "CausalLM", "KVCacheLayout",
-        "QuantizedModule", "is_quantized_module", "LinearSpec", "WeightOnlyLinearKernel", "Reward")},
+        "QuantizedModule", "is_quantized_module", "LinearSpec", "WeightOnlyLinearKernel", "Reward",
+        "TrainingLogger")},
     # errors
     **{name: f"paddlellm.errors:{name}" for name in (
         "PaddleLLMError", "ConfigError", "DataFormatError", "UnknownPluginError",
@@ -147,6 +149,9 @@ _EXPORTS: dict[str, str] = {
     "build_optimizer": "paddlellm.train.optim:build_optimizer",
     "resume_checkpoint": "paddlellm.train.checkpointing:resume_checkpoint",
     "MetricsLogger": "paddlellm.train.metrics:MetricsLogger",
+    "logging_dir": "paddlellm.loggers:logging_dir",
+    "scalar_tag": "paddlellm.loggers:scalar_tag",
+    "read_metrics": "paddlellm.loggers.jsonl:read_records",
     "format_record": "paddlellm.train.metrics:format_record",
     "print_heading": "paddlellm.train.metrics:print_heading",
     "prepare_for_training": "paddlellm.models:prepare_for_training",

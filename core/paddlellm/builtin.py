@@ -67,6 +67,21 @@ def register_stages(register):
 
 
 @hookimpl
+def register_loggers(register):
+    register("jsonl", "paddlellm.loggers.jsonl:JsonlLogger",
+             description="output_dir/metrics.jsonl, one JSON object per record (always on)")
+    register("tensorboard", "paddlellm.loggers.tensorboard:TensorBoardLogger",
+             description="TensorBoard event files under --logging_dir (output_dir/runs; "
+                         "extra 'tensorboard')")
+    register("visualdl", "paddlellm.loggers.visualdl:VisualDLLogger",
+             description="VisualDL records under --logging_dir (output_dir/runs; "
+                         "extra 'visualdl')")
+    register("plot", "paddlellm.loggers.plot:PlotLogger",
+             description="output_dir/loss.png: train/eval loss and learning rate, at every "
+                         "checkpoint and at the end (extra 'plot')")
+
+
+@hookimpl
 def register_commands(app):
     from .cli import commands
 

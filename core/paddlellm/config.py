@@ -16,13 +16,59 @@ import typing
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
-from .kinds import field_kinds
+from .kinds import field_kinds, options_key
 
 if typing.TYPE_CHECKING:  # pragma: no cover
     from .registry import Registry
+
+
+#: what ``--data_columns`` may map a column to, and what each means (applied by
+#: :mod:`paddlellm.data.columns`)
+TARGETS: dict[str, str] = {
+    "prompt": "the user's question (a string, or a list of chat messages)",
+    "response": "the answer trained on (SFT)",
+    "system": "a system prompt",
+    "messages": "a chat conversation (OpenAI messages)",
+    "conversations": "a ShareGPT conversation (from/value turns)",
+    "instruction": "alpaca instruction", "input": "alpaca input", "output": "alpaca output",
+    "chosen": "the preferred response", "rejected": "the rejected response",
+    "completion": "a response (KTO: judged by label; else the SFT answer)",
+    "label": "KTO: whether the completion is desirable",
+    "src": "PaddleNLP src", "tgt": "PaddleNLP tgt",
+    "sort": "PaddleNLP preference scores",
+}
+
+
+def parse_columns(value: Any) -> dict[str, str]:
+    """``"prompt=question,response=answer"`` (or a list of ``TARGET=COLUMN`` items, or a
+    mapping) -> ``{"prompt": "question", "response": "answer"}``; an unknown target or a
+    malformed item is a :class:`ConfigError` naming ``--data_columns``."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, Mapping):
+        items = [(str(k), str(v)) for k, v in value.items()]
+    else:
+        parts = [value] if isinstance(value, str) else list(value)
+        items = []
+        for part in parts:
+            for item in str(part).split(","):
+                if not item.strip():
+                    continue
+                target, eq, column = item.partition("=")
+                if not eq or not target.strip() or not column.strip():
+                    raise ConfigError(f"--data_columns: '{item}' is not TARGET=COLUMN (e.g. "
+                                      "prompt=question,response=answer)")
+                items.append((target.strip(), column.strip()))
+    out: dict[str, str] = {}
+    for target, column in items:
+        if target not in TARGETS:
+            raise ConfigError(f"--data_columns: unknown target '{target}'; valid: "
+                              f"{', '.join(TARGETS)}")
+        out[target] = column
+    return out
 
 
 class RunConfig(BaseModel):
@@ -43,8 +89,14 @@ class RunConfig(BaseModel):
                                    "(weight_only_int4, weight_only_int8) under the --peft adapters")
 
     # --- data ---
-    data: str | None = Field(None, description="training data (jsonl file or directory)")
-    eval_data: str | None = None
+    data: str | None = Field(None, description="training data: a jsonl file or PaddleNLP folder, "
+                             "a parquet/arrow/JSON file or folder, or a Hub dataset id "
+                             "(SOURCE:SPLIT picks a split)")
+    eval_data: str | None = Field(None, description="held-out data, as --data (default: 5% "
+                                  "of --data)")
+    data_columns: dict[str, str] = Field(default_factory=dict, description="read other "
+                                         "columns as ours: TARGET=COLUMN,... (prompt=question,"
+                                         "response=answer; see docs/data.md)")
     max_length: int = Field(512, gt=1, description="maximum tokens per sequence")
     zero_padding: bool = Field(False, description="sft: pack several examples per sequence "
                                "(block-diagonal attention, positions restart per example)")
@@ -81,9 +133,43 @@ class RunConfig(BaseModel):
     resume_from_checkpoint: str | None = Field(None, description="resume from this checkpoint")
     continue_training: bool = Field(True, description="pretrain with --model_name_or_path: start "
                                     "from its weights (false: a fresh model of its config)")
+    loggers: list[str] = Field(default_factory=list, description="training loggers besides "
+                               "metrics.jsonl (always written), comma-separated: tensorboard, "
+                               "visualdl, plot, ...; 'all' (installed ones) or 'none' "
+                               "(PaddleNLP/Hugging Face: report_to)")
+    logging_dir: str | None = Field(None, description="folder of TensorBoard/VisualDL event "
+                                    "files (default: output_dir/runs)")
 
-    #: validated options contributed by the selected plugins, by plugin kind
+    #: validated options contributed by the selected plugins, by plugin kind (``"kind:name"``
+    #: for a kind whose key names several plugins, e.g. ``"logger:tensorboard"``)
     plugin_options: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+    @field_validator("data_columns", mode="before")
+    @classmethod
+    def _parse_columns(cls, value: Any) -> Any:
+        """``"prompt=question,response=answer"`` (or a list of items, or a mapping)."""
+        return parse_columns(value)
+
+    @field_validator("loggers", mode="before")
+    @classmethod
+    def _split_loggers(cls, value: Any) -> Any:
+        """``"tensorboard,plot"``, ``["tensorboard", "plot"]`` or ``"none"`` -> a list of
+        names (``jsonl`` is always on and so not listed; ``none`` clears the list)."""
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            return value  # pydantic reports the type
+        names: list[str] = []
+        for item in value:
+            if not isinstance(item, str):
+                return value
+            for name in item.split(","):
+                name = name.strip()
+                if name and name != "jsonl" and name not in names:
+                    names.append(name)
+        return [] if "none" in names else names
 
 
 #: RunConfig field -> registry kind of the plugin it names (from :data:`paddlellm.kinds.KIND_TABLE`)
@@ -246,42 +332,44 @@ def build_run_config(
 
     check_plugin_names(config, registry)
     plugin_classes: dict[str, type[BaseModel]] = {}
+    who: dict[str, str] = {}  # options key -> "kind 'name'" for messages
     for kind, name in selected_plugins(config):
         cls = plugin_config_class(registry, kind, name)
         if cls is not None:
-            plugin_classes[kind] = cls
+            key = options_key(kind, registry.get(kind, name).name)
+            plugin_classes[key] = cls
+            who[key] = f"{kind} '{name}'"
 
     owner: dict[str, str] = {}
     for kind, cls in plugin_classes.items():
         for key in cls.model_fields:
             if key in CORE_KEYS or key in owner:
                 other = owner.get(key, "the core")
-                raise ConfigError(f"config key '{key}' is claimed by both {other} and the {kind} plugin")
+                raise ConfigError(f"config key '{key}' is claimed by both {other} and the "
+                                  f"{kind} plugin")
             owner[key] = kind
     for key in extra:
         if key not in owner:
             raise ConfigError(closest_keys_message(key, [*CORE_KEYS, *owner]))
     config.plugin_options = {
         kind: validate_model(cls, {k: v for k, v in extra.items() if owner[k] == kind},
-                        f"options of {kind} '{getattr(config, _field_of(kind))}'")
+                             f"options of {who[kind]}")
         for kind, cls in plugin_classes.items()
     }
     return config
 
 
-def _field_of(kind: str) -> str:
-    return next(f for f, k in PLUGIN_FIELDS.items() if k == kind)
-
-
 def selected_plugins(config: RunConfig) -> Iterator[tuple[str, str]]:
-    """``(kind, name)`` of every plugin ``config`` names (``auto`` and unset skipped)."""
+    """``(kind, name)`` of every plugin ``config`` names (``auto`` and unset skipped; each
+    name of a list such as ``--loggers``)."""
     for field, kind in PLUGIN_FIELDS.items():
-        name = getattr(config, field)
-        if name is None or name == AUTO:
-            continue
-        if field == "device":  # "gpu:1" names the backend "gpu"
-            name = name.partition(":")[0]
-        yield kind, name
+        value = getattr(config, field)
+        for name in (value if isinstance(value, list) else [value]):
+            if name is None or name == AUTO or (name == "all" and isinstance(value, list)):
+                continue  # --loggers all: the session builds every installed logger
+            if field == "device":  # "gpu:1" names the backend "gpu"
+                name = name.partition(":")[0]
+            yield kind, name
 
 
 def check_plugin_names(config: RunConfig, registry: "Registry") -> None:

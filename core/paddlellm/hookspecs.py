@@ -148,6 +148,18 @@ def register_kv_cache_layouts(register):
 
 
 @hookspec
+def register_loggers(register):
+    """Register training loggers for ``llm run --loggers NAME,...`` (TensorBoard, VisualDL,
+    plots, experiment trackers).
+
+    ``target`` resolves to a factory (a class or function) called with the logger's options
+    (its pydantic ``config_class``, or None) that returns an object following
+    :class:`paddlellm.interfaces.TrainingLogger`: ``on_start(config, output_dir)``,
+    ``log(step, metrics)``, ``on_end()``.
+    """
+
+
+@hookspec
 def register_commands(app):
     """Add commands to the ``llm`` command line.
 

@@ -524,6 +524,39 @@ class Stage(Protocol):
 
     def __call__(self, ctx: Any) -> dict[str, Any]: ...
 
+# --- training loggers ----------------------------------------------------------------------
+
+@optional(on_save=None, truncate_after=None, config_class=None)
+@runtime_checkable
+class TrainingLogger(Protocol):
+    """Receives a training run's metrics (``--loggers NAME,...``; ``metrics.jsonl`` is always
+    written by the built-in ``jsonl`` logger).
+
+    Registered as a *factory*: a class (or function) called with the plugin's validated
+    options (its ``config_class``, or None) on the main process when the run's session
+    starts; a missing library is reported then (say which ``pip install`` brings it).
+
+    * ``on_start(config, output_dir)``: the run's :class:`paddlellm.config.RunConfig` and its
+      output folder (event files go under ``config.logging_dir`` or ``output_dir/runs``:
+      :func:`paddlellm.train.loggers.logging_dir`);
+    * ``log(step, metrics)``: one record: ``metrics`` maps names (``loss``, ``lr``,
+      ``tokens_per_sec``, ``eval_loss``, ...) to numbers or strings, ``step`` is the optimizer
+      step (0: before training);
+    * ``on_end()``: the run is over (flush, close files).
+
+    Optional: ``on_save(step)`` after the checkpoint of ``step`` is written;
+    ``truncate_after(step)`` when a resumed run continues from the checkpoint of ``step``
+    (called after ``on_start``; forget or mask what was logged past ``step`` so every step
+    appears once); ``config_class`` (pydantic options: flat ``llm run`` keys).
+    """
+
+    def on_start(self, config: Any, output_dir: str) -> None: ...
+
+    def log(self, step: int, metrics: Mapping[str, Any]) -> None: ...
+
+    def on_end(self) -> None: ...
+
+
 # --- the model object -----------------------------------------------------------------------
 
 @runtime_checkable

@@ -38,6 +38,9 @@ class Kind:
     factory: bool = False
     #: one line for the docs
     summary: str = ""
+    #: True when the ``llm run`` key names several plugins of the kind (a list:
+    #: ``--loggers tensorboard,plot``); their options are keyed ``"kind:name"``
+    multiple: bool = False
 
 
 KIND_TABLE: tuple[Kind, ...] = (
@@ -65,6 +68,9 @@ KIND_TABLE: tuple[Kind, ...] = (
          summary="a compiled product for weight-only quantized linear layers (int8/int4)"),
     Kind("reward", "register_rewards", _ifaces.Reward, None, factory=True,
          summary="scores completions for RLHF: a rule function or a reward-model/server class"),
+    Kind("logger", "register_loggers", _ifaces.TrainingLogger, "loggers", factory=True,
+         multiple=True, summary="receives training metrics (TensorBoard, VisualDL, plots, "
+         "W&B-style services); target: f(options) -> logger"),
 )
 
 _BY_NAME = {k.name: k for k in KIND_TABLE}
@@ -78,6 +84,18 @@ def get_kind(name: str) -> Kind:
 def hook_kinds() -> dict[str, str]:
     """Registration hook name -> kind name."""
     return {k.hook: k.name for k in KIND_TABLE}
+
+
+def multiple_kinds() -> set[str]:
+    """The kinds whose ``llm run`` key names a list of plugins."""
+    return {k.name for k in KIND_TABLE if k.multiple}
+
+
+def options_key(kind: str, name: str) -> str:
+    """The :attr:`paddlellm.config.RunConfig.plugin_options` key of a selected plugin: its
+    kind, or ``"kind:name"`` for a kind whose ``llm run`` key names several
+    (``logger:tensorboard``)."""
+    return f"{kind}:{name}" if kind in multiple_kinds() else kind
 
 
 def field_kinds() -> dict[str, str]:

@@ -35,6 +35,7 @@ RENAMES: dict[str, str] = {
     "max_seq_length": "max_length",
     "max_seq_len": "max_length",
     "gradient_checkpointing": "recompute",
+    "report_to": "loggers",
 }
 
 #: boolean PEFT switches -> the ``--peft`` method they select
@@ -95,8 +96,6 @@ NO_EFFECT: dict[str, str] = {
     "data_cache": "cached indexes live beside the data (index-cache/)",
     "skip_memory_metrics": "no memory metrics are collected",
     "overwrite_output_dir": "output_dir is reused; pass --resume to continue a run",
-    "logging_dir": "metrics go to output_dir/metrics.jsonl",
-    "report_to": "metrics go to output_dir/metrics.jsonl",
     "use_fused_rms_norm": "no fused RMSNorm kernel is registered for this backend; the "
                           "reference RMSNorm is used",
     "use_fused_rope": "rotary embeddings use the reference kernel",
@@ -377,13 +376,19 @@ def resolve_data_folder(data: str | None, eval_data: str | None, stage: str
     folder = Path(data)
     if any(folder.glob("*.idx")):
         return data, eval_data
+    if (any((folder / n).is_file() for n in ("dataset_info.json", "state.json",
+                                              "dataset_dict.json"))
+            or any(p.suffix in (".parquet", ".arrow") for p in folder.rglob("*"))) \
+            and _first(folder, ("train.json", "train.jsonl")) is None:
+        return data, eval_data  # a Hugging Face datasets folder (paddlellm.data.hf_datasets)
     train = _first(folder, ("train.json", "train.jsonl"))
     if train is None:
         if stage == "pretrain":
             train = _first(folder, ("train.txt",))
         if train is None:
             raise ConfigError(f"data folder {folder}: expected train.json (and optionally "
-                              "dev.json), as PaddleNLP's dataset_name_or_path folders hold, or "
+                              "dev.json), as PaddleNLP's dataset_name_or_path folders hold, "
+                              "parquet/arrow files (a Hugging Face datasets folder), or "
                               "a .bin/.idx pair for pretraining")
     if eval_data is None:
         dev = _first(folder, ("dev.json", "dev.jsonl", "eval.json", "eval.jsonl"))
@@ -400,6 +405,10 @@ def mapping_table() -> str:
              for k, v in keys.items()]
     rows += [f"| `{k}` (with reft) | only `{v}` |" for k, v in REFT_FIXED.items()]
     rows += ["| `add_bias` (with reft) | no effect (LoReFT's `W h + b` always has `b`) |"]
+    rows += ["| `report_to: none` / `all` | `--loggers none` (metrics.jsonl only) / every "
+             "installed logger |",
+             "| `logging_dir` | `logging_dir` (TensorBoard/VisualDL event files; default "
+             "output_dir/runs) |"]
     rows += ["| `continue_training` | `continue_training` (start from the checkpoint's weights) |",
              "| `weight_quantize_algo` | `--quant_type` (QLoRA base) |",
              "| `tensor_parallel_degree: N>1` | `--strategy tensor_parallel "

@@ -1,4 +1,10 @@
-"""Save a state dict in the Hugging Face layout, sharded as ``transformers`` shards it."""
+"""Save a state dict in the Hugging Face layout, sharded as ``transformers`` shards it.
+
+Each shard is one :func:`~paddlellm.checkpoint.safetensors_io.write_safetensors` call: NumPy
+arrays already in memory are written by the ``safetensors`` library, Paddle tensors, casts and
+bfloat16 by the streaming writer, one tensor at a time (measured in that module's docstring:
+the library's API needs every tensor in memory at once).
+"""
 from __future__ import annotations
 
 import json
@@ -74,7 +80,8 @@ def _source(name: str, value, dtype: str | None) -> TensorSource:
     if dst != src:
         inner = load
         load = lambda: convert_storage(inner(), src, dst)  # noqa: E731
-    return TensorSource(name, dst, tuple(shape), load)
+    in_memory = not is_paddle_tensor(value) and dst == src
+    return TensorSource(name, dst, tuple(shape), load, array=arr if in_memory else None)
 
 
 def _shard_name(prefix: str, i: int, n: int) -> str:

@@ -41,7 +41,8 @@ CORE_HELP: dict[str, str] = {
 
 COMPOSITION = ("model", "model_name_or_path", "stage", "peft", "align", "strategy", "device",
                "attention_kernel", "quant_type")
-DATA = ("data", "eval_data", "max_length", "zero_padding", "split", "tokenizer_name_or_path")
+DATA = ("data", "eval_data", "data_columns", "max_length", "zero_padding", "split",
+        "tokenizer_name_or_path")
 
 
 def run_help_options(manager: Any | None = None) -> list[HelpOption]:

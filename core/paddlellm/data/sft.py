@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -44,8 +44,10 @@ def record_to_messages(record: Any, where: str) -> list[dict[str, str]]:
             raise DataFormatError(f"{where}: no assistant message to train on")
         return [{"role": m["role"], "content": m["content"]} for m in messages]
     if "src" not in record or "tgt" not in record:
-        raise DataFormatError(f"{where}: expected 'src' and 'tgt' (or 'messages'); found keys "
-                              f"{', '.join(sorted(record)) or 'none'}")
+        raise DataFormatError(f"{where}: expected 'src' and 'tgt' (or 'messages', or a layout "
+                              "of docs/data.md); found keys "
+                              f"{', '.join(sorted(record)) or 'none'} (map columns with "
+                              "--data_columns prompt=COLUMN,response=COLUMN)")
     src, tgt = record["src"], record["tgt"]
     if isinstance(src, str) and isinstance(tgt, str):
         src, tgt = [src], [tgt]
@@ -71,28 +73,53 @@ def src_tgt_messages(record: dict, src: list[str], tgt: list[str]) -> list[dict[
     return messages
 
 
-def read_jsonl(path: str | Path, parse: Callable[[Any, str], T], empty: str = "no examples",
-               what: str = "data file") -> list[T]:
-    """``parse(record, "file:line")`` of every non-blank line of a jsonl file; a missing file
-    (``{what} not found``), a line that is not JSON or a file with no records (``empty``) is an
-    error naming file (and line)."""
+def iter_records(path: str | Path, what: str = "data file") -> Iterator[tuple[str, Any]]:
+    """``(where, record)`` of a data source: the JSON object of every non-blank line of a jsonl
+    file (``where`` = ``file:line``), or the rows of a Hugging Face ``datasets`` source
+    (parquet/arrow/JSON-array files, their folders, Hub dataset ids:
+    :mod:`paddlellm.data.hf_datasets`; ``where`` = ``source[split][row]``)."""
+    from .hf_datasets import is_datasets_source, iter_dataset_records
     from .textfile import iter_lines, parse_json_line
 
+    if is_datasets_source(path):
+        yield from iter_dataset_records(path, what)
+        return
     path = Path(path)
-    out = []
     for lineno, line in iter_lines(path, what):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        out.append(parse(parse_json_line(line, where), where))
+        if line.strip():
+            where = f"{path}:{lineno}"
+            yield where, parse_json_line(line, where)
+
+
+def read_jsonl(path: str | Path, parse: Callable[[Any, str], T], empty: str = "no examples",
+               what: str = "data file", columns: Mapping[str, str] | None = None) -> list[T]:
+    """``parse(record, where)`` of every record of a data source (:func:`iter_records`: a
+    jsonl file or a Hugging Face ``datasets`` source); a missing file (``{what} not found``),
+    a line that is not JSON or a source with no records (``empty``) is an error naming file
+    (and line or row).
+
+    With ``columns`` (a ``--data_columns`` mapping, ``{}`` for none) each record first goes
+    through :func:`paddlellm.data.columns.normalise_record`: mapped columns and the layouts
+    of common datasets (alpaca, ShareGPT, TRL's prompt/chosen/rejected) become the SFT and
+    preference formats."""
+    from .columns import normalise_record
+
+    out = []
+    for where, record in iter_records(path, what):
+        if columns is not None:
+            record = normalise_record(record, columns, where)
+        out.append(parse(record, where))
     if not out:
         raise DataFormatError(f"{path}: {empty}")
     return out
 
 
-def read_sft_jsonl(path: str | Path) -> list[list[dict[str, str]]]:
-    """Conversations of a jsonl file; a malformed line is an error naming file and line."""
-    return read_jsonl(path, record_to_messages)
+def read_sft_jsonl(path: str | Path, columns: Mapping[str, str] | None = None
+                   ) -> list[list[dict[str, str]]]:
+    """Conversations of a data source (jsonl, or a ``datasets`` source); records in other
+    layouts are mapped by ``columns`` (:mod:`paddlellm.data.columns`); a malformed record is an
+    error naming file and line (or row)."""
+    return read_jsonl(path, record_to_messages, columns=columns)
 
 
 @dataclass

@@ -2,15 +2,29 @@
 
 Decoding each token alone is wrong for byte-level BPE (a character split over several byte
 tokens) and for SentencePiece-style tokenizers (whether ``▁`` becomes a space depends on the
-token's position). Like vLLM and ``TextStreamer``, each step decodes a short window that starts
-a few tokens back (``prefix_offset``) and emits only the text beyond what the window up to the
-last emitted token (``read_offset``) decoded to, holding back while the text ends in an
-incomplete UTF-8 sequence (U+FFFD). The concatenated output equals ``tokenizer.decode`` of
-the whole stream.
+token's position). ``tokenizers.decoders.DecodeStream`` solves this in the tokenizers library
+itself (vLLM's prefix/read-offset windows, in Rust): it emits the text beyond what the window
+up to the last emitted token decoded to, holding back while the text ends in an incomplete
+UTF-8 sequence (U+FFFD). It does the stepping here. Kept by hand, for what DecodeStream does not
+do:
+
+* **the end of the stream** (:meth:`IncrementalDetokenizer.flush`): DecodeStream has no flush,
+  so bytes of a character that never completed stay held; a full ``decode`` turns them into
+  U+FFFD, and so does ``flush`` (from one full decode of the stream's ids);
+* **transformers' clean-up** (``clean_up_tokenization_spaces`` of non-BPE tokenizers: ``" ,"``
+  -> ``","``, ``" 's"`` -> ``"'s"``): a ``transformers`` step after the decoder, which
+  DecodeStream does not know; applied to its raw text, holding back a short tail a later
+  token could still change;
+* **prompt context**: the prompt's last tokens are fed first (their text not emitted), so a
+  SentencePiece ``▁word`` that follows the prompt keeps its space.
+
+The concatenated output equals ``tokenizer.decode`` of the whole stream.
 """
 from __future__ import annotations
 
 from typing import Iterable
+
+from tokenizers.decoders import DecodeStream
 
 from .tokenizer import CLEANUP_REPLACEMENTS, Tokenizer, _clean_up_tokenization
 
@@ -37,9 +51,13 @@ class IncrementalDetokenizer:
         # and keeps the decoding windows short.
         self._skip = {i for i, t in tokenizer.added_tokens_decoder.items() if t.special} if skip_special_tokens else set()
         prompt = [int(i) for i in (prompt_ids or []) if int(i) not in self._skip]
-        self._ids: list[int] = prompt[-_PROMPT_CONTEXT:]
-        self._prefix_offset = 0
-        self._read_offset = len(self._ids)
+        self._context: list[int] = prompt[-_PROMPT_CONTEXT:]
+        self._ids: list[int] = list(self._context)  # the context, then every token pushed
+        self._backend = tokenizer.backend_tokenizer
+        self._stream = DecodeStream(skip_special_tokens=skip_special_tokens)
+        if self._context:  # decoded as context only: its text is not part of the output
+            self._stream.step(self._backend, list(self._context))
+        self._streamed = ""  # the raw text DecodeStream returned for the pushed tokens
         self.text = ""  # everything emitted so far
         # Tokenizers whose decode() also applies transformers' clean-up (non-BPE models with
         # clean_up_tokenization_spaces): clean the raw text, holding back a short tail that a later
@@ -73,16 +91,17 @@ class IncrementalDetokenizer:
         if token_id in self._skip:
             return ""
         self._ids.append(token_id)
-        prefix_text = self._decode(self._ids[self._prefix_offset : self._read_offset])
-        new_text = self._decode(self._ids[self._prefix_offset :])
-        if len(new_text) > len(prefix_text) and not new_text.endswith(_REPLACEMENT):
-            self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
-            return self._emit(new_text[len(prefix_text) :])
-        return ""
+        delta = self._stream.step(self._backend, token_id)
+        if not delta:
+            return ""
+        self._streamed += delta
+        return self._emit(delta)
 
     def flush(self) -> str:
         """Emit whatever is held back (an incomplete character becomes U+FFFD, as in a full decode)."""
-        prefix_text = self._decode(self._ids[self._prefix_offset : self._read_offset])
-        new_text = self._decode(self._ids[self._prefix_offset :])
-        self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
-        return self._emit(new_text[len(prefix_text) :], final=True)
+        whole = self._decode(self._ids)
+        context = self._decode(self._context) if self._context else ""
+        raw = whole[len(context):] if whole.startswith(context) else whole
+        tail = raw[len(self._streamed):] if raw.startswith(self._streamed) else ""
+        self._streamed += tail
+        return self._emit(tail, final=True)

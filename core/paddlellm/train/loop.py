@@ -141,6 +141,7 @@ def train(
                                 {"step": state.step, "tokens": state.tokens,
                                  "losses": state.losses},
                                 keep=config.save_total_limit)
+                logger.saved(state.step)
             strategy.barrier()
     logger.finish()
     return state
@@ -195,6 +196,7 @@ def train_and_evaluate(
         if loggable(extra):
             logger.log({"step": state.step, **loggable(extra)})
     save_final(ctx.strategy, model, save, str(ctx.output_dir))
+    logger.close()  # the loggers' on_end: plots drawn, event files closed
     return state, before, after
 
 

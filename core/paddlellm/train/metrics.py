@@ -2,11 +2,10 @@
 and the before/after table a run ends with (the full summary goes to ``run_summary.json``)."""
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Sequence, TextIO
 
 
 def format_record(record: dict[str, Any]) -> str:
@@ -20,14 +19,21 @@ def format_record(record: dict[str, Any]) -> str:
 
 
 class MetricsLogger:
-    """Appends records to ``path`` and shows progress on ``stream`` (main process only).
+    """A run's metrics: kept in :attr:`records`, shown on ``stream`` and handed to the run's
+    training loggers (main process only).
 
-    On a terminal a rich progress bar carries loss, lr and tokens/s; elsewhere (CI, logs)
-    each record is printed as one line.
+    ``metrics.jsonl`` at ``path`` is the built-in ``jsonl`` logger
+    (:class:`paddlellm.loggers.jsonl.JsonlLogger`, always on); ``loggers`` are the others the
+    run selected (``--loggers``: :class:`paddlellm.interfaces.TrainingLogger` objects, already
+    started). On a terminal a rich progress bar carries loss, lr and tokens/s; elsewhere (CI,
+    logs) each record is printed as one line.
     """
 
     def __init__(self, path: str | Path | None, *, enabled: bool = True,
-                 stream: TextIO | None = None, label: str = "train") -> None:
+                 stream: TextIO | None = None, label: str = "train",
+                 loggers: Sequence[Any] = ()) -> None:
+        from ..loggers.jsonl import JsonlLogger
+
         self.path = Path(path) if path else None
         self.label = label
         self.enabled = enabled
@@ -35,37 +41,32 @@ class MetricsLogger:
         self.records: list[dict[str, Any]] = []
         self._progress = None
         self._task = None
-        # the first record of a run that does not continue the file starts it afresh, so a
-        # run restarted from scratch never appends to the records of an earlier one
-        self._fresh = True
-        if self.path and enabled:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.jsonl = JsonlLogger(path=self.path) if self.path else None
+        if self.jsonl is not None and enabled:
+            self.jsonl.on_start(None, self.path.parent)
+        #: every logger records go to, ``metrics.jsonl`` first
+        self.loggers: list[Any] = ([self.jsonl] if self.jsonl else []) + list(loggers) \
+            if enabled else []
+        self._closed = False
+        self._truncated: int | None = None
 
     def _read(self) -> list[dict[str, Any]]:
         """The file's records; a torn last line (a run killed mid-write) is dropped."""
-        out = []
-        if not (self.path and self.path.is_file()):
-            return out
-        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                out.append(record)
-        return out
+        return self.jsonl.records() if self.jsonl else []
 
     def truncate_after(self, step: int) -> None:
-        """Continue the file of a run resumed from the checkpoint at ``step``: records past
-        ``step`` are forgotten, so every step is logged once across restarts."""
-        self._fresh = False
-        if not (self.enabled and self.path and self.path.is_file()):
+        """Continue the records of a run resumed from the checkpoint at ``step``: every
+        logger forgets (or masks) what it had past ``step``, so each step is logged once
+        across restarts."""
+        from ..interfaces import TrainingLogger, member
+
+        if self._truncated == step:  # the loop and train_and_evaluate both ask: once
             return
-        kept = [r for r in self._read() if isinstance(r.get("step", 0), int)
-                and r.get("step", 0) <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-        tmp.replace(self.path)
+        self._truncated = step
+        for logger in self.loggers:
+            truncate = member(logger, TrainingLogger, "truncate_after")
+            if truncate is not None:
+                truncate(step)
 
     def initial_eval(self) -> dict[str, Any] | None:
         """The step-0 evaluation already in the file (a resumed run reports it as "before")."""
@@ -93,10 +94,10 @@ class MetricsLogger:
         self.records.append(record)
         if not self.enabled:
             return
-        if self.path:
-            mode, self._fresh = ("w" if self._fresh else "a"), False
-            with self.path.open(mode, encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
+        step = int(record.get("step", 0))
+        metrics = {k: v for k, v in record.items() if k != "step"}
+        for logger in self.loggers:
+            logger.log(step, metrics)
         shown = {k: v for k, v in record.items() if k != "time"}
         if self._progress is not None:
             if "loss" in record:
@@ -107,10 +108,29 @@ class MetricsLogger:
         else:
             print(format_record(shown), file=self.stream, flush=True)
 
+    def saved(self, step: int) -> None:
+        """The checkpoint of ``step`` is written: loggers that draw or flush do it now."""
+        from ..interfaces import TrainingLogger, member
+
+        for logger in self.loggers:
+            on_save = member(logger, TrainingLogger, "on_save")
+            if on_save is not None:
+                on_save(step)
+
     def finish(self) -> None:
+        """The loop is done: stop the progress bar (records may still follow)."""
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+    def close(self) -> None:
+        """The run is over: every logger's ``on_end`` (once)."""
+        self.finish()
+        if self._closed:
+            return
+        self._closed = True
+        for logger in self.loggers:
+            logger.on_end()
 
 
 def print_heading(text: str, *, enabled: bool = True, stream: TextIO | None = None) -> None:

@@ -104,6 +104,10 @@ class TrainingSession:
                 self._use(self.config.model_copy(update=unset))
                 self.demo_defaults.update(unset)
             demo.configure(self)
+        if self.is_main_process:  # a logger's missing library stops the run before the model
+            from ..loggers import check_installed
+
+            check_installed(self.config.loggers)
         #: the checkpoint the run starts from (None: a fresh model of the --model preset)
         self.source = resolve_run_model(ctx, pretrained=pretrained)
         paddle.seed(self.config.seed)
@@ -239,11 +243,17 @@ class TrainingSession:
     # --- training ----------------------------------------------------------------------------
 
     def metrics_logger(self, cls: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
-        """The run's ``metrics.jsonl`` logger (``cls``: a :class:`MetricsLogger` subclass)."""
+        """The run's metrics logger (``cls``: a :class:`MetricsLogger` subclass): records go to
+        ``metrics.jsonl`` and, on the main process, to the ``--loggers`` the run selected
+        (built and started here, so a missing library stops the run before training)."""
+        from ..loggers import build_loggers
         from ..train.metrics import MetricsLogger
 
+        loggers = (build_loggers(self.config, self.ctx.registry, self.output_dir)
+                   if self.is_main_process else [])
         self.logger = (cls or MetricsLogger)(self.output_dir / "metrics.jsonl",
-                                             enabled=self.is_main_process, **kwargs)
+                                             enabled=self.is_main_process, loggers=loggers,
+                                             **kwargs)
         return self.logger
 
     def log_start(self, record: Mapping[str, Any]) -> None:
@@ -274,11 +284,15 @@ class TrainingSession:
         from ..train.loop import train_and_evaluate
 
         optimizer, scheduler = self.build_optimizer(total_steps)
-        state, before, after = train_and_evaluate(
-            self.model, optimizer, scheduler, batches, step_loss, config=self.config,
-            ctx=self.ctx, total_steps=total_steps, logger=self.logger or self.metrics_logger(),
-            evaluate=evaluate, extra_metrics=extra_metrics, save=save or self.save_files,
-            resume_from=str(self.resume_dir) if self.resume_dir else None)
+        logger = self.logger or self.metrics_logger()
+        try:
+            state, before, after = train_and_evaluate(
+                self.model, optimizer, scheduler, batches, step_loss, config=self.config,
+                ctx=self.ctx, total_steps=total_steps, logger=logger, evaluate=evaluate,
+                extra_metrics=extra_metrics, save=save or self.save_files,
+                resume_from=str(self.resume_dir) if self.resume_dir else None)
+        finally:  # an interrupted run still closes its event files and draws its plot
+            logger.close()
         return FitResult(state, before, after, total_steps)
 
     def train_phase(self, config: Any, batches: Iterator[dict], step_loss: Callable, *,

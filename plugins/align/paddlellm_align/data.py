@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -52,8 +52,10 @@ def parse_record(record: Any, where: str, pointwise: bool) -> PreferenceRecord:
     missing = [k for k in ("src", "response", "sort") if k not in record]
     if missing:
         raise DataFormatError(f"{where}: missing {', '.join(repr(k) for k in missing)}; a "
-                              "preference record has 'src', 'tgt', 'response' and 'sort' "
-                              f"(found {', '.join(sorted(record)) or 'no keys'})")
+                              "preference record has 'src', 'tgt', 'response' and 'sort', "
+                              "or 'prompt', 'chosen' and 'rejected' "
+                              f"(found {', '.join(sorted(record)) or 'no keys'}; map columns "
+                              "with --data_columns prompt=COLUMN,chosen=COLUMN,rejected=COLUMN)")
     src = _string_list(record["src"], "src", where)
     tgt = _string_list(record.get("tgt", []), "tgt", where)
     responses = _string_list(record["response"], "response", where)
@@ -87,10 +89,14 @@ def parse_record(record: Any, where: str, pointwise: bool) -> PreferenceRecord:
     return PreferenceRecord(messages, responses[best], responses[worst])
 
 
-def read_preference_jsonl(path: str | Path, pointwise: bool = False) -> list[PreferenceRecord]:
-    """Records of a jsonl file; a malformed line is an error naming file and line."""
+def read_preference_jsonl(path: str | Path, pointwise: bool = False,
+                          columns: Mapping[str, str] | None = None) -> list[PreferenceRecord]:
+    """Records of a data source (a jsonl file, or a Hugging Face ``datasets`` source: parquet,
+    arrow, a Hub dataset id); other layouts (TRL's ``prompt``/``chosen``/``rejected``,
+    ``prompt``/``completion``/``label``) and ``--data_columns`` mappings are read through
+    ``columns``; a malformed record is an error naming file and line (or row)."""
     return read_jsonl(path, lambda record, where: parse_record(record, where, pointwise),
-                      empty="no records")
+                      empty="no records", columns=columns)
 
 
 # --- tokenising ----------------------------------------------------------------------------

@@ -134,9 +134,9 @@ def read_preferences(session: TrainingSession, pointwise: bool):
     from .data import read_preference_jsonl
 
     config = session.config
-    train = read_preference_jsonl(config.data, pointwise)
+    train = read_preference_jsonl(config.data, pointwise, config.data_columns)
     if config.eval_data:
-        held = read_preference_jsonl(config.eval_data, pointwise)
+        held = read_preference_jsonl(config.eval_data, pointwise, config.data_columns)
     else:
         n_eval = max(1, len(train) // 20)
         train, held = train[n_eval:], train[:n_eval]

@@ -70,9 +70,9 @@ def read_conversations(session: TrainingSession) -> tuple[list, list, list[dict]
     from ...data.sft import read_sft_jsonl
 
     config = session.config
-    train = read_sft_jsonl(config.data)
+    train = read_sft_jsonl(config.data, config.data_columns)
     if config.eval_data:
-        held = read_sft_jsonl(config.eval_data)
+        held = read_sft_jsonl(config.eval_data, config.data_columns)
     else:
         n_eval = max(1, len(train) // 20)
         train, held = train[n_eval:], train[:n_eval]
