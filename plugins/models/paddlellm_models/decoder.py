@@ -102,6 +102,11 @@ class Rotary:
         self._static = None
         self._longrope: dict[bool, tuple[paddle.Tensor, float]] = {}
 
+    def _tensor(self, freq: np.ndarray) -> paddle.Tensor:
+        if self.config.rope_inv_freq_fp16:  # ChatGLM-6B keeps its inverse frequencies in float16
+            freq = np.asarray(freq).astype(np.float16).astype(np.float32)
+        return paddle.to_tensor(freq)
+
     def _freq(self, max_pos: int | None) -> tuple[paddle.Tensor, float]:
         c = self.config
         if self.kind == "longrope":  # short or long factors, by the longest position
@@ -109,20 +114,25 @@ class Rotary:
             if long not in self._longrope:
                 freq, factor = rope.inv_freq(self.dim, c.rope_theta, c.rope_scaling,
                                              c.max_position_embeddings, seq_len=max_pos + 1)
-                self._longrope[long] = (paddle.to_tensor(freq), factor)
+                self._longrope[long] = (self._tensor(freq), factor)
             return self._longrope[long]
         if self.kind == "dynamic" and max_pos is not None and max_pos + 1 > c.max_position_embeddings:
             freq, factor = rope.inv_freq(self.dim, c.rope_theta, c.rope_scaling,
                                          c.max_position_embeddings, seq_len=max_pos + 1)
-            return paddle.to_tensor(freq), factor
+            return self._tensor(freq), factor
         if self._static is None:
             freq, factor = rope.inv_freq(self.dim, c.rope_theta, c.rope_scaling,
                                          c.max_position_embeddings)
-            self._static = (paddle.to_tensor(freq), factor)
+            self._static = (self._tensor(freq), factor)
         return self._static
 
     def __call__(self, position_ids: paddle.Tensor, dtype) -> tuple[paddle.Tensor, paddle.Tensor]:
-        """``(cos, signed_sin)``, each ``(B, T, 1, D)``; see :func:`apply_rotary`."""
+        """``(cos, signed_sin)``, each ``(B, T, 1, D)``; see :func:`apply_rotary`. GLM's 2D
+        position ids ``(B, 2, T)`` give ``(B, T, 1, 2, D)``: one table per half of the head."""
+        if position_ids.ndim == 3:  # (B, 2, T): positions and block positions
+            parts = [self(position_ids[:, k], dtype) for k in range(position_ids.shape[1])]
+            return (paddle.stack([p[0] for p in parts], axis=-2),  # (B, T, 1, 2, D)
+                    paddle.stack([p[1] for p in parts], axis=-2))
         max_pos = int(position_ids.max()) if self.kind in rope.LENGTH_DEPENDENT else None
         inv_freq, scale = self._freq(max_pos)
         freqs = position_ids.astype("float32").unsqueeze(-1) * inv_freq  # (B, T, D/2)
@@ -145,6 +155,10 @@ def apply_rotary(x: paddle.Tensor, cos: paddle.Tensor, signed_sin: paddle.Tensor
     interleaved (pairs ``(x0, x1)``): the partner of each element is its pair's other half,
     ``[x1, x0, x3, x2, ...] * [-s0, s0, ...]``. With partial rotary (``cos`` narrower than
     ``x``) the remaining dims pass through."""
+    if cos.ndim == x.ndim + 1:  # GLM 2D: x's last dim in blocks, each with its own table
+        shape, blocks = x.shape, cos.shape[-2]
+        xb = x.reshape([*shape[:-1], blocks, shape[-1] // blocks])  # (B, T, H, 2, D/2)
+        return apply_rotary(xb, cos, signed_sin, interleaved).reshape(shape)
     rot = cos.shape[-1]
     if rot < x.shape[-1]:
         x_rot, x_pass = x[..., :rot], x[..., rot:]
@@ -154,6 +168,26 @@ def apply_rotary(x: paddle.Tensor, cos: paddle.Tensor, signed_sin: paddle.Tensor
         pairs = paddle.flip(x.reshape([*shape[:-1], rot // 2, 2]), axis=[-1])  # (B, T, H, D/2, 2)
         return x * cos + pairs.reshape(shape) * signed_sin  # (B, T, H, D)
     return x * cos + paddle.roll(x, shifts=rot // 2, axis=-1) * signed_sin  # (B, T, H, D)
+
+
+def glm_positions(token_ids, bos_token_id: int, mask_token_ids) -> np.ndarray:
+    """GLM's 2D position ids ``(2, L)`` of one unpadded sequence (THUDM's ``get_position_ids``):
+    with ``c`` the index of the first ``bos_token_id`` (the context length) and ``m`` the index
+    of the first mask token present (in ``mask_token_ids``' order), token ``t`` has position
+    ``t`` and block position 0 before ``c``, position ``m`` and block position ``t - c + 1``
+    from ``c`` on (generated tokens included). A sequence without bos is all context."""
+    ids = np.asarray(token_ids, dtype=np.int64)
+    n = len(ids)
+    hits = np.flatnonzero(ids == bos_token_id)
+    c = int(hits[0]) if len(hits) else n
+    m = c
+    for mask_id in mask_token_ids:
+        found = np.flatnonzero(ids == mask_id)
+        if len(found):
+            m = int(found[0])
+            break
+    t = np.arange(n, dtype=np.int64)
+    return np.stack([np.where(t < c, t, m), np.where(t < c, 0, t - c + 1)])  # (2, L)
 
 
 def alibi_slopes(num_heads: int) -> np.ndarray:
@@ -202,7 +236,8 @@ class Attention(nn.Layer):
         out = ctx["kernel"](q, k, v, causal=True, attention_mask=ctx["mask"],
                             sliding_window=ctx["window"], alibi_slopes=ctx["alibi"],
                             segment_ids=ctx["segments"], scale=self.scale,
-                            softcap=ctx["softcap"], cache=cache)  # (B, T, Hq, D)
+                            softcap=ctx["softcap"], cache=cache,
+                            **ctx["extra"])  # (B, T, Hq, D)
         return self.o_proj(out.reshape([b, t, self.num_heads * self.head_dim]))
 
     def _qkv(self, x: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
@@ -286,6 +321,7 @@ class DecoderLayer(nn.Layer):
     def __init__(self, config: ModelConfig, index: int) -> None:
         super().__init__()
         self.pre_norm, self.parallel = config.pre_norm, config.parallel_residual
+        self.residual_scale = config.residual_post_norm_scale
         self.input_layernorm = Norm(config.hidden_size, config)
         self.self_attn = Attention(config)
         self.post_attention_layernorm = Norm(config.hidden_size, config)
@@ -302,6 +338,11 @@ class DecoderLayer(nn.Layer):
         if self.parallel:
             return (x + self.self_attn(self.input_layernorm(x), ctx, cache)
                     + self.mlp(self.post_attention_layernorm(x)))
+        if self.residual_scale is not None:  # GLM: the residual is the normalised input, scaled
+            h = self.input_layernorm(x)
+            x = h * self.residual_scale + self.self_attn(h, ctx, cache)
+            h = self.post_attention_layernorm(x)
+            return h * self.residual_scale + self.mlp(h)
         if not self.pre_norm:  # post-LN (OPT-350m)
             x = self.input_layernorm(x + self.self_attn(x, ctx, cache))
             return self.post_attention_layernorm(x + self.mlp(x))
@@ -360,6 +401,58 @@ class CausalLM(nn.Layer):
         self.kv_cache_layout = DEFAULT_KV_CACHE_LAYOUT
 
     # -- forward ---------------------------------------------------------------------------
+    def sequence_positions(self, token_ids, start: int, end: int) -> np.ndarray:
+        """Position ids of tokens ``start..end-1`` of one unpadded sequence whose tokens so far
+        are ``token_ids`` (prompt and generated; at least ``end`` of them): ``(T,)`` int64,
+        or ``(2, T)`` with GLM's 2D positions. Callers that feed a sequence piece by piece
+        (the serving engine, ``generate``) ask here instead of assuming ``arange``."""
+        if not self.config.position_encoding_2d:
+            return np.arange(start, end, dtype=np.int64)
+        return glm_positions(token_ids, self.config.bos_token_id,
+                             self.config.mask_token_ids)[:, start:end]
+
+    def _default_positions(self, input_ids: paddle.Tensor, attention_mask, past: int):
+        """Position ids of a call that gave none: GLM's 2D ones from the (left-padded) rows
+        (valid when the call starts the sequences), else :meth:`positions`."""
+        b, t = input_ids.shape
+        if not self.config.position_encoding_2d:
+            return self.positions(b, t, attention_mask, past)
+        if past:
+            raise ValueError("GLM 2D positions depend on the whole sequence: pass position_ids "
+                             "(model.sequence_positions) when feeding tokens after a cache")
+        ids = input_ids.numpy()
+        keep = (np.ones(ids.shape, bool) if attention_mask is None
+                else attention_mask.numpy()[:, -t:].astype(bool))
+        out = np.zeros((b, 2, t), dtype=np.int64)
+        for row in range(b):
+            real = ids[row][keep[row]]
+            out[row, :, t - len(real):] = glm_positions(real, self.config.bos_token_id,
+                                                        self.config.mask_token_ids)
+        return paddle.to_tensor(out)
+
+    def _prefix_lens(self, input_ids: paddle.Tensor, attention_mask, cache, offset: int):
+        """prefix-LM (GLM): for each row (each sequence of a paged call) the number of keys
+        every query sees, ``offset +`` the index of the first ``bos_token_id`` in the tokens
+        of a call that starts the sequence; 0 where the call continues one (its context is
+        already cached, and a continuing query sees all of it causally). None: plain causal."""
+        if not self.config.prefix_lm:
+            return None
+        bos, ids = self.config.bos_token_id, input_ids.numpy()
+
+        def context(tokens) -> int:
+            hits = np.flatnonzero(np.asarray(tokens) == bos)
+            return int(hits[0]) if len(hits) else 0
+
+        if getattr(cache, "paged", False):
+            row, lens = ids[0], []
+            for start, n, total in zip(cache.query_start, cache.query_lens, cache.context_lens_host):
+                lens.append(context(row[start:start + n]) if total == n else 0)
+            return lens if any(lens) else None
+        if cache is not None and cache.seq_length > 0:
+            return None
+        lens = [offset + context(r) for r in ids]  # left padding counts: bos's key index
+        return lens if any(lens) else None
+
     def positions(self, batch: int, length: int, attention_mask: paddle.Tensor | None,
                   past: int) -> paddle.Tensor:
         """``(B, T)`` position ids: ``cumsum(mask) - 1`` with padding, else ``past + arange``."""
@@ -384,8 +477,17 @@ class CausalLM(nn.Layer):
         prefix, attention_mask, position_ids = self._apply_prefix(b, attention_mask, position_ids,
                                                                   cache, segment_ids)
         past = cache.seq_length if cache is not None else (prefix[0][0].shape[1] if prefix else 0)
+        prefix_lens = self._prefix_lens(input_ids, attention_mask, cache,
+                                        prefix[0][0].shape[1] if prefix else 0)
+        if prefix_lens is not None and segment_ids is not None:
+            raise ValueError("the prefix-LM mask (GLM) cannot be combined with segment_ids "
+                             "(packed sequences, --zero_padding)")
         if position_ids is None and c.position in ("rope", "learned"):
-            position_ids = self.positions(b, t, attention_mask, past)
+            if c.position_encoding_2d:
+                position_ids = self._default_positions(
+                    input_ids, attention_mask, 0 if prefix and cache is None else past)
+            else:
+                position_ids = self.positions(b, t, attention_mask, past)
         x = m.embed_tokens(input_ids)  # (B, T, E)
         if c.embedding_multiplier != 1.0:
             x = x * paddle.to_tensor(c.embedding_multiplier, dtype=x.dtype)
@@ -403,11 +505,13 @@ class CausalLM(nn.Layer):
             "window": c.sliding_window,
             "alibi": self.alibi_slopes,
             "softcap": c.attention_softcap,
+            # only non-default extras, so kernels written before them keep working
+            "extra": {"prefix_lens": prefix_lens} if prefix_lens is not None else {},
             "kernel": get_attention_kernel(AttentionSpec(
                 dtype=str(x.dtype).replace("paddle.", ""), head_dim=c.head_dim, causal=True,
                 padding_mask=attention_mask is not None, sliding_window=c.sliding_window is not None,
                 alibi=self.alibi_slopes is not None, softcap=c.attention_softcap is not None,
-                segments=segment_ids is not None,
+                segments=segment_ids is not None, prefix=prefix_lens is not None,
                 cache=("none" if cache is None else
                        "paged" if getattr(cache, "paged", False) else "contiguous"),
                 training=paddle.is_grad_enabled())),
