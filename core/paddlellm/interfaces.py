@@ -89,7 +89,7 @@ class AttentionSpec:
     sliding_window: bool = False
     alibi: bool = False
     segments: bool = False  # block-diagonal masks for packed sequences
-    prefix: bool = False  # prefix-LM: ``prefix_lens`` keys visible to every query (GLM)
+    prefix: bool = False  # prefix-LM context (GLM): ``context_keys`` / paged ``prefix_lens``
     softcap: bool = False  # tanh soft-capping of scores (Gemma 2)
     cache: str = "none"  # "none" | "contiguous" | "paged"
     training: bool = False  # gradients must flow through the kernel
@@ -118,10 +118,12 @@ class AttentionKernel(Protocol):
     * ``segment_ids``: ``(B, Tk)`` ints; key ``j`` visible to query ``i`` only when both are in
       the same segment (packed sequences, block-diagonal attention).
     * ``scale`` defaults to ``D ** -0.5``; ``softcap=c`` applies ``c * tanh(s / c)`` to scores.
-    * ``prefix_lens`` (keyword, passed only when set; spec ``prefix=True``): a host list of
-      ints, one per row (per sequence of a paged call): key ``j`` is also visible to every
-      query of the row when ``j < prefix_lens[b]`` -- the bidirectional context of a
-      prefix-LM (GLM). Kernels that do not accept it must answer ``supports`` False for it.
+    * The bidirectional context of a prefix-LM (GLM; spec ``prefix=True``; keywords passed
+      only when set, so kernels that do not take them must answer ``supports`` False):
+      ``context_keys`` ``(B, Tk)`` bool for dense calls -- a marked key is also visible to
+      every query of its row (``attention_mask``/``segment_ids`` still apply); for paged
+      calls ``prefix_lens``, a host list with one int per sequence -- its keys
+      ``j < prefix_lens[s]`` are visible to all its queries.
     * A query that can see no key returns zeros.
     """
 

@@ -411,47 +411,74 @@ class CausalLM(nn.Layer):
         return glm_positions(token_ids, self.config.bos_token_id,
                              self.config.mask_token_ids)[:, start:end]
 
-    def _default_positions(self, input_ids: paddle.Tensor, attention_mask, past: int):
-        """Position ids of a call that gave none: GLM's 2D ones from the (left-padded) rows
-        (valid when the call starts the sequences), else :meth:`positions`."""
-        b, t = input_ids.shape
-        if not self.config.position_encoding_2d:
-            return self.positions(b, t, attention_mask, past)
+    @property
+    def positions_from_tokens(self) -> bool:
+        """Whether position ids depend on the tokens (GLM's 2D ones): a caller that feeds a
+        sequence after a cache must pass ``position_ids`` from :meth:`sequence_positions`."""
+        return bool(self.config.position_encoding_2d)
+
+    def _glm_rows(self, input_ids: paddle.Tensor, attention_mask, segment_ids):
+        """``[(row, columns, tokens)]``: each sequence of a call that starts its sequences --
+        a row's real tokens (padding on either side dropped), or each segment of a packed row."""
+        ids = input_ids.numpy()
+        t = ids.shape[1]
+        out = []
+        if segment_ids is not None:
+            seg = segment_ids.numpy()
+            for row in range(ids.shape[0]):
+                for value in np.unique(seg[row]):
+                    if value < 0:  # padding
+                        continue
+                    cols = np.flatnonzero(seg[row] == value)
+                    out.append((row, cols, ids[row, cols]))
+            return out
+        keep = (np.ones(ids.shape, bool) if attention_mask is None
+                else attention_mask.numpy()[:, -t:].astype(bool))
+        for row in range(ids.shape[0]):
+            cols = np.flatnonzero(keep[row])
+            out.append((row, cols, ids[row, cols]))
+        return out
+
+    def _glm_positions(self, input_ids, attention_mask, segment_ids, past: int) -> paddle.Tensor:
+        """GLM's 2D position ids ``(B, 2, T)`` of a call that gave none (or, packed, gave the
+        restarting 1D ones): each sequence's own, zeros on padding."""
         if past:
             raise ValueError("GLM 2D positions depend on the whole sequence: pass position_ids "
                              "(model.sequence_positions) when feeding tokens after a cache")
-        ids = input_ids.numpy()
-        keep = (np.ones(ids.shape, bool) if attention_mask is None
-                else attention_mask.numpy()[:, -t:].astype(bool))
+        b, t = input_ids.shape
         out = np.zeros((b, 2, t), dtype=np.int64)
-        for row in range(b):
-            real = ids[row][keep[row]]
-            out[row, :, t - len(real):] = glm_positions(real, self.config.bos_token_id,
-                                                        self.config.mask_token_ids)
+        c = self.config
+        for row, cols, tokens in self._glm_rows(input_ids, attention_mask, segment_ids):
+            out[row][:, cols] = glm_positions(tokens, c.bos_token_id, c.mask_token_ids)
         return paddle.to_tensor(out)
 
-    def _prefix_lens(self, input_ids: paddle.Tensor, attention_mask, cache, offset: int):
-        """prefix-LM (GLM): for each row (each sequence of a paged call) the number of keys
-        every query sees, ``offset +`` the index of the first ``bos_token_id`` in the tokens
-        of a call that starts the sequence; 0 where the call continues one (its context is
-        already cached, and a continuing query sees all of it causally). None: plain causal."""
+    def _context(self, input_ids, attention_mask, segment_ids, cache, offset: int):
+        """The prefix-LM context (GLM) as the attention kernels take it, or None (plain causal):
+        ``{"prefix_lens": [...]}`` for a paged call (per sequence that starts in this call: the
+        index of its first bos; 0 for one that continues -- a continuing query sees its whole
+        cached context causally), ``{"context_keys": (B, offset + T) bool}`` for a dense call
+        that starts its rows (keys before each sequence's first bos; ``offset`` leading keys
+        of prefix tuning), None for a dense call after a cache."""
         if not self.config.prefix_lm:
             return None
-        bos, ids = self.config.bos_token_id, input_ids.numpy()
+        bos = self.config.bos_token_id
 
         def context(tokens) -> int:
             hits = np.flatnonzero(np.asarray(tokens) == bos)
             return int(hits[0]) if len(hits) else 0
 
         if getattr(cache, "paged", False):
-            row, lens = ids[0], []
+            row, lens = input_ids.numpy()[0], []
             for start, n, total in zip(cache.query_start, cache.query_lens, cache.context_lens_host):
                 lens.append(context(row[start:start + n]) if total == n else 0)
-            return lens if any(lens) else None
+            return {"prefix_lens": lens} if any(lens) else None
         if cache is not None and cache.seq_length > 0:
             return None
-        lens = [offset + context(r) for r in ids]  # left padding counts: bos's key index
-        return lens if any(lens) else None
+        b, t = input_ids.shape
+        keys = np.zeros((b, offset + t), dtype=bool)
+        for row, cols, tokens in self._glm_rows(input_ids, attention_mask, segment_ids):
+            keys[row, offset + cols[:context(tokens)]] = True
+        return {"context_keys": paddle.to_tensor(keys)} if keys.any() else None
 
     def positions(self, batch: int, length: int, attention_mask: paddle.Tensor | None,
                   past: int) -> paddle.Tensor:
@@ -474,20 +501,20 @@ class CausalLM(nn.Layer):
         if segment_ids is not None and cache is not None:
             raise ValueError("segment_ids (packed sequences) cannot be used with a KV cache")
         b, t = input_ids.shape
+        # before the prefix tuning's keys go into the cache: whether this call starts the rows
+        glm_context = self._context(input_ids, attention_mask, segment_ids, cache,
+                                    getattr(self.prefix_kv, "num_tokens", 0)
+                                    if self.prefix_kv is not None else 0)
+        if c.position_encoding_2d and (position_ids is None or
+                                       (segment_ids is not None and position_ids.ndim == 2)):
+            # GLM: the 2D positions of each sequence (packed rows: each segment's own)
+            position_ids = self._glm_positions(input_ids, attention_mask, segment_ids,
+                                               cache.seq_length if cache is not None else 0)
         prefix, attention_mask, position_ids = self._apply_prefix(b, attention_mask, position_ids,
                                                                   cache, segment_ids)
         past = cache.seq_length if cache is not None else (prefix[0][0].shape[1] if prefix else 0)
-        prefix_lens = self._prefix_lens(input_ids, attention_mask, cache,
-                                        prefix[0][0].shape[1] if prefix else 0)
-        if prefix_lens is not None and segment_ids is not None:
-            raise ValueError("the prefix-LM mask (GLM) cannot be combined with segment_ids "
-                             "(packed sequences, --zero_padding)")
         if position_ids is None and c.position in ("rope", "learned"):
-            if c.position_encoding_2d:
-                position_ids = self._default_positions(
-                    input_ids, attention_mask, 0 if prefix and cache is None else past)
-            else:
-                position_ids = self.positions(b, t, attention_mask, past)
+            position_ids = self.positions(b, t, attention_mask, past)
         x = m.embed_tokens(input_ids)  # (B, T, E)
         if c.embedding_multiplier != 1.0:
             x = x * paddle.to_tensor(c.embedding_multiplier, dtype=x.dtype)
@@ -506,12 +533,12 @@ class CausalLM(nn.Layer):
             "alibi": self.alibi_slopes,
             "softcap": c.attention_softcap,
             # only non-default extras, so kernels written before them keep working
-            "extra": {"prefix_lens": prefix_lens} if prefix_lens is not None else {},
+            "extra": glm_context or {},
             "kernel": get_attention_kernel(AttentionSpec(
                 dtype=str(x.dtype).replace("paddle.", ""), head_dim=c.head_dim, causal=True,
                 padding_mask=attention_mask is not None, sliding_window=c.sliding_window is not None,
                 alibi=self.alibi_slopes is not None, softcap=c.attention_softcap is not None,
-                segments=segment_ids is not None, prefix=prefix_lens is not None,
+                segments=segment_ids is not None, prefix=glm_context is not None,
                 cache=("none" if cache is None else
                        "paged" if getattr(cache, "paged", False) else "contiguous"),
                 training=paddle.is_grad_enabled())),
@@ -548,7 +575,7 @@ class CausalLM(nn.Layer):
         if attention_mask is not None:
             ones = paddle.ones([batch, n], dtype=attention_mask.dtype)
             attention_mask = paddle.concat([ones, attention_mask], axis=-1)  # (B, P + Tk)
-        if position_ids is not None:
+        if position_ids is not None and position_ids.ndim == 2:  # GLM's 2D ones stay (as unshifted)
             position_ids = position_ids + n
         if cache is not None:
             if cache.seq_length == 0:

@@ -31,7 +31,7 @@ def visibility_mask(
     attention_mask: paddle.Tensor | None = None,
     sliding_window: int | None = None,
     segment_ids: paddle.Tensor | None = None,
-    prefix_lens: list[int] | None = None,
+    context_keys: paddle.Tensor | None = None,
 ) -> paddle.Tensor | None:
     """Boolean ``(B or 1, Tq, Tk)`` mask, True where a query may see a key; None = all."""
     offset = k_len - q_len
@@ -41,10 +41,8 @@ def visibility_mask(
         k_pos = paddle.arange(k_len, dtype="int64").unsqueeze(0)  # (1, Tk)
         if causal:
             mask = (k_pos <= q_pos).unsqueeze(0)  # (1, Tq, Tk)
-            if prefix_lens is not None:  # prefix-LM: the context is visible to every query
-                context = k_pos.unsqueeze(0) < paddle.to_tensor(
-                    prefix_lens, dtype="int64").reshape([-1, 1, 1])  # (B, 1, Tk)
-                mask = paddle.logical_or(mask, context)  # (B, Tq, Tk)
+            if context_keys is not None:  # prefix-LM: the context is visible to every query
+                mask = paddle.logical_or(mask, context_keys.astype("bool").unsqueeze(1))  # (B, Tq, Tk)
         if sliding_window is not None:
             window = ((q_pos - k_pos) < sliding_window).unsqueeze(0)
             mask = window if mask is None else paddle.logical_and(mask, window)
@@ -91,6 +89,7 @@ class ReferenceAttention:
         scale: float | None = None,
         softcap: float | None = None,
         cache=None,
+        context_keys: paddle.Tensor | None = None,
         prefix_lens: list[int] | None = None,
     ) -> paddle.Tensor:
         if getattr(cache, "paged", False):  # many sequences in one flattened row
@@ -127,7 +126,7 @@ class ReferenceAttention:
 
         mask = visibility_mask(batch, q_len, k_len, causal=causal, attention_mask=attention_mask,
                                sliding_window=sliding_window, segment_ids=segment_ids,
-                               prefix_lens=prefix_lens)
+                               context_keys=context_keys)
         if mask is not None:
             mask5 = mask.unsqueeze(1).unsqueeze(1)  # (B|1, 1, 1, Tq, Tk)
             hidden = paddle.logical_not(mask5).astype(scores.dtype)
