@@ -1,5 +1,5 @@
 """Every column of the seed's table, briefly, for the families added from their authors'
-published code (ChatGLM2/3, Baichuan2 with ALiBi + NormHead): each case runs the real entry
+published code (ChatGLM-6B, ChatGLM2/3, Baichuan2 with ALiBi + NormHead): each case runs the real entry
 point for 2 steps (or one call) on the family's tiny preset and checks what it produced."""
 from __future__ import annotations
 
@@ -16,9 +16,16 @@ from paddlellm.tokenizer import AutoTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ROOT / "plugins" / "models" / "tests" / "fixtures" / "published"
-FAMILIES = {"chatglm2": "chatglm2", "baichuan2": "baichuan2-alibi-tiny"}
+FAMILIES = {"chatglm": "chatglm", "chatglm2": "chatglm2", "baichuan2": "baichuan2-alibi-tiny"}
+#: the family's class name, its published-layout fixture
+FAMILY_NAME = {"chatglm": "chatglm", "chatglm2": "chatglm2", "baichuan2": "baichuan"}
+FIXTURE = {"chatglm": "chatglm", "chatglm2": "chatglm2", "baichuan2": "baichuan2_13b"}
 #: the family's chat format as a template (the tokens are plain text in the demo tokenizer)
 TEMPLATES = {
+    # ChatGLM-6B's chat(): a first question bare, with history "[Round i]\n问：q\n答：a\n" from 0
+    "chatglm": ("{% for m in messages %}{% if m['role'] == 'user' %}{% if messages|length > 1 %}"
+                "[Round {{ loop.index0 // 2 }}]\n问：{{ m['content'] }}\n答：{% else %}"
+                "{{ m['content'] }}{% endif %}{% else %}{{ m['content'] }}\n{% endif %}{% endfor %}"),
     "chatglm2": ("{% for m in messages %}{% if m['role'] == 'user' %}[Round {{ loop.index0 // 2 + 1 }}]"
                  "\n\n问：{{ m['content'] }}\n\n答：{% else %}{{ m['content'] }}\n\n{% endif %}"
                  "{% endfor %}"),
@@ -70,8 +77,11 @@ def test_pretrain_writes_the_published_layout(family):
     name, base, _ = family
     config = json.loads((base / "config.json").read_text())
     model = AutoModelForCausalLM.from_pretrained(base)
-    assert model.family.name == {"chatglm2": "chatglm2", "baichuan2": "baichuan"}[name]
-    if name == "chatglm2":
+    assert model.family.name == FAMILY_NAME[name]
+    if name == "chatglm":
+        assert config["model_type"] == "chatglm" and config["position_encoding_2d"] is True
+        assert "inner_hidden_size" in config and "padded_vocab_size" not in config
+    elif name == "chatglm2":
         assert config["model_type"] == "chatglm" and "padded_vocab_size" in config
     else:
         assert config["position_embedding"] == "ALIBI" and config["norm_head"] is True
@@ -91,7 +101,8 @@ def test_sft_full_lora_and_prefix(family, peft, tmp_path):
     adapter = json.loads((tmp_path / "adapter_config.json").read_text())
     assert adapter["peft_type"] == {"lora": "LORA", "prefix": "PREFIX_TUNING"}[peft]
     if peft == "lora":  # default targets reach the fused projections, saved under HF names
-        fused = {"chatglm2": {"query_key_value", "dense_h_to_4h"}, "baichuan2": {"W_pack"}}[name]
+        fused = {"chatglm": {"query_key_value"}, "chatglm2": {"query_key_value", "dense_h_to_4h"},
+                 "baichuan2": {"W_pack"}}[name]
         assert fused <= set(adapter["target_modules"])
     option = {"lora": "lora_path", "prefix": "prefix_path"}[peft]
     again = AutoModelForCausalLM.from_pretrained(base, **{option: tmp_path})
@@ -165,7 +176,7 @@ def test_torch_bin_conversion(family, tmp_path):
     from paddlellm.cli import build_app
 
     name, _, _ = family
-    fixture = {"chatglm2": "chatglm2", "baichuan2": "baichuan2_13b"}[name]
+    fixture = FIXTURE[name]
     result = CliRunner().invoke(build_app(), ["convert", str(PUBLISHED / f"{fixture}_bin"),
                                               str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -182,7 +193,7 @@ def test_engine_with_the_paged_cache_matches_the_reference(family):
     from paddlellm.engine import LLMEngine, SamplingParams
 
     name, _, _ = family
-    fixture = {"chatglm2": "chatglm2", "baichuan2": "baichuan2_13b"}[name]
+    fixture = FIXTURE[name]
     ref = dict(np.load(PUBLISHED / f"{fixture}.npz"))
     engine = LLMEngine(AutoModelForCausalLM.from_pretrained(PUBLISHED / fixture), block_size=4)
     prompts = [ref["single_ids"][0].tolist(),
@@ -209,8 +220,12 @@ def test_serving_with_the_family_chat_template(family, tmp_path):
     engine = LLMEngine.from_pretrained(served)
     tokenizer = AutoTokenizer.from_pretrained(served)
     messages = [{"role": "user", "content": "What is 2 + 2?"}]
+    if name == "chatglm":  # the first question is bare; the rounds show with history
+        messages = [*messages, {"role": "assistant", "content": "4"},
+                    {"role": "user", "content": "And 3 + 3?"}]
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    assert prompt == {"chatglm2": "[Round 1]\n\n问：What is 2 + 2?\n\n答：",
+    assert prompt == {"chatglm": "[Round 0]\n问：What is 2 + 2?\n答：4\n[Round 1]\n问：And 3 + 3?\n答：",
+                      "chatglm2": "[Round 1]\n\n问：What is 2 + 2?\n\n答：",
                       "baichuan2": "<reserved_106>What is 2 + 2?<reserved_107>"}[name]
     ids = tokenizer.encode(prompt, add_special_tokens=False)
     want = engine.model.generate(paddle.to_tensor([ids]), max_new_tokens=4, eos_token_id=None).numpy()[0, len(ids):]
