@@ -31,7 +31,7 @@ def test_hf_config_round_trip(name):
 def test_families_follow_the_core_protocol():
     from paddlellm.interfaces import ModelFamily
 
-    assert len(family_objects()) == 15
+    assert len(family_objects()) == 16
     assert all(isinstance(f, ModelFamily) for f in family_objects().values())
 
 
