@@ -1,5 +1,5 @@
 # The two commands of README.md. Both create .venv (once) and install every distribution.
-# `make test` also builds .venv-oracle (torch CPU, transformers, peft, trl: dev-only reference
+# `make test` also builds .venv-oracle (torch CPU, transformers, peft, trl, lm-eval: dev-only reference
 # tools, never runtime dependencies) so the interop tests run instead of skipping.
 .PHONY: setup oracle demo test
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv-oracle: the dev-only reference environment (torch CPU, transformers, peft, trl,
-# sentencepiece) that the interop tests compare against. It is never a runtime dependency of
+# sentencepiece, lm-eval) that the interop tests compare against. It is never a runtime dependency of
 # paddlellm; `make test` builds it once and points $PADDLELLM_DEV_PYTHON at it.
 # Skip it with PADDLELLM_NO_ORACLE=1 (the interop tests then skip, naming this script).
 set -euo pipefail
@@ -10,7 +10,7 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv-oracle/bin/python ]; then
   "$PY" -m venv .venv-oracle
 fi
-if .venv-oracle/bin/python -c "import torch, transformers, peft, trl, sentencepiece" 2>/dev/null; then
+if .venv-oracle/bin/python -c "import torch, transformers, peft, trl, sentencepiece, lm_eval" 2>/dev/null; then
   exit 0
 fi
 .venv-oracle/bin/python -m pip install -q --upgrade pip

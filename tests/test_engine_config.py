@@ -24,7 +24,10 @@ from paddlellm.serving.env_app import options_from_env
 FIELDS = list(EngineConfig.model_fields)
 #: a valid value that differs from the default, for each option
 SPECIAL = {"dtype": "bfloat16", "device": "gpu:1", "attention_kernel": "reference",
-           "cachekv_int8_type": "static", "speculate_method": "inference_with_reference"}
+           "cachekv_int8_type": "static", "speculate_method": "inference_with_reference",
+           "lora_modules": (("a", "/x"),)}
+#: how the command line and the environment spell a value that is not ``str(value)``
+TEXT = {"lora_modules": "a=/x"}
 
 
 def sample(name: str):
@@ -32,6 +35,8 @@ def sample(name: str):
         return SPECIAL[name]
     field = EngineConfig.model_fields[name]
     kind = [a for a in typing.get_args(field.annotation) if a is not type(None)] or [field.annotation]
+    if kind[0] is bool:
+        return not field.default
     if kind[0] is str:
         return f"value-of-{name}"
     if kind[0] is float:
@@ -72,15 +77,16 @@ def test_every_option_is_reachable_by_flag_variable_and_keyword(name, captured):
     assert value != EngineConfig.model_fields[name].default
     assert getattr(EngineConfig(**{name: value}), name) == value  # the Python keyword
 
-    result = serve([f"--{name}", str(value)])  # the flag of `llm serve`
+    text = TEXT.get(name, str(value))
+    result = serve([f"--{name}", text])  # the flag of `llm serve`
     assert result.exit_code == 0, result.output
     assert getattr(captured["config"], name) == value
 
     var = f"PADDLELLM_{name.upper()}"
-    result = serve([], env={var: str(value)})  # the variable, read by `llm serve`
+    result = serve([], env={var: text})  # the variable, read by `llm serve`
     assert result.exit_code == 0, result.output
     assert getattr(captured["config"], name) == value
-    assert options_from_env({var: str(value)})[name] == value  # ... and by the uvicorn app
+    assert options_from_env({var: text})[name] == value  # ... and by the uvicorn app
 
 
 def test_flag_wins_over_variable_over_default(captured):

@@ -1,5 +1,5 @@
 """Every column of the seed's table, briefly, for the families added from their authors'
-published code (ChatGLM-6B, ChatGLM2/3, Baichuan2 with ALiBi + NormHead): each case runs the real entry
+published code (ChatGLM-6B, ChatGLM2/3, Baichuan2 with ALiBi + NormHead, Yuan 2.0): each case runs the real entry
 point for 2 steps (or one call) on the family's tiny preset and checks what it produced."""
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from paddlellm.tokenizer import AutoTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ROOT / "plugins" / "models" / "tests" / "fixtures" / "published"
-FAMILIES = {"chatglm": "chatglm", "chatglm2": "chatglm2", "baichuan2": "baichuan2-alibi-tiny"}
-#: the family's class name, its published-layout fixture
-FAMILY_NAME = {"chatglm": "chatglm", "chatglm2": "chatglm2", "baichuan2": "baichuan"}
-FIXTURE = {"chatglm": "chatglm", "chatglm2": "chatglm2", "baichuan2": "baichuan2_13b"}
+FAMILIES = {"chatglm": "chatglm", "chatglm2": "chatglm2", "baichuan2": "baichuan2-alibi-tiny",
+            "yuan": "yuan-tiny"}
+#: the family's class name; the published-layout fixture its engine and conversion cases use
+FAMILY_NAME = {"chatglm": "chatglm", "chatglm2": "chatglm2", "baichuan2": "baichuan", "yuan": "yuan"}
+FIXTURE = {"chatglm": "chatglm", "chatglm2": "chatglm2", "baichuan2": "baichuan2_13b", "yuan": "yuan"}
 #: the family's chat format as a template (the tokens are plain text in the demo tokenizer)
 TEMPLATES = {
     # ChatGLM-6B's chat(): a first question bare, with history "[Round i]\n问：q\n答：a\n" from 0
@@ -32,6 +33,9 @@ TEMPLATES = {
     "baichuan2": ("{% for m in messages %}{% if m['role'] == 'user' %}<reserved_106>"
                   "{% else %}<reserved_107>{% endif %}{{ m['content'] }}{% endfor %}"
                   "{% if add_generation_prompt %}<reserved_107>{% endif %}"),
+    # Yuan 2.0: turns joined by <n>, the user's turn closed by <sep> (the answer ends with <eod>)
+    "yuan": ("{% for m in messages %}{% if not loop.first %}<n>{% endif %}{{ m['content'] }}"
+             "{% endfor %}{% if add_generation_prompt %}<sep>{% endif %}"),
 }
 SHORT = ["--max_steps", "2", "--max_length", "64", "--per_device_train_batch_size", "2",
          "--logging_steps", "1", "--warmup_steps", "0"]
@@ -83,6 +87,9 @@ def test_pretrain_writes_the_published_layout(family):
         assert "inner_hidden_size" in config and "padded_vocab_size" not in config
     elif name == "chatglm2":
         assert config["model_type"] == "chatglm" and "padded_vocab_size" in config
+    elif name == "yuan":
+        assert config["model_type"] == "yuan" and config["use_lfa"] is True
+        assert model.kv_cache_layout == "yuan_lfa"
     else:
         assert config["position_embedding"] == "ALIBI" and config["norm_head"] is True
 
@@ -102,7 +109,8 @@ def test_sft_full_lora_and_prefix(family, peft, tmp_path):
     assert adapter["peft_type"] == {"lora": "LORA", "prefix": "PREFIX_TUNING"}[peft]
     if peft == "lora":  # default targets reach the fused projections, saved under HF names
         fused = {"chatglm": {"query_key_value"}, "chatglm2": {"query_key_value", "dense_h_to_4h"},
-                 "baichuan2": {"W_pack"}}[name]
+                 "baichuan2": {"W_pack"},
+                 "yuan": {"q_proj", "k_proj", "v_proj", "up_proj", "gate_proj"}}[name]
         assert fused <= set(adapter["target_modules"])
     option = {"lora": "lora_path", "prefix": "prefix_path"}[peft]
     again = AutoModelForCausalLM.from_pretrained(base, **{option: tmp_path})
@@ -159,7 +167,8 @@ def test_quantize_round_trip(family, quant_type, tmp_path):
     from paddlellm_quant.packed import GPTQLinear
 
     expected = GPTQLinear if quant_type == "gptq" else WeightOnlyLinear  # GPTQ: its standard layout
-    assert isinstance(model.model.layers[0].self_attn.qkv_proj, expected)
+    attn = model.model.layers[0].self_attn
+    assert isinstance(attn.qkv_proj if hasattr(attn, "qkv_proj") else attn.q_proj, expected)
     with paddle.no_grad():
         q, f = model(ids).numpy(), float_model(ids).numpy()
     assert np.abs(q - f).max() < (0.05 if quant_type == "weight_only_int8" else 0.3) * np.abs(f).max()
@@ -201,6 +210,9 @@ def test_engine_with_the_paged_cache_matches_the_reference(family):
     outs = engine.generate(prompts, SamplingParams(max_tokens=8, temperature=0, ignore_eos=True))
     assert [o["token_ids"] for o in outs] == [ref["greedy_single"][0].tolist(),
                                              ref["greedy_batch"][1].tolist()]
+    if name == "chatglm":  # bidirectional context: cached prefix blocks are not reusable
+        again = LLMEngine(engine.model, block_size=4, enable_prefix_caching=True)
+        assert not again.prefix_caching and "prefix-LM" in again.prefix_caching_off_reason
 
 
 def test_serving_with_the_family_chat_template(family, tmp_path):
@@ -226,7 +238,8 @@ def test_serving_with_the_family_chat_template(family, tmp_path):
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert prompt == {"chatglm": "[Round 0]\n问：What is 2 + 2?\n答：4\n[Round 1]\n问：And 3 + 3?\n答：",
                       "chatglm2": "[Round 1]\n\n问：What is 2 + 2?\n\n答：",
-                      "baichuan2": "<reserved_106>What is 2 + 2?<reserved_107>"}[name]
+                      "baichuan2": "<reserved_106>What is 2 + 2?<reserved_107>",
+                      "yuan": "What is 2 + 2?<sep>"}[name]
     ids = tokenizer.encode(prompt, add_special_tokens=False)
     want = engine.model.generate(paddle.to_tensor([ids]), max_new_tokens=4, eos_token_id=None).numpy()[0, len(ids):]
     app = build_app(AsyncEngine(engine), model_name="m")
@@ -238,3 +251,31 @@ def test_serving_with_the_family_chat_template(family, tmp_path):
     body = r.json()
     assert body["usage"]["prompt_tokens"] == len(ids)
     assert body["choices"][0]["message"]["content"] == tokenizer.decode(want.tolist(), skip_special_tokens=True)
+
+
+def test_yuan_smoothing_groups_follow_the_filter():
+    """AWQ/SmoothQuant fold scales into the norm a group of projections reads alone: Yuan's
+    q/k read the filter's output norm and v shares the layer's input norm with the filter's
+    convolutions (no fold). Folding into the input norm, as for LLaMA, changes the filter's
+    input: A8W8 logits then miss the float ones by 84% (measured) instead of 20%."""
+    import warnings
+
+    from paddlellm.auto import quantize_model
+    from paddlellm_quant.smoothquant import linear_groups
+
+    base = PUBLISHED / "yuan_untied"
+    model = AutoModelForCausalLM.from_pretrained(base)
+    attn = model.model.layers[0].self_attn
+    groups = {tuple(r.name.rsplit(".", 1)[-1] for r in g.linears): g.norm for g in linear_groups(model)[:3]}
+    assert groups == {("q_proj", "k_proj"): attn.lf_gate.output_layernorm, ("v_proj",): None,
+                      ("o_proj",): None}
+    rng = np.random.default_rng(0)
+    ids = paddle.to_tensor(rng.integers(3, 64, (2, 20)))
+    with paddle.no_grad():
+        want = model(ids).numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_model(model, "a8w8", [rng.integers(3, 64, (4, 32)) for _ in range(4)], {})
+    with paddle.no_grad():
+        got = model(ids).numpy()
+    assert np.abs(got - want).max() < 0.4 * np.abs(want).max()

@@ -46,7 +46,12 @@ def test_family_and_its_model_follow_the_protocols(name):
                                    rtol=1e-6, atol=1e-6)
         cache = model.new_cache(1, 8)
         np.testing.assert_allclose(model(ids, cache=cache).numpy(), full.numpy(), rtol=1e-4, atol=1e-5)
-    assert len(cache[0]) == 4 and model.kv_cache_layout == "float" and model.kv_cache_dtype == model.dtype
+    assert len(cache[0]) == 4 and model.kv_cache_dtype == model.dtype
+    # the default layout, or a registered one of the family's own (Yuan's filter state)
+    assert model.kv_cache_layout in get_registry().names("kv_cache_layout")
+    layout = get_registry().load("kv_cache_layout", model.kv_cache_layout)
+    assert isinstance(layout, KVCacheLayout) and protocol_problems(layout, KVCacheLayout) == []
+    assert model.kv_cache_layout == "float" or name == "yuan"
 
 
 def test_problems_name_the_missing_or_wrong_member():

@@ -148,7 +148,9 @@ def test_errors_are_400_naming_the_field(server, body, param, words):
 
 # ---------------------------------------------------------------------------- lm-eval itself
 #: a Python with lm-evaluation-harness installed (dev-only, like the torch oracles)
-LMEVAL_PYTHON = os.environ.get("PADDLELLM_LMEVAL_PYTHON", "")
+#: (``make test`` installs it into the oracle environment, ``$PADDLELLM_DEV_PYTHON``)
+LMEVAL_PYTHON = (os.environ.get("PADDLELLM_LMEVAL_PYTHON")
+                 or os.environ.get("PADDLELLM_DEV_PYTHON", ""))
 
 DOCS = [{"question": "Sort: 7 9 1\n", "choices": ["1 7 9", "9 7 1"], "answer": 0},
         {"question": "The cat sat on the", "choices": ["mat", "moon", "cat"], "answer": 0}]
@@ -170,7 +172,8 @@ metric_list:
 
 def _lm_eval_available() -> str:
     if not LMEVAL_PYTHON:
-        return "set PADDLELLM_LMEVAL_PYTHON to a Python with lm-eval installed (dev-only)"
+        return ("set PADDLELLM_LMEVAL_PYTHON (or PADDLELLM_DEV_PYTHON: `make test` builds it "
+                "with scripts/oracle_env.sh) to a Python with lm-eval installed (dev-only)")
     probe = subprocess.run([LMEVAL_PYTHON, "-c", "import lm_eval"], capture_output=True)
     return "" if probe.returncode == 0 else f"{LMEVAL_PYTHON} cannot import lm_eval"
 
@@ -224,3 +227,72 @@ def test_lm_eval_local_completions_scores_equal_direct(server, tmp_path):
         correct += int(np.argmax(scores)) == doc["answer"]
     results = json.loads(next(out.rglob("results_*.json")).read_text())
     assert results["results"]["paddlellm_tiny"]["acc,none"] == pytest.approx(correct / len(DOCS))
+
+
+GEN_DOCS = [{"question": "What is 2 + 2?", "answer": "4"},
+            {"question": "Count from 1 to 5.", "answer": "1 2 3 4 5"},
+            {"question": "Sort: 7 9 1", "answer": "1 7 9"}]
+
+GEN_TASK_YAML = """task: paddlellm_tiny_gen
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{question}}}}"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs:
+  until: ["\\n"]
+  max_gen_toks: 12
+  do_sample: false
+  temperature: 0
+metric_list:
+  - metric: exact_match
+"""
+
+
+@pytest.mark.skipif(bool(_lm_eval_available()), reason=_lm_eval_available() or "available")
+def test_lm_eval_local_chat_completions_generate_until_equals_direct(server, tmp_path):
+    """lm-eval's own ``local-chat-completions`` client runs a tiny generate-until task (local
+    data, chat template applied by the server, a stop string) against the live server; each
+    generation equals the model's greedy continuation of the rendered chat prompt, cut at the
+    stop string, and the exact-match score is the one those give."""
+    import paddle
+
+    state, http = server
+    data = tmp_path / "gen.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in GEN_DOCS))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "gen.yaml").write_text(GEN_TASK_YAML.format(data=data))
+    out = tmp_path / "out"
+    args = (f"model={state.model_name},base_url={str(http.base_url).rstrip('/')}"
+            "/v1/chat/completions,num_concurrent=1,max_retries=1")
+    run = subprocess.run([LMEVAL_PYTHON, "-m", "lm_eval", "--model", "local-chat-completions",
+                          "--model_args", args, "--tasks", "paddlellm_tiny_gen",
+                          "--apply_chat_template", "--include_path", str(tmp_path / "tasks"),
+                          "--output_path", str(out), "--log_samples"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    samples = [json.loads(line) for f in out.rglob("samples_paddlellm_tiny_gen*.jsonl")
+               for line in f.read_text().splitlines() if line.strip()]
+    assert len(samples) == len(GEN_DOCS)
+    model, tok = state.engine.engine.model, state.tokenizer
+    matches = 0
+    for sample in sorted(samples, key=lambda s: s["doc_id"]):
+        doc = GEN_DOCS[sample["doc_id"]]
+        ids = tok.apply_chat_template([{"role": "user", "content": doc["question"]}],
+                                      add_generation_prompt=True)
+        with paddle.no_grad():
+            full = model.generate(paddle.to_tensor([ids]), max_new_tokens=12)
+        new = [t for t in full.numpy()[0, len(ids):].tolist()]
+        eos = tok.eos_token_id
+        if eos in new:
+            new = new[:new.index(eos)]
+        want = tok.decode(new, skip_special_tokens=True).split("\n")[0]
+        got = sample["resps"][0][0]
+        assert got == want, (doc, got, want)
+        matches += int(got.strip() == doc["answer"])
+    results = json.loads(next(out.rglob("results_*.json")).read_text())
+    assert results["results"]["paddlellm_tiny_gen"]["exact_match,none"] == pytest.approx(
+        matches / len(GEN_DOCS))

@@ -1,6 +1,7 @@
 """Checkpoints that ship only a SentencePiece ``tokenizer.model``: ids, tokens and decoded text
-equal to ``transformers.AutoTokenizer`` (recorded by scripts/fixtures/make_spm_fixtures.py),
-and the streaming detokenizer on byte-fallback pieces."""
+equal to ``transformers.AutoTokenizer`` (recorded by scripts/fixtures/make_spm_fixtures.py;
+Yuan's convention through transformers' LlamaTokenizer, Baichuan's through a reference of its
+published tokenization_baichuan.py), and the streaming detokenizer on byte-fallback pieces."""
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ from paddlellm.tokenizer.incremental import IncrementalDetokenizer
 from paddlellm.tokenizer.sentencepiece import SentencePieceError, read_sentencepiece_model
 
 FIXTURES = Path(__file__).parent / "fixtures" / "spm"
-NAMES = ["llama2", "llama2_legacy", "bpe_spm", "unigram"]
+NAMES = ["llama2", "llama2_legacy", "bpe_spm", "unigram", "yuan", "baichuan", "baichuan_bos"]
 
 
 def expected(name: str) -> dict:
@@ -48,11 +49,30 @@ def test_the_corpus_covers_what_it_should():
     assert expected("llama2")["rows"][0]["ids"][0] == 1 and expected("llama2_legacy")["rows"][0]["ids"][0] != 1
     # the generic conversion tokenises like SentencePiece itself wherever transformers does
     for name in ("bpe_spm", "unigram"):
-        same = [r for r in expected(name)["rows"] if "<s>" not in r["text"]]
+        same = [r for r in expected(name)["rows"] if not any(t in r["text"] for t in ("<s>", "</s>", "<unk>"))]
         assert all(r["ids_no_special"] == r["spm_ids"] for r in same), name
 
 
-@pytest.mark.parametrize("name", ["llama2", "unigram"])
+def test_yuan_and_baichuan_conventions():
+    """Yuan: no BOS/EOS added, <eod> is the eos, <sep>/<pad>/... (pieces of its model) are whole
+    special tokens, <n> a plain piece; Baichuan: the published configs add no BOS (Baichuan-7B's
+    class default adds one), special tokens split the text and each chunk is encoded on its own."""
+    yuan = AutoTokenizer.from_pretrained(FIXTURES / "yuan")
+    rows = {r["text"]: r for r in expected("yuan")["rows"]}
+    sep, eod = yuan.convert_tokens_to_ids("<sep>"), yuan.convert_tokens_to_ids("<eod>")
+    assert yuan.eos_token == "<eod>" and yuan.eos_token_id == eod
+    assert rows["你好<sep>"]["ids"][-1] == sep and rows["你好<sep>"]["ids"] == rows["你好<sep>"]["ids_no_special"]
+    assert rows["answer ends<eod>"]["ids"][-1] == eod
+    assert yuan.convert_tokens_to_ids("<n>") in rows["第一问<n>第一答<n>第二问<sep>"]["ids"]
+    assert yuan.decode(rows["你好<sep>"]["ids"], skip_special_tokens=True) == "你好"
+    plain = {r["text"]: r for r in expected("baichuan")["rows"]}
+    bos = {r["text"]: r for r in expected("baichuan_bos")["rows"]}
+    assert plain["Hello world"]["ids"] == plain["Hello world"]["ids_no_special"]
+    assert bos["Hello world"]["ids"] == [1] + plain["Hello world"]["ids"]
+    assert plain["special<s>glued</s>tokens"]["decoded"] == " special<s> glued</s>tokens"  # the published order
+
+
+@pytest.mark.parametrize("name", ["llama2", "unigram", "yuan", "baichuan"])
 def test_streaming_detokenizer_handles_byte_fallback_and_metaspace(name):
     tok = AutoTokenizer.from_pretrained(FIXTURES / name)
     for row in expected(name)["rows"]:

@@ -385,6 +385,12 @@ class PeftMethod(Protocol):
     * Optional ``batch_context(model, batch)``: a context manager the training/evaluation
       loss enters around the forward of ``batch`` (``paddlellm.peft.batch_context``), for
       adapters that need more than the input ids (ReFT: where each prompt ends).
+    * Optional ``load_serving_adapters(model, directories)``: load several of its adapters
+      unmerged onto one base for serving (``llm serve --lora_modules``,
+      ``paddlellm.peft.load_serving_adapters``); returns an object whose
+      ``set_rows(indices)`` makes token row ``n`` of the next forwards use adapter
+      ``indices[n]`` (``k + 1`` for ``directories[k]``, 0 or ``set_rows(None)``: the base).
+      An adapter that does not fit the model is an error naming its folder.
     * ``config_class``: the pydantic model of the method's ``llm run`` keys (``--lora_rank``);
       ``apply`` receives an instance of it.
     """
@@ -606,6 +612,7 @@ class CausalLM(Protocol):
         """Write a Hugging Face checkpoint; returns the weight files written."""
 
 
+@optional(extra_bytes_per_token=None)
 @runtime_checkable
 class KVCacheLayout(Protocol):
     """How a model stores its KV cache; registered by name (``register_kv_cache_layouts``).
@@ -614,6 +621,10 @@ class KVCacheLayout(Protocol):
     ``new_paged_cache`` and ``kv_cache_dtype`` ask that layout, so a quantizer changes how a
     model caches by setting a name, never by replacing methods. The core registers
     ``"float"`` (the model's dtype, :mod:`paddlellm.kv_layout`).
+
+    Optional ``extra_bytes_per_token(model) -> int``: what the paged pool keeps per cached
+    token beside the keys and values, all layers together (Yuan's filter inputs); the engine
+    sizes its pool from the budget with it.
     """
 
     name: str

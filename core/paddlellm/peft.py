@@ -10,12 +10,15 @@ Methods are plugins (``register_peft_methods``, kind ``peft_method``) following
     model = load_adapter(base, "out")     # peft_type in adapter_config.json picks the method
     with disable_adapters(model): ...     # the base model's outputs
     model = merge_adapter(model)          # plain layers again
+
+``load_serving_adapters(model, [(name, folder), ...])`` loads several adapters unmerged on one
+base for serving, each request choosing its own (``llm serve --lora_modules``).
 """
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from .errors import ConfigError
 
@@ -96,6 +99,85 @@ def apply_peft(model, name: str, config: Any = None):
     inner = method.apply(inner, cfg)
     inner.peft_method, inner.peft_config = method.name, cfg
     return inner
+
+
+class ServingAdapters:
+    """Adapters served unmerged on one base (``llm serve --lora_modules``): their names, in
+    index order (index ``k + 1`` is ``names[k]``; ``0`` is the base), their folders, and
+    :meth:`rows`, which picks the adapter of each token row of the forwards inside it."""
+
+    def __init__(self, names: tuple[str, ...], paths: tuple[str, ...], selector: Any) -> None:
+        self.names, self.paths, self._selector = names, paths, selector
+        self._index = {name: k + 1 for k, name in enumerate(names)}
+
+    def index(self, name: str | None) -> int:
+        """``0`` for ``None`` (the base), else the adapter's index; unknown names are a
+        ``ValueError`` listing the served ones."""
+        if name is None:
+            return 0
+        try:
+            return self._index[name]
+        except KeyError:
+            raise ValueError(f"unknown adapter '{name}'; served adapters: "
+                             f"{', '.join(self.names) or 'none'}") from None
+
+    @contextlib.contextmanager
+    def rows(self, indices) -> Iterator[None]:
+        """Inside, token row ``n`` of the model's input uses adapter ``indices[n]`` (0: the
+        base); outside, every row uses the base."""
+        self._selector.set_rows(indices)
+        try:
+            yield
+        finally:
+            self._selector.set_rows(None)
+
+
+def _same_base(adapter_base: str, base_names: Iterable[str]) -> bool:
+    """Whether an adapter's ``base_model_name_or_path`` names the served model: the same
+    folder, or the same last path component (a hub id ``org/name`` served from ``.../name``)."""
+    names = {str(n) for n in base_names if n}
+    resolved = {str(Path(n).resolve()) for n in names if Path(n).exists()}
+    if adapter_base in names or (Path(adapter_base).exists()
+                                 and str(Path(adapter_base).resolve()) in resolved):
+        return True
+    leaf = adapter_base.rstrip("/").rsplit("/", 1)[-1]
+    return bool(leaf) and leaf in {Path(n).name for n in names}
+
+
+def load_serving_adapters(model, adapters: Iterable[tuple[str, str | Path]],
+                          base_names: Iterable[str] = ()) -> ServingAdapters:
+    """Load the peft-format adapters ``[(name, folder)]`` unmerged onto ``model`` so that
+    requests for each of them (and for the base) run in one batch; the base weights are
+    not changed. The method (named by each ``peft_type``) must offer
+    ``load_serving_adapters`` (LoRA does). An adapter whose ``base_model_name_or_path`` is
+    not one of ``base_names`` (the served model's path and names), or whose modules or
+    shapes do not fit ``model``, is refused with an error naming its folder."""
+    adapters = [(str(name), str(path)) for name, path in adapters]
+    base_names = [str(n) for n in base_names if n]
+    methods = []
+    for name, path in adapters:
+        data = read_adapter_config(path)
+        base = data.get("base_model_name_or_path")
+        if base and base_names and not _same_base(str(base), base_names):
+            raise ConfigError(f"--lora_modules {name}={path}: the adapter was trained on "
+                              f"'{base}' but this server's model is '{base_names[0]}'; serve "
+                              f"it with its own base (if it is the same model under another "
+                              f"name, set base_model_name_or_path in {path}/{ADAPTER_CONFIG})")
+        method = method_for_peft_type(data["peft_type"])
+        if not hasattr(method, "load_serving_adapters"):
+            raise ConfigError(f"--lora_modules {name}={path}: {data['peft_type']} adapters "
+                              f"cannot be served unmerged; serve it merged with --lora_path")
+        methods.append(method)
+    if not adapters:
+        raise ValueError("no adapters to load")
+    if any(m is not methods[0] for m in methods):
+        raise ConfigError("--lora_modules: every served adapter must be of one PEFT method; "
+                          f"got {', '.join(sorted({m.name for m in methods}))}")
+    try:
+        selector = methods[0].load_serving_adapters(unwrap(model), [p for _, p in adapters])
+    except ValueError as exc:  # the plugin's AdapterError names the folder
+        raise ConfigError(f"--lora_modules: {exc}") from None
+    return ServingAdapters(tuple(n for n, _ in adapters), tuple(p for _, p in adapters), selector)
 
 
 def is_peft_model(model) -> bool:

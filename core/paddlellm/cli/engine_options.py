@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import typing
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import typer
 from pydantic import ValidationError
@@ -29,8 +29,12 @@ CONFIG_PARAM = "config"
 
 
 def _cli_type(annotation: Any) -> type:
+    """The click type of an option; a bool takes a value (``--name false``, as the run
+    config's flags do), which the config's validation parses (true/false, 1/0, yes/no)."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     inner = args[0] if args else annotation
+    if inner is bool:
+        return str
     if inner not in (str, int, float):
         raise TypeError(f"engine option of type {annotation!r} has no command-line form")
     return inner
@@ -41,6 +45,15 @@ def option_for(name: str, *, envvar: bool = False) -> tuple[type, Any]:
     default and help (click applies ``PADDLELLM_<NAME>`` between the default and the flag)."""
     field = EngineConfig.model_fields[name]
     extra = field.json_schema_extra or {}
+    if extra.get("nargs") == "+":  # --flag A B ... (and the flag repeated)
+        from .options import VARIADIC_OPTIONS
+
+        VARIADIC_OPTIONS.add(EngineConfig.flag(name))
+        info = typer.Option(
+            None, EngineConfig.flag(name), help=field.description, show_default=False,
+            envvar=EngineConfig.env_vars(name) if envvar else None,
+            rich_help_panel=EngineConfig.panel(name), metavar=extra.get("metavar"))
+        return Optional[List[str]], info
     info = typer.Option(
         field.default, EngineConfig.flag(name), help=field.description,
         show_default=field.default is not None,
@@ -73,7 +86,7 @@ def engine_options(names: Sequence[str] | None = None, *,
             given = {}
             for name in names:
                 value = kwargs.pop(name)
-                if value is not None:
+                if value is not None and value != ():  # () : a list option not given
                     given[name] = value
             try:
                 config = EngineConfig(**given)

@@ -41,10 +41,10 @@ def _user_errors() -> Iterator[None]:
 PREDICT_ENGINE_OPTIONS = (
     "model_name_or_path", "lora_path", "quant_type", "dtype", "device", "attention_kernel",
     "cachekv_int8_type", "block_size", "num_blocks", "kv_cache_bytes", "max_num_batched_tokens",
-    "speculate_method", "speculate_max_draft_token_num", "speculate_max_ngram_size",
+    "enable_prefix_caching", "speculate_method", "speculate_max_draft_token_num", "speculate_max_ngram_size",
     "speculate_verify_window", "speculate_max_candidate_len")
 CHAT_ENGINE_OPTIONS = ("model_name_or_path", "lora_path", "quant_type", "dtype", "device",
-                       "attention_kernel")
+                       "attention_kernel", "enable_prefix_caching")
 
 
 @engine_options(PREDICT_ENGINE_OPTIONS)

@@ -56,6 +56,12 @@ def canonical_args(args: Sequence[str], known: Iterable[str] | None = None) -> l
     return out
 
 
+#: options that take one or more values after one flag (argparse's ``nargs="+"``, vLLM's
+#: ``--lora-modules a=path b=path``): on the command line ``--opt A B`` becomes
+#: ``--opt A --opt B`` (click's repeated form) before the command parses it
+VARIADIC_OPTIONS: set[str] = set()
+
+
 def _long_options(param: Any) -> tuple[list[str], list[str]] | None:
     """``(opts, secondary_opts)`` of an option parameter (None for arguments)."""
     if getattr(param, "param_type_name", None) != "option":
@@ -113,6 +119,15 @@ def _normalise_for(command: Any, args: list[str]) -> list[str]:
         if tok.startswith("--") and len(tok) > 2:
             name, eq, value = tok.partition("=")
             fixed = canonical(name)
+            if fixed in VARIADIC_OPTIONS and fixed in arity and not eq:
+                values = []
+                i += 1
+                while i < len(args) and not args[i].startswith("-"):
+                    values.append(args[i])
+                    i += 1
+                for value in values or [None]:  # no value: click reports it
+                    out += [fixed] if value is None else [fixed, value]
+                continue
             if fixed in arity:
                 n = 0 if eq else arity[fixed]
                 out.append(fixed + eq + value)

@@ -40,9 +40,12 @@ _OFF = ("", "none", "None")
 
 
 def _opt(default: Any, help: str, panel: str, *, env_aliases: tuple[str, ...] = (),
-         metavar: str | None = None, **constraints: Any) -> Any:
-    """One option: its default, help line and help panel (plus pydantic constraints)."""
+         metavar: str | None = None, nargs: str | None = None, **constraints: Any) -> Any:
+    """One option: its default, help line and help panel (plus pydantic constraints);
+    ``nargs="+"``: a list option whose flag takes one or more values (argparse's ``+``)."""
     extra: dict[str, Any] = {"panel": panel}
+    if nargs:
+        extra["nargs"] = nargs
     if env_aliases:
         extra["env_aliases"] = list(env_aliases)
     if metavar:
@@ -65,6 +68,10 @@ class EngineConfig(BaseModel):
         None, "Model id in the API (default: the directory name).", "Model")
     lora_path: Optional[str] = _opt(None, "PEFT (LoRA-family) adapter merged into the weights.",
                                     "Model")
+    lora_modules: tuple[tuple[str, str], ...] = _opt(
+        (), "LoRA adapters served unmerged beside the base, as NAME=PATH pairs (vLLM's "
+            "syntax; several after one flag); a request's `model` picks one.", "Model",
+        metavar="NAME=PATH...", nargs="+")
     quant_type: Optional[str] = _opt(None, "Quantize the weights on load, e.g. "
                                            "weight_only_int8 (quant plugin).", "Model")
     dtype: str = _opt("float32", "Weight dtype: float32, float16 or bfloat16.", "Model",
@@ -91,6 +98,11 @@ class EngineConfig(BaseModel):
     max_num_batched_tokens: Optional[int] = _opt(
         None, "Most tokens one engine step runs (default: max(4096, max_model_len)).",
         "KV cache and batching", ge=1)
+    enable_prefix_caching: bool = _opt(
+        True, "Reuse the KV blocks of prompt prefixes earlier requests computed (system "
+              "prompts, few-shot headers, chat histories); outputs are unchanged. Off for "
+              "models where reuse could change them (docs/serving.md).",
+        "KV cache and batching", metavar="true|false")
     max_queue: int = _opt(256, "Requests that may wait beyond --max_num_seqs; more get 503.",
                           "KV cache and batching", ge=0)
 
@@ -141,6 +153,11 @@ class EngineConfig(BaseModel):
     @classmethod
     def _path(cls, value: Any) -> Any:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @field_validator("lora_modules", mode="before")
+    @classmethod
+    def _lora_modules(cls, value: Any) -> Any:
+        return parse_lora_modules(value)
 
     @field_validator("quant_type", "served_model_name", mode="before")
     @classmethod
@@ -207,6 +224,17 @@ class EngineConfig(BaseModel):
             raise ValueError(f"{info.field_name} must be >= 1, got {value}")
         return value
 
+    @model_validator(mode="after")
+    def _adapters_fit(self) -> "EngineConfig":
+        if self.lora_modules and self.lora_path:
+            raise ValueError("lora_path merges one adapter into the base, lora_modules serves "
+                             "adapters unmerged beside it: give one of them")
+        names = {n for n, _ in self.lora_modules}
+        if self.served_model_name and self.served_model_name in names:
+            raise ValueError(f"lora_modules: adapter name '{self.served_model_name}' is the "
+                             "served model's name (served_model_name); choose another")
+        return self
+
     # -- building -----------------------------------------------------------------------------
     @classmethod
     def build(cls, config: "EngineConfig | None" = None, **options: Any) -> "EngineConfig":
@@ -271,6 +299,48 @@ class EngineConfig(BaseModel):
         values = cls.env_values(environ)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def parse_lora_modules(value: Any) -> tuple[tuple[str, str], ...]:
+    """``--lora_modules`` in any of its forms -> ``((name, path), ...)``: ``NAME=PATH`` strings
+    (one string may hold several, separated by whitespace, as ``PADDLELLM_LORA_MODULES``
+    does), vLLM's JSON form ``{"name": ..., "path": ...}``, ``(name, path)`` pairs or a
+    ``{name: path}`` mapping. Names must be unique and non-empty."""
+    import json
+
+    if value is None or value == "":
+        return ()
+    if isinstance(value, Mapping):
+        items: list[Any] = list(value.items())
+    elif isinstance(value, str):
+        items = value.split()
+    else:
+        items = list(value)
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        if isinstance(item, str) and item.lstrip().startswith("{"):
+            try:
+                data = json.loads(item)
+                item = (data["name"], data["path"])
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(f"{item!r} is not JSON with a name and a path") from None
+        elif isinstance(item, str):
+            name, eq, path = item.partition("=")
+            if not eq:
+                raise ValueError(f"{item!r} is not NAME=PATH")
+            item = (name, path)
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise ValueError(f"{item!r} is not a (name, path) pair")
+        name, path = str(item[0]).strip(), os.fspath(item[1]).strip()
+        if not name or not path:
+            raise ValueError(f"{name or '?'}={path or '?'}: both the name and the path are "
+                             "needed")
+        if any(c.isspace() for c in name):
+            raise ValueError(f"adapter name {name!r} contains whitespace")
+        if name in (n for n, _ in pairs):
+            raise ValueError(f"adapter name '{name}' is given twice")
+        pairs.append((name, path))
+    return tuple(pairs)
 
 
 def describe_validation_error(exc: ValidationError, spell=lambda name: name,

@@ -17,14 +17,14 @@ and ``LLMEngine(model, tokenizer, **options)`` build that config from their keyw
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, ContextManager, Iterable
 
 import numpy as np
 
 from .config import EngineConfig
-from .kv_manager import PagedKVCache, num_blocks_for_budget
+from .kv_manager import PagedKVCache, num_blocks_for_budget, prefix_hashes
 from .ownership import ThreadOwner, owned
 from .sampling import (RequestOutput, SamplingParams, StopTracker, check_logits,
                        next_token_logprobs, repetition_penalty, sample_row,
@@ -62,6 +62,19 @@ def _eos_ids(model: Any) -> frozenset[int]:
     return frozenset(make_config(model).eos_ids)
 
 
+def _layout_extra_bytes(model: Any) -> int:
+    """Bytes per cached token the model's KV-cache layout stores beside the keys and values
+    (its optional ``extra_bytes_per_token``; Yuan's filter state), so the pool fits the budget."""
+    name = getattr(model, "kv_cache_layout", None)
+    if not name:
+        return 0
+    from ..interfaces import KVCacheLayout, member
+    from ..kv_layout import get_kv_cache_layout
+
+    extra = member(get_kv_cache_layout(name), KVCacheLayout, "extra_bytes_per_token")
+    return int(extra(model)) if extra is not None else 0
+
+
 class LLMEngine:
     """Continuous-batching inference over one model (see the module docstring).
 
@@ -70,6 +83,9 @@ class LLMEngine:
     options (``model_name_or_path``, ``lora_path``, ``quant_type``, ``dtype``, ``device``)
     are what :meth:`from_config` loads; a ready ``model`` is used as it is. ``drafter``: any
     object with ``propose(seq_tokens, k)`` (speculative decoding with your own drafter).
+    ``lora_modules`` (``[(name, folder)]``) are loaded unmerged onto ``model`` (its base
+    weights unchanged): a request's ``adapter`` picks one, and requests for different
+    adapters run in one step (:func:`paddlellm.peft.load_serving_adapters`).
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, config: EngineConfig | None = None, *,
@@ -99,12 +115,18 @@ class LLMEngine:
             num_blocks = num_blocks_for_budget(config.kv_cache_bytes, c.num_layers,
                                                config.block_size, c.num_kv_heads, c.head_dim,
                                                getattr(model, "kv_cache_dtype", dtype),
-                                               self.max_model_len, config.max_num_seqs)  # int8 KV: 4x blocks
+                                               self.max_model_len, config.max_num_seqs,  # int8 KV: 4x blocks
+                                               _layout_extra_bytes(model))
         make_cache = getattr(model, "new_paged_cache", None) or PagedKVCache  # e.g. int8 KV (quant)
         self.cache = make_cache(c.num_layers, num_blocks, config.block_size, c.num_kv_heads,
                                 c.head_dim, dtype)
+        #: why prefix caching is off although asked for (None: on, or not asked for)
+        self.prefix_caching_off_reason = (_prefix_caching_off_reason(model, self.cache)
+                                          if config.enable_prefix_caching else None)
+        self.prefix_caching = config.enable_prefix_caching and self.prefix_caching_off_reason is None
         self.scheduler = Scheduler(self.cache.blocks, config.max_num_seqs,
-                                   config.max_num_batched_tokens or max(4096, self.max_model_len))
+                                   config.max_num_batched_tokens or max(4096, self.max_model_len),
+                                   prefix_caching=self.prefix_caching)
         self.eos_ids = _eos_ids(model)
         self._requests: dict[str, Sequence] = {}
         self._aborted: list[RequestOutput] = []
@@ -121,6 +143,27 @@ class LLMEngine:
                 config.speculate_max_ngram_size, config.speculate_verify_window,
                 config.speculate_max_candidate_len)
             self.drafter = drafter if drafter is not None else make_drafter(self.speculative, model)
+        self.adapters = None  # paddlellm.peft.ServingAdapters of --lora_modules
+        if config.lora_modules:
+            from ..peft import load_serving_adapters
+
+            if model_name in {n for n, _ in config.lora_modules}:
+                raise ValueError(f"--lora_modules: adapter name '{model_name}' is the served "
+                                 "model's name; choose another")
+            self.adapters = load_serving_adapters(
+                model, config.lora_modules,
+                base_names=[getattr(model, "name_or_path", None), model_name])
+
+    @property
+    def adapter_names(self) -> tuple[str, ...]:
+        """The names of the adapters served beside the base (``--lora_modules``)."""
+        return self.adapters.names if self.adapters is not None else ()
+
+    def _adapter_rows(self, indices) -> ContextManager[None]:
+        """Inside: token row ``n`` of the forward runs with adapter ``indices[n]``."""
+        if self.adapters is None:
+            return nullcontext()
+        return self.adapters.rows(indices)
 
     @property
     def block_size(self) -> int:
@@ -168,6 +211,9 @@ class LLMEngine:
         path = Path(resolve_model_path(path)) if path else default_model_path()  # Hub ids too
         base, adapter = split_adapter_dir(path)
         if adapter is not None:
+            if config.lora_modules:
+                raise ValueError(f"{path} is an adapter folder; serve its base with "
+                                 "--lora_modules (a merged adapter and unmerged ones do not mix)")
             if lora_path:
                 raise ValueError(f"{path} is an adapter folder; pass its base as the model "
                                  f"to add --lora_path {lora_path}")
@@ -196,9 +242,17 @@ class LLMEngine:
     # -- requests ----------------------------------------------------------------------
     @owned
     def add_request(self, request_id: str, prompt_token_ids: list[int],
-                    params: SamplingParams | None = None) -> None:
-        """Queue a request; ValueError when it cannot fit (length, ids, duplicate id)."""
+                    params: SamplingParams | None = None, adapter: str | None = None, *,
+                    cache_salt: str | None = None) -> None:
+        """Queue a request (``adapter``: the name of a served ``--lora_modules`` adapter, None
+        for the base); ValueError when it cannot fit (length, ids, duplicate id, adapter).
+        ``cache_salt``: reuse cached prefix blocks only among requests with the same salt
+        (requests whose keys/values differ for equal tokens, or tenants kept apart); an
+        adapter's requests are salted with its name as well."""
         params = params or SamplingParams()
+        if adapter is not None and adapter not in self.adapter_names:
+            raise ValueError(f"unknown adapter '{adapter}'; served adapters: "
+                             f"{', '.join(self.adapter_names) or 'none'}")
         prompt = [int(t) for t in prompt_token_ids]
         vocab = self.model.config.vocab_size
         if not prompt:
@@ -216,7 +270,8 @@ class LLMEngine:
         if request_id in self._requests:
             raise ValueError(f"request id '{request_id}' is already in use")
         seq = Sequence(request_id, prompt, params, StopTracker(self.tokenizer, prompt, params.stop),
-                       self.eos_ids, self.max_model_len)
+                       self.eos_ids, self.max_model_len, adapter=adapter,
+                       cache_salt=_salt(adapter, cache_salt))
         self._requests[request_id] = seq
         self.scheduler.add(seq)
         self.counters["requests_added"] += 1
@@ -249,6 +304,14 @@ class LLMEngine:
                 "kv_blocks_total": blocks.num_blocks, "kv_blocks_used": blocks.num_used,
                 "kv_blocks_free": blocks.num_free, "block_size": blocks.block_size,
                 "num_preemptions": self.scheduler.num_preemptions,
+                # prefix caching: tokens looked up at admission and found cached (vLLM's
+                # prefix_cache_queries / prefix_cache_hits), blocks holding reusable prefixes
+                "prefix_caching": int(self.prefix_caching),
+                "prefix_cache_queries": self.scheduler.prefix_cache_queries,
+                "prefix_cache_hits": self.scheduler.prefix_cache_hits,
+                "prefix_cache_hit_rate": (self.scheduler.prefix_cache_hits
+                                          / max(self.scheduler.prefix_cache_queries, 1)),
+                "kv_blocks_cached": blocks.num_cached,
                 "max_num_seqs": self.scheduler.max_num_seqs, **self.counters,
                 # tokens each running sequence gained per step (1 without speculation)
                 "tokens_per_seq_step": (self.counters["seq_step_tokens"]
@@ -301,11 +364,13 @@ class LLMEngine:
         rows of each sequence's last new token and of each of its drafts, in order."""
         import paddle
 
-        ids, pos, cached, fed, rows = [], [], [], [], []
+        ids, pos, cached, fed, rows, adapter_rows = [], [], [], [], [], []
         for seq, n, d in zip(batch.seqs, batch.num_new, drafts):
             start = seq.length - n
             ids.extend(seq.all_ids[start:])
             ids.extend(d)
+            if self.adapters is not None:
+                adapter_rows.extend([self.adapters.index(seq.adapter)] * (n + len(d)))
             pos.append(self._positions(seq.all_ids + d, start, seq.length + len(d)))
             cached.append(start)
             fed.append(n + len(d))
@@ -314,7 +379,8 @@ class LLMEngine:
         view = self.cache.batch([s.request_id for s in batch.seqs], cached, fed)
         input_ids = paddle.to_tensor(np.asarray(ids, dtype=np.int64)[None])  # (1, N)
         position_ids = paddle.to_tensor(np.concatenate(pos, axis=-1)[None])  # (1, [K,] N)
-        with paddle.no_grad(), plain_transposes(self._plain_transposes):
+        with paddle.no_grad(), plain_transposes(self._plain_transposes), \
+                self._adapter_rows(adapter_rows):
             hidden = self.model.forward_hidden(input_ids, position_ids=position_ids, cache=view)
             if len(rows) != hidden.shape[1]:
                 hidden = paddle.index_select(hidden[0], paddle.to_tensor(np.asarray(rows)),
@@ -322,6 +388,7 @@ class LLMEngine:
             logits = self.model.logits(hidden)[0].astype("float32")  # (R, V)
         for seq in batch.seqs:
             seq.num_cached = seq.length
+            self.scheduler.commit(seq)  # its full blocks are written: reusable from now on
         return logits
 
     def _verify(self, seq: Sequence, draft: list[int], rows, greedy) -> tuple[list[int], list]:
@@ -410,15 +477,20 @@ class LLMEngine:
                              len(seq.prompt_ids), len(seq.output_ids))
 
     @owned
-    def score_prompts(self, prompts: Iterable[list[int]], top: int = 0) -> list[list[dict]]:
+    def score_prompts(self, prompts: Iterable[list[int]], top: int = 0,
+                      adapter: str | None = None) -> list[list[dict]]:
         """Prompt-token log-probabilities (``echo`` with ``logprobs``; lm-evaluation-harness's
         loglikelihood): one cache-free forward over each prompt, no KV blocks used; per prompt
         one entry per token as :func:`~paddlellm.engine.sampling.next_token_logprobs` makes
         them, with the ``top`` most likely tokens at each position; the first token's logprob
         is ``None`` (nothing predicts it, as in OpenAI's and vLLM's ``echo``). Logits are
-        computed :data:`SCORE_ROWS` rows at a time."""
+        computed :data:`SCORE_ROWS` rows at a time. ``adapter``: a served adapter's name (None:
+        the base)."""
         import paddle
 
+        if adapter is not None and adapter not in self.adapter_names:
+            raise ValueError(f"unknown adapter '{adapter}'; served adapters: "
+                             f"{', '.join(self.adapter_names) or 'none'}")
         vocab = self.model.config.vocab_size
         results = []
         for ids in prompts:
@@ -429,7 +501,9 @@ class LLMEngine:
             if bad:
                 raise ValueError(f"prompt token id {bad[0]} is outside the vocabulary (0..{vocab - 1})")
             entries = [{"token_id": ids[0], "logprob": None, "top": []}]
-            with paddle.no_grad(), plain_transposes(self._plain_transposes):
+            index = self.adapters.index(adapter) if self.adapters is not None else 0
+            with paddle.no_grad(), plain_transposes(self._plain_transposes), \
+                    self._adapter_rows([index] * len(ids)):
                 hidden = self.model.forward_hidden(
                     paddle.to_tensor(np.asarray(ids, dtype=np.int64)[None]),
                     position_ids=paddle.to_tensor(self._positions(ids, 0, len(ids))[None]))
@@ -444,16 +518,21 @@ class LLMEngine:
     # -- convenience -------------------------------------------------------------------
     @owned
     def generate(self, prompts: Iterable[list[int]], params: SamplingParams | list[SamplingParams],
-                 on_output=None) -> list[dict[str, Any]]:
+                 on_output=None, adapter: str | None | list[str | None] = None
+                 ) -> list[dict[str, Any]]:
         """Run prompts to completion (all queued at once); per prompt
-        ``{"token_ids", "text", "finish_reason", "logprobs"}`` in input order."""
+        ``{"token_ids", "text", "finish_reason", "logprobs"}`` in input order. ``adapter``: a
+        served adapter's name for every prompt, or one per prompt (None: the base)."""
         prompts = list(prompts)
         plist = params if isinstance(params, list) else [params] * len(prompts)
+        alist = adapter if isinstance(adapter, list) else [adapter] * len(prompts)
+        if len(alist) != len(prompts):
+            raise ValueError(f"{len(alist)} adapters for {len(prompts)} prompts")
         results = [{"token_ids": [], "text": "", "finish_reason": None, "logprobs": []}
                    for _ in prompts]
         base = f"gen-{id(results)}-"
-        for i, (ids, p) in enumerate(zip(prompts, plist)):
-            self.add_request(f"{base}{i}", ids, p)
+        for i, (ids, p, a) in enumerate(zip(prompts, plist, alist)):
+            self.add_request(f"{base}{i}", ids, p, adapter=a)
         while self.has_unfinished_requests():
             for out in self.step():
                 r = results[int(out.request_id[len(base):])]
@@ -549,9 +628,19 @@ class LLMEngine:
         self.counters["requests_added"] += g
         self.counters["prompt_tokens"] += sum(map(len, prompts))
         try:
-            for sid, p in zip(prompt_ids, prompts):
-                blocks.allocate(sid, len(p))
-            logits = self._forward_last(prompt_ids, [0] * g, prompts, prompts)  # (g, V)
+            hashes, starts = [], []
+            for sid, p in zip(prompt_ids, prompts):  # each prompt from its cached prefix
+                hashes.append(prefix_hashes(p, blocks.block_size) if self.prefix_caching else [])
+                prefix = blocks.lookup(hashes[-1][:(len(p) - 1) // blocks.block_size])
+                blocks.allocate(sid, len(p), prefix)
+                starts.append(len(prefix) * blocks.block_size)
+                if self.prefix_caching:
+                    self.scheduler.prefix_cache_queries += len(p)
+                    self.scheduler.prefix_cache_hits += starts[-1]
+            logits = self._forward_last(prompt_ids, starts,
+                                        [p[s:] for p, s in zip(prompts, starts)], prompts)  # (g, V)
+            for sid, h in zip(prompt_ids, hashes):
+                blocks.commit(sid, h)
             logits = paddle.index_select(logits, paddle.to_tensor(np.repeat(np.arange(g), nb)),
                                          axis=0)  # (g * nb, V): every beam starts alike
             for b in range(g):
@@ -657,6 +746,32 @@ def _use_attention_kernel(name: str, head_dim: int, dtype: Any) -> None:
                          cache="paged")
     attention.get_attention_kernel(spec, name=name)  # UnknownPluginError naming what is wrong
     attention.set_default_kernel(name)
+
+
+def _prefix_caching_off_reason(model: Any, cache: Any) -> str | None:
+    """Why reusing cached prefix blocks could change this model's outputs (None: it cannot).
+
+    Reuse is exact when a position's cached keys/values depend only on the tokens up to it
+    (and the salt): true of the float pool and of any pool that says so
+    (``supports_prefix_caching``, e.g. the int8 pool with per-head or per-token scales). A
+    tuned prefix (prefix tuning) adds keys that are not the tokens'."""
+    if getattr(model, "prefix_kv", None) is not None:
+        return "prefix tuning: the tuned prefix is not part of the token blocks"
+    if getattr(getattr(model, "config", None), "prefix_lm", False):
+        return ("prefix-LM attention (GLM): a position's keys depend on the whole context "
+                "before <sop>, not only on the tokens up to it")
+    if type(cache) is not PagedKVCache and not getattr(cache, "supports_prefix_caching", False):
+        return (f"the KV pool {type(cache).__name__} does not declare supports_prefix_caching "
+                "(its stored keys/values may depend on more than their own tokens)")
+    return None
+
+
+def _salt(adapter: str | None, cache_salt: str | None) -> str | None:
+    """The prefix-cache salt of a request: its adapter's name (keys/values differ per
+    adapter) combined with the caller's ``cache_salt``."""
+    if adapter is None:
+        return cache_salt
+    return f"adapter:{adapter}" + ("" if cache_salt is None else f"\x00{cache_salt}")
 
 
 def _names_its_base(adapter: str | Path) -> bool:

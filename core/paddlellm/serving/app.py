@@ -28,6 +28,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from ..engine.sampling import SamplingParams
+from ..errors import ConfigError
 from .async_engine import AsyncEngine, EngineDeadError, NeverAdmittedError, QueueFullError
 from .limits import ServerLimits
 from .metrics import CONTENT_TYPE, ServerMetrics
@@ -48,14 +49,24 @@ INTERNAL_ERROR = "Internal server error; it was logged on the server."
 
 
 class ServerState:
-    """What the handlers share: engine client, tokenizer, names, key, metrics."""
+    """What the handlers share: engine client, tokenizer, names (the base's and the served
+    adapters'), key, metrics."""
 
     def __init__(self, engine: AsyncEngine, *, model_name: str, aliases: tuple[str, ...] = (),
-                 api_key: str | None = None, limits: ServerLimits | None = None):
+                 api_key: str | None = None, limits: ServerLimits | None = None,
+                 root: str | None = None):
         self.engine = engine
         self.tokenizer = engine.engine.tokenizer
         self.model_name = model_name
+        self.root = root or model_name
         self.model_names = {model_name, *aliases, *COMPAT_MODEL_NAMES}  # PaddleNLP's names
+        served = getattr(engine.engine, "adapters", None)  # --lora_modules
+        #: adapter name -> its folder, in the order they were given
+        self.adapters: dict[str, str] = dict(zip(served.names, served.paths)) if served else {}
+        clash = sorted(self.model_names & set(self.adapters))
+        if clash:
+            raise ConfigError(f"--lora_modules: adapter name '{clash[0]}' is a name of the base "
+                              f"model ({', '.join(sorted(self.model_names))}); choose another")
         self.max_model_len = int(engine.engine.max_model_len)
         self.api_key = api_key.encode("utf-8") if api_key else None
         self.limits = limits or ServerLimits()
@@ -69,6 +80,11 @@ class ServerState:
         self.metrics = ServerMetrics(model_name)
         self.created = int(time.time())
         self.formatter = OpenAIFormatter(self.tokenizer, model_name)
+        self.formatters = {name: OpenAIFormatter(self.tokenizer, name) for name in self.adapters}
+
+    def formatter_for(self, adapter: str | None) -> OpenAIFormatter:
+        """Responses name the model they ran on: the adapter's name, else the base's."""
+        return self.formatter if adapter is None else self.formatters[adapter]
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -95,10 +111,16 @@ def _authorize(state: ServerState, request: Request) -> None:
                        code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
 
-def _check_model(state: ServerState, model: str | None) -> None:
-    if model is not None and model not in state.model_names:
-        raise APIError(404, f"The model `{model}` does not exist. Served: {state.model_name}",
-                       param="model", code="model_not_found")
+def _check_model(state: ServerState, model: str | None) -> str | None:
+    """The served adapter a request's ``model`` names (None: the base model); a 404 naming
+    the model when it is neither the base nor an adapter."""
+    if model is None or model in state.model_names:
+        return None
+    if model in state.adapters:
+        return model
+    served = ", ".join([state.model_name, *state.adapters])
+    raise APIError(404, f"The model `{model}` does not exist. Served: {served}",
+                   param="model", code="model_not_found")
 
 
 def _budget(state: ServerState, prompt_len: int, max_tokens: int | None) -> int:
@@ -156,7 +178,8 @@ def _admissible(state: ServerState, count: int, param: str) -> None:
 
 
 # ---------------------------------------------------------------------------- generation
-async def _start(state: ServerState, prompts: list[list[int]], params: list[Any]) -> Fanout:
+async def _start(state: ServerState, prompts: list[list[int]], params: list[Any],
+                 adapter: str | None = None) -> Fanout:
     """One engine request per (prompt, params), admitted whole (or 503) and accepted by the
     engine before the response starts, so its errors get a status code. The returned
     fanout carries the request's :class:`RequestTimer` (``fanout.timer``)."""
@@ -167,7 +190,8 @@ async def _start(state: ServerState, prompts: list[list[int]], params: list[Any]
         raise _engine_error(exc) from None
     prefix = uuid.uuid4().hex[:12]
     results = await asyncio.gather(
-        *(state.engine.submit(f"{prefix}-{i}", ids, p) for i, (ids, p) in enumerate(zip(prompts, params))),
+        *(state.engine.submit(f"{prefix}-{i}", ids, p, adapter=adapter)
+          for i, (ids, p) in enumerate(zip(prompts, params))),
         return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
@@ -216,11 +240,11 @@ async def _collect(state: ServerState, fanout: Fanout, choices: list[ChoiceState
 
 async def _respond(state: ServerState, request: Request, *, stream: bool,
                    include_usage: bool, prompts: list[list[int]], params: list[Any],
-                   choices: list[ChoiceState], kind: str) -> Response:
-    fmt = state.formatter
+                   choices: list[ChoiceState], kind: str, adapter: str | None = None) -> Response:
+    fmt = state.formatter_for(adapter)
     rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
     created = int(time.time())
-    fanout = await _start(state, prompts, params)
+    fanout = await _start(state, prompts, params, adapter)
     if not stream:
         try:
             await cancel_on_disconnect(request.receive, _collect(state, fanout, choices))
@@ -266,21 +290,22 @@ def _sse(payload: dict) -> str:
 
 # ---------------------------------------------------------------------------- routes
 async def _parse_request(request: Request, request_cls):
-    """``(server state, the validated request body)``; a bad body, an unknown model or an
-    unsupported field is an OpenAI-shaped error. Parsing runs in the worker pool."""
+    """``(server state, the validated request body, the adapter its model names or None)``;
+    a bad body, an unknown model or an unsupported field is an OpenAI-shaped error. Parsing
+    runs in the worker pool."""
     state: ServerState = request.app.state.server
     raw = await read_body(request, state.limits)
     req = await state.worker.run(decode_request, raw, request_cls, state.limits,
                                  state.max_model_len, state.engine.max_in_flight)
-    _check_model(state, req.model)
+    adapter = _check_model(state, getattr(req, "model", None))
     if not isinstance(req, ServingToolRequest):  # its own checks: check_supported()
         unsupported_fields(req)
-    return state, req
+    return state, req, adapter
 
 
 async def chat_completions(request: Request) -> Response:
     # OpenAI's body, PaddleNLP's flask body (folded in) or its serving tool's body
-    state, req = await _parse_request(request, ChatBody)
+    state, req, adapter = await _parse_request(request, ChatBody)
     if isinstance(req, ServingToolRequest):
         return await _serving_tool(state, request, req)
     if req.top_logprobs and not req.logprobs:
@@ -296,7 +321,7 @@ async def chat_completions(request: Request) -> Response:
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     return await _respond(state, request, stream=req.stream,
                           include_usage=include_usage, prompts=[ids] * req.n, params=params,
-                          choices=choices, kind="chat")
+                          choices=choices, kind="chat", adapter=adapter)
 
 
 async def _chat_ids(state: ServerState, req: ChatCompletionRequest) -> list[int]:
@@ -357,7 +382,7 @@ async def _serving_tool(state: ServerState, request: Request, tool: ServingToolR
 
 
 async def completions(request: Request) -> Response:
-    state, req = await _parse_request(request, CompletionRequest)
+    state, req, adapter = await _parse_request(request, CompletionRequest)
     if req.suffix:
         raise APIError(400, "suffix is not supported", param="suffix", code="unsupported_parameter")
     if req.max_tokens == 0 and not req.echo:
@@ -377,7 +402,7 @@ async def completions(request: Request) -> Response:
     echoes = (await state.worker.run(_echo_texts, state.tokenizer, raw_prompts, all_ids)
               if req.echo else [""] * len(all_ids))
     # echo with logprobs: the prompt tokens' logprobs, one forward per prompt on the engine thread
-    scored = (await _score_prompts(state, all_ids, req.logprobs)
+    scored = (await _score_prompts(state, all_ids, req.logprobs, adapter)
               if req.echo and req.logprobs is not None else [None] * len(all_ids))
     prompts, params, choices = [], [], []
     for p_index, (ids, max_tokens) in enumerate(zip(all_ids, budgets)):
@@ -392,10 +417,11 @@ async def completions(request: Request) -> Response:
                                        num_prompt_tokens=len(ids)))
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     if req.max_tokens == 0:
-        return _prompt_only(state, stream=req.stream, include_usage=include_usage, choices=choices)
+        return _prompt_only(state, stream=req.stream, include_usage=include_usage,
+                            choices=choices, adapter=adapter)
     return await _respond(state, request, stream=req.stream,
                           include_usage=include_usage, prompts=prompts, params=params,
-                          choices=choices, kind="completion")
+                          choices=choices, kind="completion", adapter=adapter)
 
 
 def _echo_texts(tokenizer: Any, raw_prompts: list, all_ids: list[list[int]]) -> list[str]:
@@ -403,19 +429,22 @@ def _echo_texts(tokenizer: Any, raw_prompts: list, all_ids: list[list[int]]) -> 
     return [p if isinstance(p, str) else tokenizer.decode(ids) for p, ids in zip(raw_prompts, all_ids)]
 
 
-async def _score_prompts(state: ServerState, all_ids: list[list[int]], top: int) -> list[list]:
+async def _score_prompts(state: ServerState, all_ids: list[list[int]], top: int,
+                         adapter: str | None = None) -> list[list]:
     """Each prompt's token logprobs from the engine thread (an engine error is a 400/500)."""
     try:
-        return await state.engine.score_prompts(all_ids, top)
+        if adapter is None:
+            return await state.engine.score_prompts(all_ids, top)
+        return await state.engine.score_prompts(all_ids, top, adapter=adapter)
     except ValueError as exc:  # e.g. a token id outside the vocabulary
         raise APIError(400, str(exc), param="prompt") from exc
 
 
 def _prompt_only(state: ServerState, *, stream: bool, include_usage: bool,
-                 choices: list[ChoiceState]) -> Response:
+                 choices: list[ChoiceState], adapter: str | None = None) -> Response:
     """``max_tokens: 0`` with ``echo``: each choice is its prompt (and its logprobs), nothing is
     generated, ``finish_reason`` "length" (vLLM's answer)."""
-    fmt = state.formatter
+    fmt = state.formatter_for(adapter)
     rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     for c in choices:
         c.finish_reason = "length"
@@ -437,19 +466,26 @@ def _prompt_only(state: ServerState, *, stream: bool, include_usage: bool,
 
 
 async def list_models(request: Request) -> Response:
+    """The base model, then each served adapter (``parent``: the base, as vLLM lists them)."""
     state: ServerState = request.app.state.server
-    return JSONResponse({"object": "list", "data": [_model_card(state)]})
+    return JSONResponse({"object": "list", "data": [_model_card(state, None)] + [
+        _model_card(state, name) for name in state.adapters]})
 
 
 async def get_model(request: Request) -> Response:
     state: ServerState = request.app.state.server
-    _check_model(state, request.path_params["model"])
-    return JSONResponse(_model_card(state))
+    adapter = _check_model(state, request.path_params["model"])
+    return JSONResponse(_model_card(state, adapter))
 
 
-def _model_card(state: ServerState) -> dict:
-    return {"id": state.model_name, "object": "model", "created": state.created,
-            "owned_by": "paddlellm", "max_model_len": state.max_model_len}
+def _model_card(state: ServerState, adapter: str | None) -> dict:
+    """vLLM's card: ``root`` is the weights' folder, ``parent`` the base of an adapter."""
+    if adapter is None:
+        name, root, parent = state.model_name, state.root, None
+    else:
+        name, root, parent = adapter, state.adapters[adapter], state.model_name
+    return {"id": name, "object": "model", "created": state.created, "owned_by": "paddlellm",
+            "root": root, "parent": parent, "max_model_len": state.max_model_len}
 
 
 async def tokenize(request: Request) -> Response:
@@ -534,11 +570,15 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 
 
 def build_app(engine: AsyncEngine, *, model_name: str, aliases: tuple[str, ...] = (),
-              api_key: str | None = None, limits: ServerLimits | None = None) -> Starlette:
+              api_key: str | None = None, limits: ServerLimits | None = None,
+              root: str | None = None) -> Starlette:
     """The starlette app; its lifespan starts and stops the engine thread. ``limits``:
-    the request bounds (default: :meth:`ServerLimits.from_env`)."""
+    the request bounds (default: :meth:`ServerLimits.from_env`); ``root``: the model's
+    folder, shown in ``/v1/models``. The engine's served adapters (``--lora_modules``) are
+    listed beside the base and chosen by a request's ``model``."""
     state = ServerState(engine, model_name=model_name, aliases=aliases, api_key=api_key,
-                        limits=limits if limits is not None else ServerLimits.from_env())
+                        limits=limits if limits is not None else ServerLimits.from_env(),
+                        root=root)
 
     @asynccontextmanager
     async def lifespan(app):

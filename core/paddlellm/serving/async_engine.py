@@ -43,11 +43,13 @@ class EngineDeadError(RuntimeError):
 
 @dataclass(frozen=True)
 class AddRequest:
-    """Queue ``prompt_token_ids`` under ``request_id`` with ``params`` (``SamplingParams``)."""
+    """Queue ``prompt_token_ids`` under ``request_id`` with ``params`` (``SamplingParams``)
+    on the served adapter ``adapter`` (None: the base)."""
 
     request_id: str
     prompt_token_ids: tuple[int, ...]
     params: Any
+    adapter: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class ScorePrompts:
     top: int
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
+    adapter: str | None = None
 
 
 #: what callers send the engine thread, applied in order between steps
@@ -213,9 +216,10 @@ class AsyncEngine:
                                      f"(limit {self.max_in_flight})")
 
     async def submit(self, request_id: str, prompt_token_ids: list[int],
-                     params: Any) -> "RequestStream":
-        """Add a request; return once the engine accepted it (raises the engine's error,
-        e.g. ``ValueError`` for a prompt that is too long, or :class:`QueueFullError`)."""
+                     params: Any, adapter: str | None = None) -> "RequestStream":
+        """Add a request (on the served adapter ``adapter``; None: the base); return once the
+        engine accepted it (raises the engine's error, e.g. ``ValueError`` for a prompt that
+        is too long, or :class:`QueueFullError`)."""
         if not self.is_running:
             raise EngineDeadError(f"the engine is not running: {self.error!r}")
         loop = asyncio.get_running_loop()
@@ -227,7 +231,7 @@ class AsyncEngine:
                 raise QueueFullError(f"{len(self._streams)} requests in flight "
                                      f"(limit {self.max_in_flight})")
             self._streams[request_id] = stream
-            self._ops.append(AddRequest(request_id, tuple(prompt_token_ids), params))
+            self._ops.append(AddRequest(request_id, tuple(prompt_token_ids), params, adapter))
             self._cond.notify()
         try:
             await stream.accepted
@@ -248,14 +252,16 @@ class AsyncEngine:
         finally:
             outputs.close()
 
-    async def score_prompts(self, prompts: list[list[int]], top: int = 0) -> list[list[Any]]:
-        """Each prompt's token logprobs (``LLMEngine.score_prompts``), computed by the engine
-        thread between steps (one forward per prompt), never on the event loop."""
+    async def score_prompts(self, prompts: list[list[int]], top: int = 0,
+                            adapter: str | None = None) -> list[list[Any]]:
+        """Each prompt's token logprobs (``LLMEngine.score_prompts``; on the served adapter
+        ``adapter``, None: the base), computed by the engine thread between steps (one
+        forward per prompt), never on the event loop."""
         if not self.is_running:
             raise EngineDeadError(f"the engine is not running: {self.error!r}")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        op = ScorePrompts(tuple(tuple(p) for p in prompts), int(top), loop, future)
+        op = ScorePrompts(tuple(tuple(p) for p in prompts), int(top), loop, future, adapter)
         with self._cond:
             self._ops.append(op)
             self._cond.notify()
@@ -294,7 +300,8 @@ class AsyncEngine:
         if op.future.done():  # the caller went away
             return
         try:
-            result: Any = self.engine.score_prompts([list(p) for p in op.prompts], op.top)
+            extra = {} if op.adapter is None else {"adapter": op.adapter}
+            result: Any = self.engine.score_prompts([list(p) for p in op.prompts], op.top, **extra)
         except Exception as exc:  # e.g. ValueError: a token id outside the vocabulary
             result = exc
         try:
@@ -308,7 +315,8 @@ class AsyncEngine:
         if not wanted:
             return
         try:
-            self.engine.add_request(op.request_id, list(op.prompt_token_ids), op.params)
+            extra = {} if op.adapter is None else {"adapter": op.adapter}
+            self.engine.add_request(op.request_id, list(op.prompt_token_ids), op.params, **extra)
         except Exception as exc:  # e.g. ValueError: prompt too long
             self._post(op.request_id, exc, final=True)
             return

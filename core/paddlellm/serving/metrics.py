@@ -4,7 +4,10 @@ do not collide).
 
 Counters are kept by the HTTP layer (requests by route and status, prompt and generated
 tokens); gauges are read from the engine client's stats at scrape time (running and waiting
-requests, requests in flight, KV blocks total and in use, preemptions). Latency histograms
+requests, requests in flight, KV blocks total, in use and holding cached prefixes,
+preemptions, and the prefix cache's queried and hit prompt tokens -- vLLM's
+``prefix_cache_queries``/``prefix_cache_hits``: the hit rate is
+``rate(paddlellm_prefix_cache_hits_total) / rate(paddlellm_prefix_cache_queries_total)``). Latency histograms
 (vLLM's names, ``paddlellm_`` prefix) are observed per HTTP request by :class:`RequestTimer`:
 queue (admission) time, time to first token, inter-token latency, end-to-end latency, and the
 prompt and generation token counts.
@@ -160,6 +163,8 @@ class _Collector:
             ("num_requests_in_flight", "num_in_flight", "Requests admitted by the server and not finished."),
             ("kv_blocks_total", "kv_blocks_total", "KV-cache blocks in the pool."),
             ("kv_blocks_used", "kv_blocks_used", "KV-cache blocks in use."),
+            ("kv_blocks_cached", "kv_blocks_cached", "KV-cache blocks holding a reusable "
+                                                     "prefix (in use or evictable)."),
         ]
         for key, stat, help_ in gauges:
             g = GaugeMetricFamily(name(key), help_, labels=["model_name"])
@@ -174,6 +179,13 @@ class _Collector:
                                 labels=["model_name"])
         c.add_metric(model, int(stats.get("num_preemptions", 0)))
         yield c
+        for key, help_ in (("prefix_cache_queries", "Prompt tokens looked up in the prefix "
+                                                    "cache when requests were admitted."),
+                           ("prefix_cache_hits", "Prompt tokens found in the prefix cache "
+                                                 "(their keys/values reused, not computed).")):
+            c = CounterMetricFamily(name(key), help_, labels=["model_name"])
+            c.add_metric(model, int(stats.get(key, 0)))
+            yield c
 
 
 def parse_prometheus(text: str) -> dict[str, float]:

@@ -21,7 +21,8 @@ def create_app(model_name_or_path: str | None = None, *, config: EngineConfig | 
     ``model_name_or_path`` (the bundled demo model when neither names one) and the keyword
     ``options`` (any ``EngineConfig`` field: ``max_queue=32``, ``dtype="bfloat16"``...).
     ``limits`` replaces the config's request bounds; ``api_key`` requires
-    ``Authorization: Bearer <key>`` on ``/v1/*``."""
+    ``Authorization: Bearer <key>`` on ``/v1/*``. The adapters of ``lora_modules`` are served
+    beside the base: a request's ``model`` picks one."""
     from ..engine import LLMEngine, default_model_path
 
     if config is None:
@@ -36,7 +37,8 @@ def create_app(model_name_or_path: str | None = None, *, config: EngineConfig | 
     aliases = tuple({str(path), Path(path).name} - {name})
     client = AsyncEngine(engine, max_queue=config.max_queue)
     return build_app(client, model_name=name, aliases=aliases, api_key=api_key,
-                     limits=limits if limits is not None else ServerLimits.from_config(config))
+                     limits=limits if limits is not None else ServerLimits.from_config(config),
+                     root=str(path))
 
 
 def run_server(app, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:

@@ -117,6 +117,15 @@ class Tokenizer:
                 fields = {k: spec[k] for k in ("single_word", "lstrip", "rstrip", "normalized", "special") if k in spec}
                 backend.add_tokens([AddedToken(spec["content"], **fields)])
         flagged = {t.content for t in backend.get_added_tokens_decoder().values() if t.special}
+        # entries the config marks special that the vocabulary holds as plain tokens (Yuan's <sep>,
+        # <pad>, ... are pieces of its tokenizer.model, made special by add_tokens(special_tokens=True))
+        promote = [spec for spec in (config.get("added_tokens_decoder") or {}).values()
+                   if isinstance(spec, Mapping) and spec.get("special") and spec["content"] not in flagged]
+        if promote:
+            backend.add_special_tokens([AddedToken(spec["content"], special=True, **{
+                k: spec[k] for k in ("single_word", "lstrip", "rstrip", "normalized") if k in spec})
+                for spec in promote])
+            flagged |= {spec["content"] for spec in promote}
         missing = [t for t in [*self._special.values(), *self._extra_special] if t is not None and t not in flagged]
         if missing:
             backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in dict.fromkeys(missing)])
@@ -201,6 +210,11 @@ class Tokenizer:
             config.setdefault("pad_token", backend.padding["pad_token"])
             config.setdefault("padding_side", backend.padding["direction"])
         tokenizer = cls(backend, config, name_or_path=str(path))
+        auto = (config.get("auto_map") or {}).get("AutoTokenizer")
+        if not tokenizer_file.is_file() and isinstance(auto, (list, tuple)) and auto and auto[0] \
+                and (len(auto) < 2 or not auto[1]):
+            # the checkpoint's own slow tokenizer class (no fast one): decode as it does
+            tokenizer.slow_sentencepiece_decode = True
         if bos_eos:
             tokenizer.set_bos_eos(**bos_eos)
         return tokenizer
@@ -415,14 +429,42 @@ class Tokenizer:
             return self._backend.encode(text, add_special_tokens=add_special_tokens).tokens
 
     # ------------------------------------------------------------------ decoding
+    #: decode as the slow SentencePiece tokenizers do (set for a ``tokenizer.model`` whose own
+    #: tokenizer code the checkpoint names, see :meth:`from_pretrained`)
+    slow_sentencepiece_decode = False
+
     def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
         """Token ids (list, numpy array or Paddle tensor) back to text."""
-        text = self._backend.decode(_to_id_list(ids), skip_special_tokens=skip_special_tokens)
+        if self.slow_sentencepiece_decode:
+            text = self._decode_slow_sentencepiece(_to_id_list(ids), skip_special_tokens)
+        else:
+            text = self._backend.decode(_to_id_list(ids), skip_special_tokens=skip_special_tokens)
         cleanup = self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces
         # As transformers v5: the clean-up corrupts BPE output, so it is never applied to BPE models.
         if cleanup and type(self._backend.model).__name__ != "BPE":
             text = _clean_up_tokenization(text)
         return text
+
+    def _decode_slow_sentencepiece(self, ids: list[int], skip_special_tokens: bool) -> str:
+        """The ``convert_tokens_to_string`` of the SentencePiece tokenizers that checkpoints ship as
+        their own code (Baichuan's ``tokenization_baichuan.py``, copied from transformers' old
+        slow ``LlamaTokenizer``): runs of ordinary pieces decode as SentencePiece decodes them; a
+        special token is appended as is, after one space when the piece before it was not special
+        and it is not the first (the space lands before the decoded run, as in that code)."""
+        special_ids = set(self.all_special_ids)
+        if skip_special_tokens:
+            ids = [i for i in ids if i not in special_ids]
+        out, run, prev_special = "", [], False
+        for i, token_id in enumerate(ids):
+            if token_id in special_ids:
+                if not prev_special and i != 0:
+                    out += " "
+                out += self._backend.decode(run, skip_special_tokens=False) + self._backend.id_to_token(token_id)
+                run, prev_special = [], True
+            else:
+                run.append(token_id)
+                prev_special = False
+        return out + self._backend.decode(run, skip_special_tokens=False)
 
     def batch_decode(self, sequences, skip_special_tokens: bool = False, **kwargs) -> list[str]:
         if hasattr(sequences, "tolist"):

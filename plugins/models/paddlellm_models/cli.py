@@ -24,7 +24,7 @@ def model_rows() -> list[dict]:
                 "name": preset, "family": name, "default": preset == family.default_preset,
                 "aliases": [a for a in family.aliases
                             if family.alias_presets.get(a, family.default_preset) == preset],
-                "params": c.num_parameters(), "hidden_size": c.hidden_size,
+                "params": family.num_parameters(c), "hidden_size": c.hidden_size,
                 "num_layers": c.num_layers, "num_heads": c.num_heads,
                 "num_kv_heads": c.num_kv_heads, "vocab_size": c.vocab_size,
                 "num_experts": c.num_experts, "model_types": list(family.model_types),

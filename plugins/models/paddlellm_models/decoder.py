@@ -223,7 +223,7 @@ class Attention(nn.Layer):
 
     def forward(self, x: paddle.Tensor, ctx: dict[str, Any], cache=None) -> paddle.Tensor:
         b, t = x.shape[0], x.shape[1]
-        q, k, v = self._qkv(x)  # (B, T, Hq, D), (B, T, Hkv, D), (B, T, Hkv, D)
+        q, k, v = self._qkv(x, ctx, cache)  # (B, T, Hq, D), (B, T, Hkv, D), (B, T, Hkv, D)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         if ctx["rope"] is not None:
@@ -240,7 +240,10 @@ class Attention(nn.Layer):
                             **ctx["extra"])  # (B, T, Hq, D)
         return self.o_proj(out.reshape([b, t, self.num_heads * self.head_dim]))
 
-    def _qkv(self, x: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
+    def _qkv(self, x: paddle.Tensor, ctx: dict[str, Any] | None = None,
+             cache=None) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
+        """Queries, keys and values of ``x`` (a family's own attention block overrides this
+        and may read the call's ``ctx`` and the layer's ``cache``)."""
         b, t, hq, hkv, d = x.shape[0], x.shape[1], self.num_heads, self.num_kv_heads, self.head_dim
         if self.fused == "heads":  # Bloom: rows (H, 3, D)
             qkv = self.qkv_proj(x).reshape([b, t, hq, 3, d])  # (B, T, H, 3, D)

@@ -1,4 +1,4 @@
-"""Parity of the families transformers has no class for (ChatGLM-6B, ChatGLM2/3, Baichuan/Baichuan2)
+"""Parity of the families transformers has no class for (ChatGLM-6B, ChatGLM2/3, Baichuan/Baichuan2, Yuan 2.0)
 with torch references written from their authors' published modeling code
 (``scripts/fixtures/reference_models``, fixtures by ``scripts/fixtures/make_family_fixtures.py``)."""
 from __future__ import annotations
@@ -41,9 +41,9 @@ def _hf(name: str) -> dict:
 
 
 def test_fixtures_cover_the_families():
-    assert {m.family.name for m in map(model, NAMES)} == {"chatglm", "chatglm2", "baichuan"}
-    assert NAMES == ["baichuan2_13b", "baichuan2_7b", "baichuan_7b", "chatglm", "chatglm2",
-                     "chatglm3_bias_layernorm", "chatglm_tied"]
+    assert {m.family.name for m in map(model, NAMES)} >= {"chatglm", "chatglm2", "baichuan", "yuan"}
+    assert {"baichuan2_13b", "baichuan2_7b", "baichuan_7b", "chatglm", "chatglm2",
+            "chatglm3_bias_layernorm", "chatglm_tied", "yuan", "yuan_untied"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -207,3 +207,203 @@ def test_chatglm_positions_follow_the_published_generation():
     masked = [5, 60, 7, 8, 62]  # [MASK] inside the prompt: positions freeze at it
     np.testing.assert_array_equal(m.sequence_positions(masked + [9], 0, 6),
                                   [[0, 1, 2, 3, 1, 1], [0, 0, 0, 0, 1, 2]])
+
+
+# --- Yuan 2.0: the localized filter and its cache ------------------------------------------------
+
+def _yuan_variant(change) -> "object":
+    """The ``yuan`` fixture with one of its blocks altered by ``change(model)``."""
+    from paddlellm.checkpoint import load_hf_weights
+
+    family = model("yuan").family
+    m = family.build(family.config_from_hf(_hf("yuan")), init=False)
+    load_hf_weights(m, PUBLISHED / "yuan")
+    change(m)
+    return m.eval()
+
+
+def _no_filter(m):
+    for layer in m.model.layers:
+        lf = layer.self_attn.lf_gate
+        for conv in (lf.conv1, lf.conv2):
+            conv.weight.set_value(paddle.zeros_like(conv.weight))
+
+
+def _plain_heads(m):
+    import types
+
+    def qkv(self, x, ctx=None, cache=None):  # queries from q_proj, keys from k_proj alone
+        b, t, h, d = x.shape[0], x.shape[1], self.num_heads, self.head_dim
+        f = self.lf_gate(x, None, None, cache)
+        return (self.q_proj(f).reshape([b, t, h, d]), self.k_proj(f).reshape([b, t, h, d]),
+                self.v_proj(x).reshape([b, t, h, d]))
+
+    for layer in m.model.layers:
+        layer.self_attn._qkv = types.MethodType(qkv, layer.self_attn)
+
+
+def _swap_mlp(m):
+    for layer in m.model.layers:
+        mlp = layer.mlp
+        gate, up = mlp.gate_proj.weight.numpy(), mlp.up_proj.weight.numpy()
+        mlp.gate_proj.weight.set_value(up)
+        mlp.up_proj.weight.set_value(gate)
+
+
+@pytest.mark.parametrize("change", [_no_filter, _plain_heads, _swap_mlp])
+def test_yuan_fixture_exercises_its_blocks(change):
+    """Without the filter, with LLaMA's head split or with the MLP's gate/up the other way
+    round, parity breaks (so the parity tests can fail)."""
+    r = ref("yuan")
+    with paddle.no_grad():
+        single = _yuan_variant(change)(paddle.to_tensor(r["single_ids"])).numpy()
+    assert rel_err(single, r["single_logits"]) > 1e-3
+
+
+def test_yuan_weight_names_are_the_published_ones():
+    from paddlellm.checkpoint import CheckpointReader
+
+    with CheckpointReader(PUBLISHED / "yuan") as reader:
+        keys = set(reader.keys())
+    assert {"model.layers.0.self_attn.lf_gate.conv1.weight", "model.layers.0.self_attn.lf_gate.conv2.bias",
+            "model.layers.1.self_attn.lf_gate.output_layernorm.weight",
+            "model.layers.0.mlp.up_proj.weight", "model.layers.0.mlp.gate_proj.weight"} <= keys
+    assert "lm_head.weight" not in keys  # tied, as published
+    conv = model("yuan").model.layers[0].self_attn.lf_gate.conv1.weight
+    assert conv.shape == [16, 32, 2, 1]  # Conv2d(H, H/2, (2, 1)) as stored
+
+
+def test_yuan_engine_keeps_the_filter_state_through_preemption_and_speculation():
+    """The paged engine's filter state follows the blocks: preempted sequences recompute,
+    n-gram drafts that are rejected are rolled back, several sequences share steps; the
+    greedy tokens stay the reference's."""
+    from paddlellm.engine import LLMEngine, SamplingParams
+
+    r = ref("yuan")
+    prompts = [r["single_ids"][0].tolist(), [t for t, m in zip(r["batch_ids"][1], r["batch_mask"][1]) if m],
+               r["batch_ids"][0].tolist()]
+    want = [r["greedy_single"][0].tolist(), r["greedy_batch"][1].tolist(), r["greedy_batch"][0].tolist()]
+    params = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
+    # 19 blocks of 2: the three sequences (28 tokens each) cannot all stay: preemption
+    tight = LLMEngine(model("yuan"), block_size=2, num_blocks=19)
+    assert [o["token_ids"] for o in tight.generate(prompts, params)] == want
+    spec = LLMEngine(model("yuan"), block_size=4, speculate_method="inference_with_reference",
+                     speculate_max_draft_token_num=3, speculate_max_ngram_size=2)
+    assert [o["token_ids"] for o in spec.generate(prompts, params)] == want
+    assert spec.counters["spec_draft_tokens"] > 0
+
+
+def test_yuan_cached_generate_and_padding_equal_the_rows_alone():
+    r, m = ref("yuan"), model("yuan")
+    n = r["greedy_single"].shape[1]
+    with paddle.no_grad():
+        ids = paddle.to_tensor(r["single_ids"])
+        full = m(ids).numpy()
+        cache = m.new_cache(1, ids.shape[1] + 1)
+        split = np.concatenate([m(ids[:, :1], cache=cache).numpy(), m(ids[:, 1:2], cache=cache).numpy(),
+                                m(ids[:, 2:], cache=cache).numpy()], axis=1)  # 1 + 1 + rest
+    assert rel_err(split, full) <= TOL
+    beams = m.generate(r["single_ids"], max_new_tokens=n, num_beams=2, eos_token_id=None).numpy()
+    assert beams.shape[1] == r["single_ids"].shape[1] + n
+
+
+def test_yuan_refuses_a_cache_without_filter_state():
+    m = model("yuan")
+    m.kv_cache_layout = "float"
+    try:
+        with pytest.raises(ValueError, match="yuan_lfa"):
+            m.generate(ref("yuan")["single_ids"], max_new_tokens=2, eos_token_id=None)
+    finally:
+        m.kv_cache_layout = "yuan_lfa"
+
+
+def test_yuan_configs():
+    from paddlellm.auto import family_for_model_type
+
+    yuan = family_for_model_type("yuan")
+    c = yuan.config_for("yuan2-2b")
+    assert (c.hidden_size, c.num_layers, c.num_heads, c.vocab_size, c.tie_embeddings) == (
+        2048, 24, 32, 135040, True)
+    assert c.eos_token_id == 77185
+    for bad, match in (({"use_shareqk": True}, "use_shareqk"), ({"use_lfa": False}, "use_lfa"),
+                       ({"num_key_value_heads": 2}, "num_key_value_heads")):
+        with pytest.raises(ValueError, match=match):
+            yuan.config_from_hf({**_hf("yuan"), **bad})
+
+
+class _Appending:
+    """A differentiable appending KV cache of the alignment stage's kind (no reorder)."""
+
+    paged = False
+
+    def __init__(self, n: int) -> None:
+        self.layers = [self._Layer() for _ in range(n)]
+
+    class _Layer:
+        k = v = None
+
+        def update(self, k, v):
+            self.k = k if self.k is None else paddle.concat([self.k, k], axis=1)
+            self.v = v if self.v is None else paddle.concat([self.v, v], axis=1)
+            return self.k, self.v
+
+        def __len__(self):
+            return 0 if self.k is None else self.k.shape[1]
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    @property
+    def seq_length(self):
+        return len(self.layers[0])
+
+    def repeat_rows(self, times):
+        for layer in self.layers:
+            layer.k = paddle.repeat_interleave(layer.k, times, axis=0)
+            layer.v = paddle.repeat_interleave(layer.v, times, axis=0)
+
+
+def test_yuan_filter_over_an_appending_cache_with_repeated_rows():
+    """A left-padded prompt encoded once, its rows repeated for two responses (as DPO's
+    shared-prompt layout does): the responses' logits equal whole-sequence forwards."""
+    r, m = ref("yuan"), model("yuan")
+    prompt, pmask = r["batch_ids"][:, :12], r["batch_mask"][:, :12]  # row 1 left-padded
+    responses = r["single_ids"][:, :4].repeat(4, axis=0)  # (4, 4): two per prompt
+    with paddle.no_grad():
+        cache = _Appending(len(m.model.layers))
+        m.forward_hidden(paddle.to_tensor(prompt), attention_mask=paddle.to_tensor(pmask), cache=cache)
+        cache.repeat_rows(2)
+        rows_mask = np.concatenate([pmask.repeat(2, axis=0), np.ones((4, 4), dtype=pmask.dtype)], axis=1)
+        got = m(paddle.to_tensor(responses), attention_mask=paddle.to_tensor(rows_mask), cache=cache).numpy()
+        for i in range(4):
+            keep = pmask[i // 2].astype(bool)
+            whole = np.concatenate([prompt[i // 2][keep], responses[i]])[None]
+            want = m(paddle.to_tensor(whole)).numpy()[0, -4:]
+            assert rel_err(got[i], want) <= TOL
+
+
+def test_yuan_engine_budget_counts_the_filter_state():
+    """The layout's extra bytes per token (H per layer) enter the engine's block budget: the
+    same budget holds fewer Yuan blocks than keys and values alone would fill."""
+    from paddlellm.engine import LLMEngine
+    from paddlellm.engine.kv_manager import block_bytes
+
+    m = model("yuan")
+    c = m.config
+    budget = 64 * block_bytes(c.num_layers, 4, c.num_kv_heads, c.head_dim, "float32")
+    engine = LLMEngine(m, block_size=4, kv_cache_bytes=budget, max_model_len=64, max_num_seqs=64)
+    per_block = block_bytes(c.num_layers, 4, c.num_kv_heads, c.head_dim, "float32") + 4 * c.num_layers * c.hidden_size * 4
+    assert engine.cache.num_blocks == budget // per_block < 64
+    assert engine.cache.nbytes <= budget
+
+
+def test_yuan_engine_beam_search_equals_generate():
+    """Beams share blocks and copy them on write: the filter pool is forked and copied with
+    the keys/values, so the engine's beam search equals contiguous-cache beam search."""
+    from paddlellm.engine import LLMEngine
+
+    r, m = ref("yuan"), model("yuan")
+    prompt = r["single_ids"][0].tolist()
+    want = m.generate(r["single_ids"], max_new_tokens=8, num_beams=3, eos_token_id=None).numpy()[0, len(prompt):]
+    (got,) = LLMEngine(m, block_size=4).beam_search([prompt], 3, 8, ignore_eos=True)
+    assert got["token_ids"] == want.tolist()

@@ -24,14 +24,17 @@ DEV = os.environ.get("PADDLELLM_DEV_PYTHON")
 BASES = {"gpt2": MODELS / "gpt2", "bloom": MODELS / "bloom", "phi3": MODELS / "phi3_longrope",
          "chatglm": MODELS / "published" / "chatglm",
          "chatglm2": MODELS / "published" / "chatglm2",
-         "baichuan2": MODELS / "published" / "baichuan2_13b"}
+         "baichuan2": MODELS / "published" / "baichuan2_13b",
+         "yuan": MODELS / "published" / "yuan"}
 #: the HF modules the default targets adapt (peft's target_modules leaf names)
 EXPECTED = {"gpt2": ["c_attn", "c_fc", "c_proj"],
             "bloom": ["dense", "dense_4h_to_h", "dense_h_to_4h", "query_key_value"],
             "phi3": ["down_proj", "gate_up_proj", "o_proj", "qkv_proj"],
             "chatglm": ["dense", "dense_4h_to_h", "dense_h_to_4h", "query_key_value"],
             "chatglm2": ["dense", "dense_4h_to_h", "dense_h_to_4h", "query_key_value"],
-            "baichuan2": ["W_pack", "down_proj", "gate_proj", "o_proj", "up_proj"]}
+            "baichuan2": ["W_pack", "down_proj", "gate_proj", "o_proj", "up_proj"],
+            # Yuan: no fused modules; its gate/up are named as published (activation on up_proj)
+            "yuan": ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]}
 
 
 def adapted(name: str, seed: int):

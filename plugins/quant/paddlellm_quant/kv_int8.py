@@ -272,6 +272,10 @@ def _paged_classes():
         """The engine's paged pools in int8: static per-head scales, or dynamic per-slot
         ``(num_slots, Hkv, 1)`` float32 scales written with each token."""
 
+        #: a slot's int8 keys/values and scale depend on its own token only, so the engine
+        #: may reuse committed prefix blocks (prefix caching)
+        supports_prefix_caching = True
+
         def __init__(self, num_layers: int, num_blocks: int, block_size: int, kv_heads: int,
                      head_dim: int, dtype: str = "float32",
                      static_scales: list[tuple[paddle.Tensor, paddle.Tensor]] | None = None) -> None:

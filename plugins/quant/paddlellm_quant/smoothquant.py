@@ -117,8 +117,13 @@ def linear_groups(model: nn.Layer) -> list[Group]:
         p = f"model.layers.{i}"
         fold = getattr(layer, "pre_norm", True)
         attn = layer.self_attn
-        groups.append(Group(_refs(f"{p}.self_attn", attn, ["q_proj", "k_proj", "v_proj", "qkv_proj"]),
-                            layer.input_layernorm if fold else None))
+        own = getattr(attn, "projection_groups", None)  # an attention block of a family's own
+        if own is not None:  # (Yuan: q/k read the filter's norm, v the layer's input norm)
+            for norm, names in own(layer.input_layernorm if fold else None):
+                groups.append(Group(_refs(f"{p}.self_attn", attn, names), norm))
+        else:
+            groups.append(Group(_refs(f"{p}.self_attn", attn, ["q_proj", "k_proj", "v_proj", "qkv_proj"]),
+                                layer.input_layernorm if fold else None))
         groups.append(Group(_refs(f"{p}.self_attn", attn, ["o_proj"])))
         mlp = layer.mlp
         if hasattr(mlp, "experts"):  # MoE: each expert sees its own tokens; no folding

@@ -22,7 +22,7 @@ from . import build
 class CpuPagedAttention:
     name = "cpu"
     backends = ("cpu",)
-    priority = -10  # opt-in: see plugin.py
+    priority = 10
 
     def supports(self, spec: AttentionSpec) -> bool:
         """Paged float32 inference calls without ALiBi; True only once the library is built."""

@@ -4,9 +4,7 @@ from paddlellm.api import hookimpl
 
 @hookimpl
 def register_attention_kernels(register):
-    # opt-in (--attention_kernel cpu) until a mismatch with the reference kernel in the
-    # engine's mixed prefill+decode steps on the demo model is fixed: priority below reference
-    register("cpu", "paddlellm_kernels_cpu.attention:kernel", priority=-10,
+    register("cpu", "paddlellm_kernels_cpu.attention:kernel", priority=10,
              description="compiled paged attention (block table read in place; AVX-512/AVX2); "
                          "float32 serving calls, the reference kernel does the rest")
 

@@ -33,12 +33,43 @@ def test_paged_attention_passes_the_conformance_check(manager, isa, monkeypatch)
     assert build.num_threads() == 2
 
 
+def test_threaded_mixed_prefill_is_exact_every_time(ops):
+    """Two prefills in one call (5 + 23 tokens) spread over 2 threads, 30 times: items are
+    handed out once each. (With ``omp for schedule(dynamic)`` the loop bound to libgomp while
+    Paddle's libiomp5 ran the team, so threads redid each other's items and most calls were
+    wrong — the engine's greedy tokens then differed from the reference kernel's.)"""
+    from paddlellm_kernels_cpu import build
+
+    rng = np.random.default_rng(0)
+    hq, hkv, d, bs, lens = 4, 2, 32, 4, (5, 23)
+    n = sum(lens)
+    q, k, v = (rng.standard_normal((1, n, h, d)).astype("float32") for h in (hq, hkv, hkv))
+    tables = np.zeros((2, 8), np.int64)
+    tables[0, :2], tables[1, :6] = [3, 7], [10, 11, 12, 13, 14, 20]
+    slots = np.array([tables[s, i // bs] * bs + i % bs for s, m in enumerate(lens)
+                      for i in range(m)], np.int64)
+    info = np.array([[0, 5, 5], [5, 23, 23]], np.int64)
+    want = np.zeros_like(q)
+    for start, m, _ in info:
+        for i in range(m):
+            for h in range(hq):
+                keys = k[0, start:start + i + 1, h // (hq // hkv)]
+                scores = keys @ q[0, start + i, h] * d ** -0.5
+                p = np.exp(scores - scores.max())
+                want[0, start + i, h] = (p / p.sum()) @ v[0, start:start + i + 1, h // (hq // hkv)]
+    for _ in range(30):
+        pools = [paddle.zeros([64 * bs, hkv, d]) for _ in range(2)]
+        got = ops.plk_paged_attention(
+            paddle.to_tensor(q), paddle.to_tensor(k), paddle.to_tensor(v), *pools,
+            paddle.to_tensor(slots), paddle.to_tensor(tables), paddle.to_tensor(info),
+            d ** -0.5, 0.0, 0, bs, 2, build.isa_code(), True)[0].numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_selected_for_paged_calls_only(manager, ops):
     from paddlellm.attention import get_attention_kernel
 
-    # opt-in for now (priority below reference): named, it serves paged float32 calls
-    assert get_attention_kernel(AttentionSpec(cache="paged"), backend="cpu").name == "reference"
-    assert get_attention_kernel(AttentionSpec(cache="paged"), name="cpu", backend="cpu").name == "cpu"
+    assert get_attention_kernel(AttentionSpec(cache="paged"), backend="cpu").name == "cpu"
     for spec in (AttentionSpec(), AttentionSpec(cache="contiguous"),
                  AttentionSpec(cache="paged", alibi=True), AttentionSpec(cache="paged", dtype="bfloat16"),
                  AttentionSpec(cache="paged", training=True)):
@@ -155,7 +186,7 @@ def test_engine_greedy_outputs_identical_to_the_reference_paths(manager, ops, mo
     prompts = [rng.integers(0, model.config.vocab_size, n).tolist() for n in (23, 5, 9)]
     from paddlellm.attention import set_default_kernel
 
-    try:  # --attention_kernel cpu (opt-in) makes it the process's kernel
+    try:  # --attention_kernel cpu makes it the process's kernel (auto picks it too)
         engine = LLMEngine(model, None, block_size=4, num_blocks=64, attention_kernel="cpu")
         fast = _greedy(engine, prompts)
         assert get_attention_kernel(AttentionSpec(head_dim=model.config.head_dim, cache="paged"),

@@ -18,4 +18,5 @@ FAMILIES = {
     "chatglm": "paddlellm_models.families.chatglm:family",
     "chatglm2": "paddlellm_models.families.chatglm2:family",
     "baichuan": "paddlellm_models.families.baichuan:family",
+    "yuan": "paddlellm_models.families.yuan:family",
 }

@@ -130,6 +130,11 @@ class Family:
         (saving streams group by group). Families with fused tensors group their parts."""
         return [[n] for n in names]
 
+    def num_parameters(self, config: ModelConfig) -> int:
+        """Parameter count of ``config`` (for ``llm models``); families with blocks of their
+        own add theirs."""
+        return config.num_parameters()
+
     def all_names(self) -> Iterable[str]:
         return (self.name, *self.aliases, *self.presets)
 

@@ -177,6 +177,14 @@ class LoraMethod:
             layer.unmerge()
         return model
 
+    # -- serving -----------------------------------------------------------------------------
+    def load_serving_adapters(self, model, directories):
+        """Several adapters unmerged on one base, chosen per token row (``llm serve
+        --lora_modules``): see :mod:`.multi`. Returns the rows selector (``set_rows``)."""
+        from .multi import load_serving_adapters
+
+        return load_serving_adapters(model, directories)
+
 
 def _unconvert_pissa(layer: LoraLinear, a_t, b_t, directory, path):
     """A converted PiSSA adapter (rank 2r) back onto a PiSSA-initialised layer (resume)."""
