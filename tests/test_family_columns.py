@@ -1,5 +1,5 @@
 """Every column of the seed's table, briefly, for the families added from their authors'
-published code (ChatGLM2/3, Baichuan2 with ALiBi + NormHead, Yuan 2.0): each case runs the real entry
+published code (ChatGLM-6B, ChatGLM2/3, Baichuan2 with ALiBi + NormHead, Yuan 2.0): each case runs the real entry
 point for 2 steps (or one call) on the family's tiny preset and checks what it produced."""
 from __future__ import annotations
 
@@ -16,9 +16,17 @@ from paddlellm.tokenizer import AutoTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ROOT / "plugins" / "models" / "tests" / "fixtures" / "published"
-FAMILIES = {"chatglm2": "chatglm2", "baichuan2": "baichuan2-alibi-tiny", "yuan": "yuan-tiny"}
+FAMILIES = {"chatglm": "chatglm", "chatglm2": "chatglm2", "baichuan2": "baichuan2-alibi-tiny",
+            "yuan": "yuan-tiny"}
+#: the family's class name; the published-layout fixture its engine and conversion cases use
+FAMILY_NAME = {"chatglm": "chatglm", "chatglm2": "chatglm2", "baichuan2": "baichuan", "yuan": "yuan"}
+FIXTURE = {"chatglm": "chatglm", "chatglm2": "chatglm2", "baichuan2": "baichuan2_13b", "yuan": "yuan"}
 #: the family's chat format as a template (the tokens are plain text in the demo tokenizer)
 TEMPLATES = {
+    # ChatGLM-6B's chat(): a first question bare, with history "[Round i]\n问：q\n答：a\n" from 0
+    "chatglm": ("{% for m in messages %}{% if m['role'] == 'user' %}{% if messages|length > 1 %}"
+                "[Round {{ loop.index0 // 2 }}]\n问：{{ m['content'] }}\n答：{% else %}"
+                "{{ m['content'] }}{% endif %}{% else %}{{ m['content'] }}\n{% endif %}{% endfor %}"),
     "chatglm2": ("{% for m in messages %}{% if m['role'] == 'user' %}[Round {{ loop.index0 // 2 + 1 }}]"
                  "\n\n问：{{ m['content'] }}\n\n答：{% else %}{{ m['content'] }}\n\n{% endif %}"
                  "{% endfor %}"),
@@ -29,8 +37,6 @@ TEMPLATES = {
     "yuan": ("{% for m in messages %}{% if not loop.first %}<n>{% endif %}{{ m['content'] }}"
              "{% endfor %}{% if add_generation_prompt %}<sep>{% endif %}"),
 }
-#: the published-layout fixture each family's engine and conversion cases use
-FIXTURE = {"chatglm2": "chatglm2", "baichuan2": "baichuan2_13b", "yuan": "yuan"}
 SHORT = ["--max_steps", "2", "--max_length", "64", "--per_device_train_batch_size", "2",
          "--logging_steps", "1", "--warmup_steps", "0"]
 
@@ -75,8 +81,11 @@ def test_pretrain_writes_the_published_layout(family):
     name, base, _ = family
     config = json.loads((base / "config.json").read_text())
     model = AutoModelForCausalLM.from_pretrained(base)
-    assert model.family.name == {"chatglm2": "chatglm2", "baichuan2": "baichuan", "yuan": "yuan"}[name]
-    if name == "chatglm2":
+    assert model.family.name == FAMILY_NAME[name]
+    if name == "chatglm":
+        assert config["model_type"] == "chatglm" and config["position_encoding_2d"] is True
+        assert "inner_hidden_size" in config and "padded_vocab_size" not in config
+    elif name == "chatglm2":
         assert config["model_type"] == "chatglm" and "padded_vocab_size" in config
     elif name == "yuan":
         assert config["model_type"] == "yuan" and config["use_lfa"] is True
@@ -99,7 +108,8 @@ def test_sft_full_lora_and_prefix(family, peft, tmp_path):
     adapter = json.loads((tmp_path / "adapter_config.json").read_text())
     assert adapter["peft_type"] == {"lora": "LORA", "prefix": "PREFIX_TUNING"}[peft]
     if peft == "lora":  # default targets reach the fused projections, saved under HF names
-        fused = {"chatglm2": {"query_key_value", "dense_h_to_4h"}, "baichuan2": {"W_pack"},
+        fused = {"chatglm": {"query_key_value"}, "chatglm2": {"query_key_value", "dense_h_to_4h"},
+                 "baichuan2": {"W_pack"},
                  "yuan": {"q_proj", "k_proj", "v_proj", "up_proj", "gate_proj"}}[name]
         assert fused <= set(adapter["target_modules"])
     option = {"lora": "lora_path", "prefix": "prefix_path"}[peft]
@@ -200,6 +210,9 @@ def test_engine_with_the_paged_cache_matches_the_reference(family):
     outs = engine.generate(prompts, SamplingParams(max_tokens=8, temperature=0, ignore_eos=True))
     assert [o["token_ids"] for o in outs] == [ref["greedy_single"][0].tolist(),
                                              ref["greedy_batch"][1].tolist()]
+    if name == "chatglm":  # bidirectional context: cached prefix blocks are not reusable
+        again = LLMEngine(engine.model, block_size=4, enable_prefix_caching=True)
+        assert not again.prefix_caching and "prefix-LM" in again.prefix_caching_off_reason
 
 
 def test_serving_with_the_family_chat_template(family, tmp_path):
@@ -219,8 +232,12 @@ def test_serving_with_the_family_chat_template(family, tmp_path):
     engine = LLMEngine.from_pretrained(served)
     tokenizer = AutoTokenizer.from_pretrained(served)
     messages = [{"role": "user", "content": "What is 2 + 2?"}]
+    if name == "chatglm":  # the first question is bare; the rounds show with history
+        messages = [*messages, {"role": "assistant", "content": "4"},
+                    {"role": "user", "content": "And 3 + 3?"}]
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    assert prompt == {"chatglm2": "[Round 1]\n\n问：What is 2 + 2?\n\n答：",
+    assert prompt == {"chatglm": "[Round 0]\n问：What is 2 + 2?\n答：4\n[Round 1]\n问：And 3 + 3?\n答：",
+                      "chatglm2": "[Round 1]\n\n问：What is 2 + 2?\n\n答：",
                       "baichuan2": "<reserved_106>What is 2 + 2?<reserved_107>",
                       "yuan": "What is 2 + 2?<sep>"}[name]
     ids = tokenizer.encode(prompt, add_special_tokens=False)

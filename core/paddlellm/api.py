@@ -95,6 +95,7 @@ _EXPORTS: dict[str, str] = {
     "Tokenizer": "paddlellm.tokenizer:Tokenizer",
     "quantizer_for": "paddlellm.auto:quantizer_for",
     "family_for_model_type": "paddlellm.auto:family_for_model_type",
+    "choose_family": "paddlellm.auto:choose_family",
     "quantize_model": "paddlellm.auto:quantize_model",
     "generate": "paddlellm.generation:generate",
     "get_attention_kernel": "paddlellm.attention:get_attention_kernel",

@@ -8,24 +8,53 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from .errors import UnknownPluginError
 from .plugins import get_plugin_manager
 from .registry import unknown_name_message
 
 
-def family_for_model_type(model_type: str) -> Any:
-    """The registered family whose ``model_types`` include ``model_type``."""
+def family_for_model_type(model_type: str, hf: Mapping[str, Any] | None = None,
+                          source: str | os.PathLike | None = None) -> Any:
+    """The registered family whose ``model_types`` include ``model_type``.
+
+    When several families share a ``model_type`` (ChatGLM-6B and ChatGLM2/3 both say
+    ``chatglm``), the config ``hf`` decides: the family whose ``accepts_config(hf)`` is True
+    (:class:`~paddlellm.interfaces.ModelFamily`); none or several is an error naming
+    ``source`` (the config file). Without ``hf`` the first registered one is returned.
+    """
     registry = get_plugin_manager().registry
     known: list[str] = []
+    matches = []
     for entry in registry.entries("model"):
         family = entry.load()
         types = tuple(getattr(family, "model_types", ()))
         if model_type in types:
-            return family
+            matches.append(family)
         known.extend(types)
-    raise UnknownPluginError(unknown_name_message("model_type", model_type, known))
+    if not matches:
+        raise UnknownPluginError(unknown_name_message("model_type", model_type, known))
+    return choose_family(matches, model_type, hf, source)
+
+
+def choose_family(families: list, model_type: str, hf: Mapping[str, Any] | None,
+                  source: str | os.PathLike | None = None) -> Any:
+    """Among ``families`` sharing ``model_type``, the one whose ``accepts_config(hf)`` holds."""
+    if len(families) == 1 or hf is None:
+        return families[0]
+    chosen = [f for f in families
+              if getattr(f, "accepts_config", None) is None or f.accepts_config(hf)]
+    if len(chosen) == 1:
+        return chosen[0]
+    names = ", ".join(f.name for f in families)
+    where = source or "the config"
+    if not chosen:
+        raise UnknownPluginError(f"{where}: model_type '{model_type}' is shared by the families "
+                                 f"{names}, and none of them recognises this config's keys")
+    raise UnknownPluginError(f"{where}: model_type '{model_type}' matches several families "
+                             f"({', '.join(f.name for f in chosen)}); their accepts_config "
+                             "must tell them apart")
 
 
 def family_by_name(name: str) -> Any:
@@ -89,7 +118,7 @@ class AutoModelForCausalLM:
         hf = read_model_config(path)  # checked: errors name the file and the field
         if "model_type" not in hf:
             raise CheckpointFormatError(f"{config_path} has no 'model_type'")
-        family = family_for_model_type(hf["model_type"])
+        family = family_for_model_type(hf["model_type"], hf, config_path)
         if not hasattr(family, "from_pretrained"):
             raise TypeError(f"model family '{family.name}' builds models but cannot load "
                             "checkpoints (it has no from_pretrained)")

@@ -210,10 +210,28 @@ class _Runner:
                       if use_cache and hasattr(model, "new_cache") else None)
         self.mask = mask  # (B, T) int64
         self.padded = bool((mask == 0).any())
+        self.ids = ids
+        # a model that says where its tokens sit (``sequence_positions``: GLM's 2D positions
+        # depend on the tokens) gets its own position ids; else ``cumsum(mask) - 1``
+        self.positions_of = getattr(model, "sequence_positions", None)
+        self.rows = None
+        if self.positions_of is not None:
+            keep = mask.numpy().astype(bool)
+            self.rows = [r[k].tolist() for r, k in zip(ids.numpy(), keep)]  # unpadded tokens
+            self.pos = paddle.to_tensor(self._prompt_positions(ids.shape[1]))  # (B, [K,] T)
+            return
         self.next_pos = mask.sum(axis=-1)  # (B,) position of the next token
         pos = paddle.cumsum(mask, axis=-1) - 1
         self.pos = paddle.where(mask == 0, paddle.zeros_like(pos), pos)  # (B, T)
-        self.ids = ids
+
+    def _prompt_positions(self, length: int) -> np.ndarray:
+        """Each row's positions, left-padded with zeros to ``length``: ``(B, [K,] T)``."""
+        rows = [np.asarray(self.positions_of(r, 0, len(r)), dtype=np.int64) for r in self.rows]
+        out = np.zeros((len(rows), *rows[0].shape[:-1], length), dtype=np.int64)
+        for b, p in enumerate(rows):
+            if p.shape[-1]:
+                out[b, ..., length - p.shape[-1]:] = p
+        return out
 
     def _call(self, ids, pos):
         mask = self.mask if self.padded else None
@@ -230,11 +248,18 @@ class _Runner:
         import paddle
 
         tok = tokens.unsqueeze(-1)  # (B, 1)
-        pos = self.next_pos.unsqueeze(-1)  # (B, 1)
+        if self.rows is not None:
+            cols = []
+            for row, t in zip(self.rows, tokens.numpy().tolist()):
+                row.append(int(t))
+                cols.append(np.asarray(self.positions_of(row, len(row) - 1, len(row)), dtype=np.int64))
+            pos = paddle.to_tensor(np.stack(cols))  # (B, [K,] 1)
+        else:
+            pos = self.next_pos.unsqueeze(-1)  # (B, 1)
+            self.next_pos = self.next_pos + 1
         self.ids = paddle.concat([self.ids, tok], axis=-1)
         self.mask = paddle.concat([self.mask, paddle.ones_like(tok)], axis=-1)
         self.pos = paddle.concat([self.pos, pos], axis=-1)
-        self.next_pos = self.next_pos + 1
         refresh = getattr(self.model, "cache_needs_refresh", None)
         if self.cache is not None and refresh is not None and refresh(len(self.cache[0]), self.ids.shape[1]):
             self.cache = self.model.new_cache(self.ids.shape[0], self.cache[0].max_length)
@@ -247,7 +272,10 @@ class _Runner:
         self.ids = paddle.index_select(self.ids, index, axis=0)
         self.mask = paddle.index_select(self.mask, index, axis=0)
         self.pos = paddle.index_select(self.pos, index, axis=0)
-        self.next_pos = paddle.index_select(self.next_pos, index, axis=0)
+        if self.rows is not None:
+            self.rows = [list(self.rows[i]) for i in np.asarray(index.numpy()).tolist()]
+        else:
+            self.next_pos = paddle.index_select(self.next_pos, index, axis=0)
         if self.cache is not None:
             self.cache.reorder(index)
 

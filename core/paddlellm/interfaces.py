@@ -89,6 +89,7 @@ class AttentionSpec:
     sliding_window: bool = False
     alibi: bool = False
     segments: bool = False  # block-diagonal masks for packed sequences
+    prefix: bool = False  # prefix-LM context (GLM): ``context_keys`` / paged ``prefix_lens``
     softcap: bool = False  # tanh soft-capping of scores (Gemma 2)
     cache: str = "none"  # "none" | "contiguous" | "paged"
     training: bool = False  # gradients must flow through the kernel
@@ -117,6 +118,12 @@ class AttentionKernel(Protocol):
     * ``segment_ids``: ``(B, Tk)`` ints; key ``j`` visible to query ``i`` only when both are in
       the same segment (packed sequences, block-diagonal attention).
     * ``scale`` defaults to ``D ** -0.5``; ``softcap=c`` applies ``c * tanh(s / c)`` to scores.
+    * The bidirectional context of a prefix-LM (GLM; spec ``prefix=True``; keywords passed
+      only when set, so kernels that do not take them must answer ``supports`` False):
+      ``context_keys`` ``(B, Tk)`` bool for dense calls -- a marked key is also visible to
+      every query of its row (``attention_mask``/``segment_ids`` still apply); for paged
+      calls ``prefix_lens``, a host list with one int per sequence -- its keys
+      ``j < prefix_lens[s]`` are visible to all its queries.
     * A query that can see no key returns zeros.
     """
 
@@ -295,6 +302,7 @@ class TrainerStrategy(Protocol):
 
 # --- models ---------------------------------------------------------------------------------
 
+@optional(accepts_config=None)
 @runtime_checkable
 class ModelFamily(Protocol):
     """A model family: a config adapter, a weight-name map and the blocks that differ.
@@ -302,7 +310,9 @@ class ModelFamily(Protocol):
     Weight maps work on NumPy arrays in the "torch layout" of ``transformers`` (linear
     weights ``(out, in)``); :mod:`paddlellm.checkpoint.loading` transposes into Paddle's
     ``(in, out)``. Optional: ``fan_in_fan_out`` (True when the Hugging Face linears are
-    ``Conv1D``, GPT-2; peft adapters record it), ``aliases``, ``default_preset``.
+    ``Conv1D``, GPT-2; peft adapters record it), ``aliases``, ``default_preset``,
+    ``accepts_config(hf) -> bool`` (families that share a ``model_type``, ChatGLM-6B and
+    ChatGLM2/3, say which configs are theirs; see :func:`paddlellm.auto.family_for_model_type`).
     """
 
     name: str

@@ -75,7 +75,7 @@ def fresh_model_like(path: str):
     if not config_path.is_file():
         raise ConfigError(f"--model_name_or_path {path}: no config.json")
     hf = read_json(config_path)
-    family = family_for_model_type(hf.get("model_type", ""))
+    family = family_for_model_type(hf.get("model_type", ""), hf, config_path)
     return AutoModelForCausalLM.from_config(family.config_from_hf(hf))
 
 

@@ -371,14 +371,14 @@ class LLMEngine:
             ids.extend(d)
             if self.adapters is not None:
                 adapter_rows.extend([self.adapters.index(seq.adapter)] * (n + len(d)))
-            pos.extend(range(start, seq.length + len(d)))
+            pos.append(self._positions(seq.all_ids + d, start, seq.length + len(d)))
             cached.append(start)
             fed.append(n + len(d))
             end = len(ids)  # rows of the last new token and every draft
             rows.extend(range(end - len(d) - 1, end))
         view = self.cache.batch([s.request_id for s in batch.seqs], cached, fed)
         input_ids = paddle.to_tensor(np.asarray(ids, dtype=np.int64)[None])  # (1, N)
-        position_ids = paddle.to_tensor(np.asarray(pos, dtype=np.int64)[None])  # (1, N)
+        position_ids = paddle.to_tensor(np.concatenate(pos, axis=-1)[None])  # (1, [K,] N)
         with paddle.no_grad(), plain_transposes(self._plain_transposes), \
                 self._adapter_rows(adapter_rows):
             hidden = self.model.forward_hidden(input_ids, position_ids=position_ids, cache=view)
@@ -506,7 +506,7 @@ class LLMEngine:
                     self._adapter_rows([index] * len(ids)):
                 hidden = self.model.forward_hidden(
                     paddle.to_tensor(np.asarray(ids, dtype=np.int64)[None]),
-                    position_ids=paddle.to_tensor(np.arange(len(ids), dtype=np.int64)[None]))
+                    position_ids=paddle.to_tensor(self._positions(ids, 0, len(ids))[None]))
                 # logits a slice of rows at a time: (L, V) at once is gigabytes on long prompts
                 for a in range(0, len(ids) - 1, SCORE_ROWS):
                     b = min(a + SCORE_ROWS, len(ids) - 1)
@@ -638,7 +638,7 @@ class LLMEngine:
                     self.scheduler.prefix_cache_queries += len(p)
                     self.scheduler.prefix_cache_hits += starts[-1]
             logits = self._forward_last(prompt_ids, starts,
-                                        [p[s:] for p, s in zip(prompts, starts)])  # (g, V)
+                                        [p[s:] for p, s in zip(prompts, starts)], prompts)  # (g, V)
             for sid, h in zip(prompt_ids, hashes):
                 blocks.commit(sid, h)
             logits = paddle.index_select(logits, paddle.to_tensor(np.repeat(np.arange(g), nb)),
@@ -672,7 +672,7 @@ class LLMEngine:
                 if done.all():
                     break
                 active = np.flatnonzero(~done)
-                ids, starts, feed, copies = [], [], [], []
+                ids, starts, feed, copies, histories = [], [], [], [], []
                 for b in active:
                     blocks.reassign(beam_ids[b], (sources[b] - b * nb).tolist())
                     for j, bid in enumerate(beam_ids[b]):
@@ -681,8 +681,9 @@ class LLMEngine:
                         ids.append(bid)
                         starts.append(pos)
                         feed.append([int(tokens[b, j])])
+                        histories.append(prompts[b] + seqs[b * nb + j])
                 self.cache.copy_blocks(copies)
-                out = self._forward_last(ids, starts, feed)  # (active * nb, V)
+                out = self._forward_last(ids, starts, feed, histories)  # (active * nb, V)
                 rows = np.concatenate([np.arange(b * nb, (b + 1) * nb) for b in active])
                 logits = paddle.scatter(paddle.zeros([g * nb, out.shape[-1]], dtype="float32"),
                                         paddle.to_tensor(rows), out, overwrite=True)
@@ -702,18 +703,30 @@ class LLMEngine:
             self.counters["requests_finished"] += 1
         return results
 
-    def _forward_last(self, seq_ids: list[str], starts: list[int], tokens: list[list[int]]):
+    def _positions(self, tokens: list[int], start: int, end: int) -> np.ndarray:
+        """Position ids of tokens ``start..end-1`` of a sequence whose tokens are ``tokens``:
+        the model's own (``sequence_positions``; GLM's are 2D and depend on the tokens), else
+        ``arange``. ``(T,)`` or ``(K, T)``."""
+        of = getattr(self.model, "sequence_positions", None)
+        if of is None:
+            return np.arange(start, end, dtype=np.int64)
+        return np.asarray(of(tokens, start, end), dtype=np.int64)
+
+    def _forward_last(self, seq_ids: list[str], starts: list[int], tokens: list[list[int]],
+                      histories: list[list[int]]):
         """Feed ``tokens[s]`` at positions ``starts[s]..`` of sequence ``seq_ids[s]`` (blocks
-        allocated); the float32 logits ``(S, V)`` of each sequence's last fed token."""
+        allocated; ``histories[s]``: all its tokens up to the fed ones); the float32 logits
+        ``(S, V)`` of each sequence's last fed token."""
         import paddle
 
         ids = [t for toks in tokens for t in toks]
-        pos = [q for st, toks in zip(starts, tokens) for q in range(st, st + len(toks))]
+        pos = [self._positions(h, st, st + len(toks))
+               for h, st, toks in zip(histories, starts, tokens)]
         view = self.cache.batch(seq_ids, starts, [len(t) for t in tokens])
         with paddle.no_grad(), plain_transposes(self._plain_transposes):
             hidden = self.model.forward_hidden(
                 paddle.to_tensor(np.asarray(ids, dtype=np.int64)[None]),
-                position_ids=paddle.to_tensor(np.asarray(pos, dtype=np.int64)[None]), cache=view)
+                position_ids=paddle.to_tensor(np.concatenate(pos, axis=-1)[None]), cache=view)
             last = np.cumsum([len(t) for t in tokens]) - 1
             if len(last) != hidden.shape[1]:
                 hidden = paddle.index_select(hidden[0], paddle.to_tensor(last), axis=0)[None]
@@ -744,6 +757,9 @@ def _prefix_caching_off_reason(model: Any, cache: Any) -> str | None:
     tuned prefix (prefix tuning) adds keys that are not the tokens'."""
     if getattr(model, "prefix_kv", None) is not None:
         return "prefix tuning: the tuned prefix is not part of the token blocks"
+    if getattr(getattr(model, "config", None), "prefix_lm", False):
+        return ("prefix-LM attention (GLM): a position's keys depend on the whole context "
+                "before <sop>, not only on the tokens up to it")
     if type(cache) is not PagedKVCache and not getattr(cache, "supports_prefix_caching", False):
         return (f"the KV pool {type(cache).__name__} does not declare supports_prefix_caching "
                 "(its stored keys/values may depend on more than their own tokens)")

@@ -43,10 +43,11 @@ def checkpoint_family(path: str | os.PathLike) -> Any:
     if not config_path.is_file():
         raise ConfigError(f"--model_name_or_path {path}: no config.json there (a checkpoint "
                           "directory in the Hugging Face layout is expected)")
-    model_type = read_json(config_path).get("model_type")
+    hf = read_json(config_path)
+    model_type = hf.get("model_type")
     if not model_type:
         raise ConfigError(f"{config_path} has no 'model_type'")
-    return family_for_model_type(model_type)
+    return family_for_model_type(model_type, hf, config_path)
 
 
 def resolve_run_model(ctx: Any, *, pretrained: bool = True) -> str | None:

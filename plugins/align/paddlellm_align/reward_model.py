@@ -141,7 +141,7 @@ class RewardModel(nn.Layer):
         if hf.get("num_labels", labels) != 1 or labels != 1:
             raise CheckpointFormatError(f"{path / 'config.json'}: a reward model has one label "
                                         f"(num_labels 1), this one has {labels}")
-        family = family_for_model_type(hf["model_type"])
+        family = family_for_model_type(hf["model_type"], hf, path / "config.json")
         config = family_config(family, path)
         backbone = family.build(config, dtype=dtype, init=False)
         model = cls(backbone, hf.get("pad_token_id"))

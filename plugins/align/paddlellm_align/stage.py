@@ -331,6 +331,13 @@ def align_stage(ctx) -> dict[str, Any]:
     model = session.adapt()
     # a shared prompt runs forward_hidden twice, which a multi-process wrapper does not see
     layout = stage_opts.pair_layout if strategy.world_size == 1 else "packed"
+    if getattr(model, "positions_from_tokens", False):
+        # the responses' positions depend on the prompt's tokens (GLM's 2D positions): only
+        # packed rows (each sequence whole) give the model what it derives them from
+        if layout == "shared_prompt":
+            raise ConfigError("--pair_layout shared_prompt: this model's "
+                              "positions depend on the prompt tokens; use --pair_layout packed")
+        layout = "packed"
     reference, reference_kind = setup_reference(session, loss_fn, options, data, pointwise,
                                                 layout)
     capacity, size, pad_id = 2 * config.max_length, config.per_device_eval_batch_size, \

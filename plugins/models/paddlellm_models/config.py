@@ -37,6 +37,9 @@ class ModelConfig:
     final_norm: bool = True
     embedding_norm: bool = False  # Bloom's word_embeddings_layernorm
     sandwich_norm: bool = False  # Gemma 2: also normalise the attention and MLP outputs
+    # GLM (ChatGLM-6B): the residual is the *normalised* input scaled by this factor,
+    # ``h = norm(x); x = h * scale + block(h)`` (sqrt(2 * num_layers)); None: plain ``x + block``
+    residual_post_norm_scale: float | None = None
 
     # blocks
     activation: Activation = "silu"
@@ -64,6 +67,18 @@ class ModelConfig:
     rotary_dim: int | None = None  # partial rotary (Phi): rotate the first dims only; None: all
     rotary_interleaved: bool = False  # rotate pairs (x0, x1), (x2, x3)... (GPT-J, ChatGLM2)
     learned_position_offset: int = 0  # OPT: 2
+    # GLM's 2D positions (ChatGLM-6B): position ids ``(B, 2, T)``; the first half of each head
+    # rotates by the position (frozen at the mask token once generation starts), the second
+    # half by the block position (0 over the context, then 1, 2, ...); ``rotary_dim`` is the
+    # width of one half
+    position_encoding_2d: bool = False
+    rope_inv_freq_fp16: bool = False  # ChatGLM-6B rounds its inverse frequencies to float16
+    # GLM's prefix-LM mask: the keys before the first ``bos_token_id`` of a row (the context)
+    # are visible to every query of the row (bidirectional); causal after it
+    prefix_lm: bool = False
+    # GLM: the mask tokens in order of precedence ([gMASK], [MASK]); the first one present
+    # in a sequence is where positions freeze
+    mask_token_ids: list[int] = field(default_factory=list)
     # embeddings / head
     tie_embeddings: bool = False
     embedding_multiplier: float = 1.0  # Gemma: sqrt(hidden_size)
@@ -103,6 +118,13 @@ class ModelConfig:
             raise ValueError("fused_qkv='heads' (per-head q/k/v rows) needs num_kv_heads == num_heads")
         if self.rotary_interleaved and (self.rotary_dim or self.head_dim) % 2:
             raise ValueError("rotary_interleaved needs an even rotary dimension")
+        if self.position_encoding_2d and (self.position != "rope" or self.rotary_interleaved
+                                          or 2 * (self.rotary_dim or 0) != self.head_dim):
+            raise ValueError("position_encoding_2d needs position='rope', rotary_dim = "
+                             "head_dim / 2 and rotary_interleaved=False")
+        if (self.prefix_lm or self.position_encoding_2d) and self.bos_token_id is None:
+            raise ValueError("prefix_lm / position_encoding_2d need bos_token_id (where the "
+                             "context ends)")
 
     # transformers' names, read-only, for code written against HF configs
     @property

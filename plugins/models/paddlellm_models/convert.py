@@ -54,7 +54,7 @@ def convert_and_check(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: 
     from .registry_data import family_for_model_type
 
     hf = read_json(os.path.join(src, "config.json"))
-    family = family_for_model_type(hf.get("model_type", ""))
+    family = family_for_model_type(hf.get("model_type", ""), hf, os.path.join(src, "config.json"))
     if family is None and check:
         raise ValueError(f"no model family loads model_type '{hf.get('model_type')}'; "
                          "pass --no-check to convert the tensors without a parity check")
@@ -112,7 +112,8 @@ def convert_gguf(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: str |
         from .registry_data import family_for_model_type
 
         hf = read_json(os.path.join(src, "config.json"))
-        ids = parity_prompts(family_for_model_type(hf["model_type"]).config_from_hf(hf).vocab_size,
+        family = family_for_model_type(hf["model_type"], hf, os.path.join(src, "config.json"))
+        ids = parity_prompts(family.config_from_hf(hf).vocab_size,
                              batch, length)
         reference = _logits(src, ids)
         with tempfile.TemporaryDirectory() as tmp:

@@ -102,6 +102,11 @@ class Rotary:
         self._static = None
         self._longrope: dict[bool, tuple[paddle.Tensor, float]] = {}
 
+    def _tensor(self, freq: np.ndarray) -> paddle.Tensor:
+        if self.config.rope_inv_freq_fp16:  # ChatGLM-6B keeps its inverse frequencies in float16
+            freq = np.asarray(freq).astype(np.float16).astype(np.float32)
+        return paddle.to_tensor(freq)
+
     def _freq(self, max_pos: int | None) -> tuple[paddle.Tensor, float]:
         c = self.config
         if self.kind == "longrope":  # short or long factors, by the longest position
@@ -109,20 +114,25 @@ class Rotary:
             if long not in self._longrope:
                 freq, factor = rope.inv_freq(self.dim, c.rope_theta, c.rope_scaling,
                                              c.max_position_embeddings, seq_len=max_pos + 1)
-                self._longrope[long] = (paddle.to_tensor(freq), factor)
+                self._longrope[long] = (self._tensor(freq), factor)
             return self._longrope[long]
         if self.kind == "dynamic" and max_pos is not None and max_pos + 1 > c.max_position_embeddings:
             freq, factor = rope.inv_freq(self.dim, c.rope_theta, c.rope_scaling,
                                          c.max_position_embeddings, seq_len=max_pos + 1)
-            return paddle.to_tensor(freq), factor
+            return self._tensor(freq), factor
         if self._static is None:
             freq, factor = rope.inv_freq(self.dim, c.rope_theta, c.rope_scaling,
                                          c.max_position_embeddings)
-            self._static = (paddle.to_tensor(freq), factor)
+            self._static = (self._tensor(freq), factor)
         return self._static
 
     def __call__(self, position_ids: paddle.Tensor, dtype) -> tuple[paddle.Tensor, paddle.Tensor]:
-        """``(cos, signed_sin)``, each ``(B, T, 1, D)``; see :func:`apply_rotary`."""
+        """``(cos, signed_sin)``, each ``(B, T, 1, D)``; see :func:`apply_rotary`. GLM's 2D
+        position ids ``(B, 2, T)`` give ``(B, T, 1, 2, D)``: one table per half of the head."""
+        if position_ids.ndim == 3:  # (B, 2, T): positions and block positions
+            parts = [self(position_ids[:, k], dtype) for k in range(position_ids.shape[1])]
+            return (paddle.stack([p[0] for p in parts], axis=-2),  # (B, T, 1, 2, D)
+                    paddle.stack([p[1] for p in parts], axis=-2))
         max_pos = int(position_ids.max()) if self.kind in rope.LENGTH_DEPENDENT else None
         inv_freq, scale = self._freq(max_pos)
         freqs = position_ids.astype("float32").unsqueeze(-1) * inv_freq  # (B, T, D/2)
@@ -145,6 +155,10 @@ def apply_rotary(x: paddle.Tensor, cos: paddle.Tensor, signed_sin: paddle.Tensor
     interleaved (pairs ``(x0, x1)``): the partner of each element is its pair's other half,
     ``[x1, x0, x3, x2, ...] * [-s0, s0, ...]``. With partial rotary (``cos`` narrower than
     ``x``) the remaining dims pass through."""
+    if cos.ndim == x.ndim + 1:  # GLM 2D: x's last dim in blocks, each with its own table
+        shape, blocks = x.shape, cos.shape[-2]
+        xb = x.reshape([*shape[:-1], blocks, shape[-1] // blocks])  # (B, T, H, 2, D/2)
+        return apply_rotary(xb, cos, signed_sin, interleaved).reshape(shape)
     rot = cos.shape[-1]
     if rot < x.shape[-1]:
         x_rot, x_pass = x[..., :rot], x[..., rot:]
@@ -154,6 +168,26 @@ def apply_rotary(x: paddle.Tensor, cos: paddle.Tensor, signed_sin: paddle.Tensor
         pairs = paddle.flip(x.reshape([*shape[:-1], rot // 2, 2]), axis=[-1])  # (B, T, H, D/2, 2)
         return x * cos + pairs.reshape(shape) * signed_sin  # (B, T, H, D)
     return x * cos + paddle.roll(x, shifts=rot // 2, axis=-1) * signed_sin  # (B, T, H, D)
+
+
+def glm_positions(token_ids, bos_token_id: int, mask_token_ids) -> np.ndarray:
+    """GLM's 2D position ids ``(2, L)`` of one unpadded sequence (THUDM's ``get_position_ids``):
+    with ``c`` the index of the first ``bos_token_id`` (the context length) and ``m`` the index
+    of the first mask token present (in ``mask_token_ids``' order), token ``t`` has position
+    ``t`` and block position 0 before ``c``, position ``m`` and block position ``t - c + 1``
+    from ``c`` on (generated tokens included). A sequence without bos is all context."""
+    ids = np.asarray(token_ids, dtype=np.int64)
+    n = len(ids)
+    hits = np.flatnonzero(ids == bos_token_id)
+    c = int(hits[0]) if len(hits) else n
+    m = c
+    for mask_id in mask_token_ids:
+        found = np.flatnonzero(ids == mask_id)
+        if len(found):
+            m = int(found[0])
+            break
+    t = np.arange(n, dtype=np.int64)
+    return np.stack([np.where(t < c, t, m), np.where(t < c, 0, t - c + 1)])  # (2, L)
 
 
 def alibi_slopes(num_heads: int) -> np.ndarray:
@@ -202,7 +236,8 @@ class Attention(nn.Layer):
         out = ctx["kernel"](q, k, v, causal=True, attention_mask=ctx["mask"],
                             sliding_window=ctx["window"], alibi_slopes=ctx["alibi"],
                             segment_ids=ctx["segments"], scale=self.scale,
-                            softcap=ctx["softcap"], cache=cache)  # (B, T, Hq, D)
+                            softcap=ctx["softcap"], cache=cache,
+                            **ctx["extra"])  # (B, T, Hq, D)
         return self.o_proj(out.reshape([b, t, self.num_heads * self.head_dim]))
 
     def _qkv(self, x: paddle.Tensor, ctx: dict[str, Any] | None = None,
@@ -289,6 +324,7 @@ class DecoderLayer(nn.Layer):
     def __init__(self, config: ModelConfig, index: int) -> None:
         super().__init__()
         self.pre_norm, self.parallel = config.pre_norm, config.parallel_residual
+        self.residual_scale = config.residual_post_norm_scale
         self.input_layernorm = Norm(config.hidden_size, config)
         self.self_attn = Attention(config)
         self.post_attention_layernorm = Norm(config.hidden_size, config)
@@ -305,6 +341,11 @@ class DecoderLayer(nn.Layer):
         if self.parallel:
             return (x + self.self_attn(self.input_layernorm(x), ctx, cache)
                     + self.mlp(self.post_attention_layernorm(x)))
+        if self.residual_scale is not None:  # GLM: the residual is the normalised input, scaled
+            h = self.input_layernorm(x)
+            x = h * self.residual_scale + self.self_attn(h, ctx, cache)
+            h = self.post_attention_layernorm(x)
+            return h * self.residual_scale + self.mlp(h)
         if not self.pre_norm:  # post-LN (OPT-350m)
             x = self.input_layernorm(x + self.self_attn(x, ctx, cache))
             return self.post_attention_layernorm(x + self.mlp(x))
@@ -363,6 +404,85 @@ class CausalLM(nn.Layer):
         self.kv_cache_layout = DEFAULT_KV_CACHE_LAYOUT
 
     # -- forward ---------------------------------------------------------------------------
+    def sequence_positions(self, token_ids, start: int, end: int) -> np.ndarray:
+        """Position ids of tokens ``start..end-1`` of one unpadded sequence whose tokens so far
+        are ``token_ids`` (prompt and generated; at least ``end`` of them): ``(T,)`` int64,
+        or ``(2, T)`` with GLM's 2D positions. Callers that feed a sequence piece by piece
+        (the serving engine, ``generate``) ask here instead of assuming ``arange``."""
+        if not self.config.position_encoding_2d:
+            return np.arange(start, end, dtype=np.int64)
+        return glm_positions(token_ids, self.config.bos_token_id,
+                             self.config.mask_token_ids)[:, start:end]
+
+    @property
+    def positions_from_tokens(self) -> bool:
+        """Whether position ids depend on the tokens (GLM's 2D ones): a caller that feeds a
+        sequence after a cache must pass ``position_ids`` from :meth:`sequence_positions`."""
+        return bool(self.config.position_encoding_2d)
+
+    def _glm_rows(self, input_ids: paddle.Tensor, attention_mask, segment_ids):
+        """``[(row, columns, tokens)]``: each sequence of a call that starts its sequences --
+        a row's real tokens (padding on either side dropped), or each segment of a packed row."""
+        ids = input_ids.numpy()
+        t = ids.shape[1]
+        out = []
+        if segment_ids is not None:
+            seg = segment_ids.numpy()
+            for row in range(ids.shape[0]):
+                for value in np.unique(seg[row]):
+                    if value < 0:  # padding
+                        continue
+                    cols = np.flatnonzero(seg[row] == value)
+                    out.append((row, cols, ids[row, cols]))
+            return out
+        keep = (np.ones(ids.shape, bool) if attention_mask is None
+                else attention_mask.numpy()[:, -t:].astype(bool))
+        for row in range(ids.shape[0]):
+            cols = np.flatnonzero(keep[row])
+            out.append((row, cols, ids[row, cols]))
+        return out
+
+    def _glm_positions(self, input_ids, attention_mask, segment_ids, past: int) -> paddle.Tensor:
+        """GLM's 2D position ids ``(B, 2, T)`` of a call that gave none (or, packed, gave the
+        restarting 1D ones): each sequence's own, zeros on padding."""
+        if past:
+            raise ValueError("GLM 2D positions depend on the whole sequence: pass position_ids "
+                             "(model.sequence_positions) when feeding tokens after a cache")
+        b, t = input_ids.shape
+        out = np.zeros((b, 2, t), dtype=np.int64)
+        c = self.config
+        for row, cols, tokens in self._glm_rows(input_ids, attention_mask, segment_ids):
+            out[row][:, cols] = glm_positions(tokens, c.bos_token_id, c.mask_token_ids)
+        return paddle.to_tensor(out)
+
+    def _context(self, input_ids, attention_mask, segment_ids, cache, offset: int):
+        """The prefix-LM context (GLM) as the attention kernels take it, or None (plain causal):
+        ``{"prefix_lens": [...]}`` for a paged call (per sequence that starts in this call: the
+        index of its first bos; 0 for one that continues -- a continuing query sees its whole
+        cached context causally), ``{"context_keys": (B, offset + T) bool}`` for a dense call
+        that starts its rows (keys before each sequence's first bos; ``offset`` leading keys
+        of prefix tuning), None for a dense call after a cache."""
+        if not self.config.prefix_lm:
+            return None
+        bos = self.config.bos_token_id
+
+        def context(tokens) -> int:
+            hits = np.flatnonzero(np.asarray(tokens) == bos)
+            return int(hits[0]) if len(hits) else 0
+
+        if getattr(cache, "paged", False):
+            row, lens = input_ids.numpy()[0], []
+            for start, n, total in zip(cache.query_start, cache.query_lens, cache.context_lens_host):
+                lens.append(context(row[start:start + n]) if total == n else 0)
+            return {"prefix_lens": lens} if any(lens) else None
+        if cache is not None and cache.seq_length > 0:
+            return None
+        b, t = input_ids.shape
+        keys = np.zeros((b, offset + t), dtype=bool)
+        for row, cols, tokens in self._glm_rows(input_ids, attention_mask, segment_ids):
+            keys[row, offset + cols[:context(tokens)]] = True
+        return {"context_keys": paddle.to_tensor(keys)} if keys.any() else None
+
     def positions(self, batch: int, length: int, attention_mask: paddle.Tensor | None,
                   past: int) -> paddle.Tensor:
         """``(B, T)`` position ids: ``cumsum(mask) - 1`` with padding, else ``past + arange``."""
@@ -384,6 +504,15 @@ class CausalLM(nn.Layer):
         if segment_ids is not None and cache is not None:
             raise ValueError("segment_ids (packed sequences) cannot be used with a KV cache")
         b, t = input_ids.shape
+        # before the prefix tuning's keys go into the cache: whether this call starts the rows
+        glm_context = self._context(input_ids, attention_mask, segment_ids, cache,
+                                    getattr(self.prefix_kv, "num_tokens", 0)
+                                    if self.prefix_kv is not None else 0)
+        if c.position_encoding_2d and (position_ids is None or
+                                       (segment_ids is not None and position_ids.ndim == 2)):
+            # GLM: the 2D positions of each sequence (packed rows: each segment's own)
+            position_ids = self._glm_positions(input_ids, attention_mask, segment_ids,
+                                               cache.seq_length if cache is not None else 0)
         prefix, attention_mask, position_ids = self._apply_prefix(b, attention_mask, position_ids,
                                                                   cache, segment_ids)
         past = cache.seq_length if cache is not None else (prefix[0][0].shape[1] if prefix else 0)
@@ -406,11 +535,13 @@ class CausalLM(nn.Layer):
             "window": c.sliding_window,
             "alibi": self.alibi_slopes,
             "softcap": c.attention_softcap,
+            # only non-default extras, so kernels written before them keep working
+            "extra": glm_context or {},
             "kernel": get_attention_kernel(AttentionSpec(
                 dtype=str(x.dtype).replace("paddle.", ""), head_dim=c.head_dim, causal=True,
                 padding_mask=attention_mask is not None, sliding_window=c.sliding_window is not None,
                 alibi=self.alibi_slopes is not None, softcap=c.attention_softcap is not None,
-                segments=segment_ids is not None,
+                segments=segment_ids is not None, prefix=glm_context is not None,
                 cache=("none" if cache is None else
                        "paged" if getattr(cache, "paged", False) else "contiguous"),
                 training=paddle.is_grad_enabled())),
@@ -447,7 +578,7 @@ class CausalLM(nn.Layer):
         if attention_mask is not None:
             ones = paddle.ones([batch, n], dtype=attention_mask.dtype)
             attention_mask = paddle.concat([ones, attention_mask], axis=-1)  # (B, P + Tk)
-        if position_ids is not None:
+        if position_ids is not None and position_ids.ndim == 2:  # GLM's 2D ones stay (as unshifted)
             position_ids = position_ids + n
         if cache is not None:
             if cache.seq_length == 0:

@@ -13,8 +13,10 @@ def family_objects() -> dict:
     return {name: import_target(target) for name, target in FAMILIES.items()}
 
 
-def family_for_model_type(model_type: str):
-    for family in family_objects().values():
-        if model_type in family.model_types:
-            return family
-    return None
+def family_for_model_type(model_type: str, hf=None, source=None):
+    """The family loading ``model_type`` (None if none does); families sharing one
+    (ChatGLM-6B, ChatGLM2/3) are told apart by ``hf`` (see :func:`paddlellm.auto.choose_family`)."""
+    from paddlellm.api import choose_family
+
+    matches = [f for f in family_objects().values() if model_type in f.model_types]
+    return choose_family(matches, model_type, hf, source) if matches else None

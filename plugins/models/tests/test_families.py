@@ -31,7 +31,7 @@ def test_hf_config_round_trip(name):
 def test_families_follow_the_core_protocol():
     from paddlellm.interfaces import ModelFamily
 
-    assert len(family_objects()) >= 16 and "yuan" in family_objects()
+    assert len(family_objects()) >= 17 and {"yuan", "chatglm"} <= set(family_objects())
     assert all(isinstance(f, ModelFamily) for f in family_objects().values())
 
 
@@ -79,7 +79,7 @@ def test_aliases_and_unknown_names():
 @pytest.mark.parametrize("name", ["qwen-tiny", "gpt", "opt-tiny", "bloom-tiny", "qwen-moe-tiny",
                                   "gemma-tiny", "mixtral-tiny", "mistral-tiny", "llama",
                                   "qwen3-tiny", "gemma2-tiny", "qwen3-moe-tiny", "phi3-tiny",
-                                  "chatglm2", "chatglm3", "baichuan", "baichuan2",
+                                  "chatglm", "chatglm2", "chatglm3", "baichuan", "baichuan2",
                                   "baichuan2-alibi-tiny", "yuan"])
 def test_build_from_preset_trains(name):
     model = AutoModelForCausalLM.from_config(name, vocab_size=64)

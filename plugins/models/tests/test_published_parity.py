@@ -1,4 +1,4 @@
-"""Parity of the families transformers has no class for (ChatGLM2/3, Baichuan/Baichuan2, Yuan 2.0)
+"""Parity of the families transformers has no class for (ChatGLM-6B, ChatGLM2/3, Baichuan/Baichuan2, Yuan 2.0)
 with torch references written from their authors' published modeling code
 (``scripts/fixtures/reference_models``, fixtures by ``scripts/fixtures/make_family_fixtures.py``)."""
 from __future__ import annotations
@@ -41,9 +41,9 @@ def _hf(name: str) -> dict:
 
 
 def test_fixtures_cover_the_families():
-    assert {m.family.name for m in map(model, NAMES)} >= {"chatglm2", "baichuan", "yuan"}
-    assert {"baichuan2_13b", "baichuan2_7b", "baichuan_7b", "chatglm2", "chatglm3_bias_layernorm",
-            "yuan", "yuan_untied"} <= set(NAMES)
+    assert {m.family.name for m in map(model, NAMES)} >= {"chatglm", "chatglm2", "baichuan", "yuan"}
+    assert {"baichuan2_13b", "baichuan2_7b", "baichuan_7b", "chatglm", "chatglm2",
+            "chatglm3_bias_layernorm", "chatglm_tied", "yuan", "yuan_untied"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -74,6 +74,11 @@ def test_greedy_matches_the_reference(name):
     ("chatglm3_bias_layernorm", {"rope_theta": 10000.0}),
     ("baichuan2_7b", {"lm_head_norm": False}),
     ("baichuan2_13b", {"position": "rope"}),
+    ("chatglm", {"prefix_lm": False}),
+    ("chatglm", {"residual_post_norm_scale": None}),
+    ("chatglm", {"position_encoding_2d": False, "rotary_dim": None}),
+    ("chatglm", {"fused_qkv": "concat"}),
+    ("chatglm_tied", {"mask_token_ids": []}),
 ])
 def test_the_fixtures_exercise_the_feature(name, change):
     """Dropping the feature a variant is about breaks parity (so the tests above can fail)."""
@@ -85,6 +90,20 @@ def test_the_fixtures_exercise_the_feature(name, change):
     with paddle.no_grad():
         single = m(paddle.to_tensor(ref(name)["single_ids"])).numpy()
     assert rel_err(single, ref(name)["single_logits"]) > 1e-3
+
+
+@pytest.mark.parametrize("change", [{"activation": "gelu"}, {"rope_inv_freq_fp16": False}])
+def test_chatglm_fine_details_matter_at_the_parity_tolerance(change):
+    """The exact GELU instead of THUDM's tanh formula, or float32 inverse frequencies instead
+    of its float16 ones, move the logits past the 1e-5 parity tolerance."""
+    from paddlellm.checkpoint import load_hf_weights
+
+    family = model("chatglm").family
+    m = family.build(family.config_from_hf(_hf("chatglm")).replace(**change), init=False)
+    load_hf_weights(m, PUBLISHED / "chatglm")
+    with paddle.no_grad():
+        single = m(paddle.to_tensor(ref("chatglm")["single_ids"])).numpy()
+    assert rel_err(single, ref("chatglm")["single_logits"]) > 2 * TOL  # parity: ~5e-7
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -136,7 +155,8 @@ def test_published_configs_choose_the_variant():
                                      "num_attention_heads": 32, "vocab_size": 64000,
                                      "max_position_embeddings": 4096})
     assert b1_7b.position == "rope" and not b1_7b.lm_head_norm
-    glm = family_for_model_type("chatglm")
+    glm = family_for_model_type("chatglm", _hf("chatglm2"))
+    assert glm.name == "chatglm2"
     with pytest.raises(ValueError, match="ChatGLM-6B \\(v1\\)"):
         glm.config_from_hf({"model_type": "chatglm", "position_encoding_2d": True,
                             "hidden_size": 4096, "inner_hidden_size": 16384})
@@ -146,6 +166,47 @@ def test_published_configs_choose_the_variant():
         glm.config_from_hf({**_hf("chatglm2"), "pre_seq_len": 128})
     c = glm.config_for("chatglm3-6b")
     assert (c.num_kv_heads, c.head_dim, c.rotary_dim, c.vocab_size) == (2, 128, 64, 65024)
+
+
+def test_chatglm_v1_and_v2_share_model_type_and_are_told_apart_by_their_keys(tmp_path):
+    """``model_type: chatglm`` is ChatGLM-6B with ``position_encoding_2d``/``inner_hidden_size``
+    and ChatGLM2/3 with ``multi_query_attention``/``padded_vocab_size`` -- in AutoModel,
+    ``llm convert`` and the registry; neither is an error naming the file."""
+    from paddlellm import AutoModelForCausalLM
+    from paddlellm.auto import family_for_model_type
+    from paddlellm.errors import UnknownPluginError
+    from paddlellm_models.registry_data import family_for_model_type as plugin_lookup
+
+    v1 = family_for_model_type("chatglm", _hf("chatglm"))
+    assert v1.name == "chatglm" and plugin_lookup("chatglm", _hf("chatglm")).name == "chatglm"
+    assert plugin_lookup("chatglm", _hf("chatglm2")).name == "chatglm2"
+    c = v1.config_from_hf({"model_type": "chatglm", "hidden_size": 4096, "num_layers": 28,
+                           "num_attention_heads": 32, "inner_hidden_size": 16384,
+                           "vocab_size": 130528, "position_encoding_2d": True,
+                           "max_sequence_length": 2048, "layernorm_epsilon": 1e-5,
+                           "bos_token_id": 130004, "eos_token_id": 130005,
+                           "mask_token_id": 130000, "gmask_token_id": 130001, "pad_token_id": 3})
+    assert c == v1.config_for("chatglm-6b")  # the preset is the published config
+    assert (c.tie_embeddings, c.rotary_dim, c.mask_token_ids) == (True, 64, [130001, 130000])
+    assert c.residual_post_norm_scale == pytest.approx(56 ** 0.5)
+    bad = tmp_path / "neither"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({"model_type": "chatglm", "hidden_size": 64}))
+    with pytest.raises(UnknownPluginError, match="neither.*config.json.*chatglm"):
+        AutoModelForCausalLM.from_pretrained(bad)
+
+
+def test_chatglm_positions_follow_the_published_generation():
+    """GLM 2D positions: 0.. over the context, then the mask token's position frozen and the
+    block position counting 1, 2, ... -- for the prompt's <sop> and every generated token."""
+    m = model("chatglm")
+    prompt = [5, 6, 7, 61, 62]  # ... [gMASK] <sop>
+    np.testing.assert_array_equal(m.sequence_positions(prompt + [9, 9], 0, 7),
+                                  [[0, 1, 2, 3, 3, 3, 3], [0, 0, 0, 0, 1, 2, 3]])
+    np.testing.assert_array_equal(m.sequence_positions(prompt + [9, 9], 5, 7), [[3, 3], [2, 3]])
+    masked = [5, 60, 7, 8, 62]  # [MASK] inside the prompt: positions freeze at it
+    np.testing.assert_array_equal(m.sequence_positions(masked + [9], 0, 6),
+                                  [[0, 1, 2, 3, 1, 1], [0, 0, 0, 0, 1, 2]])
 
 
 # --- Yuan 2.0: the localized filter and its cache ------------------------------------------------

@@ -1,5 +1,5 @@
 """LoRA with default targets on families whose Hugging Face projections are fused (GPT-2
-``c_attn``, Bloom and ChatGLM2 ``query_key_value``, Baichuan ``W_pack``, ChatGLM2
+``c_attn``, Bloom, ChatGLM-6B and ChatGLM2 ``query_key_value``, Baichuan ``W_pack``, ChatGLM2
 ``dense_h_to_4h``, Phi-3 ``qkv_proj`` / ``gate_up_proj``): the adapters sit on the real fused modules, save in peft's format and
 round-trip with ``peft`` both ways (``scripts/fixtures/make_family_fixtures.py
 --lora-roundtrip``, skipped without ``$PADDLELLM_DEV_PYTHON``)."""
@@ -22,6 +22,7 @@ MODELS = ROOT / "plugins" / "models" / "tests" / "fixtures"
 SCRIPT = ROOT / "scripts" / "fixtures" / "make_family_fixtures.py"
 DEV = os.environ.get("PADDLELLM_DEV_PYTHON")
 BASES = {"gpt2": MODELS / "gpt2", "bloom": MODELS / "bloom", "phi3": MODELS / "phi3_longrope",
+         "chatglm": MODELS / "published" / "chatglm",
          "chatglm2": MODELS / "published" / "chatglm2",
          "baichuan2": MODELS / "published" / "baichuan2_13b",
          "yuan": MODELS / "published" / "yuan"}
@@ -29,6 +30,7 @@ BASES = {"gpt2": MODELS / "gpt2", "bloom": MODELS / "bloom", "phi3": MODELS / "p
 EXPECTED = {"gpt2": ["c_attn", "c_fc", "c_proj"],
             "bloom": ["dense", "dense_4h_to_h", "dense_h_to_4h", "query_key_value"],
             "phi3": ["down_proj", "gate_up_proj", "o_proj", "qkv_proj"],
+            "chatglm": ["dense", "dense_4h_to_h", "dense_h_to_4h", "query_key_value"],
             "chatglm2": ["dense", "dense_4h_to_h", "dense_h_to_4h", "query_key_value"],
             "baichuan2": ["W_pack", "down_proj", "gate_proj", "o_proj", "up_proj"],
             # Yuan: no fused modules; its gate/up are named as published (activation on up_proj)

@@ -27,7 +27,8 @@ class CpuPagedAttention:
     def supports(self, spec: AttentionSpec) -> bool:
         """Paged float32 inference calls without ALiBi; True only once the library is built."""
         return (spec.cache == "paged" and spec.dtype == "float32" and spec.causal
-                and not (spec.training or spec.alibi or spec.padding_mask or spec.segments)
+                and not (spec.training or spec.alibi or spec.padding_mask or spec.segments
+                         or spec.prefix)
                 and build.ops() is not None)
 
     def info(self) -> dict:

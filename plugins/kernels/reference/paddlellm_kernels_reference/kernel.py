@@ -31,6 +31,7 @@ def visibility_mask(
     attention_mask: paddle.Tensor | None = None,
     sliding_window: int | None = None,
     segment_ids: paddle.Tensor | None = None,
+    context_keys: paddle.Tensor | None = None,
 ) -> paddle.Tensor | None:
     """Boolean ``(B or 1, Tq, Tk)`` mask, True where a query may see a key; None = all."""
     offset = k_len - q_len
@@ -39,11 +40,12 @@ def visibility_mask(
         q_pos = paddle.arange(q_len, dtype="int64").unsqueeze(1) + offset  # (Tq, 1)
         k_pos = paddle.arange(k_len, dtype="int64").unsqueeze(0)  # (1, Tk)
         if causal:
-            mask = k_pos <= q_pos
+            mask = (k_pos <= q_pos).unsqueeze(0)  # (1, Tq, Tk)
+            if context_keys is not None:  # prefix-LM: the context is visible to every query
+                mask = paddle.logical_or(mask, context_keys.astype("bool").unsqueeze(1))  # (B, Tq, Tk)
         if sliding_window is not None:
-            window = (q_pos - k_pos) < sliding_window
+            window = ((q_pos - k_pos) < sliding_window).unsqueeze(0)
             mask = window if mask is None else paddle.logical_and(mask, window)
-        mask = mask.unsqueeze(0)  # (1, Tq, Tk)
     if attention_mask is not None:
         keys = attention_mask.astype("bool").unsqueeze(1)  # (B, 1, Tk)
         mask = keys if mask is None else paddle.logical_and(mask, keys)
@@ -87,12 +89,15 @@ class ReferenceAttention:
         scale: float | None = None,
         softcap: float | None = None,
         cache=None,
+        context_keys: paddle.Tensor | None = None,
+        prefix_lens: list[int] | None = None,
     ) -> paddle.Tensor:
         if getattr(cache, "paged", False):  # many sequences in one flattened row
             if attention_mask is not None or segment_ids is not None:
                 raise ValueError("paged attention takes no attention_mask or segment_ids")
             return paged_attention(q, k, v, cache, sliding_window=sliding_window,
-                                   alibi_slopes=alibi_slopes, scale=scale, softcap=softcap)
+                                   alibi_slopes=alibi_slopes, scale=scale, softcap=softcap,
+                                   prefix_lens=prefix_lens)
         if cache is not None:
             k, v = cache.update(k, v)
         batch, q_len, q_heads, head_dim = q.shape
@@ -120,7 +125,8 @@ class ReferenceAttention:
             scores = scores + bias.reshape([1, kv_heads, groups, q_len, k_len])
 
         mask = visibility_mask(batch, q_len, k_len, causal=causal, attention_mask=attention_mask,
-                               sliding_window=sliding_window, segment_ids=segment_ids)
+                               sliding_window=sliding_window, segment_ids=segment_ids,
+                               context_keys=context_keys)
         if mask is not None:
             mask5 = mask.unsqueeze(1).unsqueeze(1)  # (B|1, 1, 1, Tq, Tk)
             hidden = paddle.logical_not(mask5).astype(scores.dtype)

@@ -16,9 +16,9 @@ import paddle.nn.functional as F
 _LOW_PRECISION = ("float16", "bfloat16")
 
 
-def _indices(cache, sliding_window: int | None) -> dict:
+def _indices(cache, sliding_window: int | None, prefix_lens=None) -> dict:
     """Gather indices and the additive mask of this call (computed once, by the first layer)."""
-    key = ("reference", sliding_window)
+    key = ("reference", sliding_window, tuple(prefix_lens) if prefix_lens is not None else None)
     if key in cache.scratch:
         return cache.scratch[key]
     s_count, tq, tk = len(cache.query_lens), cache.max_query_len, cache.max_context_len
@@ -29,7 +29,10 @@ def _indices(cache, sliding_window: int | None) -> dict:
     j = np.arange(tk, dtype=np.int64)[None, None, :]  # (1, 1, Tk)
     real_q = i < q_lens[:, None]  # (S, Tq)
     pos = (ctx - q_lens)[:, None] + i  # (S, Tq) key position of each query
-    visible = (j <= pos[:, :, None]) & (j < ctx[:, None, None])  # (S, Tq, Tk)
+    seen = j <= pos[:, :, None]  # (S, Tq, Tk) causal
+    if prefix_lens is not None:  # prefix-LM: each sequence's context is visible to all queries
+        seen = seen | (j < np.asarray(prefix_lens, dtype=np.int64)[:, None, None])
+    visible = seen & (j < ctx[:, None, None])  # (S, Tq, Tk)
     if sliding_window is not None:
         visible &= (pos[:, :, None] - j) < sliding_window
     out: dict = {"pos": pos}
@@ -54,10 +57,10 @@ def _indices(cache, sliding_window: int | None) -> dict:
 
 
 def paged_attention(q, k, v, cache, *, sliding_window=None, alibi_slopes=None, scale=None,
-                    softcap=None) -> paddle.Tensor:
+                    softcap=None, prefix_lens=None) -> paddle.Tensor:
     """``q (1, N, Hq, D)``, ``k``/``v`` ``(1, N, Hkv, D)`` -> ``(1, N, Hq, D)``."""
     cache.write(k, v)
-    idx = _indices(cache, sliding_window)
+    idx = _indices(cache, sliding_window, prefix_lens)
     n, q_heads, head_dim = q.shape[1], q.shape[2], q.shape[3]
     kv_heads = k.shape[2]
     if q_heads % kv_heads:

@@ -15,6 +15,7 @@ FAMILIES = {
     "gpt2": "paddlellm_models.families.gpt2:family",
     "opt": "paddlellm_models.families.opt:family",
     "bloom": "paddlellm_models.families.bloom:family",
+    "chatglm": "paddlellm_models.families.chatglm:family",
     "chatglm2": "paddlellm_models.families.chatglm2:family",
     "baichuan": "paddlellm_models.families.baichuan:family",
     "yuan": "paddlellm_models.families.yuan:family",

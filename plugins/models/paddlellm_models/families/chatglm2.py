@@ -5,7 +5,8 @@ rotary embeddings on the first half of each head's dimensions with interleaved p
 SwiGLU through one fused ``dense_h_to_4h`` (rows [gate; up]), RMSNorm, an untied
 ``output_layer``. Everything maps onto the configurable decoder: ``fused_qkv="concat"``,
 ``fused_gate_up``, ``rotary_dim = kv_channels / 2`` and ``rotary_interleaved``.
-ChatGLM-6B (v1: 2D positions, GLM mask) is a different architecture and is refused.
+ChatGLM-6B (v1: 2D positions, GLM mask) shares the ``model_type``; it is the ``chatglm``
+family (:mod:`.chatglm`), and :meth:`ChatGLM2Family.accepts_config` tells the two apart.
 """
 from __future__ import annotations
 
@@ -73,10 +74,14 @@ class ChatGLM2Family(Family):
         return super().config_for(name, **{self.OVERRIDE_NAMES.get(k, k): v
                                            for k, v in overrides.items()})
 
+    def accepts_config(self, hf: Mapping[str, Any]) -> bool:
+        """Whether ``hf`` (``model_type: chatglm``) is a ChatGLM2/ChatGLM3 config."""
+        return any(k in hf for k in ("multi_query_attention", "padded_vocab_size"))
+
     def config_from_hf(self, hf: Mapping[str, Any]) -> ModelConfig:
         if hf.get("position_encoding_2d") or "inner_hidden_size" in hf:
-            raise ValueError("this is a ChatGLM-6B (v1) checkpoint (2D rotary positions, GLM "
-                             "mask); only ChatGLM2/ChatGLM3 checkpoints are supported")
+            raise ValueError("this is a ChatGLM-6B (v1) config (2D rotary positions, GLM "
+                             "mask): the chatglm family loads it, not chatglm2")
         for key, bad in (("apply_residual_connection_post_layernorm", True),
                          ("original_rope", False), ("fp32_residual_connection", True)):
             if hf.get(key, not bad) == bad:
