@@ -50,6 +50,7 @@ class IncrementalDetokenizer:
         # The backend skips added tokens flagged special; dropping them up front gives the same text
         # and keeps the decoding windows short.
         self._skip = {i for i, t in tokenizer.added_tokens_decoder.items() if t.special} if skip_special_tokens else set()
+        self._skip |= set(getattr(tokenizer, "decode_silent_ids", ()))  # decoded to nothing in any case
         prompt = [int(i) for i in (prompt_ids or []) if int(i) not in self._skip]
         self._context: list[int] = prompt[-_PROMPT_CONTEXT:]
         self._ids: list[int] = list(self._context)  # the context, then every token pushed

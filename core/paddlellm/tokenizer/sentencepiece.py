@@ -10,6 +10,11 @@ Unigram models, ``tests/test_spm_tokenizer.py``):
   byte fallback, merges ranked by the merged piece's id, no normaliser, a ``Metaspace``
   pre-tokenizer (dummy prefix on the first chunk only, or on every chunk when ``legacy``),
   control pieces as special tokens.
+* ``ChatGLMTokenizer`` of ChatGLM2-6B / ChatGLM3-6B (its own ``tokenization_chatglm.py``,
+  :func:`chatglm_convention`): the model's own settings as below, nothing in the text matched
+  as a special token (their code encodes text with SentencePiece alone), ``[MASK] [gMASK]
+  [sMASK] sop eop`` (+ ChatGLM3's ``<|system|> <|user|> <|assistant|> <|observation|>``)
+  numbered after the pieces, ``[gMASK] sop`` prepended by the post-processor.
 * any other class (the checkpoint's own tokenizer code, which ``transformers`` cannot run
   without ``trust_remote_code``): the model's own settings, so the result encodes like
   ``sentencepiece.SentencePieceProcessor.encode`` — the precompiled normalisation charsmap,
@@ -29,7 +34,8 @@ from typing import Any, Iterator, Mapping
 
 from ..checkpoint._errors import CheckpointFormatError
 
-__all__ = ["SentencePieceModel", "read_sentencepiece_model", "tokenizer_from_sentencepiece"]
+__all__ = ["ChatGLMConvention", "SentencePieceModel", "chatglm_convention", "read_sentencepiece_model",
+           "tokenizer_from_sentencepiece"]
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 UNIGRAM, BPE = 1, 2
@@ -255,11 +261,104 @@ def _generic(model: SentencePieceModel, config: Mapping[str, Any]):
     return tok
 
 
+# --- ChatGLM2 / ChatGLM3 ---------------------------------------------------------------------
+
+#: the tokens ChatGLM2's ``SPTokenizer`` numbers after the SentencePiece pieces, in order
+CHATGLM2_SPECIAL = ("[MASK]", "[gMASK]", "[sMASK]", "sop", "eop")
+#: ChatGLM3 appends its role tokens after them
+CHATGLM3_ROLES = ("<|system|>", "<|user|>", "<|assistant|>", "<|observation|>")
+
+
+@dataclass(frozen=True)
+class ChatGLMConvention:
+    """How a ChatGLM2/ChatGLM3 folder's ``ChatGLMTokenizer`` numbers and writes its tokens.
+
+    ``version`` 2 decodes the appended tokens to nothing, 3 writes their names; both decode
+    BOS / EOS / control pieces and the pad (= unk) id to nothing, as their
+    ``_convert_id_to_token`` does."""
+
+    version: int
+
+    @property
+    def special(self) -> tuple[str, ...]:
+        return CHATGLM2_SPECIAL + (CHATGLM3_ROLES if self.version == 3 else ())
+
+
+def _auto_tokenizer_class(config: Mapping[str, Any]) -> str:
+    auto = (config.get("auto_map") or {}).get("AutoTokenizer") if isinstance(config.get("auto_map"), Mapping) else None
+    name = auto[0] if isinstance(auto, (list, tuple)) and auto else auto
+    return str(name or "").rsplit(".", 1)[-1]
+
+
+def chatglm_convention(directory: str | Path, config: Mapping[str, Any]) -> ChatGLMConvention | None:
+    """The ChatGLM2/ChatGLM3 convention when the folder's tokenizer is their ``ChatGLMTokenizer``
+    over ``tokenizer.model`` (``tokenizer_class`` or ``auto_map``), else ``None``.
+
+    ChatGLM3 ships ChatGLM2's ``tokenizer.model``; it is told apart by what the folder says of
+    itself: its ``tokenization_chatglm.py`` (read as text, never run) naming the role tokens,
+    a chat template or ``added_tokens_decoder`` holding them, or a ``name_or_path`` naming
+    chatglm3 (its published tokenizer_config.json does)."""
+    directory = Path(directory)
+    if "ChatGLMTokenizer" not in (str(config.get("tokenizer_class") or ""), _auto_tokenizer_class(config)):
+        return None
+    if not (directory / "tokenizer.model").is_file():
+        return None
+    code = directory / "tokenization_chatglm.py"
+    text = ""
+    if code.is_file() and code.stat().st_size < 1 << 20:
+        text = code.read_text(encoding="utf-8", errors="replace")
+    template = config.get("chat_template")
+    added = [v.get("content") for v in (config.get("added_tokens_decoder") or {}).values() if isinstance(v, Mapping)]
+    v3 = (any(role in text for role in CHATGLM3_ROLES)
+          or any(role in str(template or "") for role in CHATGLM3_ROLES)
+          or any(role in added for role in CHATGLM3_ROLES)
+          or "chatglm3" in str(config.get("name_or_path") or "").lower())
+    return ChatGLMConvention(3 if v3 else 2)
+
+
+def _chatglm(model: SentencePieceModel, config: Mapping[str, Any], convention: ChatGLMConvention, path):
+    from tokenizers import AddedToken, processors
+
+    clash = [t for t in convention.special if t in {p.piece for p in model.pieces}]
+    if clash:
+        raise SentencePieceError(f"{path}: the pieces {clash} collide with the tokens ChatGLMTokenizer "
+                                 "numbers after the SentencePiece vocabulary")
+    tok = _generic(model, config)
+    if model.unk_id >= 0:  # the pad id (their SPTokenizer pads with unk): decoded to nothing
+        tok.add_special_tokens([AddedToken(model.pieces[model.unk_id].piece, normalized=False, special=True)])
+    tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in convention.special])
+    n = len(model.pieces)
+    ids = {t: tok.token_to_id(t) for t in convention.special}
+    if list(ids.values()) != list(range(n, n + len(ids))):
+        raise SentencePieceError(f"{path}: ChatGLM's appended tokens did not get the ids after the pieces ({ids})")
+    eos = [(model.eos_piece, model.eos_id)] if model.eos_id >= 0 else []
+    tok.post_processor = processors.TemplateProcessing(
+        single="[gMASK]:0 sop:0 $A:0",
+        pair="[gMASK]:0 sop:0 $A:0 $B:1" + (f" {model.eos_piece}:1" if eos else ""),
+        special_tokens=[("[gMASK]", ids["[gMASK]"]), ("sop", ids["sop"]), *eos])
+    return tok
+
+
+def chatglm_silent_ids(model: SentencePieceModel, convention: ChatGLMConvention) -> frozenset[int]:
+    """Ids ChatGLM's tokenizer decodes to nothing whatever ``skip_special_tokens`` says."""
+    silent = {i for i, p in enumerate(model.pieces) if p.type == CONTROL}
+    silent |= {i for i in (model.bos_id, model.eos_id, model.unk_id) if i >= 0}
+    if convention.version == 2:
+        silent |= set(range(len(model.pieces), len(model.pieces) + len(convention.special)))
+    return frozenset(silent)
+
+
 def tokenizer_from_sentencepiece(path: str | Path, config: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
     """``(tokenizers.Tokenizer, config additions)`` for the SentencePiece model at ``path``
     (``config``: the checkpoint's ``tokenizer_config.json``). The additions name the BOS /
-    EOS / UNK pieces of the model when the config does not."""
+    EOS / UNK pieces of the model when the config does not (ChatGLM's: its published EOS,
+    UNK and pad tokens, left padding, no special token matched in text)."""
     model = read_sentencepiece_model(path)
+    convention = chatglm_convention(Path(path).parent, config) if Path(path).name == "tokenizer.model" else None
+    if convention is not None:
+        extra = {"eos_token": model.eos_piece, "unk_token": model.unk_piece, "pad_token": model.unk_piece,
+                 "padding_side": "left", "clean_up_tokenization_spaces": False, "split_special_tokens": True}
+        return _chatglm(model, config, convention, path), extra
     cls = str(config.get("tokenizer_class") or "")
     if cls in LLAMA_CLASSES:
         if model.model_type != BPE:

@@ -196,13 +196,16 @@ class Tokenizer:
                 raise CheckpointFormatError(f"{tokenizer_file}: not a readable tokenizer file: "
                                             f"{str(exc)[:300]}") from None
         else:  # SentencePiece only: built as transformers builds it (see .sentencepiece)
-            from .sentencepiece import tokenizer_from_sentencepiece
+            from .sentencepiece import chatglm_convention, tokenizer_from_sentencepiece
 
             if spm_file.stat().st_size > MAX_JSON_BYTES:
                 raise CheckpointFormatError(f"{spm_file}: larger than {MAX_JSON_BYTES} bytes")
             backend, named = tokenizer_from_sentencepiece(spm_file, config)  # errors name the file
             for key, value in named.items():
                 config.setdefault(key, value)
+            glm = chatglm_convention(directory, config)
+            if glm is not None:  # their code matches nothing in text: SentencePiece encodes it all
+                config["split_special_tokens"] = True
             for key in ("add_bos_token", "add_eos_token"):  # no tokenizer.json post-processor to follow
                 if config.get(key) and key not in bos_eos:
                     bos_eos[key] = True
@@ -210,8 +213,17 @@ class Tokenizer:
             config.setdefault("pad_token", backend.padding["pad_token"])
             config.setdefault("padding_side", backend.padding["direction"])
         tokenizer = cls(backend, config, name_or_path=str(path))
+        glm = None
+        if not tokenizer_file.is_file():
+            from .sentencepiece import chatglm_convention, chatglm_silent_ids, read_sentencepiece_model
+
+            glm = chatglm_convention(directory, config)
+            if glm is not None:
+                spm_model = read_sentencepiece_model(spm_file)
+                tokenizer.decode_silent_ids = chatglm_silent_ids(spm_model, glm)
+                tokenizer.base_vocab_size = len(spm_model.pieces) + len(glm.special)
         auto = (config.get("auto_map") or {}).get("AutoTokenizer")
-        if not tokenizer_file.is_file() and isinstance(auto, (list, tuple)) and auto and auto[0] \
+        if glm is None and not tokenizer_file.is_file() and isinstance(auto, (list, tuple)) and auto and auto[0] \
                 and (len(auto) < 2 or not auto[1]):
             # the checkpoint's own slow tokenizer class (no fast one): decode as it does
             tokenizer.slow_sentencepiece_decode = True
@@ -238,9 +250,15 @@ class Tokenizer:
     def backend_tokenizer(self) -> _Backend:
         return self._backend
 
+    #: the base vocabulary's size when it counts tokens the backend holds as added ones (ChatGLM2/3's
+    #: ``vocab_size`` counts the tokens its SPTokenizer numbers after the SentencePiece pieces)
+    base_vocab_size: int | None = None
+
     @property
     def vocab_size(self) -> int:
         """Size of the base vocabulary, without added tokens."""
+        if self.base_vocab_size is not None:
+            return self.base_vocab_size
         return self._backend.get_vocab_size(with_added_tokens=False)
 
     def __len__(self) -> int:
@@ -432,13 +450,19 @@ class Tokenizer:
     #: decode as the slow SentencePiece tokenizers do (set for a ``tokenizer.model`` whose own
     #: tokenizer code the checkpoint names, see :meth:`from_pretrained`)
     slow_sentencepiece_decode = False
+    #: ids decoded to nothing whatever ``skip_special_tokens`` says (ChatGLM2/3's BOS, EOS, pad and
+    #: control pieces, and ChatGLM2's appended tokens: their ``_convert_id_to_token`` gives "")
+    decode_silent_ids: frozenset = frozenset()
 
     def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
         """Token ids (list, numpy array or Paddle tensor) back to text."""
+        ids = _to_id_list(ids)
+        if self.decode_silent_ids:
+            ids = [i for i in ids if i not in self.decode_silent_ids]
         if self.slow_sentencepiece_decode:
-            text = self._decode_slow_sentencepiece(_to_id_list(ids), skip_special_tokens)
+            text = self._decode_slow_sentencepiece(ids, skip_special_tokens)
         else:
-            text = self._backend.decode(_to_id_list(ids), skip_special_tokens=skip_special_tokens)
+            text = self._backend.decode(ids, skip_special_tokens=skip_special_tokens)
         cleanup = self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces
         # As transformers v5: the clean-up corrupts BPE output, so it is never applied to BPE models.
         if cleanup and type(self._backend.model).__name__ != "BPE":
