@@ -131,3 +131,64 @@ def test_engine_loads_a_sentencepiece_checkpoint_and_streams_its_text(tmp_path):
     (result,) = engine.generate([prompt], params)
     assert result["text"] == tok.decode(prompt + result["token_ids"], skip_special_tokens=True)[
         len(tok.decode(prompt, skip_special_tokens=True)):]
+
+
+def test_chatglm2_and_chatglm3_conventions():
+    """ChatGLM2/3 (their tokenization_chatglm.py): the appended tokens numbered after the pieces,
+    [gMASK] sop prepended, a pair ends with EOS, nothing in text matched as a special token, pad =
+    unk on the left; decode drops BOS/EOS/pad, ChatGLM2 drops the appended tokens, ChatGLM3
+    writes their names."""
+    for name in ("chatglm2", "chatglm3"):
+        tok, want = AutoTokenizer.from_pretrained(FIXTURES / name), expected(name)
+        assert [[t, tok.convert_tokens_to_ids(t)] for t, _ in want["appended"]] == want["appended"]
+        assert [tok.convert_ids_to_tokens(i) for _, i in want["appended"]] == [t for t, _ in want["appended"]]
+        gmask, sop = tok.convert_tokens_to_ids("[gMASK]"), tok.convert_tokens_to_ids("sop")
+        assert gmask == tok.vocab_size - len(want["appended"]) + 1
+        assert (tok.eos_token_id, tok.pad_token_id) == (want["eos_token_id"], want["pad_token_id"])
+        assert tok.padding_side == "left"
+        rows = {r["text"]: r for r in want["rows"]}
+        written = rows["[gMASK]sop written in text"]
+        assert written["ids"][:2] == [gmask, sop] and gmask not in written["ids_no_special"]
+        assert tok.encode("[gMASK]sop written in text")[2:] == written["ids_no_special"]
+        assert tok.backend_tokenizer.encode("Hello", "world").ids == want["pair"]
+        batch = tok(["Hello world", "a"], padding=True)
+        short = batch["input_ids"][1]
+        assert short[0] == tok.pad_token_id and batch["attention_mask"][1][0] == 0 and short[-3:-1] == [gmask, sop]
+        hello = rows["Hello world"]["ids"]
+        assert tok.decode(hello + [tok.eos_token_id, tok.pad_token_id]) == rows["Hello world"]["decoded"]
+        assert tok.decode(hello, skip_special_tokens=True) == "Hello world"
+    assert expected("chatglm2")["rows"][0]["decoded"] == "Hello world"
+    assert expected("chatglm3")["rows"][0]["decoded"] == "[gMASK]sop Hello world"  # no leading-space strip
+    v3 = AutoTokenizer.from_pretrained(FIXTURES / "chatglm3")
+    user = v3.convert_tokens_to_ids("<|user|>")
+    assert v3.decode([user, v3.eos_token_id]) == "<|user|>"
+    assert v3.decode([user], skip_special_tokens=True) == ""
+
+
+def test_chatglm_version_is_read_from_what_the_folder_says(tmp_path):
+    """ChatGLM3 ships ChatGLM2's tokenizer.model: its role tokens are found in its own
+    tokenization_chatglm.py (read, never run), its chat template or its name; otherwise the
+    folder is ChatGLM2. Pieces colliding with the appended tokens are an error naming the file."""
+    shutil.copy(FIXTURES / "chatglm2" / "tokenizer.model", tmp_path)
+    config = json.loads((FIXTURES / "chatglm2" / "tokenizer_config.json").read_text())
+    config.pop("name_or_path")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    assert len(AutoTokenizer.from_pretrained(tmp_path)) == 705
+    (tmp_path / "tokenization_chatglm.py").write_text('special_tokens = ["[MASK]", "<|user|>"]\n')
+    assert len(AutoTokenizer.from_pretrained(tmp_path)) == 709
+    (tmp_path / "tokenization_chatglm.py").unlink()
+    config["chat_template"] = "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}{% endfor %}<|assistant|>"
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    assert len(AutoTokenizer.from_pretrained(tmp_path)) == 709
+    # only the auto_map naming the class is enough
+    config = {"auto_map": {"AutoTokenizer": ["tokenization_chatglm.ChatGLMTokenizer", None]}}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    assert AutoTokenizer.from_pretrained(tmp_path).encode("a")[:2] == [701, 703]
+    # a model holding "sop" as a piece: rename a three-byte piece in the protobuf (same length)
+    data = (FIXTURES / "chatglm2" / "tokenizer.model").read_bytes()
+    pieces = [p.piece for p in read_sentencepiece_model(FIXTURES / "chatglm2" / "tokenizer.model").pieces]
+    victim = next(p for p in pieces if len(p.encode()) == 3 and data.count(b"\x0a\x03" + p.encode()) == 1)
+    (tmp_path / "tokenizer.model").write_bytes(data.replace(b"\x0a\x03" + victim.encode(), b"\x0a\x03sop"))
+    assert "sop" in {p.piece for p in read_sentencepiece_model(tmp_path / "tokenizer.model").pieces}
+    with pytest.raises(SentencePieceError, match=r"tokenizer.model: the pieces \['sop'\] collide"):
+        AutoTokenizer.from_pretrained(tmp_path)

@@ -352,12 +352,13 @@ def tokenizer_from_sentencepiece(path: str | Path, config: Mapping[str, Any]) ->
     """``(tokenizers.Tokenizer, config additions)`` for the SentencePiece model at ``path``
     (``config``: the checkpoint's ``tokenizer_config.json``). The additions name the BOS /
     EOS / UNK pieces of the model when the config does not (ChatGLM's: its published EOS,
-    UNK and pad tokens, left padding, no special token matched in text)."""
+    UNK and pad tokens, left padding; the caller sets ``split_special_tokens``: their code
+    matches no special token in text)."""
     model = read_sentencepiece_model(path)
     convention = chatglm_convention(Path(path).parent, config) if Path(path).name == "tokenizer.model" else None
     if convention is not None:
         extra = {"eos_token": model.eos_piece, "unk_token": model.unk_piece, "pad_token": model.unk_piece,
-                 "padding_side": "left", "clean_up_tokenization_spaces": False, "split_special_tokens": True}
+                 "padding_side": "left", "clean_up_tokenization_spaces": False}
         return _chatglm(model, config, convention, path), extra
     cls = str(config.get("tokenizer_class") or "")
     if cls in LLAMA_CLASSES:
