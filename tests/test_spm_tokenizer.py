@@ -15,7 +15,7 @@ from paddlellm.tokenizer.incremental import IncrementalDetokenizer
 from paddlellm.tokenizer.sentencepiece import SentencePieceError, read_sentencepiece_model
 
 FIXTURES = Path(__file__).parent / "fixtures" / "spm"
-NAMES = ["llama2", "llama2_legacy", "bpe_spm", "unigram", "yuan", "baichuan", "baichuan_bos", "chatglm2", "chatglm3"]
+NAMES = ["llama2", "llama2_legacy", "bpe_spm", "unigram", "yuan", "baichuan", "baichuan_bos", "chatglm2", "chatglm3", "chatglm", "chatglm_noimg"]
 
 
 def expected(name: str) -> dict:
@@ -72,7 +72,7 @@ def test_yuan_and_baichuan_conventions():
     assert plain["special<s>glued</s>tokens"]["decoded"] == " special<s> glued</s>tokens"  # the published order
 
 
-@pytest.mark.parametrize("name", ["llama2", "unigram", "yuan", "baichuan", "chatglm2", "chatglm3"])
+@pytest.mark.parametrize("name", ["llama2", "unigram", "yuan", "baichuan", "chatglm2", "chatglm3", "chatglm"])
 def test_streaming_detokenizer_handles_byte_fallback_and_metaspace(name):
     tok = AutoTokenizer.from_pretrained(FIXTURES / name)
     for row in expected(name)["rows"]:

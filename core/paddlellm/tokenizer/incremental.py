@@ -63,7 +63,7 @@ class IncrementalDetokenizer:
         # Tokenizers whose decode() also applies transformers' clean-up (non-BPE models with
         # clean_up_tokenization_spaces): clean the raw text, holding back a short tail that a later
         # token could still change (every clean-up pattern starts with a space and is <= 4 chars).
-        self._cleanup = tokenizer.clean_up_tokenization_spaces and type(tokenizer.backend_tokenizer.model).__name__ != "BPE"
+        self._cleanup = tokenizer.applies_cleanup()
         self._raw = ""
 
     def _decode(self, ids: list[int]) -> str:

@@ -15,6 +15,9 @@ Unigram models, ``tests/test_spm_tokenizer.py``):
   as a special token (their code encodes text with SentencePiece alone), ``[MASK] [gMASK]
   [sMASK] sop eop`` (+ ChatGLM3's ``<|system|> <|user|> <|assistant|> <|observation|>``)
   numbered after the pieces, ``[gMASK] sop`` prepended by the post-processor.
+* ChatGLM-6B's ``ice_text.model`` (:func:`_chatglm6b`): its own settings as below behind its
+  ``SPTokenizer``'s text marks (``\n`` -> ``<n>``, tab -> ``<|tab|>``, space runs ->
+  ``<|blank_N|>``), ids after ``num_image_tokens`` image ids, ``[gMASK] <sop>`` appended.
 * any other class (the checkpoint's own tokenizer code, which ``transformers`` cannot run
   without ``trust_remote_code``): the model's own settings, so the result encodes like
   ``sentencepiece.SentencePieceProcessor.encode`` — the precompiled normalisation charsmap,
@@ -205,15 +208,23 @@ def _llama(model: SentencePieceModel, config: Mapping[str, Any]):
     return tok
 
 
-def _generic(model: SentencePieceModel, config: Mapping[str, Any]):
-    """The model's own settings (transformers' ``build_tokenizer_from_spm_proto``)."""
+def _generic(model: SentencePieceModel, config: Mapping[str, Any], *, id_offset: int = 0,
+             control_special: bool = True, pre_normalizers: tuple = (), text_decoders: tuple = ()):
+    """The model's own settings (transformers' ``build_tokenizer_from_spm_proto``).
+
+    ChatGLM-6B's additions: ``id_offset`` ids named ``<image_N>`` before the pieces (never
+    produced from text), ``control_special`` false to leave control pieces out of the added
+    tokens (never matched in text), ``pre_normalizers`` run on the text before the model's own
+    normalisation, ``text_decoders`` run on the decoded text."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
     from tokenizers.models import BPE as BPEModel
     from tokenizers.models import Unigram
 
     user_defined = [p.piece for p in model.pieces if p.type == USER_DEFINED]
+    images = [f"<image_{i}>" for i in range(id_offset)]
     if model.model_type == BPE:
-        vocab = {p.piece: i for i, p in enumerate(model.pieces)}
+        vocab = {piece: i for i, piece in enumerate(images)}
+        vocab.update({p.piece: id_offset + i for i, p in enumerate(model.pieces)})
         normal = {p.piece: (p.score, i) for i, p in enumerate(model.pieces) if p.type == NORMAL}
         ranked = []
         for piece, (score, index) in normal.items():
@@ -226,10 +237,11 @@ def _generic(model: SentencePieceModel, config: Mapping[str, Any]):
                                  byte_fallback=model.byte_fallback, dropout=None,
                                  ignore_merges=bool(user_defined)))
     else:
-        tok = Tokenizer(Unigram([(p.piece, p.score) for p in model.pieces], unk_id=model.unk_id,
-                                byte_fallback=model.byte_fallback))
+        low = min(p.score for p in model.pieces)  # image ids: never better than a piece; unk penalty unchanged
+        tok = Tokenizer(Unigram([(piece, low) for piece in images] + [(p.piece, p.score) for p in model.pieces],
+                                unk_id=id_offset + model.unk_id, byte_fallback=model.byte_fallback))
     legacy = bool(config.get("legacy", True))
-    steps = []
+    steps = list(pre_normalizers)
     if model.precompiled_charsmap:
         steps.append(normalizers.Precompiled(model.precompiled_charsmap))
     if model.remove_extra_whitespaces:  # spaces only: SentencePiece leaves newlines alone
@@ -253,11 +265,12 @@ def _generic(model: SentencePieceModel, config: Mapping[str, Any]):
         steps.append(decoders.ByteFallback())
     if model.add_dummy_prefix:
         steps += [decoders.Fuse(), decoders.Strip(content=" ", left=1)]
-    elif model.byte_fallback:
+    elif model.byte_fallback or text_decoders:
         steps.append(decoders.Fuse())
-    tok.decoder = decoders.Sequence(steps)
-    tok.add_special_tokens([AddedToken(p.piece, normalized=False, special=True)
-                            for p in model.pieces if p.type == CONTROL])
+    tok.decoder = decoders.Sequence(steps + list(text_decoders))
+    if control_special:
+        tok.add_special_tokens([AddedToken(p.piece, normalized=False, special=True)
+                                for p in model.pieces if p.type == CONTROL])
     return tok
 
 
@@ -339,6 +352,63 @@ def _chatglm(model: SentencePieceModel, config: Mapping[str, Any], convention: C
     return tok
 
 
+# --- ChatGLM-6B ---------------------------------------------------------------------------------
+
+#: ``SPTokenizer``'s whitespace marks: ``<|blank_N|>`` for runs of 2..80 spaces
+CHATGLM6B_MAX_BLANK = 80
+#: the named special tokens transformers' slow tokenizer splits ChatGLM-6B's text on, with their
+#: class defaults (``gmask_token`` and ``end_token`` are not special-token attributes there)
+CHATGLM6B_SPLIT = (("bos_token", "<sop>"), ("eos_token", "<eop>"), ("unk_token", "<unk>"),
+                   ("pad_token", "<pad>"), ("mask_token", "[MASK]"))
+CHATGLM6B_DEFAULTS = {**dict(CHATGLM6B_SPLIT), "gmask_token": "[gMASK]", "end_token": "</s>"}
+
+
+def chatglm6b_image_tokens(config: Mapping[str, Any], path) -> int:
+    """``num_image_tokens`` (the class default 20000; the final revision's config says 0)."""
+    value = config.get("num_image_tokens", 20000)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1 << 24:
+        raise SentencePieceError(f"{Path(path).parent / 'tokenizer_config.json'}: num_image_tokens must be a "
+                                 f"non-negative integer, got {value!r}")
+    return value
+
+
+def _chatglm6b(model: SentencePieceModel, config: Mapping[str, Any], path):
+    """ChatGLM-6B's ``ChatGLMTokenizer`` (``ice_text.model``): newline / tab / space-run marks,
+    the image-token offset, the named tokens matched in text with the whitespace beside them
+    stripped, ``[gMASK] <sop>`` appended, the marks turned back into whitespace on decode."""
+    from tokenizers import AddedToken, Regex, decoders, normalizers, processors
+
+    offset = chatglm6b_image_tokens(config, path)
+    marks = [normalizers.Replace("\n", "<n>"), normalizers.Replace("\t", "<|tab|>")]
+    marks += [normalizers.Replace(Regex(f" {{{n}}}"), f"<|blank_{n}|>") for n in range(CHATGLM6B_MAX_BLANK, 1, -1)]
+    unmarks = [decoders.Replace("<n>", "\n"), decoders.Replace("<|tab|>", "\t")]
+    unmarks += [decoders.Replace(f"<|blank_{n}|>", " " * n) for n in range(2, CHATGLM6B_MAX_BLANK + 1)]
+    if model.unk_id >= 0:  # SentencePiece writes an unknown piece as " ⁇ " (after the leading-space strip)
+        unmarks.append(decoders.Replace(model.pieces[model.unk_id].piece, " \u2047 "))
+    tok = _generic(model, config, id_offset=offset, control_special=False, pre_normalizers=tuple(marks),
+                   text_decoders=tuple(unmarks))
+    names = {key: str(config.get(key) or default) for key, default in CHATGLM6B_DEFAULTS.items()}
+    ids = {}
+    for key, token in names.items():
+        index = tok.token_to_id(token)
+        if index is None:
+            raise SentencePieceError(f"{path}: ChatGLM-6B's {key} {token!r} is not a piece of the model")
+        ids[key] = index
+    tok.add_special_tokens([AddedToken(names[key], normalized=False, special=True, lstrip=True, rstrip=True)
+                            for key, _ in CHATGLM6B_SPLIT])
+    gmask, bos, eos = names["gmask_token"], names["bos_token"], names["eos_token"]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"$A:0 {gmask}:0 {bos}:0", pair=f"$A:0 {gmask}:0 {bos}:0 $B:1 {eos}:1",
+        special_tokens=[(t, ids[k]) for k, t in (("gmask_token", gmask), ("bos_token", bos), ("eos_token", eos))])
+    return tok, names, offset
+
+
+def chatglm6b_silent_ids(model: SentencePieceModel, offset: int, pad_id: int) -> frozenset[int]:
+    """Ids ChatGLM-6B's tokenizer decodes to nothing: the pad id (removed first) and the control
+    pieces (``DecodePieces`` writes nothing for them)."""
+    return frozenset({offset + i for i, p in enumerate(model.pieces) if p.type == CONTROL} | {pad_id})
+
+
 def chatglm_silent_ids(model: SentencePieceModel, convention: ChatGLMConvention) -> frozenset[int]:
     """Ids ChatGLM's tokenizer decodes to nothing whatever ``skip_special_tokens`` says."""
     silent = {i for i, p in enumerate(model.pieces) if p.type == CONTROL}
@@ -355,6 +425,9 @@ def tokenizer_from_sentencepiece(path: str | Path, config: Mapping[str, Any]) ->
     UNK and pad tokens, left padding; the caller sets ``split_special_tokens``: their code
     matches no special token in text)."""
     model = read_sentencepiece_model(path)
+    if Path(path).name == "ice_text.model":
+        tok, names, _ = _chatglm6b(model, config, path)
+        return tok, {**names, "padding_side": "left", "clean_up_tokenization_spaces": True}
     convention = chatglm_convention(Path(path).parent, config) if Path(path).name == "tokenizer.model" else None
     if convention is not None:
         extra = {"eos_token": model.eos_piece, "unk_token": model.unk_piece, "pad_token": model.unk_piece,

@@ -163,10 +163,13 @@ class Tokenizer:
                                           "it is not a Hugging Face Hub id).")
         tokenizer_file = directory / "tokenizer.json"
         spm_file = directory / "tokenizer.model"
+        if not spm_file.is_file() and (directory / "ice_text.model").is_file():
+            spm_file = directory / "ice_text.model"  # ChatGLM-6B's SentencePiece file
         if not tokenizer_file.is_file() and not spm_file.is_file():
             raise CheckpointNotFoundError(
                 f"No tokenizer.json or tokenizer.model in {str(directory)!r}: a fast tokenizer "
-                "(tokenizer.json) or a SentencePiece model is read (convert other vocabulary-file "
+                "(tokenizer.json) or a SentencePiece model (tokenizer.model, ChatGLM-6B's ice_text.model) "
+                "is read (convert other vocabulary-file "
                 "tokenizers with transformers' save_pretrained first)."
             )
         config = _read_json(directory / "tokenizer_config.json") if (directory / "tokenizer_config.json").is_file() else {}
@@ -212,9 +215,21 @@ class Tokenizer:
         if backend.padding is not None:  # padding saved inside tokenizer.json names the pad token and side
             config.setdefault("pad_token", backend.padding["pad_token"])
             config.setdefault("padding_side", backend.padding["direction"])
+        # ChatGLM-6B: its gmask/end tokens are no special-token attributes of its slow class, so the
+        # text is not split on them; they are named here after the backend is set up
+        glm6b = not tokenizer_file.is_file() and spm_file.name == "ice_text.model"
+        unsplit = {k: config.pop(k) for k in ("gmask_token", "end_token") if glm6b and k in config}
         tokenizer = cls(backend, config, name_or_path=str(path))
+        if glm6b:
+            from .sentencepiece import chatglm6b_image_tokens, chatglm6b_silent_ids, read_sentencepiece_model
+
+            tokenizer._special.update(unsplit)
+            tokenizer.init_config = {**tokenizer.init_config, **unsplit}
+            tokenizer.decode_silent_ids = chatglm6b_silent_ids(
+                read_sentencepiece_model(spm_file), chatglm6b_image_tokens(config, spm_file), tokenizer.pad_token_id)
+            tokenizer.cleanup_any_model = True  # transformers 4.27's clean-up, which its code runs on any model
         glm = None
-        if not tokenizer_file.is_file():
+        if not tokenizer_file.is_file() and not glm6b:
             from .sentencepiece import chatglm_convention, chatglm_silent_ids, read_sentencepiece_model
 
             glm = chatglm_convention(directory, config)
@@ -223,7 +238,7 @@ class Tokenizer:
                 tokenizer.decode_silent_ids = chatglm_silent_ids(spm_model, glm)
                 tokenizer.base_vocab_size = len(spm_model.pieces) + len(glm.special)
         auto = (config.get("auto_map") or {}).get("AutoTokenizer")
-        if glm is None and not tokenizer_file.is_file() and isinstance(auto, (list, tuple)) and auto and auto[0] \
+        if glm is None and not glm6b and not tokenizer_file.is_file() and isinstance(auto, (list, tuple)) and auto and auto[0] \
                 and (len(auto) < 2 or not auto[1]):
             # the checkpoint's own slow tokenizer class (no fast one): decode as it does
             tokenizer.slow_sentencepiece_decode = True
@@ -453,6 +468,14 @@ class Tokenizer:
     #: ids decoded to nothing whatever ``skip_special_tokens`` says (ChatGLM2/3's BOS, EOS, pad and
     #: control pieces, and ChatGLM2's appended tokens: their ``_convert_id_to_token`` gives "")
     decode_silent_ids: frozenset = frozenset()
+    #: apply ``clean_up_tokenization_spaces`` to BPE models too (ChatGLM-6B's slow tokenizer does)
+    cleanup_any_model = False
+
+    def applies_cleanup(self) -> bool:
+        """Whether :meth:`decode` applies transformers' clean-up: as transformers v5, never on BPE
+        models (it corrupts their output) unless the checkpoint's own tokenizer code does."""
+        bpe = type(self._backend.model).__name__ == "BPE"
+        return self.clean_up_tokenization_spaces and (self.cleanup_any_model or not bpe)
 
     def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
         """Token ids (list, numpy array or Paddle tensor) back to text."""
@@ -465,7 +488,7 @@ class Tokenizer:
             text = self._backend.decode(ids, skip_special_tokens=skip_special_tokens)
         cleanup = self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces
         # As transformers v5: the clean-up corrupts BPE output, so it is never applied to BPE models.
-        if cleanup and type(self._backend.model).__name__ != "BPE":
+        if cleanup and (self.cleanup_any_model or type(self._backend.model).__name__ != "BPE"):
             text = _clean_up_tokenization(text)
         return text
 
