@@ -192,3 +192,45 @@ def test_chatglm_version_is_read_from_what_the_folder_says(tmp_path):
     assert "sop" in {p.piece for p in read_sentencepiece_model(tmp_path / "tokenizer.model").pieces}
     with pytest.raises(SentencePieceError, match=r"tokenizer.model: the pieces \['sop'\] collide"):
         AutoTokenizer.from_pretrained(tmp_path)
+
+
+def test_chatglm6b_convention():
+    """ChatGLM-6B (ice_text.model, its tokenization_chatglm.py): ids after num_image_tokens image
+    ids (class default 20000, the final config's 0), [gMASK] <sop> appended (a pair: + b + <eop>),
+    its named tokens split the text with the whitespace beside them stripped while [gMASK] and
+    </s> in text are plain characters, newline/tab/space runs as <n>/<|tab|>/<|blank_N|>, pad
+    <pad> on the left and removed by decode, image ids decoded to <image_N>."""
+    for name, offset in (("chatglm", 20000), ("chatglm_noimg", 0)):
+        tok, want = AutoTokenizer.from_pretrained(FIXTURES / name), expected(name)
+        assert want["offset"] == offset and tok.vocab_size == offset + 700
+        assert tok.gmask_token == "[gMASK]" and tok.gmask_token_id == want["gmask_token_id"]
+        assert tok.end_token == "</s>" and tok.end_token_id == offset + 2
+        assert (tok.eos_token_id, tok.pad_token_id) == (want["eos_token_id"], want["pad_token_id"])
+        assert tok.backend_tokenizer.encode("Hello", "world").ids == want["pair"]
+        rows = {r["text"]: r for r in want["rows"]}
+        hello = rows["Hello world"]["ids"]
+        assert hello[-2:] == [tok.gmask_token_id, tok.bos_token_id] and min(hello) >= offset
+        glued = rows["<sop>glued<eop> and  <pad>  spaced  [MASK]  and <unk> here"]["ids_no_special"]
+        assert glued[0] == tok.bos_token_id and tok.pad_token_id in glued and tok.unk_token_id in glued
+        literal = rows["</s>[gMASK]<|blank_3|><n>literal marks"]
+        assert tok.gmask_token_id not in literal["ids_no_special"] and tok.end_token_id not in literal["ids_no_special"]
+        marks = rows["a\n\n\nb\t\t\tc        d"]["tokens"]
+        assert marks.count("<n>") == 3 and marks.count("<|tab|>") == 3 and "<|blank_8|>" in marks
+        assert "<|blank_80|>" in rows["x" + " " * 85 + "y" + " " * 81 + "z" + " " * 80]["tokens"]
+        batch = tok(["Hello world", "a"], padding=True)
+        assert batch["input_ids"][1][0] == tok.pad_token_id and batch["attention_mask"][1][0] == 0
+        assert tok.decode(batch["input_ids"][1]) == "a"
+    img = AutoTokenizer.from_pretrained(FIXTURES / "chatglm")
+    assert img.decode([5, 17]) == expected("chatglm")["image_decoded"] == "<image_5><image_17>"
+
+
+def test_chatglm6b_bad_config_is_named(tmp_path):
+    for f in ("ice_text.model", "tokenizer_config.json"):
+        shutil.copy(FIXTURES / "chatglm" / f, tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, "num_image_tokens": "many"}))
+    with pytest.raises(SentencePieceError, match=r"tokenizer_config.json: num_image_tokens must be"):
+        AutoTokenizer.from_pretrained(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, "bos_token": "<start>"}))
+    with pytest.raises(SentencePieceError, match=r"ice_text.model: ChatGLM-6B's bos_token '<start>' is not a piece"):
+        AutoTokenizer.from_pretrained(tmp_path)
