@@ -234,3 +234,20 @@ def test_chatglm6b_bad_config_is_named(tmp_path):
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, "bos_token": "<start>"}))
     with pytest.raises(SentencePieceError, match=r"ice_text.model: ChatGLM-6B's bos_token '<start>' is not a piece"):
         AutoTokenizer.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["chatglm2", "chatglm3", "chatglm"])
+def test_chatglm_save_pretrained_keeps_the_authors_layout(tmp_path, name):
+    """Saving writes the SentencePiece file and a config that loads back with the same
+    convention (no tokenizer.json, which would lose it)."""
+    tok = AutoTokenizer.from_pretrained(FIXTURES / name)
+    (tmp_path / "tokenizer.json").write_text("{}")  # a stale one would be read first
+    files = tok.save_pretrained(tmp_path)
+    spm_name = "ice_text.model" if name == "chatglm" else "tokenizer.model"
+    assert str(tmp_path / spm_name) in files and not (tmp_path / "tokenizer.json").exists()
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert (again.vocab_size, len(again), again.padding_side) == (tok.vocab_size, len(tok), "left")
+    for row in expected(name)["rows"]:
+        assert again.encode(row["text"]) == row["ids"], row["text"]
+        assert again.decode(row["ids"]) == row["decoded"], row["text"]
+        assert again.decode(row["ids"], skip_special_tokens=True) == row["decoded_skip"], row["text"]

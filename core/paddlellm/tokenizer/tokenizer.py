@@ -228,6 +228,7 @@ class Tokenizer:
             tokenizer.decode_silent_ids = chatglm6b_silent_ids(
                 read_sentencepiece_model(spm_file), chatglm6b_image_tokens(config, spm_file), tokenizer.pad_token_id)
             tokenizer.cleanup_any_model = True  # transformers 4.27's clean-up, which its code runs on any model
+            tokenizer.sentencepiece_file = spm_file
         glm = None
         if not tokenizer_file.is_file() and not glm6b:
             from .sentencepiece import chatglm_convention, chatglm_silent_ids, read_sentencepiece_model
@@ -237,6 +238,7 @@ class Tokenizer:
                 spm_model = read_sentencepiece_model(spm_file)
                 tokenizer.decode_silent_ids = chatglm_silent_ids(spm_model, glm)
                 tokenizer.base_vocab_size = len(spm_model.pieces) + len(glm.special)
+                tokenizer.sentencepiece_file = spm_file
         auto = (config.get("auto_map") or {}).get("AutoTokenizer")
         if glm is None and not glm6b and not tokenizer_file.is_file() and isinstance(auto, (list, tuple)) and auto and auto[0] \
                 and (len(auto) < 2 or not auto[1]):
@@ -612,10 +614,14 @@ class Tokenizer:
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, directory: str | os.PathLike) -> tuple[str, ...]:
         """Write ``tokenizer.json``, ``tokenizer_config.json`` (with ``chat_template``) and
-        ``special_tokens_map.json`` so that ``transformers.AutoTokenizer`` and this class load it."""
+        ``special_tokens_map.json`` so that ``transformers.AutoTokenizer`` and this class load it.
+        A tokenizer read through ChatGLM's own conventions writes its SentencePiece file (and
+        the folder's ``tokenization_chatglm.py``) instead of ``tokenizer.json``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self._backend.save(str(directory / "tokenizer.json"))
+        written = [self._save_sentencepiece(directory)] if self.sentencepiece_file is not None else []
+        if not written:
+            self._backend.save(str(directory / "tokenizer.json"))
         added = {
             str(i): {"content": t.content, "lstrip": t.lstrip, "normalized": t.normalized, "rstrip": t.rstrip,
                      "single_word": t.single_word, "special": t.special}
@@ -650,7 +656,24 @@ class Tokenizer:
                 json.dump(payload, handle, indent=2, ensure_ascii=False)
                 handle.write("\n")
             files.append(str(directory / name))
-        return (str(directory / "tokenizer.json"), *files)
+        return (*(written or [str(directory / "tokenizer.json")]), *files)
+
+    #: the SentencePiece file a tokenizer that follows a checkpoint's own tokenizer code was read
+    #: from (ChatGLM's): saved as it is, so the folder keeps the authors' layout and conventions
+    sentencepiece_file: Path | None = None
+
+    def _save_sentencepiece(self, directory: Path) -> str:
+        source = Path(self.sentencepiece_file)
+        target = directory / source.name
+        if target.resolve() != source.resolve():
+            target.write_bytes(source.read_bytes())
+            code = source.parent / "tokenization_chatglm.py"  # the authors' class, for transformers users
+            if code.is_file():
+                (directory / code.name).write_bytes(code.read_bytes())
+        stale = directory / "tokenizer.json"
+        if stale.is_file():  # it would be read instead of the SentencePiece file
+            stale.unlink()
+        return str(target)
 
     def __getstate__(self) -> dict:  # picklable for data-loader worker processes
         state = dict(self.__dict__)
