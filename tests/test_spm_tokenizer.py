@@ -110,19 +110,22 @@ def test_bad_model_files_are_named(tmp_path):
     assert (model.unk_id, model.bos_id, model.eos_id, model.pad_id) == (0, 1, 2, -1)
 
 
-def test_engine_loads_a_sentencepiece_checkpoint_and_streams_its_text(tmp_path):
-    """A Llama checkpoint whose folder has only tokenizer.model: the engine loads the
-    tokenizer and its streamed text (byte-fallback pieces included) equals decode."""
+@pytest.mark.parametrize("name", ["llama2", "chatglm_noimg", "chatglm3"])
+def test_engine_loads_a_sentencepiece_checkpoint_and_streams_its_text(tmp_path, name):
+    """A checkpoint whose folder has only tokenizer.model (ChatGLM-6B's: ice_text.model): the
+    engine loads the tokenizer and its streamed text (byte-fallback pieces, ChatGLM's marks
+    included) equals decode."""
     import paddle
 
     from paddlellm import AutoModelForCausalLM
     from paddlellm.engine import LLMEngine, SamplingParams
 
     paddle.seed(0)
-    model = AutoModelForCausalLM.from_config("llama-tiny", vocab_size=700)
+    model = AutoModelForCausalLM.from_config("llama-tiny", vocab_size=expected(name)["len"])
     model.save_pretrained(str(tmp_path))
-    for f in ("tokenizer.model", "tokenizer_config.json"):
-        shutil.copy(FIXTURES / "llama2" / f, tmp_path)
+    for f in ("tokenizer.model", "ice_text.model", "tokenizer_config.json"):
+        if (FIXTURES / name / f).is_file():
+            shutil.copy(FIXTURES / name / f, tmp_path)
     engine = LLMEngine.from_pretrained(str(tmp_path), block_size=4, num_blocks=64)
     assert engine.tokenizer is not None
     tok = engine.tokenizer
@@ -251,3 +254,22 @@ def test_chatglm_save_pretrained_keeps_the_authors_layout(tmp_path, name):
         assert again.encode(row["text"]) == row["ids"], row["text"]
         assert again.decode(row["ids"]) == row["decoded"], row["text"]
         assert again.decode(row["ids"], skip_special_tokens=True) == row["decoded_skip"], row["text"]
+
+
+def test_a_training_checkpoint_with_a_chatglm_tokenizer_is_complete(tmp_path, monkeypatch):
+    """Checkpoints hold ChatGLM's tokenizer as its SentencePiece file (save_pretrained writes no
+    tokenizer.json for it): resume accepts that, and still refuses a folder with neither."""
+    import numpy as np
+
+    import paddlellm.train.checkpointing as checkpointing
+    from paddlellm.checkpoint import CheckpointNotFoundError, save_state_dict
+
+    monkeypatch.setattr(checkpointing, "read_trainer_state", lambda path: {"step": 1})  # only the files here
+    monkeypatch.setattr(checkpointing, "check_training_state", lambda path: {})
+    save_state_dict({"w": np.zeros((2, 2), dtype=np.float32)}, str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    AutoTokenizer.from_pretrained(FIXTURES / "chatglm").save_pretrained(tmp_path)
+    assert checkpointing.check_checkpoint(tmp_path) == {"step": 1}
+    (tmp_path / "ice_text.model").unlink()
+    with pytest.raises(CheckpointNotFoundError, match=r"tokenizer.json: missing"):
+        checkpointing.check_checkpoint(tmp_path)

@@ -233,7 +233,7 @@ class LLMEngine:
                              f"has none (make one with `llm quantize --quant_type a8w8c8`)")
 
         def has_tokenizer(folder: Path) -> bool:
-            return (folder / "tokenizer.json").is_file() or (folder / "tokenizer.model").is_file()
+            return any((folder / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "ice_text.model"))
 
         tok_dir = path if has_tokenizer(path) else Path(base)
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir)) if has_tokenizer(tok_dir) else None

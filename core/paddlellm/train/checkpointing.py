@@ -75,7 +75,10 @@ def check_checkpoint(path: str | Path) -> dict:
         raise CheckpointNotFoundError(f"{path / 'config.json'}: missing")
     if weights[0] in ADAPTER_WEIGHTS and not (path / "adapter_config.json").is_file():
         raise CheckpointNotFoundError(f"{path / 'adapter_config.json'}: missing")
-    missing = [n for n in TOKENIZER_FILES if not (path / n).is_file()]
+    # a tokenizer that follows its checkpoint's own code (ChatGLM's) is saved as its SentencePiece file
+    spm_saved = any((path / n).is_file() for n in ("tokenizer.model", "ice_text.model"))
+    missing = [n for n in TOKENIZER_FILES if not (path / n).is_file()
+               and not (n == "tokenizer.json" and spm_saved)]
     if missing:
         raise CheckpointNotFoundError(f"{path / missing[0]}: missing (the tokenizer is saved "
                                       "with every checkpoint)")
