@@ -1,7 +1,8 @@
 """Checkpoints that ship only a SentencePiece ``tokenizer.model``: ids, tokens and decoded text
 equal to ``transformers.AutoTokenizer`` (recorded by scripts/fixtures/make_spm_fixtures.py;
-Yuan's convention through transformers' LlamaTokenizer, Baichuan's through a reference of its
-published tokenization_baichuan.py), and the streaming detokenizer on byte-fallback pieces."""
+Yuan's convention through transformers' LlamaTokenizer, Baichuan's, ChatGLM2/3's and ChatGLM-6B's
+through references of their published tokenization_*.py), and the streaming detokenizer on
+byte-fallback pieces."""
 from __future__ import annotations
 
 import json
