@@ -16,7 +16,8 @@ from paddlellm.tokenizer.incremental import IncrementalDetokenizer
 from paddlellm.tokenizer.sentencepiece import SentencePieceError, read_sentencepiece_model
 
 FIXTURES = Path(__file__).parent / "fixtures" / "spm"
-NAMES = ["llama2", "llama2_legacy", "bpe_spm", "unigram", "yuan", "baichuan", "baichuan_bos", "chatglm2", "chatglm3", "chatglm", "chatglm_noimg"]
+NAMES = ["llama2", "llama2_legacy", "bpe_spm", "unigram", "yuan", "baichuan", "baichuan_bos", "chatglm2", "chatglm3",
+         "chatglm", "chatglm_noimg"]
 
 
 def expected(name: str) -> dict:

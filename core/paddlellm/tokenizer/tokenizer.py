@@ -240,8 +240,8 @@ class Tokenizer:
                 tokenizer.base_vocab_size = len(spm_model.pieces) + len(glm.special)
                 tokenizer.sentencepiece_file = spm_file
         auto = (config.get("auto_map") or {}).get("AutoTokenizer")
-        if glm is None and not glm6b and not tokenizer_file.is_file() and isinstance(auto, (list, tuple)) and auto and auto[0] \
-                and (len(auto) < 2 or not auto[1]):
+        own_class = isinstance(auto, (list, tuple)) and auto and auto[0] and (len(auto) < 2 or not auto[1])
+        if glm is None and not glm6b and not tokenizer_file.is_file() and own_class:
             # the checkpoint's own slow tokenizer class (no fast one): decode as it does
             tokenizer.slow_sentencepiece_decode = True
         if bos_eos:
