@@ -51,6 +51,7 @@ class IncrementalDetokenizer:
         # and keeps the decoding windows short.
         self._skip = {i for i, t in tokenizer.added_tokens_decoder.items() if t.special} if skip_special_tokens else set()
         self._skip |= set(getattr(tokenizer, "decode_silent_ids", ()))  # decoded to nothing in any case
+        self._lead_blank = bool(getattr(tokenizer, "decode_silent_ids", ()))
         prompt = [int(i) for i in (prompt_ids or []) if int(i) not in self._skip]
         self._context: list[int] = prompt[-_PROMPT_CONTEXT:]
         self._ids: list[int] = list(self._context)  # the context, then every token pushed
@@ -91,6 +92,8 @@ class IncrementalDetokenizer:
         token_id = int(token_id)
         if token_id in self._skip:
             return ""
+        if self._lead_blank and not self._ids and self._backend.id_to_token(token_id) == "\u2581":
+            return ""  # decode drops these at the start of the text (see Tokenizer.decode)
         self._ids.append(token_id)
         delta = self._stream.step(self._backend, token_id)
         if not delta:

@@ -484,6 +484,13 @@ class Tokenizer:
         ids = _to_id_list(ids)
         if self.decode_silent_ids:
             ids = [i for i in ids if i not in self.decode_silent_ids]
+            # SentencePiece drops the leading "▁" of every piece while nothing is written yet: pieces
+            # that are only "▁" vanish there, the decoder's strip takes the next one's
+            skip = set(self.all_special_ids) if skip_special_tokens else set()
+            k = 0
+            while k < len(ids) and (ids[k] in skip or self._backend.id_to_token(ids[k]) == "\u2581"):
+                k += 1
+            ids = [i for i in ids[:k] if i in skip] + ids[k:]
         if self.slow_sentencepiece_decode:
             text = self._decode_slow_sentencepiece(ids, skip_special_tokens)
         else:
