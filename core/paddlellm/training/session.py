@@ -105,7 +105,8 @@ class TrainingSession:
                 self.demo_defaults.update(unset)
             demo.configure(self)
         #: the checkpoint the run starts from (None: a fresh model of the --model preset)
-        self.source = resolve_run_model(ctx, pretrained=pretrained)
+        # the configuration with the demo's settings (a demo may name its starting model)
+        self.source = resolve_run_model(replace(ctx, config=self.config), pretrained=pretrained)
         paddle.seed(self.config.seed)
         self.resume_dir: Path | None = resume_checkpoint(self.config)
 
