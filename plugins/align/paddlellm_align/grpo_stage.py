@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from paddlellm.api import Demo, TrainingSession
 from paddlellm.errors import ConfigError
@@ -40,7 +40,7 @@ from .stage import AlignMetricsLogger
 #: only part of the time (``next``: ~45% greedy, ``sort``: ~30%)
 DEMO_TASKS = ("next", "sort")
 DEMO_DEFAULTS = {"learning_rate": 2e-4, "lr_scheduler_type": "constant", "warmup_steps": 0,
-                 "max_steps": 40, "per_device_train_batch_size": 32, "max_length": 64,
+                 "max_steps": 40, "per_device_train_batch_size": 32, "max_length": 96,
                  "logging_steps": 5}
 DEMO_OPTIONS = {"num_generations": 8, "max_completion_length": 16}
 
@@ -64,6 +64,14 @@ class GRPOStageConfig(GRPOConfig, RLStageConfig):
         "dapo", description="loss normalisation: grpo (per sequence) | bnpo (per batch token) | "
                             "dr_grpo (B * max_completion_length) | dapo (tokens of the "
                             "generation batch)")
+
+    @field_validator("scale_rewards", mode="before")
+    @classmethod
+    def _scale_rewards_flag(cls, value):
+        """``--scale_rewards none`` (read as null) or a boolean, as trl accepts them."""
+        if value is None or value is False:
+            return "none"
+        return "group" if value is True else value
 
 
 def read_prompts(session: TrainingSession):
@@ -212,7 +220,7 @@ def grpo_stage(ctx) -> dict[str, Any]:
                     f"{config.peft or 'all parameters'}"
                     + (f", reference: {reference.kind}" if reference else ""))
     session.log_start({"train_prompts": len(setup.train), "eval_prompts": len(setup.held),
-                       "reward": setup.reward_name})
+                       "reward_source": setup.reward_name})
     stream = prompt_stream(len(setup.train), prompts_per_batch, config.seed,
                            session.strategy.shard, accum, opts.num_iterations)
     result = session.fit(stream, step_loss, total_steps=total_steps,

@@ -23,9 +23,7 @@ def register_stages(register):
              description="GRPO: groups of completions sampled through the engine, scored by "
                          "--reward, group-relative advantages, clipped objective (the demo: "
                          "exact_match on the demo questions)")
-    register("ppo", "paddlellm_align.ppo_stage:ppo_stage",
-             description="PPO: policy + value head, KL penalty to the reference, GAE, clipped "
-                         "policy and value losses over engine rollouts scored by --reward")
+
 
 
 @hookimpl
