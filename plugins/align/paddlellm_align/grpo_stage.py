@@ -51,6 +51,8 @@ class RLStageConfig(GenerationOptions):
     demo_train_prompts: int = Field(400, gt=0, description="demo only: generated training "
                                     "questions")
     demo_eval_prompts: int = Field(100, gt=0, description="demo only: held-out questions")
+    demo_tasks: list[str] | None = Field(None, description="demo only: the demo tasks asked "
+                                         "(default: the stage's)")
 
 
 class GRPOStageConfig(GRPOConfig, RLStageConfig):
@@ -98,10 +100,11 @@ class RLDemo(Demo):
 
     def _prompts(self, session: TrainingSession):
         seed = session.config.seed
+        tasks = self.opts.demo_tasks or self.tasks
         return (demo_prompts(self.opts.demo_train_prompts, split="train", seed=seed,
-                             tasks=self.tasks),
+                             tasks=tasks),
                 demo_prompts(self.opts.demo_eval_prompts, split="eval", seed=seed,
-                             tasks=self.tasks))
+                             tasks=tasks))
 
 
 class RLSetup:
