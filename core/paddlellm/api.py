@@ -24,7 +24,10 @@ The names, by what they are for (``llm`` docs: ``docs/plugins.md``):
   ``BackendUnavailableError``, ``CheckpointError``.
 * **Models and tokenizers** — ``AutoModelForCausalLM``, ``AutoTokenizer``, ``quantizer_for``,
   ``quantize_model``, ``generate``, ``get_attention_kernel``, ``KVCache``, ``LayerKVCache``,
-  ``BlockManager``, ``PagedKVCache``, ``PagedLayer``, ``resolve_model_path``.
+  ``BlockManager``, ``PagedKVCache``, ``PagedLayer``, ``resolve_model_path``;
+  ``LLMEngine`` and ``SamplingParams`` (``LLMEngine.for_model(model, tokenizer)``: the
+  inference engine around an in-memory model, reading its live parameters, e.g. an RLHF
+  stage's rollouts with the adapters being trained).
 * **Checkpoints** (Hugging Face layout, safetensors) — ``CheckpointReader``,
   ``SafetensorsFile``, ``TensorSource``, ``assign_array``, ``canonical_dtype``,
   ``convert_checkpoint``, ``convert_storage``, ``family_config``, ``parse_size``,
@@ -44,7 +47,8 @@ The names, by what they are for (``llm`` docs: ``docs/plugins.md``):
   ``build_optimizer``, ``resume_checkpoint``, ``MetricsLogger``, ``format_record``,
   ``logging_dir``, ``scalar_tag``, ``read_metrics`` (for training loggers),
   ``print_heading``, ``prepare_for_training``, ``resolve_run_model``, ``save_model``,
-  ``exact_match``, ``generate_answers``, ``DEMO_MODEL_DIR``, ``DEMO_TRAIN_EXAMPLES``,
+  ``exact_match``, ``generate_answers``, ``DEMO_MODEL_DIR``, ``INSTRUCT_DEMO_MODEL``,
+  ``DEMO_TRAIN_EXAMPLES``,
   ``epoch_stream``.
 * **Command line** — ``HelpOption``, ``PassThroughCommand``, ``canonical_args``,
   ``fields_help_options``, ``main`` (``llm``'s entry point, for a plugin command that
@@ -111,6 +115,8 @@ _EXPORTS: dict[str, str] = {
     "BlockManager": "paddlellm.engine.kv_manager:BlockManager",
     "PagedKVCache": "paddlellm.engine.kv_manager:PagedKVCache",
     "PagedLayer": "paddlellm.engine.kv_manager:PagedLayer",
+    "LLMEngine": "paddlellm.engine.llm_engine:LLMEngine",
+    "SamplingParams": "paddlellm.engine.sampling:SamplingParams",
     "resolve_model_path": "paddlellm.hub:resolve_model_path",
     # checkpoints
     **{name: f"paddlellm.checkpoint:{name}" for name in (
@@ -161,6 +167,7 @@ _EXPORTS: dict[str, str] = {
     "exact_match": "paddlellm.evaluation:exact_match",
     "generate_answers": "paddlellm.evaluation:generate_answers",
     "DEMO_MODEL_DIR": "paddlellm.models:DEMO_MODEL_DIR",
+    "INSTRUCT_DEMO_MODEL": "paddlellm.models:INSTRUCT_DEMO_MODEL",
     "DEMO_TRAIN_EXAMPLES": "paddlellm.training.stages.sft:DEMO_TRAIN_EXAMPLES",
     "epoch_stream": "paddlellm.training.stages.sft:epoch_stream",
     "TrainingSession": "paddlellm.training:TrainingSession",

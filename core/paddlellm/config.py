@@ -82,6 +82,8 @@ class RunConfig(BaseModel):
     stage: str = Field("sft", description="training stage (see `llm plugins --kind stage`)")
     peft: str | None = Field(None, description="PEFT method (see `llm plugins`)")
     align: str | None = Field(None, description="alignment loss (see `llm plugins`)")
+    reward: str | None = Field(None, description="reward of the RLHF stages ppo/grpo (see "
+                               "`llm plugins --kind reward`)")
     strategy: str = Field("single", description="trainer strategy")
     device: str = Field("auto", description="hardware backend name, or auto")
     attention_kernel: str = Field("auto", description="attention kernel name, or auto")

@@ -66,7 +66,7 @@ KIND_TABLE: tuple[Kind, ...] = (
          summary="how a model stores its KV cache (float, int8); named by model.kv_cache_layout"),
     Kind("linear_kernel", "register_linear_kernels", _ifaces.WeightOnlyLinearKernel, None,
          summary="a compiled product for weight-only quantized linear layers (int8/int4)"),
-    Kind("reward", "register_rewards", _ifaces.Reward, None, factory=True,
+    Kind("reward", "register_rewards", _ifaces.Reward, "reward", factory=True,
          summary="scores completions for RLHF: a rule function or a reward-model/server class"),
     Kind("logger", "register_loggers", _ifaces.TrainingLogger, "loggers", factory=True,
          multiple=True, summary="receives training metrics (TensorBoard, VisualDL, plots, "

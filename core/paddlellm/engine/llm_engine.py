@@ -180,6 +180,20 @@ class LLMEngine:
         return self._owner.take()
 
     @classmethod
+    def for_model(cls, model: Any, tokenizer: Any = None, config: EngineConfig | None = None,
+                  **options: Any) -> "LLMEngine":
+        """An engine around an in-memory model that reads its live parameters (no copy, no
+        merge): a training stage's rollouts see every optimizer step, LoRA adapters applied
+        as they are (their layers run unmerged). ``model`` may sit inside a strategy wrapper.
+        Building the engine puts the model in eval mode; a caller that trains switches it
+        back (``model.train()``) after generating."""
+        from ..peft import unwrap
+
+        inner = unwrap(model)
+        return cls(inner, tokenizer, config, model_name=str(getattr(inner, "name_or_path", "")
+                                                           or "model"), **options)
+
+    @classmethod
     def from_pretrained(cls, path: str | Path | None = None, config: EngineConfig | None = None,
                         *, drafter: Any = None, **options: Any) -> "LLMEngine":
         """:meth:`from_config` with the model at ``path`` (default: the bundled demo model)

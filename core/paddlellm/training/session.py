@@ -109,7 +109,8 @@ class TrainingSession:
 
             check_installed(self.config.loggers)
         #: the checkpoint the run starts from (None: a fresh model of the --model preset)
-        self.source = resolve_run_model(ctx, pretrained=pretrained)
+        # the configuration with the demo's settings (a demo may name its starting model)
+        self.source = resolve_run_model(replace(ctx, config=self.config), pretrained=pretrained)
         paddle.seed(self.config.seed)
         self.resume_dir: Path | None = resume_checkpoint(self.config)
 

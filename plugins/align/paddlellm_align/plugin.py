@@ -19,6 +19,11 @@ def register_stages(register):
     register("rm", "paddlellm_align.rm_stage:rm_stage",
              description="reward model (sequence classification, score head) trained with the "
                          "Bradley-Terry loss on preference pairs; held-out pair accuracy")
+    register("grpo", "paddlellm_align.grpo_stage:grpo_stage",
+             description="GRPO: groups of completions sampled through the engine, scored by "
+                         "--reward, group-relative advantages, clipped objective (the demo: "
+                         "exact_match on the demo questions)")
+
 
 
 @hookimpl
