@@ -146,7 +146,7 @@ def agreement(a: list[int], b: list[int]) -> float:
 def quantized_checkpoint(src: str, quant_type: str, directory: str) -> None:
     """``src`` quantized with ``quant_type`` (no calibration) and saved to ``directory``."""
     from paddlellm import AutoModelForCausalLM
-    from paddlellm.plugins import get_registry
+    from paddlellm.plugin.manager import get_registry
 
     model = AutoModelForCausalLM.from_pretrained(src)
     get_registry().load("quantizer", quant_type).quantize(model, quant_type, None, {})

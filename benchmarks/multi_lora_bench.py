@@ -35,7 +35,8 @@ from bench_common import add_model_args, make_checkpoint  # noqa: E402
 def make_adapters(base: str, out: Path, count: int, rank: int) -> list[tuple[str, str]]:
     import paddle
 
-    from paddlellm import AutoModelForCausalLM, peft
+    from paddlellm import AutoModelForCausalLM
+    from paddlellm.modeling import peft
 
     adapters = []
     for k in range(count):

@@ -28,7 +28,7 @@ def main() -> None:
     os.environ["PADDLELLM_NUM_THREADS"] = str(args.threads)
     import paddle
 
-    from paddlellm.engine.kv_manager import PagedKVCache
+    from paddlellm.modeling.kv_manager import PagedKVCache
     from paddlellm_kernels_cpu import build
     from paddlellm_kernels_cpu.attention import kernel as compiled
     from paddlellm_kernels_reference.kernel import kernel as reference

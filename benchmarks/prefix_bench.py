@@ -49,9 +49,9 @@ def main() -> None:
     args = p.parse_args()
 
     from paddlellm import AutoModelForCausalLM
-    from paddlellm.device import setup_device
+    from paddlellm.plugin.device import setup_device
     from paddlellm.engine import LLMEngine, SamplingParams
-    from paddlellm.plugins import get_plugin_manager
+    from paddlellm.plugin.manager import get_plugin_manager
 
     setup_device(args.device, get_plugin_manager())
     context = args.system + args.suffix + args.max_tokens + 8

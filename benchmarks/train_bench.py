@@ -29,7 +29,7 @@ PADDLE_WORKER = textwrap.dedent("""
     backend.setup()
     import paddle
     from paddlellm import AutoModelForCausalLM
-    from paddlellm.train.loss import causal_lm_loss
+    from paddlellm.training.loss import causal_lm_loss
     path, batch, seq, warmup, steps = sys.argv[1], *map(int, sys.argv[2:6])
     model = AutoModelForCausalLM.from_pretrained(path)
     model.train()

@@ -1,7 +1,7 @@
 """Write config/<family>/<job>_argument.json: PaddleNLP-style argument files for every family.
 
 Each file uses the keys of PaddleNLP's ``llm/config/<family>/*_argument.json`` (read by
-``llm run FILE`` / ``llm quantize FILE`` through :mod:`paddlellm.paddlenlp_args`), sized for
+``llm run FILE`` / ``llm quantize FILE`` through :mod:`paddlellm.plugin.paddlenlp_args`), sized for
 the demo: no ``model_name_or_path`` (the family's demo model is used, see `llm run --help`)
 and no ``dataset_name_or_path`` (the generated demo tasks are used). Point
 ``model_name_or_path`` at your checkpoint and ``dataset_name_or_path`` at a folder holding

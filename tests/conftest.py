@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 @pytest.fixture
 def fresh_manager(monkeypatch):
     """Reset the process-wide plugin manager around a test."""
-    from paddlellm import plugins
+    from paddlellm.plugin import manager as plugins
 
     monkeypatch.setattr(plugins, "_default", None)
     yield

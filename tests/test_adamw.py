@@ -2,7 +2,7 @@
 import numpy as np
 import paddle
 
-from paddlellm.train.adamw import ElementwiseAdamW
+from paddlellm.training.adamw import ElementwiseAdamW
 
 
 def _train(cls, steps=6, **kwargs):

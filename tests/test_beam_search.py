@@ -11,7 +11,7 @@ import pytest
 from helpers import run_cli
 from paddlellm import AutoModelForCausalLM, AutoTokenizer
 from paddlellm.engine import LLMEngine, SamplingParams, default_model_path
-from paddlellm.engine.kv_manager import BlockManager, PagedKVCache
+from paddlellm.modeling.kv_manager import BlockManager, PagedKVCache
 from paddlellm.engine.predict import encode_prompt, record_messages
 
 TEXTS = ["Sort: 4 1 3", "What colour is the eel?", "Repeat: a b c a b", "Count: y y",

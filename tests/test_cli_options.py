@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from paddlellm.cli import build_app, main
 from paddlellm.cli.options import canonical_args
-from paddlellm.config import CORE_KEYS, build_run_config
-from paddlellm.plugins import get_plugin_manager
+from paddlellm.plugin.config import CORE_KEYS, build_run_config
+from paddlellm.plugin.manager import get_plugin_manager
 
 WIDE = {"COLUMNS": "240", "TERMINAL_WIDTH": "240"}  # no wrapped or shortened option names
 
@@ -179,7 +179,7 @@ def test_declared_options_match_the_plugin_config_class():
 
 
 def test_register_without_options_still_works():
-    from paddlellm.registry import Registry
+    from paddlellm.plugin.registry import Registry
 
     class Stage:  # a stage: a callable (the class) with a config_class
         class config_class:  # noqa: N801 - stands in for a pydantic model

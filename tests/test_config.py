@@ -8,9 +8,9 @@ import pytest
 from pydantic import BaseModel
 
 from paddlellm import hookimpl
-from paddlellm.config import build_run_config, parse_overrides
+from paddlellm.plugin.config import build_run_config, parse_overrides
 from paddlellm.errors import ConfigError, UnknownPluginError
-from paddlellm.plugins import PluginManager
+from paddlellm.plugin.manager import PluginManager
 
 
 def test_overrides_parse_flags_lists_and_booleans():

@@ -220,7 +220,7 @@ def test_quant_type_goes_through_the_quantizer_plugin():
 def test_engine_options_come_from_one_config(engine_factory):
     """Keywords build the engine's frozen EngineConfig; a named attention kernel is checked
     against the paged call before it becomes the process's kernel."""
-    from paddlellm import attention
+    from paddlellm.modeling import attention
     from paddlellm.engine import EngineConfig
     from paddlellm.errors import UnknownPluginError
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import paddlellm.serving
 from paddlellm.cli import build_app, main
 from paddlellm.cli.infer import CHAT_ENGINE_OPTIONS, PREDICT_ENGINE_OPTIONS
-from paddlellm.device import parse_device
+from paddlellm.plugin.device import parse_device
 from paddlellm.engine import EngineConfig
 from paddlellm.errors import BackendUnavailableError, ConfigError
 from paddlellm.serving import ServerLimits
@@ -158,10 +158,10 @@ def test_parse_device():
 
 
 def test_device_and_config_modules_import_nothing_above_them():
-    code = ("import json, sys, paddlellm.device, paddlellm.engine.config\n"
+    code = ("import json, sys, paddlellm.plugin.device, paddlellm.engine.config\n"
             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('paddlellm'))))\n"
             "assert 'numpy' not in sys.modules and 'paddle' not in sys.modules")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) == ["paddlellm", "paddlellm.device", "paddlellm.engine",
-                                "paddlellm.engine.config", "paddlellm.errors",
-                                "paddlellm.hookspecs", "paddlellm.version"]
+    assert json.loads(out.stdout) == sorted([
+        "paddlellm", "paddlellm.plugin", "paddlellm.plugin.device", "paddlellm.engine",
+        "paddlellm.engine.config", "paddlellm.errors", "paddlellm.hookspecs", "paddlellm.version"])

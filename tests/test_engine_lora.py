@@ -11,7 +11,7 @@ import numpy as np
 import paddle
 import pytest
 
-from paddlellm import peft
+from paddlellm.modeling import peft
 from paddlellm.api import AutoModelForCausalLM
 from paddlellm.engine import LLMEngine, SamplingParams, default_model_path
 from paddlellm.errors import ConfigError

@@ -7,7 +7,7 @@ import paddle
 import pytest
 
 from paddlellm import AutoModelForCausalLM
-from paddlellm.engine.kv_manager import BlockManager, PagedKVCache
+from paddlellm.modeling.kv_manager import BlockManager, PagedKVCache
 from paddlellm.testing.attention import numpy_attention
 from paddlellm_kernels_reference.kernel import kernel
 

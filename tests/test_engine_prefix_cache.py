@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from paddlellm.engine import LLMEngine, SamplingParams
-from paddlellm.engine.kv_manager import BlockManager, PagedKVCache, hash_block, prefix_hashes
+from paddlellm.modeling.kv_manager import BlockManager, PagedKVCache, hash_block, prefix_hashes
 
 BS = 4  # block size of every engine here
 GREEDY = dict(temperature=0, ignore_eos=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from paddlellm.engine import LLMEngine, SamplingParams
-from paddlellm.engine.kv_manager import BlockManager
+from paddlellm.modeling.kv_manager import BlockManager
 from paddlellm.engine.speculative import (DRAFTERS, NgramDrafter, accept_or_resample,
                                           register_drafter)
 

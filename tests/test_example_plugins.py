@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from paddlellm.config import build_run_config
-from paddlellm.plugins import PluginManager, get_plugin_manager, reset_plugin_manager
-from paddlellm.run import run
+from paddlellm.plugin.config import build_run_config
+from paddlellm.plugin.manager import PluginManager, get_plugin_manager, reset_plugin_manager
+from paddlellm.training.compose import run
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "third-party-plugins"
 COMMON = ("--max_steps", "4", "--per_device_train_batch_size", "8", "--logging_steps", "2",

@@ -43,9 +43,9 @@ SHORT = ["--max_steps", "2", "--max_length", "64", "--per_device_train_batch_siz
 
 def run(*args: str) -> dict:
     """``llm run ARGS`` in this process (the CLI's own path: config, composition, stage)."""
-    from paddlellm.config import build_run_config
-    from paddlellm.plugins import get_plugin_manager
-    from paddlellm.run import run as run_job
+    from paddlellm.plugin.config import build_run_config
+    from paddlellm.plugin.manager import get_plugin_manager
+    from paddlellm.training.compose import run as run_job
 
     manager = get_plugin_manager()
     return run_job(build_run_config(None, list(args), registry=manager.registry), manager)
@@ -128,7 +128,7 @@ def test_alignment(family, loss, tmp_path):
 
 def test_merge_lora_into_the_published_checkpoint(family, tmp_path):
     """``llm merge --lora_model_path`` on the HF-layout base: the fused tensors take the update."""
-    from paddlellm.peft import apply_peft, save_adapter
+    from paddlellm.modeling.peft import apply_peft, save_adapter
     from paddlellm_merge.cli import run_merge_cli
 
     _, base, _ = family
@@ -151,7 +151,7 @@ def test_merge_lora_into_the_published_checkpoint(family, tmp_path):
 def test_quantize_round_trip(family, quant_type, tmp_path):
     """Weight-only int8 on load, GPTQ (int4, group 32) with calibration: the fused
     projections are quantized too, and the saved model reloads bit for bit."""
-    from paddlellm.auto import quantize_model
+    from paddlellm.modeling.auto import quantize_model
     from paddlellm_quant.layers import WeightOnlyLinear
 
     _, base, _ = family
@@ -260,7 +260,7 @@ def test_yuan_smoothing_groups_follow_the_filter():
     input: A8W8 logits then miss the float ones by 84% (measured) instead of 20%."""
     import warnings
 
-    from paddlellm.auto import quantize_model
+    from paddlellm.modeling.auto import quantize_model
     from paddlellm_quant.smoothquant import linear_groups
 
     base = PUBLISHED / "yuan_untied"

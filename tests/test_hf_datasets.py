@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from helpers import run_cli
-from paddlellm.config import build_run_config
+from paddlellm.plugin.config import build_run_config
 from paddlellm.data.columns import normalise_record, parse_columns
 from paddlellm.data.demo import demo_examples
 from paddlellm.data.hf_datasets import is_datasets_source, split_source

@@ -461,7 +461,7 @@ def test_malformed_lines_name_file_and_line(demo, tmp_path, workers):
 
 
 def test_indexed_run_without_a_tokenizer_is_a_clear_error(corpus):
-    from paddlellm.config import RunConfig
+    from paddlellm.plugin.config import RunConfig
     from paddlellm.data.pretraining import load_tokenizer
 
     prefix, _ = corpus

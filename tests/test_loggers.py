@@ -13,10 +13,10 @@ import zlib
 import pytest
 
 from helpers import make_fake_distribution, run_cli
-from paddlellm.config import RunConfig, build_run_config
+from paddlellm.plugin.config import RunConfig, build_run_config
 from paddlellm.errors import ConfigError
 from paddlellm.loggers import EXTRAS, installed_loggers, scalar_tag
-from paddlellm.plugins import PluginManager
+from paddlellm.plugin.manager import PluginManager
 
 TINY = ["--stage", "pretrain", "--max_length", "32", "--per_device_train_batch_size", "4",
         "--logging_steps", "1", "--save_steps", "2", "--eval_steps", "3"]

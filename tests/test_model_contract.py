@@ -9,7 +9,7 @@ import paddle
 import pytest
 
 from paddlellm.interfaces import CausalLM, KVCacheLayout, ModelFamily, QuantizedModule, is_quantized_module
-from paddlellm.plugins import get_registry
+from paddlellm.plugin.manager import get_registry
 from paddlellm.testing.contract import protocol_members, protocol_problems
 
 FAMILIES = get_registry().names("model")
@@ -113,7 +113,7 @@ def test_quantized_layers_are_recognised_by_the_declared_marker():
 
     assert is_quantized_module(Marked()) and isinstance(Marked(), QuantizedModule)
     assert not is_quantized_module(paddle.nn.Linear(2, 2))
-    from paddlellm.plugins import get_plugin_manager
+    from paddlellm.plugin.manager import get_plugin_manager
 
     hook = get_plugin_manager().hook.wrap_base_layer_for_adapter
     if "weight_only_int8" in get_registry().names("quantizer"):  # the quant plugin's QLoRA hook
@@ -125,7 +125,7 @@ def test_quantized_models_declare_the_marker_and_round_trip_through_the_core_ser
     if "weight_only_int8" not in get_registry().names("quantizer"):
         pytest.skip("the quant plugin is not installed")
     from paddlellm import AutoModelForCausalLM
-    from paddlellm.auto import quantize_model
+    from paddlellm.modeling.auto import quantize_model
     from paddlellm.checkpoint import quantized_modules
 
     model = quantize_model(AutoModelForCausalLM.from_config("llama-tiny", vocab_size=64),

@@ -85,11 +85,11 @@ def test_predict_on_the_output_folder_answers_at_the_reported_rate(headline, tmp
 def test_a_family_without_a_bundled_demo_model_gets_one_built_and_cached(tmp_path, capfd):
     """``--model llama-tiny --stage sft``: a llama demo model is pretrained on the demo corpus
     (here for 3 steps, in process), cached, then fine-tuned: a llama checkpoint comes out."""
-    from paddlellm.auto import family_by_name
-    from paddlellm.config import RunConfig
+    from paddlellm.modeling.auto import family_by_name
+    from paddlellm.plugin.config import RunConfig
     from paddlellm.training.start import build_demo_model, demo_cache_dir, resolve_run_model
-    from paddlellm.plugins import get_plugin_manager
-    from paddlellm.run import compose
+    from paddlellm.plugin.manager import get_plugin_manager
+    from paddlellm.training.compose import compose
 
     cache = tmp_path / "cache"
     monkey = pytest.MonkeyPatch()

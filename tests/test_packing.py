@@ -5,9 +5,9 @@ import numpy as np
 import paddle
 import pytest
 
-from paddlellm.auto import AutoModelForCausalLM
+from paddlellm.modeling.auto import AutoModelForCausalLM
 from paddlellm.data.sft import IGNORE_INDEX, Example, pack_examples, packed_batch, pad_batch
-from paddlellm.train.loss import batch_loss as forward_loss
+from paddlellm.training.loss import batch_loss as forward_loss
 
 
 def _examples(rng, n, vocab):

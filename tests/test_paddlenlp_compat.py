@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from paddlellm.config import build_run_config
+from paddlellm.plugin.config import build_run_config
 from paddlellm.errors import ConfigError
-from paddlellm.paddlenlp_args import (job_of, mapping_table, resolve_data_folder, translate,
-                                      translate_quantize)
-from paddlellm.plugins import get_plugin_manager
+from paddlellm.plugin.paddlenlp_args import (job_of, mapping_table, resolve_data_folder, translate,
+                                             translate_quantize)
+from paddlellm.plugin.manager import get_plugin_manager
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "config").glob("*/*_argument.json"))

@@ -13,11 +13,11 @@ import pytest
 
 from helpers import make_fake_distribution
 from paddlellm import api, hookimpl, hookspecs, interfaces
-from paddlellm.config import PLUGIN_FIELDS, RunConfig
+from paddlellm.plugin.config import PLUGIN_FIELDS, RunConfig
 from paddlellm.errors import PluginContractError, PluginLoadError
 from paddlellm.kinds import KIND_TABLE, check_target, missing_members, protocol_members
-from paddlellm.plugins import PluginManager
-from paddlellm.registry import KINDS, PluginEntry, Registry
+from paddlellm.plugin.manager import PluginManager
+from paddlellm.plugin.registry import KINDS, PluginEntry, Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -227,16 +227,16 @@ def test_the_import_check_catches_private_names_and_other_plugins(tmp_path, monk
     pkg.mkdir(parents=True)
     (pkg / "m.py").write_text(
         "from paddlellm.checkpoint._dtypes import widen\n"
-        "from paddlellm.config import _validate\n"
-        "from paddlellm.train.metrics import MetricsLogger\n"
+        "from paddlellm.plugin.config import _validate\n"
+        "from paddlellm.training.metrics import MetricsLogger\n"
         "import paddlellm_peft.common\n"
         "from paddlellm_x import own\n"
         "from paddlellm.api import hookimpl\n")
     problems = plugin_import_problems([pkg / "m.py"])
     assert len(problems) == 4, problems
     assert "private core name paddlellm.checkpoint._dtypes.widen" in problems[0]
-    assert "private core name paddlellm.config._validate" in problems[1]
-    assert "paddlellm.train.metrics is not public" in problems[2]
+    assert "private core name paddlellm.plugin.config._validate" in problems[1]
+    assert "paddlellm.training.metrics is not public" in problems[2]
     assert "another plugin's package paddlellm_peft" in problems[3]
 
 

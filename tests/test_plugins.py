@@ -8,8 +8,8 @@ import pytest
 
 from paddlellm import hookimpl
 from paddlellm.errors import DuplicatePluginError, PluginLoadError, UnknownPluginError
-from paddlellm.plugins import PluginManager
-from paddlellm.registry import Registry, PluginEntry
+from paddlellm.plugin.manager import PluginManager
+from paddlellm.plugin.registry import Registry, PluginEntry
 
 from helpers import make_fake_distribution
 
@@ -131,6 +131,6 @@ def test_paddle_is_not_imported_by_discovery():
     # Run in a fresh interpreter: this test process may already have imported paddle.
     import subprocess
 
-    code = ("import sys; from paddlellm.plugins import PluginManager; m = PluginManager(); "
+    code = ("import sys; from paddlellm.plugin.manager import PluginManager; m = PluginManager(); "
             "m.registry.entries(); assert 'paddle' not in sys.modules, 'paddle imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

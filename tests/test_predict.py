@@ -59,7 +59,7 @@ def test_benchmark_forces_full_length_and_reports_percentiles(tmp_path):
 
 
 def test_lora_path_equals_the_adapted_model(tmp_path):
-    from paddlellm import peft
+    from paddlellm.modeling import peft
 
     path = default_model_path()
     model = AutoModelForCausalLM.from_pretrained(path)
@@ -95,7 +95,7 @@ def test_bad_input_names_file_and_line(tmp_path):
 
 
 def test_prefix_path_decodes_with_the_prefix(tmp_path):
-    from paddlellm.peft import apply_peft, save_adapter
+    from paddlellm.modeling.peft import apply_peft, save_adapter
 
     path = default_model_path()
     paddle.seed(3)

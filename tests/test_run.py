@@ -48,7 +48,7 @@ def test_final_model_reloads_with_the_same_predictions(demo_run):
     import numpy as np
     import paddle
 
-    from paddlellm.auto import AutoModelForCausalLM
+    from paddlellm.modeling.auto import AutoModelForCausalLM
     from paddlellm.tokenizer import AutoTokenizer
 
     out, _ = demo_run

@@ -11,9 +11,9 @@ from paddlellm.data.demo import FACTS, demo_examples
 from paddlellm.data.lm import block_batches, pack_documents
 from paddlellm.errors import DataFormatError
 from paddlellm.data.textfile import read_text_documents
-from paddlellm.train.checkpointing import list_checkpoints, save_checkpoint
-from paddlellm.train.metrics import MetricsLogger
-from paddlellm.train.optim import lr_factor
+from paddlellm.training.checkpointing import list_checkpoints, save_checkpoint
+from paddlellm.training.metrics import MetricsLogger
+from paddlellm.training.optim import lr_factor
 
 
 def test_lr_schedules_warm_up_then_decay():

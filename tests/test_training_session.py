@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from paddlellm.config import RunConfig
+from paddlellm.plugin.config import RunConfig
 from paddlellm.errors import ConfigError
-from paddlellm.models import DEMO_MODEL_DIR
-from paddlellm.plugins import get_plugin_manager
-from paddlellm.run import compose
+from paddlellm.modeling.prepare import DEMO_MODEL_DIR
+from paddlellm.plugin.manager import get_plugin_manager
+from paddlellm.training.compose import compose
 from paddlellm.training import Demo, TrainingSession
 
 

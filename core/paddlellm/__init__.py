@@ -19,7 +19,7 @@ __all__ = ["__version__", "hookimpl", "AutoModelForCausalLM", "AutoTokenizer"]
 
 def __getattr__(name: str):  # lazy: importing paddlellm must not import Paddle
     if name == "AutoModelForCausalLM":
-        from .auto import AutoModelForCausalLM
+        from .modeling.auto import AutoModelForCausalLM
 
         return AutoModelForCausalLM
     if name == "AutoTokenizer":

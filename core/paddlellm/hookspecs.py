@@ -120,7 +120,7 @@ def register_linear_kernels(register):
 
     ``target`` resolves to an object following
     :class:`paddlellm.interfaces.WeightOnlyLinearKernel`; quantized layers ask
-    :func:`paddlellm.linear.get_linear_kernel` and keep their own math when none serves.
+    :func:`paddlellm.modeling.linear.get_linear_kernel` and keep their own math when none serves.
     """
 
 
@@ -130,7 +130,7 @@ def register_stages(register):
 
     ``target`` resolves to a :class:`paddlellm.interfaces.Stage`, a callable
     ``stage(ctx) -> dict``: ``ctx`` is the composed
-    :class:`paddlellm.run.RunContext` (config, backend, strategy, plugin registry); the
+    :class:`paddlellm.training.compose.RunContext` (config, backend, strategy, plugin registry); the
     returned summary (metrics, output paths) is printed and saved by ``llm run``. Write the
     stage as a recipe on :class:`paddlellm.training.TrainingSession` (docs/plugins.md,
     "Writing a stage").
@@ -143,7 +143,7 @@ def register_kv_cache_layouts(register):
 
     ``target`` resolves to an object following :class:`paddlellm.interfaces.KVCacheLayout`; a
     model uses the layout named by its ``kv_cache_layout`` attribute (see
-    :mod:`paddlellm.kv_layout`).
+    :mod:`paddlellm.modeling.kv_layout`).
     """
 
 
@@ -176,7 +176,7 @@ def select_backend(requested, registry):
     """Choose the hardware backend for a run; return its registered name or ``None``.
 
     ``requested`` is the user's ``--device`` value (``None`` or ``"auto"`` when not given),
-    ``registry`` the :class:`paddlellm.registry.Registry`. The core's default (``trylast``)
+    ``registry`` the :class:`paddlellm.plugin.registry.Registry`. The core's default (``trylast``)
     honours an explicit request and otherwise picks the available backend with the highest
     priority.
     """

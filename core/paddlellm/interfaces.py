@@ -242,7 +242,7 @@ class WeightOnlyLinearKernel(Protocol):
     group_size]``. ``x`` is ``(..., in)``; the result ``(..., out)`` in ``x``'s dtype, without
     bias or input pre-scaling (the layer applies those).
 
-    A layer asks :func:`paddlellm.linear.get_linear_kernel` once; a call may still return
+    A layer asks :func:`paddlellm.modeling.linear.get_linear_kernel` once; a call may still return
     ``None`` ("not this call", e.g. too many rows for a matrix-vector kernel), and the layer
     then computes the product its own way.
     """
@@ -312,7 +312,7 @@ class ModelFamily(Protocol):
     ``(in, out)``. Optional: ``fan_in_fan_out`` (True when the Hugging Face linears are
     ``Conv1D``, GPT-2; peft adapters record it), ``aliases``, ``default_preset``,
     ``accepts_config(hf) -> bool`` (families that share a ``model_type``, ChatGLM-6B and
-    ChatGLM2/3, say which configs are theirs; see :func:`paddlellm.auto.family_for_model_type`).
+    ChatGLM2/3, say which configs are theirs; see :func:`paddlellm.modeling.auto.family_for_model_type`).
     """
 
     name: str
@@ -361,7 +361,7 @@ class ModelFamily(Protocol):
 class PeftMethod(Protocol):
     """A parameter-efficient method: replaces modules of a built model.
 
-    Used through :mod:`paddlellm.peft` (``apply_peft``, ``save_adapter``, ``load_adapter``,
+    Used through :mod:`paddlellm.modeling.peft` (``apply_peft``, ``save_adapter``, ``load_adapter``,
     ``merge_adapter``, ``disable_adapters``), which freezes the base parameters before
     ``apply`` (new adapter parameters stay trainable) and records ``model.peft_method``.
 
@@ -383,11 +383,11 @@ class PeftMethod(Protocol):
     * ``merge`` folds the adapters into the base weights and returns plain layers; methods
       that can also undo an in-place merge provide ``unmerge(model)``.
     * Optional ``batch_context(model, batch)``: a context manager the training/evaluation
-      loss enters around the forward of ``batch`` (``paddlellm.peft.batch_context``), for
+      loss enters around the forward of ``batch`` (``paddlellm.modeling.peft.batch_context``), for
       adapters that need more than the input ids (ReFT: where each prompt ends).
     * Optional ``load_serving_adapters(model, directories)``: load several of its adapters
       unmerged onto one base for serving (``llm serve --lora_modules``,
-      ``paddlellm.peft.load_serving_adapters``); returns an object whose
+      ``paddlellm.modeling.peft.load_serving_adapters``); returns an object whose
       ``set_rows(indices)`` makes token row ``n`` of the next forwards use adapter
       ``indices[n]`` (``k + 1`` for ``directories[k]``, 0 or ``set_rows(None)``: the base).
       An adapter that does not fit the model is an error naming its folder.
@@ -546,9 +546,9 @@ class TrainingLogger(Protocol):
     options (its ``config_class``, or None) on the main process when the run's session
     starts; a missing library is reported then (say which ``pip install`` brings it).
 
-    * ``on_start(config, output_dir)``: the run's :class:`paddlellm.config.RunConfig` and its
+    * ``on_start(config, output_dir)``: the run's :class:`paddlellm.plugin.config.RunConfig` and its
       output folder (event files go under ``config.logging_dir`` or ``output_dir/runs``:
-      :func:`paddlellm.train.loggers.logging_dir`);
+      :func:`paddlellm.training.loggers.logging_dir`);
     * ``log(step, metrics)``: one record: ``metrics`` maps names (``loss``, ``lr``,
       ``tokens_per_sec``, ``eval_loss``, ...) to numbers or strings, ``step`` is the optimizer
       step (0: before training);
@@ -638,7 +638,7 @@ class CausalLM(Protocol):
         """Gradient checkpointing of the decoder layers."""
 
     def generate(self, input_ids: Any, attention_mask: Any = None, **kwargs: Any) -> "paddle.Tensor":
-        """See :func:`paddlellm.generation.generate`."""
+        """See :func:`paddlellm.modeling.generation.generate`."""
 
     def save_pretrained(self, directory: str, *, max_shard_size: str = "5GB",
                         dtype: str | None = None) -> list[str]:
@@ -653,7 +653,7 @@ class KVCacheLayout(Protocol):
     A model names its layout in ``model.kv_cache_layout``; its ``new_cache``,
     ``new_paged_cache`` and ``kv_cache_dtype`` ask that layout, so a quantizer changes how a
     model caches by setting a name, never by replacing methods. The core registers
-    ``"float"`` (the model's dtype, :mod:`paddlellm.kv_layout`).
+    ``"float"`` (the model's dtype, :mod:`paddlellm.modeling.kv_layout`).
 
     Optional ``extra_bytes_per_token(model) -> int``: what the paged pool keeps per cached
     token beside the keys and values, all layers together (Yuan's filter inputs); the engine
@@ -671,7 +671,7 @@ class KVCacheLayout(Protocol):
 
     def new_paged_cache(self, model: CausalLM, num_layers: int, num_blocks: int, block_size: int,
                         kv_heads: int, head_dim: int, dtype: str) -> Any:
-        """A paged pool for the serving engine (``paddlellm.engine.kv_manager.PagedKVCache``
+        """A paged pool for the serving engine (``paddlellm.modeling.kv_manager.PagedKVCache``
         or a subclass; its batch views' layers offer ``gather_kv`` if not stored in ``dtype``)."""
 
 

@@ -2,8 +2,8 @@
 
 Each :class:`Kind` names the registration hook a plugin implements, the
 :mod:`paddlellm.interfaces` Protocol its registered target follows, and the ``llm run`` key
-(a :class:`paddlellm.config.RunConfig` field) that selects a plugin of that kind, if any.
-:data:`paddlellm.registry.KINDS`, :data:`paddlellm.config.PLUGIN_FIELDS` and the kinds table
+(a :class:`paddlellm.plugin.config.RunConfig` field) that selects a plugin of that kind, if any.
+:data:`paddlellm.plugin.registry.KINDS`, :data:`paddlellm.plugin.config.PLUGIN_FIELDS` and the kinds table
 of ``docs/plugins.md`` are all derived from (or checked against) :data:`KIND_TABLE`.
 
 :func:`check_target` is what the registry runs when it loads a plugin's target: the object
@@ -92,7 +92,7 @@ def multiple_kinds() -> set[str]:
 
 
 def options_key(kind: str, name: str) -> str:
-    """The :attr:`paddlellm.config.RunConfig.plugin_options` key of a selected plugin: its
+    """The :attr:`paddlellm.plugin.config.RunConfig.plugin_options` key of a selected plugin: its
     kind, or ``"kind:name"`` for a kind whose ``llm run`` key names several
     (``logger:tensorboard``)."""
     return f"{kind}:{name}" if kind in multiple_kinds() else kind

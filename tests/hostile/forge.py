@@ -218,7 +218,7 @@ def _load(kind: str, path: str) -> None:
             for name in reader.keys():
                 reader.get_raw(name)
     elif kind == "auto":
-        from paddlellm.auto import AutoModelForCausalLM
+        from paddlellm.modeling.auto import AutoModelForCausalLM
 
         AutoModelForCausalLM.from_pretrained(path)
     else:

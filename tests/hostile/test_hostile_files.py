@@ -211,7 +211,7 @@ def test_corrupt_tokenizer_files_are_clear_errors(tmp_path, content):
 
 
 def test_bad_generation_config_is_a_clear_error(tmp_path):
-    from paddlellm.auto import AutoModelForCausalLM
+    from paddlellm.modeling.auto import AutoModelForCausalLM
 
     ck = forge.copy_checkpoint(DEMO, tmp_path / "ck")
     (ck / "generation_config.json").write_text(json.dumps({"eos_token_id": ["big"]}))
@@ -223,9 +223,9 @@ def test_bad_generation_config_is_a_clear_error(tmp_path):
 # --- run-level errors ---------------------------------------------------------------------------
 
 def llm_run(*args: str) -> dict:
-    from paddlellm.config import build_run_config
-    from paddlellm.plugins import get_plugin_manager
-    from paddlellm.run import run
+    from paddlellm.plugin.config import build_run_config
+    from paddlellm.plugin.manager import get_plugin_manager
+    from paddlellm.training.compose import run
 
     manager = get_plugin_manager()
     return run(build_run_config(None, list(args), registry=manager.registry), manager)

@@ -10,7 +10,7 @@ import sys
 import typer
 
 from ..errors import PaddleLLMError
-from ..plugins import PluginManager, get_plugin_manager
+from ..plugin.manager import PluginManager, get_plugin_manager
 from .options import SpellingGroup
 
 HELP = (

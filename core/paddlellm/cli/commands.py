@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from ..plugins import get_plugin_manager
+from ..plugin.manager import get_plugin_manager
 from . import infer
 from .export import export
 from .options import PassThroughCommand
@@ -78,7 +78,7 @@ def doctor(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Check Paddle, devices and plugins; exit non-zero when a run cannot work."""
-    from ..doctor import diagnose, format_report
+    from ..plugin.doctor import diagnose, format_report
 
     report = diagnose(get_plugin_manager())
     typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
@@ -102,11 +102,11 @@ def run(ctx: typer.Context) -> None:
     """
     args = list(ctx.args)
     config = args.pop(0) if args and not args[0].startswith("--") else None
-    from ..config import build_run_config, load_config_file
-    from ..run import run as run_job
+    from ..plugin.config import build_run_config, load_config_file
+    from ..training.compose import run as run_job
 
     if config is not None:
-        from ..paddlenlp_args import is_paddlenlp_config, job_of
+        from ..plugin.paddlenlp_args import is_paddlenlp_config, job_of
 
         raw = load_config_file(config)
         if is_paddlenlp_config(raw) and job_of(raw, config) == "quantize":

@@ -2,7 +2,7 @@
 
     llm export --model_name_or_path BASE --lora_path ADAPTER --merge-adapter --output_dir OUT
 
-The adapter is merged into the base weights (``paddlellm.peft.merge_adapter``) and the result
+The adapter is merged into the base weights (``paddlellm.modeling.peft.merge_adapter``) and the result
 is written by ``save_model`` (config, safetensors, tokenizer): ``transformers`` and
 ``AutoModelForCausalLM.from_pretrained(OUT)`` load it with no adapter code.
 """
@@ -46,8 +46,8 @@ def export(
 def export_model(base: str, output_dir: str, adapter: str | None = None,
                  dtype: str | None = None) -> dict:
     """Load ``base`` (+ ``adapter``, merged) and save it to ``output_dir``; a summary dict."""
-    from ..auto import AutoModelForCausalLM
-    from ..peft import load_adapter, merge_adapter
+    from ..modeling.auto import AutoModelForCausalLM
+    from ..modeling.peft import load_adapter, merge_adapter
     from ..tokenizer import AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(base)

@@ -91,7 +91,7 @@ def predict(
     """
     values = dict(locals())
     from ..engine.predict import PredictOptions, predict as run_predict
-    from ..paddlenlp_args import predictor_flags
+    from ..plugin.paddlenlp_args import predictor_flags
 
     with _user_errors():
         values.pop("config")

@@ -1,6 +1,6 @@
 """What ``llm run --help`` lists: every core key and the keys of every installed plugin.
 
-Core keys come from :class:`paddlellm.config.RunConfig` (grouped as composition, data,
+Core keys come from :class:`paddlellm.plugin.config.RunConfig` (grouped as composition, data,
 trainer); each plugin's keys from its registered options class (``register(...,
 options=...)`` or the target's ``config_class``), one panel per plugin, plugins sharing one
 options class sharing a panel. A plugin whose options cannot be loaded is left out (``llm
@@ -47,10 +47,10 @@ DATA = ("data", "eval_data", "data_columns", "max_length", "zero_padding", "spli
 
 def run_help_options(manager: Any | None = None) -> list[HelpOption]:
     """Rows of ``llm run --help``: core panels first, then one panel per plugin."""
-    from ..config import PLUGIN_FIELDS, RunConfig
+    from ..plugin.config import PLUGIN_FIELDS, RunConfig
 
     if manager is None:
-        from ..plugins import get_plugin_manager
+        from ..plugin.manager import get_plugin_manager
 
         manager = get_plugin_manager()
     registry = manager.registry
@@ -69,7 +69,7 @@ def run_help_options(manager: Any | None = None) -> list[HelpOption]:
 
 def plugin_help_options(registry: Any) -> list[HelpOption]:
     """One panel per plugin (or group of plugins sharing an options class) with options."""
-    from ..config import CORE_KEYS, PLUGIN_FIELDS
+    from ..plugin.config import CORE_KEYS, PLUGIN_FIELDS
 
     rows: list[HelpOption] = []
     for field, kind in PLUGIN_FIELDS.items():

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..config import TARGETS, parse_columns  # noqa: F401  (the --data_columns option)
+from ..plugin.config import TARGETS, parse_columns  # noqa: F401  (the --data_columns option)
 from ..errors import DataFormatError
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",

@@ -2,7 +2,7 @@
 
 Samples are ``max_length`` tokens: Megatron's ``seq_length + 1`` with ``seq_length =
 max_length - 1``. The model sees ``max_length`` tokens and the shifted loss
-(:func:`paddlellm.train.loss.causal_lm_loss`) predicts tokens ``1 .. max_length - 1`` of each
+(:func:`paddlellm.training.loss.causal_lm_loss`) predicts tokens ``1 .. max_length - 1`` of each
 sample, exactly Megatron's ``tokens = sample[:-1]``, ``labels = sample[1:]``; since samples
 overlap by one token, every token of the train split is a target once per epoch.
 """

@@ -16,7 +16,7 @@ So a spelling cannot drift between the three (``tests/test_engine_config.py`` ch
 field). Values are validated when the config is built, before any model loads; an error
 names the flag, the variable or the keyword that was wrong.
 
-This module imports only pydantic (and :mod:`paddlellm.device`): ``llm --help`` reads it
+This module imports only pydantic (and :mod:`paddlellm.plugin.device`): ``llm --help`` reads it
 without importing numpy or Paddle.
 """
 from __future__ import annotations
@@ -176,7 +176,7 @@ class EngineConfig(BaseModel):
     @field_validator("device", mode="before")
     @classmethod
     def _device(cls, value: Any) -> Any:
-        from ..device import AUTO_VALUES, parse_device
+        from ..plugin.device import AUTO_VALUES, parse_device
 
         if value in AUTO_VALUES:
             return None

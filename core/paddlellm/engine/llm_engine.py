@@ -24,7 +24,7 @@ from typing import Any, ContextManager, Iterable
 import numpy as np
 
 from .config import EngineConfig
-from .kv_manager import PagedKVCache, num_blocks_for_budget, prefix_hashes
+from ..modeling.kv_manager import PagedKVCache, num_blocks_for_budget, prefix_hashes
 from .ownership import ThreadOwner, owned
 from .sampling import (RequestOutput, SamplingParams, StopTracker, check_logits,
                        next_token_logprobs, repetition_penalty, sample_row,
@@ -57,7 +57,7 @@ def plain_transposes(enabled: bool):
 
 
 def _eos_ids(model: Any) -> frozenset[int]:
-    from ..generation import make_config
+    from ..modeling.generation import make_config
 
     return frozenset(make_config(model).eos_ids)
 
@@ -69,7 +69,7 @@ def _layout_extra_bytes(model: Any) -> int:
     if not name:
         return 0
     from ..interfaces import KVCacheLayout, member
-    from ..kv_layout import get_kv_cache_layout
+    from ..modeling.kv_layout import get_kv_cache_layout
 
     extra = member(get_kv_cache_layout(name), KVCacheLayout, "extra_bytes_per_token")
     return int(extra(model)) if extra is not None else 0
@@ -85,7 +85,7 @@ class LLMEngine:
     object with ``propose(seq_tokens, k)`` (speculative decoding with your own drafter).
     ``lora_modules`` (``[(name, folder)]``) are loaded unmerged onto ``model`` (its base
     weights unchanged): a request's ``adapter`` picks one, and requests for different
-    adapters run in one step (:func:`paddlellm.peft.load_serving_adapters`).
+    adapters run in one step (:func:`paddlellm.modeling.peft.load_serving_adapters`).
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, config: EngineConfig | None = None, *,
@@ -143,9 +143,9 @@ class LLMEngine:
                 config.speculate_max_ngram_size, config.speculate_verify_window,
                 config.speculate_max_candidate_len)
             self.drafter = drafter if drafter is not None else make_drafter(self.speculative, model)
-        self.adapters = None  # paddlellm.peft.ServingAdapters of --lora_modules
+        self.adapters = None  # paddlellm.modeling.peft.ServingAdapters of --lora_modules
         if config.lora_modules:
-            from ..peft import load_serving_adapters
+            from ..modeling.peft import load_serving_adapters
 
             if model_name in {n for n, _ in config.lora_modules}:
                 raise ValueError(f"--lora_modules: adapter name '{model_name}' is the served "
@@ -211,10 +211,10 @@ class LLMEngine:
         The model path may be a peft adapter folder (a ``--peft`` run's output): its base
         (``base_model_name_or_path``) is loaded and the adapter merged; so is the base of
         ``lora_path`` when no model path is given."""
-        from ..auto import AutoModelForCausalLM, split_adapter_dir
-        from ..device import setup_device
+        from ..modeling.auto import AutoModelForCausalLM, split_adapter_dir
+        from ..plugin.device import setup_device
         from ..hub import resolve_model_path
-        from ..plugins import get_plugin_manager
+        from ..plugin.manager import get_plugin_manager
         from ..tokenizer import AutoTokenizer
 
         setup_device(config.device, get_plugin_manager())
@@ -570,7 +570,7 @@ class LLMEngine:
         "finish_reason", "logprobs"}`` of the best hypothesis, in input order. ``max_tokens``:
         one budget, or one per prompt (each also capped by the context length).
 
-        The search is :func:`paddlellm.generation.generate`'s (transformers' rules: ``2 *
+        The search is :func:`paddlellm.modeling.generation.generate`'s (transformers' rules: ``2 *
         num_beams`` candidates per step, finished hypotheses scored ``sum_logprobs /
         new_len ** length_penalty``, ``early_stopping`` as there), step by step the same
         function, so the result equals ``model.generate(decode_strategy="beam_search")`` on
@@ -580,7 +580,7 @@ class LLMEngine:
         copied only when a beam writes into it (copy-on-write). Prompts run in groups of
         ``max_num_seqs // num_beams`` (at least one).
         """
-        from ..generation import _Hypotheses, beam_best, beam_step, make_config
+        from ..modeling.generation import _Hypotheses, beam_best, beam_step, make_config
 
         prompts = [[int(t) for t in p] for p in prompts]
         budgets = ([int(m) for m in max_tokens] if isinstance(max_tokens, (list, tuple))
@@ -753,7 +753,7 @@ def _use_attention_kernel(name: str, head_dim: int, dtype: Any) -> None:
     ``select_attention_kernel`` hook, or to a kernel the process named before)."""
     if name == "auto":
         return
-    from .. import attention
+    from ..modeling import attention
     from ..interfaces import AttentionSpec
 
     spec = AttentionSpec(dtype=str(dtype).replace("paddle.", ""), head_dim=head_dim,
@@ -789,7 +789,7 @@ def _salt(adapter: str | None, cache_salt: str | None) -> str | None:
 
 
 def _names_its_base(adapter: str | Path) -> bool:
-    from ..peft import read_adapter_config
+    from ..modeling.peft import read_adapter_config
 
     return bool(read_adapter_config(adapter).get("base_model_name_or_path"))
 
@@ -797,7 +797,7 @@ def _names_its_base(adapter: str | Path) -> bool:
 def default_model_path() -> Path:
     """The bundled instruction-tuned demo model (``paddlellm/assets/qwen-demo-instruct``),
     the inference commands' default."""
-    from ..models import INSTRUCT_DEMO_MODEL
+    from ..modeling.prepare import INSTRUCT_DEMO_MODEL
 
     return INSTRUCT_DEMO_MODEL
 

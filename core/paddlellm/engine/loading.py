@@ -8,7 +8,7 @@ from typing import Any
 def merge_lora(model: Any, lora_path: str | Path) -> Any:
     """Load a ``peft``-format adapter directory (LoRA and the other mergeable methods) and
     fold it into the base weights, so inference runs on plain layers at full speed."""
-    from .. import peft
+    from ..modeling import peft
 
     if not (Path(lora_path) / "adapter_config.json").is_file():
         raise FileNotFoundError(f"--lora_path {lora_path}: no adapter_config.json there")
@@ -19,8 +19,8 @@ def merge_lora(model: Any, lora_path: str | Path) -> Any:
 def quantize_for_inference(model: Any, quant_type: str) -> Any:
     """Quantize with the installed quantizer plugin that handles ``quant_type`` (as
     ``from_pretrained(quant_type=)`` does, but after an adapter is merged)."""
-    from ..auto import quantize_model
-    from ..plugins import get_plugin_manager
+    from ..modeling.auto import quantize_model
+    from ..plugin.manager import get_plugin_manager
 
     known = get_plugin_manager().registry.all_names("quantizer")  # quant types and aliases
     if quant_type not in known:

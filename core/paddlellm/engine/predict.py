@@ -229,11 +229,11 @@ def _predict_with_prefix(o: PredictOptions, records: list[dict[str, Any]],
     """``--prefix_path``: batches through ``model.generate`` with the prefix in its contiguous
     cache (the paged engine has no per-sequence prefix slots, and a prefix cannot be merged
     into the weights as LoRA is)."""
-    from ..auto import AutoModelForCausalLM
-    from ..evaluation import left_pad
+    from ..modeling.auto import AutoModelForCausalLM
+    from ..modeling.evaluation import left_pad
     from ..tokenizer import AutoTokenizer
-    from ..device import setup_device
-    from ..plugins import get_plugin_manager
+    from ..plugin.device import setup_device
+    from ..plugin.manager import get_plugin_manager
     from .llm_engine import default_model_path
 
     e = o.engine

@@ -1,6 +1,6 @@
 """Per-request sampling: parameters, outputs, logits processing and stop handling.
 
-The arithmetic is that of :func:`paddlellm.generation.generate` (HF repetition penalty,
+The arithmetic is that of :func:`paddlellm.modeling.generation.generate` (HF repetition penalty,
 temperature, top-k then top-p, one uniform draw per token from ``numpy.random.default_rng
 (seed)``), so a seeded request samples the same tokens as ``generate`` with that seed.
 """
@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..generation import (NonFiniteLogitsError, _sample, check_logits, filter_top_k_top_p,
-                          scale_by_temperature)
+from ..modeling.generation import (NonFiniteLogitsError, _sample, check_logits, filter_top_k_top_p,
+                                   scale_by_temperature)
 
 FINISH_REASONS = ("stop", "length", "abort")
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .kv_manager import BlockManager, hash_block
+from ..modeling.kv_manager import BlockManager, hash_block
 from .sampling import SamplingParams, StopTracker
 
 _arrival = itertools.count()

@@ -30,7 +30,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..generation import _softmax, check_logits, filter_top_k_top_p, scale_by_temperature
+from ..modeling.generation import _softmax, check_logits, filter_top_k_top_p, scale_by_temperature
 
 SPECULATE_METHODS_OFF = (None, "", "None", "none")
 

@@ -1,7 +1,7 @@
 """Training loggers: where a run's metrics go (``llm run --loggers NAME,...``).
 
 Each logger follows :class:`paddlellm.interfaces.TrainingLogger` and is registered through the
-``register_loggers`` hook, as a third-party logger would be. Built in (:mod:`paddlellm.builtin`):
+``register_loggers`` hook, as a third-party logger would be. Built in (:mod:`paddlellm.plugin.builtin`):
 
 * ``jsonl`` — ``output_dir/metrics.jsonl``, one JSON object per record; always on;
 * ``tensorboard`` — TensorBoard event files (the ``tensorboard`` package's own
@@ -68,7 +68,7 @@ def installed_loggers(registry: Any) -> list[str]:
 
 
 def build_loggers(config: Any, registry: Any, output_dir: str | Path) -> list[Any]:
-    """The loggers ``config.loggers`` names (:class:`paddlellm.config.RunConfig`), each built
+    """The loggers ``config.loggers`` names (:class:`paddlellm.plugin.config.RunConfig`), each built
     by its registered factory with its options and started (``on_start(config, output_dir)``).
 
     A factory's result is checked against :class:`paddlellm.interfaces.TrainingLogger`; a

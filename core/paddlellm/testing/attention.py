@@ -156,7 +156,7 @@ def _run_paged(kernel: Any, case: Case, q, k, v, extra: dict[str, Any]):
     """Write each sequence's cached keys into a paged pool, then run the new tokens."""
     import paddle
 
-    from ..engine.kv_manager import PagedKVCache
+    from ..modeling.kv_manager import PagedKVCache
 
     block = 4
     ctx, q_lens = _paged_lengths(case)
@@ -183,7 +183,7 @@ def run_kernel_case(kernel: Any, case: Case, inputs: dict[str, Any]) -> np.ndarr
     """Run ``kernel`` on NumPy ``inputs``; cache cases prefill the cache first."""
     import paddle
 
-    from ..kv_cache import LayerKVCache
+    from ..modeling.kv_cache import LayerKVCache
 
     t = {key: paddle.to_tensor(val) if isinstance(val, np.ndarray) else val
          for key, val in inputs.items()}

@@ -61,14 +61,14 @@ class FitResult:
     """What :meth:`TrainingSession.fit` returns: the loop's state, the evaluation before and
     after training and the number of optimizer steps."""
 
-    state: Any  # paddlellm.train.loop.TrainState
+    state: Any  # paddlellm.training.loop.TrainState
     before: dict
     after: dict
     total_steps: int
 
 
 class TrainingSession:
-    """The shared parts of a training stage, built from the :class:`~paddlellm.run.RunContext`.
+    """The shared parts of a training stage, built from the :class:`~paddlellm.training.compose.RunContext`.
 
     Construction applies the demo's defaults, resolves the starting checkpoint (honouring
     ``--model``), seeds Paddle and finds the checkpoint to resume; the recipe then calls
@@ -84,7 +84,7 @@ class TrainingSession:
         import paddle
 
         from .start import resolve_run_model
-        from ..train.checkpointing import resume_checkpoint
+        from .checkpointing import resume_checkpoint
 
         self.ctx, self.strategy, self.pretrained = ctx, ctx.strategy, pretrained
         self.config = ctx.config
@@ -147,7 +147,7 @@ class TrainingSession:
 
     def heading(self, text: str) -> None:
         """A phase heading on the main process (``== text ==``)."""
-        from ..train.metrics import print_heading
+        from .metrics import print_heading
 
         print_heading(text, enabled=self.is_main_process)
 
@@ -181,7 +181,7 @@ class TrainingSession:
         applied), kept as ``self.model``: the resumed checkpoint's weights (with ``--peft``
         the base's; the adapter comes in :meth:`adapt`), else the starting checkpoint, else
         (pretraining) a fresh model of ``vocab_size`` from the ``--model`` preset."""
-        from ..models import build_model
+        from ..modeling.prepare import build_model
 
         config = self.config
         if self.resume_dir is not None and not config.peft:
@@ -196,7 +196,7 @@ class TrainingSession:
     def starting_model(self) -> Any:
         """A new copy of the model the run started from (a reference model for alignment,
         e.g. when the session's model holds a resumed checkpoint's weights)."""
-        from ..models import build_model
+        from ..modeling.prepare import build_model
 
         return build_model(replace(self.ctx, config=self.config), vocab_size=self._vocab_size(),
                            demo=self.is_demo, tokenizer=self.tokenizer, path=self.source)
@@ -207,7 +207,7 @@ class TrainingSession:
     def adapt(self) -> Any:
         """``--peft`` on ``self.model`` (a resumed run's adapter, or ``--lora_path``), then the
         strategy's wrapping; prints the trainable-parameter report. Returns the model."""
-        from ..peft import setup_run_peft
+        from ..modeling.peft import setup_run_peft
 
         model = setup_run_peft(self.model, self.config, self.ctx.options("peft_method"),
                                self.resume_dir)
@@ -248,7 +248,7 @@ class TrainingSession:
         ``metrics.jsonl`` and, on the main process, to the ``--loggers`` the run selected
         (built and started here, so a missing library stops the run before training)."""
         from ..loggers import build_loggers
-        from ..train.metrics import MetricsLogger
+        from .metrics import MetricsLogger
 
         loggers = (build_loggers(self.config, self.ctx.registry, self.output_dir)
                    if self.is_main_process else [])
@@ -265,7 +265,7 @@ class TrainingSession:
     def build_optimizer(self, total_steps: int, config: Any = None, model: Any = None):
         """``(optimizer, scheduler)`` for the trainable parameters of ``model`` (default: the
         session's, whose optimizer the strategy wraps)."""
-        from ..train.optim import build_optimizer
+        from .optim import build_optimizer
 
         optimizer, scheduler = build_optimizer(model if model is not None else self.model,
                                                config or self.config, total_steps)
@@ -282,7 +282,7 @@ class TrainingSession:
         final model (or adapter) saved to ``--output_dir`` through the strategy.
         ``save(directory)`` replaces :meth:`save_files` (a model with its own layout, e.g. a
         reward model's score head)."""
-        from ..train.loop import train_and_evaluate
+        from .loop import train_and_evaluate
 
         optimizer, scheduler = self.build_optimizer(total_steps)
         logger = self.logger or self.metrics_logger()
@@ -301,8 +301,8 @@ class TrainingSession:
         """A phase before the stage's own training (the align demo's SFT warm-up): ``config``'s
         optimizer settings on ``self.model`` as it is (before :meth:`adapt`), logged to
         ``output_dir/metrics``; no evaluation, checkpoints or resume. Returns the loop state."""
-        from ..train.loop import train
-        from ..train.metrics import MetricsLogger
+        from .loop import train
+        from .metrics import MetricsLogger
 
         optimizer, scheduler = self.build_optimizer(total_steps, config, model=self.model)
         logger = MetricsLogger(self.output_dir / metrics, enabled=self.is_main_process,
@@ -313,14 +313,14 @@ class TrainingSession:
     def save_files(self, directory: str) -> None:
         """Write the model (or, with PEFT, the adapter) and the tokenizer into ``directory``
         (the files of a checkpoint; the loop adds the optimizer state)."""
-        from ..peft import save_model_or_adapter
+        from ..modeling.peft import save_model_or_adapter
 
         save_model_or_adapter(self.model, self.tokenizer, directory)
 
     def save(self, directory: str | Path) -> None:
         """Save through the strategy: collective where its weights are split (tensor
         parallel gathers them), written by the main process."""
-        from ..train.loop import save_final
+        from .loop import save_final
 
         save_final(self.strategy, self.model, self.save_files, str(directory))
 
@@ -330,7 +330,7 @@ class TrainingSession:
         """The run summary: the fields every stage reports, then the stage's ``fields`` (and
         the :attr:`facts` a demo added); ``eval_loss`` before and after when the evaluation
         measured it."""
-        from ..peft import trainable_parameter_report
+        from ..modeling.peft import trainable_parameter_report
 
         state, before, after = result.state, result.before, result.after
         trainable, total, _ = trainable_parameter_report(self.model)

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..models import BUNDLED_DEMO_MODELS
+from ..modeling.prepare import BUNDLED_DEMO_MODELS
 
 #: how a demo model of a family without a bundled one is built: the recipe of the bundled
 #: one (scripts/build_demo_model.py), on the generated demo corpus
@@ -35,7 +35,7 @@ def demo_cache_dir() -> Path:
 def checkpoint_family(path: str | os.PathLike) -> Any:
     """The registered family of the checkpoint in ``path`` (by ``model_type`` in its
     ``config.json``)."""
-    from ..auto import family_for_model_type
+    from ..modeling.auto import family_for_model_type
     from ..checkpoint import read_json
     from ..errors import ConfigError
 
@@ -60,7 +60,7 @@ def resolve_run_model(ctx: Any, *, pretrained: bool = True) -> str | None:
       family, or a demo model built for it (:func:`demo_model_for_family`).
     * otherwise None: the stage builds a fresh model from the ``--model`` preset.
     """
-    from ..auto import family_by_name
+    from ..modeling.auto import family_by_name
     from ..errors import ConfigError
 
     config = ctx.config
@@ -105,7 +105,7 @@ def build_demo_model(ctx: Any, family: Any, target: Path, **recipe: Any) -> Path
     :data:`DEMO_PRETRAIN`, overridden by ``recipe``) and move it to ``target``."""
     import json
 
-    from ..train.metrics import print_heading
+    from .metrics import print_heading
 
     # the registered ``pretrain`` stage (by name: this module sits below the stages)
     pretrain_stage = ctx.registry.load("stage", "pretrain")

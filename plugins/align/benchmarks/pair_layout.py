@@ -16,7 +16,7 @@ import numpy as np
 import paddle
 
 from paddlellm import AutoModelForCausalLM, AutoTokenizer
-from paddlellm.models import DEMO_MODEL_DIR
+from paddlellm.modeling.prepare import DEMO_MODEL_DIR
 from paddlellm_align.data import pair_batch, parse_record, shared_positions, tokenize_records
 from paddlellm_align.demo import demo_preferences
 from paddlellm_align.logps import sequence_logps

@@ -9,7 +9,7 @@ import pytest
 
 from paddlellm import AutoModelForCausalLM, AutoTokenizer
 from paddlellm.errors import DataFormatError
-from paddlellm.models import DEMO_MODEL_DIR
+from paddlellm.modeling.prepare import DEMO_MODEL_DIR
 from paddlellm_align.data import (pair_batch, pointwise_batch, read_preference_jsonl,
                                   tokenize_records)
 from paddlellm_align.demo import demo_preferences

@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 
-from paddlellm.config import build_run_config
+from paddlellm.plugin.config import build_run_config
 from paddlellm.errors import ConfigError
-from paddlellm.plugins import get_plugin_manager
-from paddlellm.run import run
+from paddlellm.plugin.manager import get_plugin_manager
+from paddlellm.training.compose import run
 from paddlellm_align.demo import demo_preferences
 
 STEPS, CUT = 4, 2

@@ -13,7 +13,7 @@ import pytest
 
 from paddlellm import AutoModelForCausalLM, AutoTokenizer
 from paddlellm.checkpoint import CheckpointFormatError
-from paddlellm.models import BUNDLED_DEMO_MODELS, INSTRUCT_DEMO_MODEL
+from paddlellm.modeling.prepare import BUNDLED_DEMO_MODELS, INSTRUCT_DEMO_MODEL
 from paddlellm_align.data import parse_record
 from paddlellm_align.demo import demo_preferences
 from paddlellm_align.reward_model import (RewardModel, encode_preferences, pad_rows,

@@ -13,8 +13,8 @@ import pytest
 from paddlellm import AutoModelForCausalLM, AutoTokenizer, hookimpl
 from paddlellm.errors import ConfigError, UnknownPluginError
 from paddlellm.interfaces import Reward
-from paddlellm.models import INSTRUCT_DEMO_MODEL
-from paddlellm.plugins import PluginManager, get_registry
+from paddlellm.modeling.prepare import INSTRUCT_DEMO_MODEL
+from paddlellm.plugin.manager import PluginManager, get_registry
 from paddlellm_align.reward_model import RewardModel
 from paddlellm_align.rewards import (FunctionReward, HTTPReward, RewardError,
                                      RewardModelReward, exact_match, load_reward)

@@ -14,10 +14,10 @@ import paddle
 import pytest
 
 from paddlellm import AutoTokenizer
-from paddlellm.config import build_run_config
+from paddlellm.plugin.config import build_run_config
 from paddlellm.errors import ConfigError
-from paddlellm.plugins import get_plugin_manager
-from paddlellm.run import run
+from paddlellm.plugin.manager import get_plugin_manager
+from paddlellm.training.compose import run
 from paddlellm_align.demo import demo_preferences
 from paddlellm_align.reward_model import RewardModel, pad_rows
 

@@ -63,7 +63,7 @@ def test_grpo_steps_on_rule_rewards_raise_the_right_answers():
     group advantages, a few GRPO steps -> the wrong answers' log-probs fall, well below the
     right ones'."""
     from paddlellm import AutoTokenizer
-    from paddlellm.models import INSTRUCT_DEMO_MODEL
+    from paddlellm.modeling.prepare import INSTRUCT_DEMO_MODEL
     from paddlellm_align.data import split_prompt_response
     from paddlellm_align.demo import demo_preferences
     from paddlellm_align.rewards import load_reward

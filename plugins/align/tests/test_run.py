@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from paddlellm.config import build_run_config
+from paddlellm.plugin.config import build_run_config
 from paddlellm.errors import ConfigError, UnknownPluginError
-from paddlellm.plugins import get_plugin_manager
-from paddlellm.run import run
+from paddlellm.plugin.manager import get_plugin_manager
+from paddlellm.training.compose import run
 from paddlellm_align.demo import demo_preferences
 
 

@@ -38,7 +38,7 @@ def test_summary_with_a_stub_model(tmp_path):
 def _paddle_models_available() -> bool:
     try:
         from paddlellm.api import AutoModelForCausalLM
-        from paddlellm.auto import family_for_model_type
+        from paddlellm.modeling.auto import family_for_model_type
 
         family_for_model_type("qwen2")
         return AutoModelForCausalLM is not None

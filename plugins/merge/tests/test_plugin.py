@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from paddlellm.interfaces import MergeMethod
-from paddlellm.plugins import PluginManager
+from paddlellm.plugin.manager import PluginManager
 
 NAMES = {"linear", "slerp", "task_arithmetic", "ties", "dare_linear", "dare_ties", "della",
          "della_linear"}

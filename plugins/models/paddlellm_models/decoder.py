@@ -2,7 +2,7 @@
 
 Parameter names follow the LLaMA layout of ``transformers`` (``model.layers.{i}.self_attn.q_proj``,
 ...); family modules map their checkpoints onto them. Linear weights are Paddle's
-``(in, out)``; attention runs through the kernel chosen by ``paddlellm.attention``.
+``(in, out)``; attention runs through the kernel chosen by ``paddlellm.modeling.attention``.
 """
 from __future__ import annotations
 
@@ -399,7 +399,7 @@ class CausalLM(nn.Layer):
         #: prefix tuning: a callable ``batch -> [(k, v)] * num_layers`` of ``(B, P, Hkv, D)``
         #: prefix keys/values (or None), set by a PEFT method; see :meth:`_apply_prefix`
         self.prefix_kv = None
-        #: the registered KV-cache layout caches are built in (``paddlellm.kv_layout``;
+        #: the registered KV-cache layout caches are built in (``paddlellm.modeling.kv_layout``;
         #: a quantizer sets ``"int8_static"``/``"int8_dynamic"``)
         self.kv_cache_layout = DEFAULT_KV_CACHE_LAYOUT
 
@@ -660,7 +660,7 @@ class CausalLM(nn.Layer):
         return total >= original + 1 and cached <= original
 
     def generate(self, input_ids, attention_mask=None, **kwargs) -> paddle.Tensor:
-        """See :func:`paddlellm.generation.generate`."""
+        """See :func:`paddlellm.modeling.generation.generate`."""
         from paddlellm.api import generate
 
         return generate(self, input_ids, attention_mask=attention_mask, **kwargs)
@@ -674,7 +674,7 @@ class CausalLM(nn.Layer):
 
         return save_pretrained(self, directory, max_shard_size=max_shard_size, dtype=dtype)
 
-    #: set by paddlellm.precision when weights are stored in low precision and computed in
+    #: set by paddlellm.plugin.precision when weights are stored in low precision and computed in
     #: float32 (CPU): the dtype activations and caches use
     compute_dtype: str | None = None
 

@@ -15,7 +15,7 @@ def family_objects() -> dict:
 
 def family_for_model_type(model_type: str, hf=None, source=None):
     """The family loading ``model_type`` (None if none does); families sharing one
-    (ChatGLM-6B, ChatGLM2/3) are told apart by ``hf`` (see :func:`paddlellm.auto.choose_family`)."""
+    (ChatGLM-6B, ChatGLM2/3) are told apart by ``hf`` (see :func:`paddlellm.modeling.auto.choose_family`)."""
     from paddlellm.api import choose_family
 
     matches = [f for f in family_objects().values() if model_type in f.model_types]

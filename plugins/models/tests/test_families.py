@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from models_testutil import FIXTURES, NAMES, reference, rel_err
 from paddlellm import AutoModelForCausalLM
-from paddlellm.auto import family_by_name, family_for_model_type
+from paddlellm.modeling.auto import family_by_name, family_for_model_type
 from paddlellm.errors import UnknownPluginError
 from paddlellm_models.registry_data import family_objects
 

@@ -1,4 +1,4 @@
-"""paddlellm.generation: options, eos/stop handling, sampling, cache vs no cache."""
+"""paddlellm.modeling.generation: options, eos/stop handling, sampling, cache vs no cache."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import paddle
 import pytest
 
 from models_testutil import NAMES, reference
-from paddlellm.generation import GenerationConfig, filter_top_k_top_p, make_config
+from paddlellm.modeling.generation import GenerationConfig, filter_top_k_top_p, make_config
 
 T = 20  # fixture prompt length
 
@@ -81,7 +81,7 @@ def test_sampling_with_top_k_1_is_greedy(load):
 
 
 def test_sampling_follows_the_softmax():
-    from paddlellm.generation import _sample
+    from paddlellm.modeling.generation import _sample
 
     logits = np.log(np.array([[0.1, 0.2, 0.3, 0.4]]))
     rng = np.random.default_rng(0)

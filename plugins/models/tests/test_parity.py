@@ -77,7 +77,7 @@ def test_the_fixtures_exercise_the_feature(name, change):
     from paddlellm.checkpoint import load_hf_weights
 
     ref, family = reference(name), None
-    from paddlellm.auto import family_for_model_type
+    from paddlellm.modeling.auto import family_for_model_type
 
     hf = json.loads((FIXTURES / name / "config.json").read_text())
     family = family_for_model_type(hf["model_type"])

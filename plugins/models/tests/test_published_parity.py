@@ -142,7 +142,7 @@ def test_the_reference_loads_what_we_save(tmp_path):
 def test_published_configs_choose_the_variant():
     """The published config.json files do not name ALiBi or NormHead: 13B sizes mean ALiBi,
     Baichuan2's vocabulary means the normalised head; ChatGLM-6B v1 is refused by name."""
-    from paddlellm.auto import family_for_model_type
+    from paddlellm.modeling.auto import family_for_model_type
 
     baichuan = family_for_model_type("baichuan")
     common = {"model_type": "baichuan", "intermediate_size": 13696, "num_hidden_layers": 40,
@@ -173,7 +173,7 @@ def test_chatglm_v1_and_v2_share_model_type_and_are_told_apart_by_their_keys(tmp
     and ChatGLM2/3 with ``multi_query_attention``/``padded_vocab_size`` -- in AutoModel,
     ``llm convert`` and the registry; neither is an error naming the file."""
     from paddlellm import AutoModelForCausalLM
-    from paddlellm.auto import family_for_model_type
+    from paddlellm.modeling.auto import family_for_model_type
     from paddlellm.errors import UnknownPluginError
     from paddlellm_models.registry_data import family_for_model_type as plugin_lookup
 
@@ -318,7 +318,7 @@ def test_yuan_refuses_a_cache_without_filter_state():
 
 
 def test_yuan_configs():
-    from paddlellm.auto import family_for_model_type
+    from paddlellm.modeling.auto import family_for_model_type
 
     yuan = family_for_model_type("yuan")
     c = yuan.config_for("yuan2-2b")
@@ -386,7 +386,7 @@ def test_yuan_engine_budget_counts_the_filter_state():
     """The layout's extra bytes per token (H per layer) enter the engine's block budget: the
     same budget holds fewer Yuan blocks than keys and values alone would fill."""
     from paddlellm.engine import LLMEngine
-    from paddlellm.engine.kv_manager import block_bytes
+    from paddlellm.modeling.kv_manager import block_bytes
 
     m = model("yuan")
     c = m.config

@@ -10,7 +10,7 @@ import paddle
 
 from helpers import run_cli
 from paddlellm.api import AutoModelForCausalLM
-from paddlellm.peft import disable_adapters, merge_adapter, unmerge_adapter
+from paddlellm.modeling.peft import disable_adapters, merge_adapter, unmerge_adapter
 
 FIX = Path(__file__).parent / "fixtures" / "others"
 REF = dict(np.load(FIX / "reference.npz"))

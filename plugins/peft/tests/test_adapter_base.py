@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from paddlellm.api import AutoModelForCausalLM
-from paddlellm.peft import apply_peft, save_adapter
+from paddlellm.modeling.peft import apply_peft, save_adapter
 from peft_testutil import FIX, REF, base, logits, randomize_trainable
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from paddlellm.api import AutoModelForCausalLM
-from paddlellm.peft import apply_peft, load_adapter, save_adapter
+from paddlellm.modeling.peft import apply_peft, load_adapter, save_adapter
 from paddlellm_peft.lokr.layer import LoKrLinear, factor_shapes, factorization
 from peft_testutil import (FIX, REF, TOL, base, check_merge_roundtrip, check_peft_logits,
                            logits, randomize_trainable, sft_run)
@@ -88,7 +88,7 @@ def test_lokr_trains_through_llm_run(tmp_path):
 
 
 def test_options_are_flat_run_config_keys():
-    from paddlellm.config import build_run_config
+    from paddlellm.plugin.config import build_run_config
     from paddlellm.api import get_plugin_manager
 
     registry = get_plugin_manager().registry
@@ -97,7 +97,7 @@ def test_options_are_flat_run_config_keys():
     options = config.plugin_options["peft_method"]
     assert (options.lokr_rank, options.lokr_alpha, options.lokr_rank_pattern) == (4, 2.0,
                                                                                   {"v_proj": 16})
-    from paddlellm.peft import adapter_init_path
+    from paddlellm.modeling.peft import adapter_init_path
 
     for method in ("lokr", "vera"):
         config = build_run_config(None, ["--peft", method, f"--{method}_path", "some/dir"],

@@ -16,8 +16,8 @@ import pytest
 
 from paddlellm.api import AutoModelForCausalLM, hookimpl
 from paddlellm.errors import ConfigError
-from paddlellm.peft import (apply_peft, disable_adapters, load_adapter, merge_adapter,
-                            save_adapter, trainable_parameter_report, unmerge_adapter)
+from paddlellm.modeling.peft import (apply_peft, disable_adapters, load_adapter, merge_adapter,
+                                     save_adapter, trainable_parameter_report, unmerge_adapter)
 from paddlellm_peft.common import AdapterError
 from paddlellm_peft.lora.layer import LoraLinear
 
@@ -242,7 +242,7 @@ class FakeQuantPlugin:
 
 
 def test_qlora_hook_supplies_the_base_layer(monkeypatch):
-    from paddlellm import plugins
+    from paddlellm.plugin import manager as plugins
 
     manager = plugins.PluginManager()
     plugin = FakeQuantPlugin()

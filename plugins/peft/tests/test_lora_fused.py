@@ -15,7 +15,7 @@ import paddle
 import pytest
 
 from paddlellm.api import AutoModelForCausalLM
-from paddlellm.peft import apply_peft, save_adapter
+from paddlellm.modeling.peft import apply_peft, save_adapter
 
 ROOT = Path(__file__).resolve().parents[3]
 MODELS = ROOT / "plugins" / "models" / "tests" / "fixtures"

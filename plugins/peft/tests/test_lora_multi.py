@@ -10,7 +10,7 @@ import paddle
 import pytest
 
 from paddlellm.api import AutoModelForCausalLM
-from paddlellm.peft import apply_peft, save_adapter
+from paddlellm.modeling.peft import apply_peft, save_adapter
 from paddlellm_peft.common import AdapterError
 from paddlellm_peft.lora.multi import AdapterRows, MultiLoraLinear, load_serving_adapters
 from peft_testutil import FIX

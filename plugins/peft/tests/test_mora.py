@@ -13,7 +13,7 @@ import pytest
 from helpers import run_cli
 from paddlellm.api import AutoModelForCausalLM
 from paddlellm.api import DEMO_MODEL_DIR
-from paddlellm.peft import apply_peft, load_adapter, save_adapter
+from paddlellm.modeling.peft import apply_peft, load_adapter, save_adapter
 from paddlellm_peft.mora.layer import MoraLinear, mora_rank
 from peft_testutil import (FIX, REF, TOL, base, check_merge_roundtrip, logits,
                            randomize_trainable, sft_run)

@@ -9,7 +9,8 @@ import paddle
 import pytest
 
 from paddlellm.api import AutoModelForCausalLM
-from paddlellm.peft import apply_peft, disable_adapters, load_adapter, merge_adapter, save_adapter
+from paddlellm.modeling.peft import (apply_peft, disable_adapters, load_adapter, merge_adapter,
+                                     save_adapter)
 from peft_testutil import FIX, REF, TOL, base, batch_logits, sft_run
 
 
@@ -88,7 +89,7 @@ def test_bad_prefix_adapter_is_refused_by_message(tmp_path):
 
 
 def test_prefix_tuning_trains_through_llm_run(tmp_path):
-    from paddlellm.models import demo_model_dir
+    from paddlellm.modeling.prepare import demo_model_dir
 
     out, summary = sft_run(tmp_path, "--peft", "prefix", "--num_prefix_tokens", "8",
                            "--prefix_projection", "--learning_rate", "1e-2")

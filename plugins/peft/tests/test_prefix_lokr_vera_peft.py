@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from paddlellm.peft import apply_peft, save_adapter
+from paddlellm.modeling.peft import apply_peft, save_adapter
 from peft_testutil import REF, base, batch_logits, logits, randomize_trainable
 
 ROOT = Path(__file__).resolve().parents[3]

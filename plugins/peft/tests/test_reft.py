@@ -11,8 +11,8 @@ import pytest
 
 from helpers import run_cli
 from paddlellm.api import DEMO_MODEL_DIR
-from paddlellm.peft import (apply_peft, batch_context, disable_adapters, load_adapter,
-                            merge_adapter, save_adapter)
+from paddlellm.modeling.peft import (apply_peft, batch_context, disable_adapters, load_adapter,
+                                     merge_adapter, save_adapter)
 from paddlellm_peft.reft.layer import ReftLayer, parse_layers, parse_positions, position_mask
 from paddlellm_peft.reft.method import prompt_lengths
 from peft_testutil import REF, TOL, base, logits, randomize_trainable, sft_run

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from paddlellm.peft import apply_peft, load_adapter, save_adapter
+from paddlellm.modeling.peft import apply_peft, load_adapter, save_adapter
 from paddlellm_peft.vera.layer import VeraLinear
 from peft_testutil import (FIX, REF, TOL, base, check_merge_roundtrip, check_peft_logits,
                            logits, randomize_trainable, sft_run)

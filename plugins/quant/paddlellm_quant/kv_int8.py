@@ -9,7 +9,7 @@
   head = +3% over int8).
 
 :class:`Int8LayerKVCache` follows :class:`paddlellm.interfaces.KVCacheLayer` like the core's
-contiguous :class:`paddlellm.kv_cache.LayerKVCache`: ``update`` quantizes the new keys/values
+contiguous :class:`paddlellm.modeling.kv_cache.LayerKVCache`: ``update`` quantizes the new keys/values
 into preallocated int8 buffers and returns the dequantized cache for the attention kernel.
 :func:`enable_int8_kv_cache` sets the model's ``kv_cache_layout`` to the registered layout
 ``int8_static`` or ``int8_dynamic`` (:class:`Int8KVCacheLayout`), so ``model.generate`` gets

@@ -12,7 +12,7 @@ Storage (what a checkpoint holds, key names ``{module}.{leaf}``):
   (AWQ stores ``1 / s`` here, so that ``Q(W * s)`` multiplies ``x / s``).
 * ``bias`` (optional): a float parameter, as in ``nn.Linear``.
 
-Forward on CPU asks the core's ``linear_kernel`` seam (:func:`paddlellm.linear.get_linear_kernel`)
+Forward on CPU asks the core's ``linear_kernel`` seam (:func:`paddlellm.modeling.linear.get_linear_kernel`)
 for a compiled kernel (``paddlellm-kernels-cpu``: int8/int4 matrix-vector products read
 straight from the integers) and otherwise dequantizes on the fly (the float weight exists
 only during the call); on a GPU with a half-precision input, Paddle's ``weight_only_linear``
@@ -265,7 +265,7 @@ class WeightOnlyLinear(QuantizedLayer):
 
     def _linear_kernel(self, x: paddle.Tensor):
         """A compiled kernel for this layer from the core's ``linear_kernel`` seam
-        (:func:`paddlellm.linear.get_linear_kernel`), or None. Only where no gradient has to
+        (:func:`paddlellm.modeling.linear.get_linear_kernel`), or None. Only where no gradient has to
         flow through the product (inference; a frozen base under QLoRA keeps Paddle math)."""
         if paddle.is_grad_enabled() and not x.stop_gradient:
             return None

@@ -6,7 +6,7 @@ import numpy as np
 import paddle
 import pytest
 
-from paddlellm.auto import quantize_model
+from paddlellm.modeling.auto import quantize_model
 from paddlellm_quant.calibration import CalibrationWarning, run_capture, token_blocks
 from paddlellm_quant.cli import run_quantize_cli
 from paddlellm_quant.gptq import HessianAccumulator, gptq_or_rtn

@@ -9,7 +9,7 @@ import paddle
 import pytest
 
 from paddlellm import AutoModelForCausalLM, AutoTokenizer
-from paddlellm.auto import quantize_model
+from paddlellm.modeling.auto import quantize_model
 from paddlellm_quant.calibration import batches, demo_texts, encode_texts, token_blocks
 from paddlellm_quant.fp8 import E4M3_MAX, FP8Linear, to_e4m3
 from paddlellm_quant.layers import weight_bytes

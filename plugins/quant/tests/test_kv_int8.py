@@ -10,9 +10,9 @@ import paddle.nn.functional as F
 import pytest
 
 from paddlellm import AutoModelForCausalLM, AutoTokenizer
-from paddlellm.auto import quantize_model
+from paddlellm.modeling.auto import quantize_model
 from paddlellm.interfaces import KVCacheLayer
-from paddlellm.kv_cache import LayerKVCache
+from paddlellm.modeling.kv_cache import LayerKVCache
 from paddlellm_quant.calibration import batches, demo_texts, encode_texts, token_blocks
 from paddlellm_quant.kv_int8 import (Int8KVCache, Int8LayerKVCache, calibrate_kv_scales,
                                      enable_int8_kv_cache, setup_kv_cache_quant)
@@ -152,7 +152,7 @@ def test_serving_engine_uses_an_int8_paged_pool(data, mode):
     """The engine's paged pool is int8 too (``model.new_paged_cache``); continuous batching
     over it gives the same greedy tokens as ``model.generate`` over the contiguous int8 cache."""
     from paddlellm.engine import LLMEngine, SamplingParams
-    from paddlellm.engine.kv_manager import PagedKVCache
+    from paddlellm.modeling.kv_manager import PagedKVCache
 
     calib, _, _ = data
     tok = AutoTokenizer.from_pretrained(DEMO)

@@ -10,7 +10,7 @@ import paddle
 import pytest
 
 import paddlellm
-from paddlellm.auto import quantize_model
+from paddlellm.modeling.auto import quantize_model
 from paddlellm.checkpoint import CheckpointReader, save_state_dict
 from paddlellm_quant.packed import AWQLinear, GPTQLinear, PackedLayoutError, awq_tensors, gptq_tensors
 from quant_testutil import DEMO, load_demo

@@ -7,12 +7,12 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 
-from paddlellm.auto import quantize_model
-from paddlellm.config import build_run_config
+from paddlellm.modeling.auto import quantize_model
+from paddlellm.plugin.config import build_run_config
 from paddlellm.errors import ConfigError
-from paddlellm.models import prepare_for_training
-from paddlellm.peft import apply_peft, load_adapter, save_adapter
-from paddlellm.plugins import get_plugin_manager
+from paddlellm.modeling.prepare import prepare_for_training
+from paddlellm.modeling.peft import apply_peft, load_adapter, save_adapter
+from paddlellm.plugin.manager import get_plugin_manager
 from paddlellm_quant.layers import WeightOnlyLinear
 from paddlellm_quant.packed import AWQLinear, GPTQLinear
 from quant_testutil import load_demo

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from paddlellm.auto import quantize_model
+from paddlellm.modeling.auto import quantize_model
 from paddlellm_quant.layers import weight_bytes
 from paddlellm_quant.ppl import perplexity
 from quant_testutil import load_demo, with_outlier_channels

@@ -13,7 +13,7 @@ import paddle
 import pytest
 
 import paddlellm
-from paddlellm.auto import quantize_model
+from paddlellm.modeling.auto import quantize_model
 from paddlellm.checkpoint import CheckpointReader
 from quant_testutil import load_demo
 

@@ -9,7 +9,7 @@ import paddle
 import pytest
 
 import paddlellm
-from paddlellm.auto import quantize_model
+from paddlellm.modeling.auto import quantize_model
 from paddlellm.checkpoint import CheckpointReader
 from paddlellm_quant.layers import WeightOnlyLinear
 from paddlellm_quant.packed import AWQLinear, GPTQLinear

@@ -7,7 +7,7 @@ import paddle
 import pytest
 
 from paddlellm import AutoModelForCausalLM, AutoTokenizer
-from paddlellm.auto import quantize_model
+from paddlellm.modeling.auto import quantize_model
 from paddlellm_quant.a8w8 import A8W8Linear, int8_matmul
 from paddlellm_quant.base import QuantizeError
 from paddlellm_quant.calibration import batches, demo_texts, encode_texts, token_blocks

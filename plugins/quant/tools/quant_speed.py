@@ -15,7 +15,7 @@ def main(new_tokens: int = 64, rounds: int = 3) -> None:
     import paddle
 
     import paddlellm
-    from paddlellm.auto import quantize_model
+    from paddlellm.modeling.auto import quantize_model
 
     path = Path(paddlellm.__file__).parent / "assets" / "qwen-demo"
     models = {"float32": paddlellm.AutoModelForCausalLM.from_pretrained(path)}

@@ -52,7 +52,7 @@ def measure(spec: str, outliers: bool) -> dict:
 
 def main(specs: list[str]) -> None:
     if not specs:
-        from paddlellm.plugins import get_plugin_manager
+        from paddlellm.plugin.manager import get_plugin_manager
 
         registered = get_plugin_manager().registry.names("quantizer")
         specs = [s for s in DEFAULT if parse(s)[0] in registered]

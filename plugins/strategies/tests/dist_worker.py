@@ -18,8 +18,8 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
 from paddlellm.api import AutoModelForCausalLM  # noqa: E402
-from paddlellm.plugins import PluginManager  # noqa: E402
-from paddlellm.train.loss import causal_lm_loss  # noqa: E402
+from paddlellm.plugin.manager import PluginManager  # noqa: E402
+from paddlellm.training.loss import causal_lm_loss  # noqa: E402
 
 VOCAB, LENGTH, GLOBAL_BATCH, STEPS = 64, 16, 4, 3
 EXAMPLES = GLOBAL_BATCH * STEPS

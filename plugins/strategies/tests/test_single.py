@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import paddle
 
-from paddlellm.plugins import PluginManager
+from paddlellm.plugin.manager import PluginManager
 
 
 def test_single_strategy_trains_a_model_on_one_device():

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from paddlellm.config import build_run_config
+from paddlellm.plugin.config import build_run_config
 from paddlellm.errors import BackendUnavailableError, ConfigError
-from paddlellm.plugins import PluginManager
+from paddlellm.plugin.manager import PluginManager
 
 from paddlellm_strategies import _dist
 from paddlellm_strategies.launch import ENTRY, launch_command
@@ -152,7 +152,7 @@ def test_llm_launch_builds_the_paddle_launcher_command():
 def test_loading_the_strategies_and_llm_launch_does_not_import_paddle():
     code = ("import sys\n"
             "from paddlellm.cli import build_app\n"
-            "from paddlellm.plugins import PluginManager\n"
+            "from paddlellm.plugin.manager import PluginManager\n"
             "build_app()\n"
             "m = PluginManager()\n"
             f"for name in {STRATEGIES!r}:\n"

@@ -100,8 +100,8 @@ DEMO = Demo(demo_corpus)
 def pretrain_stage(ctx: Any) -> dict[str, Any]:
     """The recipe: data (and its tokenizer), a fresh or given model, causal-LM loss."""
     from ...errors import ConfigError
-    from ...train.loop import evaluate_lm
-    from ...train.loss import batch_loss
+    from ..loop import evaluate_lm
+    from ..loss import batch_loss
 
     config = ctx.config
     if config.peft and not config.model_name_or_path:

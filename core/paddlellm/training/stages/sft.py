@@ -115,9 +115,9 @@ class SFTData:
 def sft_stage(ctx: Any) -> dict[str, Any]:
     """The recipe: conversations, response-only causal-LM loss, eval loss + exact match."""
     from ...data.sft import padding_ratio
-    from ...evaluation import exact_match
-    from ...train.loop import evaluate_lm
-    from ...train.loss import batch_loss
+    from ...modeling.evaluation import exact_match
+    from ..loop import evaluate_lm
+    from ..loss import batch_loss
 
     session = TrainingSession(ctx, demo=DEMO)
     config = session.config
@@ -153,7 +153,7 @@ def warm_up(session: TrainingSession, config: Any, *, metrics: str = "sft_metric
     instructions with ``config``'s settings for ``config.max_steps`` steps: a phase of
     another stage's demo. Returns the loop state (``losses``)."""
     from ...data.sft import tokenize_all
-    from ...train.loss import batch_loss
+    from ..loss import batch_loss
 
     train_conv, _, _ = demo_conversations(session)
     examples, _ = tokenize_all(session.tokenizer, train_conv, config.max_length)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from paddlellm.errors import BackendUnavailableError, UnknownPluginError
-from paddlellm.plugins import PluginManager
+from paddlellm.plugin.manager import PluginManager
 from paddlellm_backend_cpu.backend import CPUBackend, usable_cpus
 
 

@@ -8,8 +8,8 @@ import pytest
 
 
 def _clear_caches() -> None:
-    from paddlellm.attention import clear_kernel_cache
-    from paddlellm.linear import clear_linear_kernel_cache
+    from paddlellm.modeling.attention import clear_kernel_cache
+    from paddlellm.modeling.linear import clear_linear_kernel_cache
 
     clear_kernel_cache()
     clear_linear_kernel_cache()
@@ -19,7 +19,7 @@ def _clear_caches() -> None:
 def manager():
     """The installed plugins plus ``cpu_kernels`` (registered in-process when this
     distribution is not installed), as the process-wide manager for the test."""
-    from paddlellm.plugins import PluginManager, reset_plugin_manager
+    from paddlellm.plugin.manager import PluginManager, reset_plugin_manager
 
     m = PluginManager()
     if not m.pm.has_plugin("cpu_kernels"):

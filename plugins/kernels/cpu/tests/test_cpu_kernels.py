@@ -67,7 +67,7 @@ def test_threaded_mixed_prefill_is_exact_every_time(ops):
 
 
 def test_selected_for_paged_calls_only(manager, ops):
-    from paddlellm.attention import get_attention_kernel
+    from paddlellm.modeling.attention import get_attention_kernel
 
     assert get_attention_kernel(AttentionSpec(cache="paged"), backend="cpu").name == "cpu"
     for spec in (AttentionSpec(), AttentionSpec(cache="contiguous"),
@@ -93,7 +93,7 @@ def test_alibi_call_is_passed_to_the_reference_kernel(manager, ops):
 def test_a_pool_with_its_own_write_is_written_through_it(manager, ops, monkeypatch):
     """The operator writes the engine's plain float pool itself; a layer class with its own
     ``write`` (another storage) gets its ``write`` called instead, and the result is the same."""
-    from paddlellm.engine import kv_manager
+    from paddlellm.modeling import kv_manager
     from paddlellm.testing.attention import Case, _run_paged, case_inputs, expected_output
     from paddlellm_kernels_cpu.attention import kernel
 
@@ -139,7 +139,7 @@ def test_weight_only_matmul_equals_the_layers_paddle_math(manager, isa, bits, gr
 
 
 def test_quant_layer_uses_the_seam_and_keeps_bias_and_pre_scale(manager, ops):
-    from paddlellm.linear import get_linear_kernel
+    from paddlellm.modeling.linear import get_linear_kernel
     from paddlellm_quant.layers import WeightOnlyLinear
 
     assert get_linear_kernel(LinearSpec(bits=8, in_features=64, out_features=32), "cpu").name == "cpu"
@@ -174,9 +174,9 @@ def _greedy(engine, prompts, n=12):
 @pytest.mark.parametrize("quant_type", [None, "weight_only_int8", "weight_only_int4"])
 def test_engine_greedy_outputs_identical_to_the_reference_paths(manager, ops, monkeypatch, quant_type):
     from paddlellm import AutoModelForCausalLM
-    from paddlellm.attention import get_attention_kernel
+    from paddlellm.modeling.attention import get_attention_kernel
     from paddlellm.engine import LLMEngine
-    from paddlellm.plugins import get_registry
+    from paddlellm.plugin.manager import get_registry
 
     paddle.seed(3)
     model = AutoModelForCausalLM.from_config("llama-tiny")
@@ -184,7 +184,7 @@ def test_engine_greedy_outputs_identical_to_the_reference_paths(manager, ops, mo
         get_registry().load("quantizer", quant_type).quantize(model, quant_type, None, {})
     rng = np.random.default_rng(4)
     prompts = [rng.integers(0, model.config.vocab_size, n).tolist() for n in (23, 5, 9)]
-    from paddlellm.attention import set_default_kernel
+    from paddlellm.modeling.attention import set_default_kernel
 
     try:  # --attention_kernel cpu makes it the process's kernel (auto picks it too)
         engine = LLMEngine(model, None, block_size=4, num_blocks=64, attention_kernel="cpu")
@@ -198,7 +198,7 @@ def test_engine_greedy_outputs_identical_to_the_reference_paths(manager, ops, mo
         assert proj._kernel_cache[1] is not None and proj._kernel_cache[1].name == "cpu"
 
     monkeypatch.setenv("PADDLELLM_CPU_KERNELS", "0")  # the plugin declines everything
-    from paddlellm.attention import clear_kernel_cache
+    from paddlellm.modeling.attention import clear_kernel_cache
 
     clear_kernel_cache()
     reference = _greedy(LLMEngine(model, None, block_size=4, num_blocks=64), prompts)
@@ -212,16 +212,16 @@ def test_engine_greedy_outputs_identical_to_the_reference_paths(manager, ops, mo
 def test_missing_compiler_falls_back_and_doctor_says_so(tmp_path):
     code = textwrap.dedent("""
         import importlib, json
-        from paddlellm.plugins import PluginManager, reset_plugin_manager
+        from paddlellm.plugin.manager import PluginManager, reset_plugin_manager
         m = PluginManager()
         if not m.pm.has_plugin("cpu_kernels"):
             m.register(importlib.import_module("paddlellm_kernels_cpu.plugin"), "cpu_kernels",
                        "paddlellm-kernels-cpu", "0.1.0")
         reset_plugin_manager(m)
-        from paddlellm.attention import get_attention_kernel
-        from paddlellm.doctor import diagnose, format_report
+        from paddlellm.modeling.attention import get_attention_kernel
+        from paddlellm.plugin.doctor import diagnose, format_report
         from paddlellm.interfaces import AttentionSpec, LinearSpec
-        from paddlellm.linear import get_linear_kernel
+        from paddlellm.modeling.linear import get_linear_kernel
         report = diagnose(m)
         print(json.dumps({
             "attention": get_attention_kernel(AttentionSpec(cache="paged"), backend="cpu").name,

@@ -13,7 +13,7 @@ orthonormal rows: a saved ``R`` loads exactly.
 
 Positions (pyreft's ``f7+l7``): the first ``p`` and last ``s`` tokens of each row's prompt
 (their union, each edited once). The prompt is the real (unpadded) tokens of the input,
-except in a training batch seen through :func:`paddlellm.peft.batch_context`, where it ends
+except in a training batch seen through :func:`paddlellm.modeling.peft.batch_context`, where it ends
 at the first token with a label (a row without ignored labels is all prompt). With a KV
 cache only the first (prefill) call is edited; generated tokens are not.
 """

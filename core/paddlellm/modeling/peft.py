@@ -20,7 +20,7 @@ import contextlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -31,7 +31,7 @@ ADAPTER_PATH_KEYS = ("lora_path", "prefix_path", "lokr_path", "vera_path", "mora
 
 
 def _registry():
-    from .plugins import get_plugin_manager
+    from ..plugin.manager import get_plugin_manager
 
     return get_plugin_manager().registry
 
@@ -72,7 +72,7 @@ def method_config(method, config: Any = None):
         config = config.model_dump()
     if not isinstance(config, Mapping):
         raise TypeError(f"PEFT config must be a {cls.__name__} or a mapping, got {type(config).__name__}")
-    from .config import validate_model
+    from ..plugin.config import validate_model
 
     values = {k: v for k, v in config.items() if v is not None}  # None: the default
     return validate_model(cls, values, f"options of PEFT method '{method.name}'")
@@ -202,7 +202,7 @@ def save_adapter(model, directory: str | Path) -> None:
 
 def read_adapter_config(directory: str | Path) -> dict:
     path = Path(directory) / ADAPTER_CONFIG
-    from .checkpoint import CheckpointNotFoundError, read_json
+    from ..checkpoint import CheckpointNotFoundError, read_json
 
     if not path.is_file():
         raise CheckpointNotFoundError(f"no {ADAPTER_CONFIG} in {directory} (not a peft-format adapter)")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from .interfaces import LinearSpec, WeightOnlyLinearKernel
-from .plugins import get_plugin_manager
+from ..interfaces import LinearSpec, WeightOnlyLinearKernel
+from ..plugin.manager import get_plugin_manager
 
 
 def get_linear_kernel(spec: LinearSpec, backend: str | None = None) -> WeightOnlyLinearKernel | None:

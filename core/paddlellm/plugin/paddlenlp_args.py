@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: PaddleNLP key -> our key (same meaning)
 RENAMES: dict[str, str] = {

@@ -5,9 +5,9 @@ import platform
 import sys
 from typing import Any
 
-from .version import __version__
-from .interfaces import AttentionSpec
-from .plugins import PluginManager
+from ..version import __version__
+from ..interfaces import AttentionSpec
+from .manager import PluginManager
 
 #: plugin kinds a training run cannot do without
 REQUIRED_KINDS = {

@@ -10,8 +10,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from .errors import DuplicatePluginError, PluginLoadError, UnknownPluginError
-from .kinds import check_target, hook_kinds
+from ..errors import DuplicatePluginError, PluginLoadError, UnknownPluginError
+from ..kinds import check_target, hook_kinds
 
 #: registration hook name -> kind name (the ``kind`` shown by ``llm plugins``), from the one
 #: table of kinds, :data:`paddlellm.kinds.KIND_TABLE`

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 #: the demo models that ship in the package, by family (scripts/build_demo_model.py)
-ASSETS = Path(__file__).parent / "assets"
+ASSETS = Path(__file__).parents[1] / "assets"
 #: the bundled (pretrained-only) demo model of the qwen2 family, the fine-tuning demos' start
 DEMO_MODEL_DIR = ASSETS / "qwen-demo"
 BUNDLED_DEMO_MODELS = {"qwen2": DEMO_MODEL_DIR}
@@ -26,7 +26,7 @@ DEMO_SIZE = {"hidden_size": 128, "intermediate_size": 352, "num_hidden_layers": 
 def demo_model_dir() -> Path:
     """:data:`DEMO_MODEL_DIR`, checked (a missing bundled model is a clear error)."""
     if not (DEMO_MODEL_DIR / "config.json").is_file():
-        from .errors import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError(f"the bundled demo model is missing from {DEMO_MODEL_DIR}; rebuild "
                           "it with `python scripts/build_demo_model.py`")
@@ -68,8 +68,8 @@ def fresh_model_like(path: str):
     from pathlib import Path
 
     from .auto import AutoModelForCausalLM, family_for_model_type
-    from .checkpoint import read_json
-    from .errors import ConfigError
+    from ..checkpoint import read_json
+    from ..errors import ConfigError
 
     config_path = Path(path) / "config.json"
     if not config_path.is_file():
@@ -83,13 +83,13 @@ def prepare_for_training(model, config):
     """Apply the run's model-level training options (``--recompute``)."""
     if config.recompute:
         if not hasattr(model, "enable_recompute"):
-            from .errors import ConfigError
+            from ..errors import ConfigError
 
             raise ConfigError(f"--recompute: {type(model).__name__} has no enable_recompute()")
         model.enable_recompute()
     if config.quant_type and not getattr(model, "quantization_config", None):
         from .auto import quantize_model, quantizer_for
-        from .errors import ConfigError
+        from ..errors import ConfigError
 
         if not config.peft:  # the integer weights cannot train; only adapters on them can
             raise ConfigError(f"--quant_type {config.quant_type} trains adapters on a quantized "

@@ -31,7 +31,7 @@ class FloatKVCacheLayout:
 
     def new_paged_cache(self, model: Any, num_layers: int, num_blocks: int, block_size: int,
                         kv_heads: int, head_dim: int, dtype: str) -> Any:
-        from .engine.kv_manager import PagedKVCache
+        from .kv_manager import PagedKVCache
 
         return PagedKVCache(num_layers, num_blocks, block_size, kv_heads, head_dim, dtype)
 
@@ -41,6 +41,6 @@ FLOAT = FloatKVCacheLayout()
 
 def get_kv_cache_layout(name: str) -> Any:
     """The registered layout ``name``; an unknown name lists the installed ones."""
-    from .plugins import get_registry
+    from ..plugin.manager import get_registry
 
     return get_registry().load("kv_cache_layout", name)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from .errors import UnknownPluginError
-from .interfaces import AttentionKernel, AttentionSpec, kernel_runs_on
-from .plugins import get_plugin_manager
+from ..errors import UnknownPluginError
+from ..interfaces import AttentionKernel, AttentionSpec, kernel_runs_on
+from ..plugin.manager import get_plugin_manager
 
 AUTO = "auto"
 _default_name = AUTO  # set by ``llm run --attention_kernel NAME``

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import AUTO, RunConfig, check_run_paths, dump_config
-from .device import parse_device
-from .errors import ConfigError, UnknownPluginError
-from .interfaces import AttentionSpec, Backend, TrainerStrategy, kernel_runs_on
-from .plugins import PluginManager
+from ..plugin.config import AUTO, RunConfig, check_run_paths, dump_config
+from ..plugin.device import parse_device
+from ..errors import ConfigError, UnknownPluginError
+from ..interfaces import AttentionSpec, Backend, TrainerStrategy, kernel_runs_on
+from ..plugin.manager import PluginManager
 
 
 @dataclass
@@ -61,7 +61,7 @@ def check_precision(config: RunConfig, backend: Backend, backend_name: str) -> N
 
 def check_attention_kernel(config: RunConfig, manager: PluginManager, backend_name: str) -> None:
     """An explicitly named kernel must run on this backend and in training."""
-    from . import attention
+    from ..modeling import attention
 
     if config.attention_kernel == AUTO:
         attention.set_default_kernel(AUTO)
@@ -103,7 +103,7 @@ def run(config: RunConfig, manager: PluginManager) -> dict:
         (out / "run_config.json").write_text(json.dumps(dump_config(config), indent=2))
     summary = stage(ctx)
     if ctx.strategy.is_main_process:
-        from .train.metrics import print_heading, summary_table
+        from .metrics import print_heading, summary_table
 
         if ctx.used_config is not None:
             (out / "run_config.json").write_text(json.dumps(dump_config(ctx.used_config),

@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import UnknownPluginError
-from .plugins import get_plugin_manager
-from .registry import unknown_name_message
+from ..errors import UnknownPluginError
+from ..plugin.manager import get_plugin_manager
+from ..plugin.registry import unknown_name_message
 
 
 def family_for_model_type(model_type: str, hf: Mapping[str, Any] | None = None,
@@ -78,7 +78,7 @@ class AutoModelForCausalLM:
         or a Hub id (``"Qwen/Qwen2.5-0.5B-Instruct"``, see :func:`paddlellm.hub.resolve_model_path`).
 
         ``lora_path`` / ``prefix_path``: a peft-format adapter directory loaded on top
-        (:func:`paddlellm.peft.load_adapter`; the method comes from its ``peft_type``).
+        (:func:`paddlellm.modeling.peft.load_adapter`; the method comes from its ``peft_type``).
 
         A checkpoint with ``quantization_config`` in ``config.json`` is loaded by the quantizer
         registered for its ``quant_type`` (or, for GPTQ/AWQ checkpoints of other tools, its
@@ -88,8 +88,8 @@ class AutoModelForCausalLM:
         ``convert_from_torch`` is accepted for PaddleNLP compatibility and changes nothing:
         torch checkpoints (``pytorch_model.bin``, safetensors) are always read directly.
         """
-        from .checkpoint._errors import CheckpointFormatError
-        from .checkpoint.model_config import read_model_config
+        from ..checkpoint._errors import CheckpointFormatError
+        from ..checkpoint.model_config import read_model_config
 
         if kwargs:
             raise TypeError(f"unexpected arguments: {', '.join(sorted(kwargs))}")
@@ -108,7 +108,7 @@ class AutoModelForCausalLM:
             model = cls.from_pretrained(path, dtype=dtype, quant_type=quant_type,
                                         quant_config=quant_config)
             return load_adapter(model, lora_path or prefix_path)
-        from .hub import ModelNotFoundError, is_hub_id, resolve_model_path
+        from ..hub import ModelNotFoundError, is_hub_id, resolve_model_path
 
         requested = path
         path = resolve_model_path(path)  # a local folder, or a Hub id downloaded to its cache
@@ -136,7 +136,7 @@ class AutoModelForCausalLM:
             model = quantizer_for(stored_type).load_pretrained(family, path, stored, dtype=dtype)
         else:
             model = family.from_pretrained(path, dtype=dtype)
-            from .precision import needs_upcast, store_low_compute_fp32
+            from ..plugin.precision import needs_upcast, store_low_compute_fp32
 
             if needs_upcast(dtype):  # e.g. bfloat16 on CPU: half the weight memory, float32 math
                 model = store_low_compute_fp32(model, dtype)
@@ -167,7 +167,7 @@ def split_adapter_dir(path: str | os.PathLike) -> tuple[str, str | None]:
     """``(base, adapter)`` for a peft-format adapter folder (``adapter_config.json`` and no
     ``config.json``): the base is its ``base_model_name_or_path``, read relative to the
     adapter folder when it is a relative path found there. ``(path, None)`` otherwise."""
-    from .errors import ConfigError
+    from ..errors import ConfigError
     from .peft import read_adapter_config
 
     folder = Path(path)

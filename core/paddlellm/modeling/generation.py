@@ -2,7 +2,7 @@
 
 Works with any model that is called as ``model(input_ids, attention_mask=..., position_ids=...,
 cache=..., logits_to_keep=1) -> logits (B, T, V)`` and offers ``new_cache(batch, max_length)``
-(a :class:`paddlellm.kv_cache.KVCache`); without ``new_cache`` every step re-runs the whole
+(a :class:`paddlellm.modeling.kv_cache.KVCache`); without ``new_cache`` every step re-runs the whole
 sequence, and a model's ``cache_needs_refresh(cached, total)`` may ask for a re-prefill. Semantics follow ``transformers``: left padding with position ids
 ``cumsum(attention_mask) - 1``, HF's repetition penalty, top-k then top-p filtering after the
 temperature, and beam hypotheses scored by ``sum_logprobs / new_len ** length_penalty``.

@@ -18,8 +18,8 @@ from typing import Any, Iterable, Iterator, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigError
-from .kinds import field_kinds, options_key
+from ..errors import ConfigError
+from ..kinds import field_kinds, options_key
 
 if typing.TYPE_CHECKING:  # pragma: no cover
     from .registry import Registry

@@ -6,9 +6,9 @@ implementing the hook without ``trylast`` and returning a name.
 from __future__ import annotations
 
 from .device import parse_device
-from .errors import BackendUnavailableError
-from .hookspecs import hookimpl
-from .interfaces import kernel_runs_on
+from ..errors import BackendUnavailableError
+from ..hookspecs import hookimpl
+from ..interfaces import kernel_runs_on
 
 
 @hookimpl(trylast=True)
@@ -54,7 +54,7 @@ def select_linear_kernel(spec, backend, registry):
 
 @hookimpl
 def register_kv_cache_layouts(register):
-    register("float", "paddlellm.kv_layout:FLOAT",
+    register("float", "paddlellm.modeling.kv_layout:FLOAT",
              description="keys and values in the model's dtype (the default)")
 
 
@@ -83,6 +83,6 @@ def register_loggers(register):
 
 @hookimpl
 def register_commands(app):
-    from .cli import commands
+    from ..cli import commands
 
     commands.add_core_commands(app)

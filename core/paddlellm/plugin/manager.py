@@ -26,17 +26,17 @@ from typing import Any, Iterable
 
 import pluggy
 
-from . import hookspecs
-from .version import __version__
-from .errors import (BackendUnavailableError, DuplicatePluginError, PluginContractError,
-                     PluginLoadError, UnknownPluginError)
+from .. import hookspecs
+from ..version import __version__
+from ..errors import (BackendUnavailableError, DuplicatePluginError, PluginContractError,
+                      PluginLoadError, UnknownPluginError)
 from .registry import KINDS, PluginEntry, Registry
 
 ENTRY_POINT_GROUP = "paddlellm"
 ALLOW_ENV = "PADDLELLM_PLUGINS"
 STRICT_ENV = "PADDLELLM_STRICT_PLUGINS"
 CORE_DISTRIBUTION = "paddlellm"
-BUILTIN_MODULES = ("paddlellm.builtin",)
+BUILTIN_MODULES = ("paddlellm.plugin.builtin",)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Devices: parse ``--device`` and set the hardware backend up.
 
 This module sits low in the core: it imports only :mod:`paddlellm.errors`, so the built-in
-plugin (:mod:`paddlellm.builtin`, whose ``select_backend`` hook reads ``--device``), ``llm
+plugin (:mod:`paddlellm.plugin.builtin`, whose ``select_backend`` hook reads ``--device``), ``llm
 run`` and the inference engine all import it without importing each other. The plugin
 manager that picks the backend is passed in, never imported.
 """
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import BackendUnavailableError
+from ..errors import BackendUnavailableError
 
 if TYPE_CHECKING:
-    from .plugins import PluginManager
+    from .manager import PluginManager
 
 __all__ = ["AUTO_VALUES", "parse_device", "setup_device"]
 

@@ -33,7 +33,7 @@ def batch_loss(model, batch: dict) -> tuple[paddle.Tensor, int]:
     if "segment_ids" in batch:
         kwargs["segment_ids"] = paddle.to_tensor(batch["segment_ids"])
         kwargs["position_ids"] = paddle.to_tensor(batch["position_ids"])
-    from ..peft import batch_context
+    from ..modeling.peft import batch_context
 
     with batch_context(model, batch):  # a PEFT method may need the labels (ReFT's prompts)
         logits = model(paddle.to_tensor(batch["input_ids"]), **kwargs)

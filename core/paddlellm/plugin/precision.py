@@ -25,7 +25,7 @@ def needs_upcast(dtype: str) -> bool:
 
     if not paddle.get_device().startswith("cpu"):
         try:
-            from .plugins import get_plugin_manager
+            from .manager import get_plugin_manager
 
             backend = get_plugin_manager().select_backend("auto").load()
             return not backend.supports_dtype(dtype, training=False)

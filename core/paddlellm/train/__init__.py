@@ -1,1 +1,0 @@
-"""Training components: optimizer and schedules, losses, the loop, metrics."""
