@@ -263,7 +263,7 @@ def test_a_training_checkpoint_with_a_chatglm_tokenizer_is_complete(tmp_path, mo
     tokenizer.json for it): resume accepts that, and still refuses a folder with neither."""
     import numpy as np
 
-    import paddlellm.train.checkpointing as checkpointing
+    import paddlellm.training.checkpointing as checkpointing
     from paddlellm.checkpoint import CheckpointNotFoundError, save_state_dict
 
     monkeypatch.setattr(checkpointing, "read_trainer_state", lambda path: {"step": 1})  # only the files here

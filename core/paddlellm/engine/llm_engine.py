@@ -187,7 +187,7 @@ class LLMEngine:
         as they are (their layers run unmerged). ``model`` may sit inside a strategy wrapper.
         Building the engine puts the model in eval mode; a caller that trains switches it
         back (``model.train()``) after generating."""
-        from ..peft import unwrap
+        from ..modeling.peft import unwrap
 
         inner = unwrap(model)
         return cls(inner, tokenizer, config, model_name=str(getattr(inner, "name_or_path", "")

@@ -14,10 +14,10 @@ import pytest
 
 from paddlellm.api import AutoModelForCausalLM, AutoTokenizer, INSTRUCT_DEMO_MODEL, LLMEngine, \
     SamplingParams, apply_peft
-from paddlellm.config import build_run_config
+from paddlellm.plugin.config import build_run_config
 from paddlellm.errors import ConfigError, DataFormatError
-from paddlellm.plugins import get_plugin_manager
-from paddlellm.run import run
+from paddlellm.plugin.manager import get_plugin_manager
+from paddlellm.training.compose import run
 from paddlellm_align.prompts import demo_prompts, encode_prompt, parse_prompt, read_prompt_jsonl
 from paddlellm_align.rollout import RolloutBatch, completion_logprobs
 
