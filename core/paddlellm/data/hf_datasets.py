@@ -65,8 +65,9 @@ def is_datasets_source(source: str | os.PathLike | None) -> bool:
     path, _ = split_source(os.fspath(source))
     p = Path(path)
     if p.is_file():
-        return p.suffix in (".parquet", ".arrow") or (p.suffix in (".json", ".jsonl")
-                                                      and _is_json_array(p))
+        # a JSON array file goes to datasets; a .jsonl file is JSON Lines, always ours (its
+        # line-by-line reader bounds nesting and names the line)
+        return p.suffix in (".parquet", ".arrow") or (p.suffix == ".json" and _is_json_array(p))
     if p.is_dir():
         return (p / "dataset_info.json").is_file() or (p / "state.json").is_file() \
             or any(f.suffix in (".parquet", ".arrow") for f in _data_files(p))
