@@ -23,6 +23,10 @@ def register_stages(register):
              description="GRPO: groups of completions sampled through the engine, scored by "
                          "--reward, group-relative advantages, clipped objective (the demo: "
                          "exact_match on the demo questions)")
+    register("ppo", "paddlellm_align.ppo_stage:ppo_stage",
+             description="PPO: completions sampled through the engine, scored by --reward, "
+                         "a value head on the policy, KL-penalised GAE, clipped policy and "
+                         "value losses (the demo: exact_match on the demo questions)")
 
 
 

@@ -1,0 +1,255 @@
+"""The ``ppo`` stage: Proximal Policy Optimization with a value head (``llm run --align ppo``).
+
+trl's ``PPOTrainer`` shape and option names. The policy carries a value head (a scalar
+linear head on its final hidden states, trained with it: the older
+``AutoModelForCausalLMWithValueHead``), saved beside the policy as ``value_head.safetensors``
+so a resumed run restores it. Each rollout batch is ``per_device_train_batch_size x
+gradient_accumulation_steps x num_mini_batches`` prompts with one completion each, sampled
+through the engine with the policy's live weights (:class:`~paddlellm_align.rl_common.
+Rollouts`) and scored by ``--reward`` (less ``--missing_eos_penalty`` for a completion that
+never ended); the per-token log-probs, the reference's (the model with its adapters
+disabled under ``--peft``, else a frozen copy) and the values give the KL-penalised rewards,
+GAE advantages and returns (:func:`~paddlellm_align.rl_losses.ppo_advantages`); then
+``num_ppo_epochs`` passes of ``num_mini_batches`` optimizer steps minimise the clipped policy
+and value losses (:func:`~paddlellm_align.rl_losses.ppo_loss`).
+
+Logged per step (means since the previous record): ``reward`` (the scores), ``kl``,
+``non_score_reward``, ``policy_loss``, ``value_loss``, ``clipfrac``, ``value_clipfrac``,
+``approxkl``, ``completion_length`` and ``rollout_share``. Held-out: the greedy completions'
+mean reward and, where prompts have answers, exact match.
+
+Without ``--data`` it runs the demo: the bundled instruction-tuned demo model on the demo's
+``sort`` questions with the ``exact_match`` rule reward (as the ``grpo`` demo).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from paddlellm.api import CheckpointFormatError, TrainingSession
+from paddlellm.errors import ConfigError
+
+from .grpo_stage import RLSetup, RLStageConfig, rl_fields, rl_session
+from .rl_common import Reference, prompt_stream, sample_seed, score
+from .rl_losses import PPOConfig
+from .stage import AlignMetricsLogger
+
+VALUE_HEAD_FILE = "value_head.safetensors"
+DEMO_TASKS = ("sort",)
+DEMO_DEFAULTS = {"learning_rate": 3e-5, "lr_scheduler_type": "constant", "warmup_steps": 0,
+                 "max_steps": 40, "per_device_train_batch_size": 32, "max_length": 96,
+                 "logging_steps": 5, "eval_steps": 20}
+DEMO_OPTIONS = {"max_completion_length": 16, "demo_train_prompts": 2000,
+                "demo_eval_prompts": 200}
+
+
+class PPOStageConfig(PPOConfig, RLStageConfig):
+    """Options of the ``ppo`` stage (trl's ``PPOConfig`` names)."""
+
+    num_ppo_epochs: int = Field(4, ge=1, description="passes over each rollout batch")
+    num_mini_batches: int = Field(1, ge=1, description="optimizer steps per pass; the rollout "
+                                  "batch is per_device_train_batch_size x "
+                                  "gradient_accumulation_steps x num_mini_batches prompts")
+    response_length: int | None = Field(None, ge=1, description="trl's name of "
+                                        "--max_completion_length (sets it)")
+    missing_eos_penalty: float | None = Field(None, ge=0, description="subtracted from the "
+                                              "score of a completion without an end-of-"
+                                              "sequence token")
+
+    @model_validator(mode="after")
+    def _response_length(self):
+        if self.response_length is not None:
+            self.max_completion_length = self.response_length
+        return self
+
+
+def value_head_layer(policy: Any, seed: int):
+    """``Linear(hidden_size, 1)`` with a seeded ``N(0, initializer_range^2)`` weight, zero bias."""
+    import paddle
+
+    from paddlellm.api import unwrap
+
+    config = unwrap(policy).config
+    head = paddle.nn.Linear(config.hidden_size, 1)
+    std = getattr(config, "initializer_range", 0.02)
+    weight = np.random.default_rng(seed).normal(0.0, std, size=head.weight.shape)
+    head.weight.set_value(paddle.to_tensor(weight.astype("float32")))
+    head.bias.set_value(paddle.zeros([1], dtype="float32"))
+    return head
+
+
+def policy_with_value_head(policy: Any, head: Any):
+    """One layer holding the policy and its value head, so the optimizer, checkpoints and
+    resume cover both (structural names ``policy.*`` and ``v_head.*``)."""
+    import paddle
+
+    class _PolicyWithValueHead(paddle.nn.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.policy, self.v_head = policy, head
+
+        def forward(self, batch, temperature: float):
+            """``(B, Tc)`` completion log-probs and values from one forward of the policy."""
+            import paddle.nn.functional as F
+
+            ids, mask = batch.model_inputs()
+            tp, tc = batch.prompt_ids.shape[1], batch.completion_ids.shape[1]
+            hidden = self.policy.forward_hidden(ids, mask)[:, tp - 1: tp - 1 + tc]
+            values = self.v_head(hidden.astype("float32")).squeeze(-1)
+            logits = self.policy.logits(hidden)
+            if temperature != 1.0:
+                logits = logits / temperature
+            b, t, v = logits.shape
+            targets = paddle.to_tensor(batch.completion_ids)
+            logps = -F.cross_entropy(logits.reshape([b * t, v]).astype("float32"),
+                                     targets.reshape([b * t, 1]),
+                                     reduction="none").reshape([b, t])
+            return logps, values
+
+    return _PolicyWithValueHead()
+
+
+def save_value_head(head: Any, directory: str | Path) -> None:
+    from safetensors.numpy import save_file
+
+    save_file({"weight": head.weight.numpy(), "bias": head.bias.numpy()},
+              str(Path(directory) / VALUE_HEAD_FILE))
+
+
+def load_value_head(head: Any, directory: str | Path) -> None:
+    import paddle
+    from safetensors.numpy import load_file
+
+    path = Path(directory) / VALUE_HEAD_FILE
+    if not path.is_file():
+        raise CheckpointFormatError(f"{path}: missing (a ppo checkpoint holds the value head "
+                                    "beside the policy)")
+    tensors = load_file(str(path))
+    for name in ("weight", "bias"):
+        param = getattr(head, name)
+        value = tensors.get(name)
+        if value is None or tuple(value.shape) != tuple(param.shape):
+            raise CheckpointFormatError(f"{path}: '{name}' should have shape "
+                                        f"{tuple(param.shape)}, got "
+                                        f"{None if value is None else tuple(value.shape)}")
+        param.set_value(paddle.to_tensor(value.astype("float32")))
+
+
+def ppo_stage(ctx) -> dict[str, Any]:
+    """The recipe: rollouts, values and reference log-probs, KL-penalised GAE, then
+    ``num_ppo_epochs x num_mini_batches`` clipped policy + value steps per rollout batch."""
+    import paddle
+
+    from .rl_losses import ppo_advantages, ppo_loss
+    from .rollout import RolloutBatch
+
+    session, opts = rl_session(ctx, ctx.options("stage") or PPOStageConfig(), DEMO_TASKS,
+                               DEMO_DEFAULTS, DEMO_OPTIONS)
+    config = session.config
+    size, accum = config.per_device_train_batch_size, config.gradient_accumulation_steps
+    steps_per_rollout = opts.num_mini_batches * opts.num_ppo_epochs
+    if steps_per_rollout > 1 and config.save_steps % steps_per_rollout:
+        raise ConfigError(f"--save_steps {config.save_steps} must be a multiple of "
+                          f"--num_mini_batches x --num_ppo_epochs = {steps_per_rollout} (a "
+                          "checkpoint inside one rollout batch's steps could not resume "
+                          "exactly)")
+    if session.strategy.world_size > 1:
+        raise ConfigError("the ppo stage runs on one process (its value head is not under the "
+                          "data-parallel wrapper); launch it without --nproc_per_node")
+    tokenizer = session.load_tokenizer()
+    session.load_model()
+    policy = session.adapt()
+    setup = RLSetup(session, opts, "exact_match" if session.is_demo else None)
+    rollout_prompts = size * accum * opts.num_mini_batches
+    if len(setup.train) < size:
+        raise ConfigError(f"{len(setup.train)} training prompts are fewer than one batch of "
+                          f"{size} (--per_device_train_batch_size)")
+    reference = Reference(session)
+    head = value_head_layer(policy, config.seed)
+    if session.resume_dir is not None:
+        load_value_head(head, session.resume_dir)
+    model = policy_with_value_head(policy, head)
+    logger = session.metrics_logger(AlignMetricsLogger, label="ppo")
+    pad, eos = session.pad_id, getattr(tokenizer, "eos_token_id", None)
+    parts_per_group = accum * opts.num_mini_batches
+    state: dict[str, Any] = {"group": None, "parts": []}
+
+    def generate(item) -> None:
+        """Sample and score the rollout batch; values, log-probs, advantages, returns."""
+        ids = [i for part in item["parts"] for i in part]
+        seeds = [sample_seed(config.seed, item["group"], k) for k in range(len(ids))]
+        out = setup.rollouts.generate([setup.train_ids[i] for i in ids], opts, seeds=seeds)
+        scores = np.asarray(score(setup.reward, [setup.train[i] for i in ids], out.texts),
+                            dtype=np.float32)
+        raw = float(scores.mean())
+        if opts.missing_eos_penalty is not None and eos is not None:
+            ended = np.asarray([bool(t) and t[-1] == eos for t in out.token_ids])
+            scores = scores - opts.missing_eos_penalty * (~ended).astype(np.float32)
+        batch = RolloutBatch.from_lists([setup.train_ids[i] for i in ids], out.token_ids, pad)
+        mask = batch.mask()
+        with paddle.no_grad():
+            logps, values = model(batch, opts.temperature)
+        ref = reference.logprobs(batch, opts.temperature)
+        adv = ppo_advantages(logps.detach(), ref, values.detach(), paddle.to_tensor(scores),
+                             mask, opts)
+        parts = []
+        for j, part in enumerate(item["parts"]):
+            rows = slice(j * len(part), (j + 1) * len(part))
+            sub = RolloutBatch(batch.prompt_ids[rows], batch.prompt_mask[rows],
+                               batch.completion_ids[rows], batch.completion_mask[rows])
+            parts.append({"batch": sub, "old": logps[rows].detach(),
+                          "old_values": adv.values[rows], "advantages": adv.advantages[rows],
+                          "returns": adv.returns[rows]})
+        state.update(group=item["group"], parts=parts, stats={
+            "reward": raw, "kl": adv.stats["objective/kl"],
+            "non_score_reward": adv.stats["objective/non_score_reward"],
+            "completion_length": float(batch.completion_mask.sum(1).mean())})
+
+    def step_loss(model, item):
+        share = setup.timer.tick() if model.training else None
+        if state["group"] != item["group"]:
+            generate(item)
+        part = state["parts"][item["part"]]
+        batch = part["batch"]
+        logps, values = model(batch, opts.temperature)
+        loss, stats = ppo_loss(logps, part["old"], part["advantages"], part["returns"], values,
+                               part["old_values"], batch.mask(), opts)
+        if model.training:
+            logger.window.append({
+                **state["stats"], "policy_loss": stats["loss/policy"],
+                "value_loss": stats["loss/value"], "clipfrac": stats["policy/clipfrac"],
+                "value_clipfrac": stats["val/clipfrac"],
+                "approxkl": stats["policy/approxkl"],
+                "rollout_share": share if share is not None else 0.0})
+        return loss, int(batch.completion_mask.sum())
+
+    def save(directory):
+        session.model = policy  # the policy's own files (or adapter), then the value head
+        try:
+            session.save_files(directory)
+        finally:
+            session.model = model
+        save_value_head(head, directory)
+
+    total_steps = session.total_steps(len(setup.train) / rollout_prompts * steps_per_rollout,
+                                      batches_per_step=1)
+    session.heading(f"PPO: {total_steps} steps, rollout batches of {rollout_prompts} prompts "
+                    f"({opts.num_ppo_epochs} epochs x {opts.num_mini_batches} mini-batches), "
+                    f"reward {setup.reward_name}, {config.peft or 'all parameters'}, "
+                    f"reference: {reference.kind}")
+    session.log_start({"train_prompts": len(setup.train), "eval_prompts": len(setup.held),
+                       "reward_source": setup.reward_name})
+    stream = prompt_stream(len(setup.train), size, config.seed, session.strategy.shard,
+                           parts_per_group, opts.num_ppo_epochs)
+    session.model = model
+    result = session.fit(stream, step_loss, total_steps=total_steps,
+                         evaluate=lambda m: setup.evaluate(opts), save=save)
+    session.model = policy
+    return session.summary("ppo", result, **rl_fields(result, logger, opts, setup,
+                                                      reference))
+
+
+ppo_stage.config_class = PPOStageConfig

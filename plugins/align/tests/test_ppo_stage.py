@@ -1,0 +1,121 @@
+"""The ``ppo`` stage: routing and options, the value head saved and restored, exact resume,
+and the demo (short)."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from paddlellm.api import INSTRUCT_DEMO_MODEL
+from paddlellm.errors import ConfigError
+from paddlellm.plugin.config import build_run_config
+from paddlellm.plugin.manager import get_plugin_manager
+from paddlellm.training.compose import run
+from paddlellm_align.prompts import demo_prompts
+
+COMMON = ("--model_name_or_path", str(INSTRUCT_DEMO_MODEL), "--align", "ppo",
+          "--per_device_train_batch_size", "4", "--max_completion_length", "8",
+          "--max_length", "96", "--learning_rate", "1e-4", "--logging_steps", "1",
+          "--lr_scheduler_type", "constant")
+
+
+def llm_run(*args: str) -> dict:
+    manager = get_plugin_manager()
+    return run(build_run_config(None, list(args), registry=manager.registry), manager)
+
+
+def records(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def by_step(out, key) -> dict[int, float]:
+    return {r["step"]: r[key] for r in records(out) if key in r}
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ppo")
+    for name, n, split in (("train", 16, "train"), ("dev", 4, "eval")):
+        rows = demo_prompts(n, split=split, seed=3, tasks=("next", "count"))
+        (folder / f"{name}.jsonl").write_text("".join(
+            json.dumps({"prompt": r.prompt, "answer": r.answer}) + "\n" for r in rows))
+    return str(folder / "train.jsonl"), str(folder / "dev.jsonl")
+
+
+def test_align_ppo_routes_to_the_stage_with_trl_option_names():
+    registry = get_plugin_manager().registry
+    config = build_run_config(None, ["--align", "ppo", "--reward", "exact_match",
+                                     "--num_ppo_epochs", "2", "--num_mini_batches", "2",
+                                     "--kl_coef", "0.1", "--cliprange", "0.3",
+                                     "--cliprange_value", "0.4", "--vf_coef", "0.5",
+                                     "--gamma", "0.9", "--lam", "0.8", "--whiten_rewards",
+                                     "true", "--response_length", "12", "--temperature", "0.7",
+                                     "--missing_eos_penalty", "1.0"], registry=registry)
+    assert (config.stage, config.reward) == ("ppo", "exact_match")
+    o = config.plugin_options["stage"]
+    assert (o.num_ppo_epochs, o.num_mini_batches, o.kl_coef, o.cliprange, o.cliprange_value,
+            o.vf_coef, o.gamma, o.lam, o.whiten_rewards, o.max_completion_length,
+            o.temperature, o.missing_eos_penalty) == (2, 2, 0.1, 0.3, 0.4, 0.5, 0.9, 0.8, True,
+                                                      12, 0.7, 1.0)
+    rm = build_run_config(None, ["--align", "ppo", "--reward", "reward_model",
+                                 "--reward_model_path", "x"], registry=registry)
+    assert rm.plugin_options["reward"].reward_model_path == "x"
+
+
+def test_llm_plugins_lists_the_ppo_stage():
+    out = subprocess.run([sys.executable, "-c", "from paddlellm.cli import main; main()",
+                          "plugins", "--kind", "stage"], capture_output=True, text=True,
+                         check=True).stdout
+    assert re.search(r"│ stage\s*│ ppo\s*│ .*│ paddlellm-align", out), out
+
+
+def test_option_errors_name_the_options(prompts, tmp_path):
+    train, _ = prompts
+    with pytest.raises(ConfigError, match="the ppo stage needs a reward: --reward"):
+        llm_run("--data", train, *COMMON, "--output_dir", str(tmp_path / "a"))
+    with pytest.raises(ConfigError, match=r"--save_steps 3 must be a multiple of "
+                                          r"--num_mini_batches x --num_ppo_epochs = 4"):
+        llm_run("--data", train, *COMMON, "--num_ppo_epochs", "2", "--num_mini_batches", "2",
+                "--save_steps", "3", "--reward", "exact_match",
+                "--output_dir", str(tmp_path / "b"))
+
+
+def test_interrupted_ppo_run_resumes_to_the_same_trajectory(prompts, tmp_path):
+    """All parameters (the reference: a frozen copy), the value head restored from
+    value_head.safetensors, two epochs per rollout batch."""
+    train, held = prompts
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    args = ("--data", train, "--eval_data", held, *COMMON, "--max_steps", "4", "--save_steps",
+            "2", "--num_ppo_epochs", "2", "--reward", "exact_match", "--kl_coef", "0.1")
+    a = llm_run("--output_dir", str(straight), *args)
+    assert a["reference"] == "frozen copy" and a["reward"] == "exact_match"
+    ckpt = straight / "checkpoint-2"
+    assert (ckpt / "value_head.safetensors").is_file()
+    assert (straight / "value_head.safetensors").is_file()
+    cut.mkdir()
+    shutil.copytree(ckpt, cut / ckpt.name)
+    (cut / "metrics.jsonl").write_text("".join(
+        json.dumps(r) + "\n" for r in records(straight) if r.get("step", 0) <= 2))
+    b = llm_run("--output_dir", str(cut), *args, "--resume")
+    assert b["resumed_from"] == str(cut / ckpt.name)
+    for key in ("loss", "reward", "kl", "value_loss", "clipfrac", "completion_length"):
+        la, lb = by_step(straight, key), by_step(cut, key)
+        assert sorted(lb) == [1, 2, 3, 4], key
+        assert lb == pytest.approx(la, abs=1e-5), key
+    assert by_step(straight, "kl")[3] != 0  # the policy moved away from the reference
+    assert b["eval_reward_after"] == pytest.approx(a["eval_reward_after"], abs=1e-9)
+
+
+def test_ppo_demo_runs_from_the_instruct_model_with_the_rule_reward(tmp_path):
+    summary = llm_run("--align", "ppo", "--max_steps", "2", "--demo_eval_prompts", "10",
+                      "--per_device_train_batch_size", "8", "--num_ppo_epochs", "2",
+                      "--output_dir", str(tmp_path / "demo"))
+    assert summary["demo"] and summary["stage"] == "ppo" and summary["reward"] == "exact_match"
+    assert summary["model"] == str(INSTRUCT_DEMO_MODEL) and summary["steps"] == 2
+    first = [r for r in records(tmp_path / "demo") if "loss" in r][0]
+    assert 0 <= first["reward"] <= 1 and first["value_loss"] >= 0
+    assert 0 < summary["rollout_share"] < 1
