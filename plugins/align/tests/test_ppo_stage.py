@@ -8,7 +8,9 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 from paddlellm.api import INSTRUCT_DEMO_MODEL
 from paddlellm.errors import ConfigError
@@ -96,6 +98,8 @@ def test_interrupted_ppo_run_resumes_to_the_same_trajectory(prompts, tmp_path):
     ckpt = straight / "checkpoint-2"
     assert (ckpt / "value_head.safetensors").is_file()
     assert (straight / "value_head.safetensors").is_file()
+    heads = [load_file(str(d / "value_head.safetensors"))["weight"] for d in (ckpt, straight)]
+    assert np.abs(heads[0] - heads[1]).max() > 0  # the value head trains with the policy
     cut.mkdir()
     shutil.copytree(ckpt, cut / ckpt.name)
     (cut / "metrics.jsonl").write_text("".join(
