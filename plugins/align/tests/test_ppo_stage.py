@@ -16,26 +16,13 @@ from paddlellm.api import INSTRUCT_DEMO_MODEL
 from paddlellm.errors import ConfigError
 from paddlellm.plugin.config import build_run_config
 from paddlellm.plugin.manager import get_plugin_manager
-from paddlellm.training.compose import run
 from paddlellm_align.prompts import demo_prompts
+from align_testutil import by_step, llm_run, records
 
 COMMON = ("--model_name_or_path", str(INSTRUCT_DEMO_MODEL), "--align", "ppo",
           "--per_device_train_batch_size", "4", "--max_completion_length", "8",
           "--max_length", "96", "--learning_rate", "1e-4", "--logging_steps", "1",
           "--lr_scheduler_type", "constant")
-
-
-def llm_run(*args: str) -> dict:
-    manager = get_plugin_manager()
-    return run(build_run_config(None, list(args), registry=manager.registry), manager)
-
-
-def records(out) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def by_step(out, key) -> dict[int, float]:
-    return {r["step"]: r[key] for r in records(out) if key in r}
 
 
 @pytest.fixture(scope="module")

@@ -8,22 +8,15 @@ import shutil
 
 import pytest
 
-from paddlellm.plugin.config import build_run_config
 from paddlellm.errors import ConfigError
-from paddlellm.plugin.manager import get_plugin_manager
-from paddlellm.training.compose import run
 from paddlellm_align.demo import demo_preferences
+from align_testutil import by_step, llm_run, records
 
 STEPS, CUT = 4, 2
 COMMON = ("--align", "dpo", "--max_steps", str(STEPS), "--save_steps", str(CUT),
           "--logging_steps", "1", "--eval_steps", "2", "--per_device_train_batch_size", "4",
           "--per_device_eval_batch_size", "8", "--learning_rate", "2e-3", "--warmup_steps", "1",
           "--max_length", "64", "--beta", "0.5")
-
-
-def llm_run(*args: str) -> dict:
-    manager = get_plugin_manager()
-    return run(build_run_config(None, list(args), registry=manager.registry), manager)
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +28,6 @@ def pairs(tmp_path_factory):
     path.write_text("".join(json.dumps({k: r[k] for k in ("src", "tgt", "response", "sort")})
                             + "\n" for r in rows[:8]))
     return str(path)
-
-
-def records(out) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def by_step(out, key) -> dict[int, float]:
-    return {r["step"]: r[key] for r in records(out) if key in r}
 
 
 @pytest.mark.parametrize("extra, how", [

@@ -17,19 +17,14 @@ from paddlellm import AutoTokenizer
 from paddlellm.plugin.config import build_run_config
 from paddlellm.errors import ConfigError
 from paddlellm.plugin.manager import get_plugin_manager
-from paddlellm.training.compose import run
 from paddlellm_align.demo import demo_preferences
 from paddlellm_align.reward_model import RewardModel, pad_rows
+from align_testutil import llm_run
 
 TASKS = ("count", "next", "fact")  # short answers the 0.8M-parameter demo model can judge
 COMMON = ("--stage", "rm", "--learning_rate", "1e-3", "--lr_scheduler_type", "constant",
           "--warmup_steps", "0", "--per_device_train_batch_size", "8", "--max_length", "64",
           "--logging_steps", "1", "--per_device_eval_batch_size", "32")
-
-
-def llm_run(*args: str) -> dict:
-    manager = get_plugin_manager()
-    return run(build_run_config(None, list(args), registry=manager.registry), manager)
 
 
 def write_pairs(path, n: int, split: str) -> str:

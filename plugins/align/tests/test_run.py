@@ -7,14 +7,8 @@ import pytest
 
 from paddlellm.plugin.config import build_run_config
 from paddlellm.errors import ConfigError, UnknownPluginError
-from paddlellm.plugin.manager import get_plugin_manager
-from paddlellm.training.compose import run
 from paddlellm_align.demo import demo_preferences
-
-
-def llm_run(*args: str) -> dict:
-    manager = get_plugin_manager()
-    return run(build_run_config(None, list(args), registry=manager.registry), manager)
+from align_testutil import llm_run
 
 
 def write(path, rows):
