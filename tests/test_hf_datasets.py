@@ -139,6 +139,16 @@ def test_missing_datasets_library_names_the_pip_command(tmp_path, monkeypatch):
         read_sft_jsonl(data, {})
 
 
+def test_a_datasets_release_that_runs_loading_scripts_is_refused(tmp_path, monkeypatch):
+    """datasets < 4 executes a folder's loading script: a data folder must never run code."""
+    import types
+
+    data = _parquet(tmp_path / "x.parquet", {"src": ["q"], "tgt": ["a"]})
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(__version__="2.19.0"))
+    with pytest.raises(ConfigError, match=r"datasets 2\.19\.0 can run .*datasets>=4"):
+        read_sft_jsonl(data, {})
+
+
 def test_sft_run_on_a_parquet_file_with_a_column_mapping(tmp_path):
     rows = demo_examples(40, split="train", seed=5)
     data = _parquet(tmp_path / "train.parquet", {"question": [r["src"] for r in rows],

@@ -80,6 +80,11 @@ def require_datasets() -> Any:
     except ImportError as exc:
         raise ConfigError(f"reading Hugging Face datasets needs the 'datasets' package ({exc}); "
                           f"install it with `{INSTALL}`") from None
+    major = datasets.__version__.split(".")[0]
+    if not major.isdigit() or int(major) < 4:  # 3.x and older run a folder's loading script
+        raise ConfigError(f"datasets {datasets.__version__} can run a dataset folder's loading "
+                          f"script; paddlellm reads datasets only with datasets>=4 (no scripts): "
+                          f"`{INSTALL}`")
     return datasets
 
 
