@@ -69,10 +69,11 @@ COMMON = textwrap.dedent("""
 """)
 
 PADDLE_WORKER = COMMON + textwrap.dedent("""
-    from paddlellm.engine.llm_engine import LLMEngine, setup_device
-    from paddlellm.engine import SamplingParams
+    from paddlellm.engine import LLMEngine, SamplingParams
+    from paddlellm.plugin.device import setup_device
+    from paddlellm.plugin.manager import get_plugin_manager
     path, prompts, n, long_ctx = sys.argv[1], json.load(open(sys.argv[2])), int(sys.argv[3]), int(sys.argv[4])
-    setup_device("cpu")
+    setup_device("cpu", get_plugin_manager())
     engine = LLMEngine.from_pretrained(path, max_num_seqs=64, max_model_len=max(long_ctx, 512) + n + 8,
                                        device="cpu")
     greedy = lambda k: SamplingParams(max_tokens=k, temperature=0, ignore_eos=True)

@@ -222,13 +222,20 @@ class PagedKVCacheLayer(Protocol):
 
 @dataclass(frozen=True)
 class LinearSpec:
-    """What one kind of quantized linear layer needs; kernels answer ``supports(spec)``."""
+    """What one kind of linear layer needs; kernels answer ``supports(spec)``.
 
-    bits: int = 8  # 8: int8 ``(out, in)``; 4: two signed nibbles per byte ``(out, ceil(in/2))``
+    ``bits`` 8 and 4 are the weight-only quantized layers; ``bits=32`` is a float32 weight (a
+    model's own linear layers and output head, asked about at inference), with
+    ``transposed`` telling its layout: ``(in, out)`` as ``nn.Linear`` keeps it, or ``(out,
+    in)`` (an embedding table used as the tied output head)."""
+
+    bits: int = 8  # 8: int8 ``(out, in)``; 4: two signed nibbles per byte ``(out, ceil(in/2))``;
+    # 32: float32
     group_size: int = -1  # -1: one scale per output channel, else columns per scale group
     dtype: str = "float32"  # the activations' (and scales') dtype
     in_features: int = 0
     out_features: int = 0
+    transposed: bool = False  # bits=32 only: the weight is (out, in)
 
 
 @runtime_checkable
@@ -242,6 +249,11 @@ class WeightOnlyLinearKernel(Protocol):
     group_size]``. ``x`` is ``(..., in)``; the result ``(..., out)`` in ``x``'s dtype, without
     bias or input pre-scaling (the layer applies those).
 
+    Float layers (``spec.bits == 32``, only for kernels whose ``supports`` accepts such a
+    spec) call ``kernel(x, weight, bias, bits=32, group_size=-1, transposed=spec.transposed)``:
+    ``weight`` float32 ``(in, out)`` (``(out, in)`` when ``transposed``), ``bias`` ``(out,)``
+    or None, and the result includes the bias.
+
     A layer asks :func:`paddlellm.modeling.linear.get_linear_kernel` once; a call may still return
     ``None`` ("not this call", e.g. too many rows for a matrix-vector kernel), and the layer
     then computes the product its own way.
@@ -254,7 +266,7 @@ class WeightOnlyLinearKernel(Protocol):
     def supports(self, spec: LinearSpec) -> bool: ...
 
     def __call__(self, x: "paddle.Tensor", qweight: "paddle.Tensor", scales: "paddle.Tensor", *,
-                 bits: int, group_size: int) -> "paddle.Tensor | None": ...
+                 bits: int, group_size: int, **kwargs: Any) -> "paddle.Tensor | None": ...
 
 
 # --- training ------------------------------------------------------------------------------

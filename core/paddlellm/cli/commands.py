@@ -143,35 +143,56 @@ def preprocess(
                + (f"; skipped {stats['skipped']} empty" if stats["skipped"] else ""))
 
 
-kernels_app = typer.Typer(help="Attention kernels: check a kernel plugin against the reference.",
+kernels_app = typer.Typer(help="Kernel plugins: check a kernel against the reference.",
                           no_args_is_help=True)
 
 
-@kernels_app.command("check")
-def kernels_check(
-    name: str = typer.Argument(..., help="registered attention kernel name"),
-    device: str = typer.Option("auto", "--device", help="backend to run on"),
-    tolerance: float = typer.Option(1e-5, help="max |out - ref| / max |ref|"),
-) -> None:
-    """Run a kernel on every case it claims to support and compare with NumPy float64."""
-    from ..testing.attention import check_kernel
-
-    manager = get_plugin_manager()
-    entry = manager.registry.get("attention_kernel", name)
-    manager.select_backend(device).load().setup()
-    results = check_kernel(entry.load(), tolerance)
+def _echo_results(title: str, results) -> tuple[int, int]:
+    """Print one kind's results; (supported, failed)."""
+    typer.echo(title)
     failed = 0
     for r in results:
         if not r.supported:
             status = "unsupported"
+        elif r.passed and r.error == "declined":
+            status = "declined (the layer's own math runs)"
         elif r.passed:
             status = f"ok    rel.err {r.rel_error:.2e}"
         else:
             failed += 1
             status = f"FAIL  {r.error or f'rel.err {r.rel_error:.2e}'}"
-        typer.echo(f"{r.case:<20} {status}")
-    supported = sum(r.supported for r in results)
-    typer.echo(f"{entry.name} ({entry.distribution}): {supported - failed}/{supported} "
+        typer.echo(f"  {r.case:<24} {status}")
+    return sum(r.supported for r in results), failed
+
+
+@kernels_app.command("check")
+def kernels_check(
+    name: str = typer.Argument(..., help="registered attention or linear kernel name"),
+    device: str = typer.Option("auto", "--device", help="backend to run on"),
+    tolerance: float = typer.Option(1e-5, help="max |out - ref| / max |ref|"),
+) -> None:
+    """Run a kernel on every case it claims to support and compare with NumPy float64 (its
+    attention kernel and its linear kernel, where NAME is registered as both)."""
+    manager = get_plugin_manager()
+    kinds = [k for k in ("attention_kernel", "linear_kernel") if manager.registry.has(k, name)]
+    if not kinds:  # the registry's own error: names the kind and the known names
+        manager.registry.get("attention_kernel", name)
+    manager.select_backend(device).load().setup()
+    supported = failed = 0
+    distribution = ""
+    for kind in kinds:
+        entry = manager.registry.get(kind, name)
+        distribution = entry.distribution
+        if kind == "attention_kernel":
+            from ..testing.attention import check_kernel
+
+            s, f = _echo_results("attention:", check_kernel(entry.load(), tolerance))
+        else:
+            from ..testing.linear import check_linear_kernel
+
+            s, f = _echo_results("linear:", check_linear_kernel(entry.load(), tolerance))
+        supported, failed = supported + s, failed + f
+    typer.echo(f"{name} ({distribution}): {supported - failed}/{supported} "
                f"supported cases pass")
     if failed or not supported:
         raise typer.Exit(1)

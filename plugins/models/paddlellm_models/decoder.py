@@ -48,9 +48,47 @@ def _const_attr(value: float) -> paddle.ParamAttr:
     return paddle.ParamAttr(initializer=nn.initializer.Constant(value if _INIT["on"] else 0.0))
 
 
+def _float_kernel(holder: Any, x: paddle.Tensor, n_in: int, n_out: int, transposed: bool):
+    """The compiled float32 product the core's linear-kernel seam offers for this layer and
+    ``x``'s device (``paddlellm.api.get_linear_kernel`` with ``LinearSpec(bits=32)``), cached
+    on ``holder``; None where none serves or a gradient must flow through the product."""
+    if paddle.is_grad_enabled() and not x.stop_gradient:
+        return None
+    place = x.place
+    cached = holder.__dict__.get("_float_kernel_cache")
+    if cached is None or cached[0] != place:
+        from paddlellm.api import get_linear_kernel
+        from paddlellm.interfaces import LinearSpec
+
+        spec = LinearSpec(bits=32, dtype="float32", in_features=n_in, out_features=n_out,
+                          transposed=transposed)
+        try:
+            kernel = get_linear_kernel(spec)
+        except Exception:  # no plugin manager / backend: Paddle's matmul
+            kernel = None
+        cached = (place, kernel)
+        holder.__dict__["_float_kernel_cache"] = cached
+    return cached[1]
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` whose products at inference (no gradient through them) run on a compiled
+    float32 kernel when an installed kernel plugin offers one for a call (``paddlellm-kernels-
+    cpu``: decode's few rows); everything else -- training, prefill, other dtypes and devices
+    -- is ``F.linear``. Parameters, names and checkpoints are ``nn.Linear``'s."""
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        kernel = _float_kernel(self, x, self.weight.shape[0], self.weight.shape[1], False)
+        if kernel is not None and (self.weight.stop_gradient or not paddle.is_grad_enabled()):
+            y = kernel(x, self.weight, self.bias, bits=32, group_size=-1, transposed=False)
+            if y is not None:
+                return y
+        return F.linear(x, self.weight, self.bias)
+
+
 def linear(n_in: int, n_out: int, bias: bool) -> nn.Linear:
-    return nn.Linear(n_in, n_out, weight_attr=_weight_attr(),
-                     bias_attr=_const_attr(0.0) if bias else False)
+    return Linear(n_in, n_out, weight_attr=_weight_attr(),
+                  bias_attr=_const_attr(0.0) if bias else False)
 
 
 def embedding(num: int, dim: int) -> nn.Embedding:
@@ -595,7 +633,13 @@ class CausalLM(nn.Layer):
             weight = self.model.embed_tokens.weight
             if weight.dtype != hidden.dtype:  # low-precision storage, float32 compute
                 weight = weight.astype(hidden.dtype)
-            logits = paddle.matmul(hidden, weight, transpose_y=True)
+            logits = None
+            kernel = _float_kernel(self.model.embed_tokens, hidden, weight.shape[1], weight.shape[0],
+                                   True)
+            if kernel is not None and (weight.stop_gradient or not paddle.is_grad_enabled()):
+                logits = kernel(hidden, weight, None, bits=32, group_size=-1, transposed=True)
+            if logits is None:
+                logits = paddle.matmul(hidden, weight, transpose_y=True)
         elif self.config.lm_head_norm:  # Baichuan2 NormHead: unit-length rows (columns here)
             w = self.lm_head.weight  # (H, V)
             if w.dtype != hidden.dtype:  # low-precision storage, float32 compute

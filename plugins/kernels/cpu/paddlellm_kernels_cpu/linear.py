@@ -1,4 +1,4 @@
-"""Compiled weight-only int8 / int4 matrix-vector and small-batch products.
+"""Compiled matrix-vector and small-batch products: weight-only int8 / int4, and float32.
 
 ``y = x @ dequant(qweight, scales).T`` straight from the stored integers: each weight byte is
 read once, widened to float32 in registers (AVX-512: 16 per instruction; AVX2: 8) and
@@ -13,6 +13,13 @@ bandwidth, which int8 weights already cut 4x, so VNNI's integer dot products (wh
 int8 activations) would change the numbers without making decode faster. Calls with more
 rows than ``MAX_ROWS`` (prefill) return ``None``: there the layer's dequantize + MKL GEMM,
 whose cost is spread over many rows, is faster.
+
+Float32 layers (``LinearSpec(bits=32)``: the models plugin's linear layers and output heads at
+decode) get a product that streams whole runs of the weight's rows (contiguous memory) into a
+block of the output held in L1, eight weight rows per pass; narrow outputs split the weight's
+rows over the threads and add the partial sums, wide ones split the columns. At one to a few
+rows this is a pure memory stream, where Paddle's MKL call was measured below the copy
+bandwidth (and far below it for the 32000-column head); prefills keep MKL's GEMM.
 """
 from __future__ import annotations
 
@@ -32,9 +39,9 @@ class CpuWeightOnlyLinear:
     priority = 10
 
     def supports(self, spec: LinearSpec) -> bool:
-        """float32 activations, int8 or int4, per-channel or groups (even for int4); True only
-        once the library is built."""
-        if spec.dtype != "float32" or spec.bits not in (8, 4):
+        """float32 activations; float32 weights, or int8 / int4 per-channel or in groups (even
+        for int4); True only once the library is built."""
+        if spec.dtype != "float32" or spec.bits not in (32, 8, 4):
             return False
         if spec.group_size not in (-1, 0) and spec.group_size < spec.in_features:
             if spec.group_size <= 0 or (spec.bits == 4 and spec.group_size % 2):
@@ -44,17 +51,34 @@ class CpuWeightOnlyLinear:
     def info(self) -> dict:
         return build.info()
 
-    def __call__(self, x, qweight, scales, *, bits, group_size):
+    def __call__(self, x, qweight, scales, *, bits, group_size, transposed=False):
         rows = 1
         for d in x.shape[:-1]:
             rows *= d
-        if rows > MAX_ROWS or x.dtype != paddle.float32 or scales.dtype != paddle.float32:
+        if rows > MAX_ROWS or x.dtype != paddle.float32:
             return None
         ops = build.ops()
         if ops is None:
             return None
+        if bits == 32:  # qweight: the float weight (in, out), or (out, in) when transposed
+            if qweight.dtype != paddle.float32 or (scales is not None and scales.dtype != paddle.float32):
+                return None
+            return ops.plk_float_matmul(x, qweight, _no_bias() if scales is None else scales,
+                                        bool(transposed), build.num_threads(), build.isa_code())
+        if scales.dtype != paddle.float32:
+            return None
         return ops.plk_weight_only_matmul(x, qweight, scales, int(bits), int(group_size),
                                           build.num_threads(), build.isa_code())
+
+
+_EMPTY: list = []
+
+
+def _no_bias():
+    """The empty tensor the float operator reads as "no bias" (made once)."""
+    if not _EMPTY:
+        _EMPTY.append(paddle.zeros([0], dtype="float32"))
+    return _EMPTY[0]
 
 
 kernel = CpuWeightOnlyLinear()

@@ -162,6 +162,89 @@ def test_quant_layer_uses_the_seam_and_keeps_bias_and_pre_scale(manager, ops):
     assert layer._linear_kernel(x) is None
 
 
+# --- float32 products (the models' own layers at decode) -----------------------------------------
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_linear_kernel_passes_the_conformance_check(manager, isa, threads, monkeypatch):
+    from paddlellm.testing.linear import check_linear_kernel
+    from paddlellm_kernels_cpu import build
+    from paddlellm_kernels_cpu.linear import kernel
+
+    monkeypatch.setattr(build, "num_threads", lambda: threads)
+    results = check_linear_kernel(kernel)
+    assert all(r.supported for r in results)
+    assert [r.case for r in results if not r.passed] == []
+    assert not any(r.error == "declined" for r in results)  # up to 16 rows: all served
+
+
+def test_linear_check_catches_a_wrong_kernel(manager, ops):
+    """The check can fail: a kernel off by one column's bias, or with the layouts swapped."""
+    from paddlellm.testing.linear import check_linear_kernel
+    from paddlellm_kernels_cpu.linear import kernel
+
+    class Swapped:
+        def supports(self, spec):
+            return spec.bits == 32
+
+        def __call__(self, x, w, bias, *, bits, group_size, transposed=False):
+            return kernel(x, w, bias, bits=bits, group_size=group_size, transposed=not transposed)
+
+    class Biased:
+        def supports(self, spec):
+            return spec.bits == 8
+
+        def __call__(self, x, q, scales, *, bits, group_size):
+            y = kernel(x, q, scales, bits=bits, group_size=group_size)
+            return y + 1e-3 * float(paddle.abs(y).max())
+
+    swapped = check_linear_kernel(Swapped())
+    assert any(r.supported and not r.passed for r in swapped)
+    assert all(not r.passed for r in check_linear_kernel(Biased()) if r.supported)
+
+
+def test_model_layers_use_the_float_kernel_only_without_gradient(manager, ops, monkeypatch):
+    from paddlellm import AutoModelForCausalLM
+    from paddlellm_kernels_cpu import linear as cpu_linear
+
+    calls = []
+    real = cpu_linear.CpuWeightOnlyLinear.__call__
+
+    def counting(self, x, w, b, **kw):
+        y = real(self, x, w, b, **kw)
+        calls.append((kw["bits"], kw.get("transposed", False), y is not None))
+        return y
+
+    monkeypatch.setattr(cpu_linear.CpuWeightOnlyLinear, "__call__", counting)
+    paddle.seed(5)
+    for preset, tied in (("llama-tiny", False), ("qwen-tiny", True)):
+        model = AutoModelForCausalLM.from_config(preset, tie_word_embeddings=tied)
+        assert model.config.tie_embeddings is tied
+        model.eval()
+        ids = paddle.to_tensor(np.random.default_rng(6).integers(0, model.config.vocab_size, (2, 5)))
+        calls.clear()
+        with paddle.no_grad():
+            fast = model(ids).numpy()
+        n_linear = sum(isinstance(m, paddle.nn.Linear) for m in model.sublayers())
+        assert len(calls) == n_linear + (1 if tied else 0)
+        assert all(bits == 32 and served for bits, _, served in calls)
+        assert any(t for _, t, _ in calls) is tied  # the tied head: the (vocab, hidden) layout
+        calls.clear()
+        with paddle.no_grad():  # a long prefill: declined, Paddle's GEMM runs
+            model(paddle.concat([ids] * 4, axis=1))
+        assert calls and not any(served for *_, served in calls)
+        monkeypatch.setenv("PADDLELLM_CPU_KERNELS", "0")
+        with paddle.no_grad():
+            plain = model(ids).numpy()
+        monkeypatch.delenv("PADDLELLM_CPU_KERNELS")
+        np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-5)
+        model.train()  # training: gradients flow through every product, no kernel asked
+        calls.clear()
+        loss = model(ids).mean()
+        loss.backward()
+        assert calls == []
+        assert model.model.layers[0].mlp.down_proj.weight.grad is not None
+
+
 # --- through the engine --------------------------------------------------------------------------
 
 def _greedy(engine, prompts, n=12):
@@ -193,9 +276,11 @@ def test_engine_greedy_outputs_identical_to_the_reference_paths(manager, ops, mo
                                     backend="cpu").name == "cpu"
     finally:
         set_default_kernel("auto")
+    proj = model.model.layers[0].mlp.down_proj
     if quant_type:
-        proj = model.model.layers[0].mlp.down_proj
         assert proj._kernel_cache[1] is not None and proj._kernel_cache[1].name == "cpu"
+    else:  # float32 layers: the float product at decode
+        assert proj._float_kernel_cache[1] is not None and proj._float_kernel_cache[1].name == "cpu"
 
     monkeypatch.setenv("PADDLELLM_CPU_KERNELS", "0")  # the plugin declines everything
     from paddlellm.modeling.attention import clear_kernel_cache

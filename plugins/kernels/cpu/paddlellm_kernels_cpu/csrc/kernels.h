@@ -35,10 +35,22 @@ struct WeightOnlyArgs {
   int bits;
 };
 
+// y (M, N) = x (M, K) @ w (K, N) [+ bias (N)]: float32, w in nn.Linear's (in, out) layout
+// (float_matmul) or (out, in) = (N, K) (float_matmul_nt).
+struct FloatMatmulArgs {
+  const float* x;
+  const float* w;
+  const float* bias;  // nullptr: none
+  float* y;
+  int64_t rows, in_features, out_features;
+};
+
 #define PLK_DECLARE(ns)                                                   \
   namespace ns {                                                          \
   void paged_attention(const PagedAttentionArgs& a, int threads);         \
   void weight_only_matmul(const WeightOnlyArgs& a, int threads);          \
+  void float_matmul(const FloatMatmulArgs& a, int threads);               \
+  void float_matmul_nt(const FloatMatmulArgs& a, int threads);            \
   }
 PLK_DECLARE(avx512)
 PLK_DECLARE(avx2)

@@ -190,3 +190,68 @@ PD_BUILD_OP(plk_weight_only_matmul)
     .SetKernelFn(PD_KERNEL(WeightOnlyMatmul))
     .SetInferShapeFn(PD_INFER_SHAPE(WeightOnlyMatmulShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(WeightOnlyMatmulDtype));
+
+// x (..., K) float32 @ w [+ bias (N)] -> (..., N): nn.Linear's product for a few rows; w is
+// (K, N) (nn.Linear's layout) or, `transposed`, (N, K) (an embedding table used as the head).
+// An empty bias tensor (numel 0) means none.
+std::vector<paddle::Tensor> FloatMatmul(const paddle::Tensor& x, const paddle::Tensor& w,
+                                        const paddle::Tensor& bias, bool transposed,
+                                        int64_t threads, int64_t isa) {
+  check_cpu_f32(x, "x");
+  check_cpu_f32(w, "weight");
+  PD_CHECK(w.shape().size() == 2, "weight must be 2-D");
+  auto xs = x.shape();
+  PD_CHECK(!xs.empty(), "x must have a feature dimension");
+  const int64_t K = xs.back();
+  const int64_t wk = transposed ? w.shape()[1] : w.shape()[0];
+  const int64_t N = transposed ? w.shape()[0] : w.shape()[1];
+  PD_CHECK(wk == K, "weight has ", wk, " input features, x has ", K);
+  const bool has_bias = bias.numel() > 0;
+  if (has_bias) {
+    check_cpu_f32(bias, "bias");
+    PD_CHECK(bias.numel() == N, "bias must hold out_features (", N, ") values");
+  }
+  xs.back() = N;
+  auto y = paddle::empty(xs, paddle::DataType::FLOAT32, x.place());
+  plk::FloatMatmulArgs a;
+  a.x = x.data<float>();
+  a.w = w.data<float>();
+  a.bias = has_bias ? bias.data<float>() : nullptr;
+  a.y = y.data<float>();
+  a.rows = K ? x.numel() / K : 0;
+  a.in_features = K;
+  a.out_features = N;
+  const int t = static_cast<int>(std::max<int64_t>(1, threads));
+  switch (pick(isa)) {
+    case plk::kAvx512:
+      transposed ? plk::avx512::float_matmul_nt(a, t) : plk::avx512::float_matmul(a, t);
+      break;
+    case plk::kAvx2:
+      transposed ? plk::avx2::float_matmul_nt(a, t) : plk::avx2::float_matmul(a, t);
+      break;
+    default:
+      transposed ? plk::scalar::float_matmul_nt(a, t) : plk::scalar::float_matmul(a, t);
+  }
+  return {y};
+}
+
+std::vector<std::vector<int64_t>> FloatMatmulShape(const std::vector<int64_t>& x,
+                                                   const std::vector<int64_t>& w,
+                                                   const std::vector<int64_t>&, bool transposed) {
+  auto out = x;
+  out.back() = transposed ? w[0] : w[1];
+  return {out};
+}
+
+std::vector<paddle::DataType> FloatMatmulDtype(const paddle::DataType& x, const paddle::DataType&,
+                                               const paddle::DataType&) {
+  return {x};
+}
+
+PD_BUILD_OP(plk_float_matmul)
+    .Inputs({"X", "W", "Bias"})
+    .Outputs({"Y"})
+    .Attrs({"transposed: bool", "threads: int64_t", "isa: int64_t"})
+    .SetKernelFn(PD_KERNEL(FloatMatmul))
+    .SetInferShapeFn(PD_INFER_SHAPE(FloatMatmulShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FloatMatmulDtype));
