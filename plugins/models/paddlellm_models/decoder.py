@@ -390,6 +390,39 @@ class DecoderLayer(nn.Layer):
         x = x + self.self_attn(self.input_layernorm(x), ctx, cache)
         return x + self.mlp(self.post_attention_layernorm(x))
 
+    def fused_decode(self, kernel, x: paddle.Tensor, ctx: dict[str, Any], cache):
+        """This layer in one call of a fused decoder-layer ``kernel`` (see
+        ``CausalLM._fused_decode``), or None where its modules are not the plain ones (a LoRA
+        or quantized projection, a family's own attention block, experts) or the kernel
+        declines the call: the caller then runs :meth:`forward`."""
+        a, m = self.self_attn, self.mlp
+        if (type(self) is not DecoderLayer or type(a) is not Attention or type(m) is not MLP
+                or self.sandwich or self.parallel or self.residual_scale is not None):
+            return None
+        projections = (a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj)
+        if any(type(p) is not Linear for p in projections):
+            return None
+        n1, n2 = self.input_layernorm, self.post_attention_layernorm
+        cos, sin = ctx["rope_rows"]
+        weights = (n1.weight, a.q_proj.weight, a.k_proj.weight, a.v_proj.weight, a.o_proj.weight,
+                   n2.weight, m.gate_proj.weight, m.up_proj.weight, m.down_proj.weight)
+        biases = (a.q_proj.bias, a.k_proj.bias, a.v_proj.bias, a.o_proj.bias)
+        return kernel(x, weights, biases, cos, sin, cache=cache, eps=n1.eps,
+                      num_heads=a.num_heads, scale=a.scale, softcap=ctx["softcap"],
+                      sliding_window=ctx["window"])
+
+
+def _fusable_config(c: ModelConfig) -> bool:
+    """Whether every layer of ``c`` is the plain pre-norm Llama layer a fused decoder-layer
+    kernel computes: RMSNorm (no offset), separate q/k/v (biases allowed) and o projections,
+    full rotate-half rotary, SiLU-gated MLP without biases, no extra norms or scales."""
+    return (c.pre_norm and not c.parallel_residual and not c.sandwich_norm
+            and c.residual_post_norm_scale is None and c.norm == "rms" and not c.norm_unit_offset
+            and not c.qk_norm and c.position == "rope" and not c.rotary_interleaved
+            and not c.position_encoding_2d and c.rotary_dim in (None, c.head_dim)
+            and not c.fused_qkv and c.gated_mlp and not c.fused_gate_up
+            and c.activation == "silu" and not c.mlp_bias and not c.prefix_lm)
+
 
 class DecoderModel(nn.Layer):
     """Embeddings, the stack of decoder layers and the final norm."""
@@ -585,10 +618,16 @@ class CausalLM(nn.Layer):
                 training=paddle.is_grad_enabled())),
         }
         full = c.full_attention_layers
+        fused = self._fused_decode(ctx, x, cache, prefix)
         for i, layer in enumerate(m.layers):
             layer_ctx = {**ctx, "window": None if i in full else c.sliding_window} if full else ctx
             if prefix:
                 layer_ctx = {**layer_ctx, "prefix": prefix[i]}
+            if fused is not None:
+                y = layer.fused_decode(fused, x, layer_ctx, cache[i])
+                if y is not None:
+                    x = y
+                    continue
             if self.recompute and self.training and cache is None and paddle.is_grad_enabled():
                 from paddle.distributed.fleet.utils import recompute
 
@@ -598,6 +637,22 @@ class CausalLM(nn.Layer):
         if c.final_norm:
             x = m.norm(x)
         return x
+
+    def _fused_decode(self, ctx: dict[str, Any], x: paddle.Tensor, cache, prefix):
+        """The attention kernel's whole-layer entry point (``decoder_layer``, optional in the
+        kernel contract) when this call can use it -- a few rows of a paged inference call of a
+        plain Llama-shaped model -- else None. Adds the rows' rotary tables ``(N, D)`` to
+        ``ctx``. Each layer still checks its own modules (``DecoderLayer.fused_decode``)."""
+        fused = getattr(ctx["kernel"], "decoder_layer", None)
+        if (fused is None or prefix or ctx["rope"] is None or ctx["mask"] is not None
+                or ctx["segments"] is not None or ctx["alibi"] is not None or ctx["extra"]
+                or not getattr(cache, "paged", False) or paddle.is_grad_enabled()
+                or x.dtype != paddle.float32 or x.shape[0] * x.shape[1] > 16
+                or not _fusable_config(self.config)):
+            return None
+        cos, sin = ctx["rope"]
+        ctx["rope_rows"] = (cos.reshape([-1, cos.shape[-1]]), sin.reshape([-1, sin.shape[-1]]))
+        return fused
 
     def _apply_prefix(self, batch: int, attention_mask, position_ids, cache, segment_ids):
         """Prefix tuning as peft's ``past_key_values``: every token attends to ``P`` prefix

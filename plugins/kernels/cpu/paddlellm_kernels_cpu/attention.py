@@ -61,11 +61,54 @@ class CpuPagedAttention:
             int(cache.block_size), build.num_threads(), build.isa_code(), fused_write)
         return out[0]  # (1, N, Hq, D); the pools were updated in place
 
+    #: most rows a fused decoder-layer call takes (decode steps; prefills run layer by layer)
+    MAX_LAYER_ROWS = 16
+
+    def decoder_layer(self, x, weights, biases, cos, sin, *, cache, eps, num_heads, scale=None,
+                      softcap=None, sliding_window=None):
+        """A whole pre-norm decoder layer of the Llama shape for a decode step in one operator
+        call, or None ("not this call": the layer runs its own modules).
+
+        ``x`` ``(1, N, H)`` float32; ``weights`` ``[input norm, Wq, Wk, Wv, Wo, post-attention
+        norm, Wgate, Wup, Wdown]`` (``(in, out)`` like ``nn.Linear``); ``biases`` ``[bq, bk, bv,
+        bo]`` (None for none); ``cos``/``sin`` ``(N, D)`` rotary tables of the rows (``sin``
+        signed ``[-s, s]``); ``cache`` the engine's paged layer (the new keys/values are written
+        into its float pools). RMSNorm without offset, full rotary in rotate-half layout, SiLU
+        gate: the caller checks its layer is that (see the models plugin's ``DecoderLayer``)."""
+        ops = build.ops()
+        rows = x.shape[0] * x.shape[1]
+        if (ops is None or rows > self.MAX_LAYER_ROWS or x.dtype != paddle.float32
+                or not getattr(cache, "paged", False) or hasattr(cache, "gather_kv")
+                or type(cache).write is not PagedLayer.write
+                or cache.key_pool.dtype != paddle.float32):
+            return None
+        head_dim = cache.key_pool.shape[-1]
+        if cos.shape[-1] != head_dim:
+            return None
+        scale = head_dim ** -0.5 if scale is None else float(scale)
+        empty = _empty()
+        out = ops.plk_decoder_layer(
+            x, list(weights), [empty if b is None else b for b in biases], cos, sin,
+            cache.key_pool, cache.value_pool, cache.slot_mapping, cache.block_tables,
+            _seq_info(cache), float(eps), scale, float(softcap or 0.0), int(sliding_window or 0),
+            int(cache.block_size), int(num_heads), build.num_threads(), build.isa_code())
+        return out[0]
+
     @staticmethod
     def _reference(q):
         spec = AttentionSpec(dtype=str(q.dtype).replace("paddle.", ""), head_dim=q.shape[-1],
                              cache="paged")
         return get_attention_kernel(spec, name="reference", backend="cpu")
+
+
+_EMPTY: list = []
+
+
+def _empty() -> paddle.Tensor:
+    """The empty tensor the operators read as "no bias" (made once)."""
+    if not _EMPTY:
+        _EMPTY.append(paddle.zeros([0], dtype="float32"))
+    return _EMPTY[0]
 
 
 def _seq_info(cache) -> paddle.Tensor:

@@ -292,6 +292,74 @@ def test_engine_greedy_outputs_identical_to_the_reference_paths(manager, ops, mo
     assert fast == reference
 
 
+# --- the fused decoder layer ------------------------------------------------------------------------
+
+def _fused_counter(monkeypatch):
+    from paddlellm_kernels_cpu import attention as cpu_attention
+
+    calls = {"asked": 0, "served": 0}
+    real = cpu_attention.CpuPagedAttention.decoder_layer
+
+    def counting(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        calls["asked"] += 1
+        calls["served"] += out is not None
+        return out
+
+    monkeypatch.setattr(cpu_attention.CpuPagedAttention, "decoder_layer", counting)
+    return calls
+
+
+@pytest.mark.parametrize("preset,overrides", [
+    ("llama-tiny", {}),
+    ("qwen-tiny", {}),  # q/k/v biases
+    ("mistral-tiny", {"sliding_window": 6}),  # a window shorter than the prompts
+])
+def test_fused_decoder_layer_equals_the_layer_by_layer_path(manager, ops, monkeypatch, preset,
+                                                            overrides):
+    from paddlellm import AutoModelForCausalLM
+    from paddlellm.engine import LLMEngine, SamplingParams
+    from paddlellm_kernels_cpu import attention as cpu_attention
+
+    paddle.seed(7)
+    model = AutoModelForCausalLM.from_config(preset, **overrides)
+    rng = np.random.default_rng(8)
+    prompts = [rng.integers(0, model.config.vocab_size, n).tolist() for n in (23, 5, 9)]
+    params = SamplingParams(max_tokens=10, temperature=0, ignore_eos=True, logprobs=3)
+    calls = _fused_counter(monkeypatch)
+    fused = LLMEngine(model, None, block_size=4, num_blocks=64).generate(prompts, params)
+    layers = model.config.num_layers
+    assert calls["served"] == calls["asked"] and calls["served"] >= 9 * layers  # every decode step
+    monkeypatch.setattr(cpu_attention.CpuPagedAttention, "decoder_layer",
+                        lambda self, *a, **k: None)  # each layer runs its own modules
+    plain = LLMEngine(model, None, block_size=4, num_blocks=64).generate(prompts, params)
+    assert [o["token_ids"] for o in fused] == [o["token_ids"] for o in plain]
+    for a, b in zip(fused, plain):
+        got = [e["logprob"] for e in a["logprobs"]]
+        want = [e["logprob"] for e in b["logprobs"]]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_decoder_layer_is_not_asked_where_the_layer_differs(manager, ops, monkeypatch):
+    """Other layer shapes (Gemma's offset norm and GELU), unmerged LoRA projections and
+    weight-only layers run layer by layer, with the same tokens as without the kernels."""
+    from paddlellm import AutoModelForCausalLM
+    from paddlellm.engine import LLMEngine, SamplingParams
+    from paddlellm.plugin.manager import get_registry
+
+    params = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True)
+    calls = _fused_counter(monkeypatch)
+    paddle.seed(9)
+    gemma = AutoModelForCausalLM.from_config("gemma-tiny")
+    LLMEngine(gemma, None, block_size=4, num_blocks=64).generate([[5, 6, 7]], params)
+    assert calls["asked"] == 0
+    quantized = AutoModelForCausalLM.from_config("llama-tiny")
+    get_registry().load("quantizer", "weight_only_int8").quantize(quantized, "weight_only_int8",
+                                                                   None, {})
+    LLMEngine(quantized, None, block_size=4, num_blocks=64).generate([[5, 6, 7]], params)
+    assert calls["asked"] == 0  # each layer's own check: weight-only projections
+
+
 # --- a build that cannot happen ---------------------------------------------------------------
 
 def test_missing_compiler_falls_back_and_doctor_says_so(tmp_path):

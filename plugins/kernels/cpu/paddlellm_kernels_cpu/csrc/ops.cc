@@ -2,6 +2,7 @@
 // kernels of the best instruction set this CPU has (checked here at run time, whatever the
 // caller asks for: a request above what the CPU supports runs the best it does support).
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -255,3 +256,177 @@ PD_BUILD_OP(plk_float_matmul)
     .SetKernelFn(PD_KERNEL(FloatMatmul))
     .SetInferShapeFn(PD_INFER_SHAPE(FloatMatmulShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FloatMatmulDtype));
+
+// One pre-norm decoder layer of the Llama shape for a few rows (decode), in one call:
+//   h = rms(x) * w_in; q, k, v = h @ Wq (+bq), h @ Wk (+bk), h @ Wv (+bv); rotary on q and k;
+//   k, v written to the pools at slot_mapping; a = paged attention; x1 = x + a @ Wo (+bo);
+//   y = x1 + (silu(rms(x1) * w_post @ Wg) * (rms(x1) * w_post @ Wu)) @ Wd.
+// W: [w_in (H), Wq (H, Hq*D), Wk (H, Hkv*D), Wv, Wo (Hq*D, H), w_post (H), Wg (H, I), Wu, Wd
+// (I, H)], nn.Linear's (in, out) layout; B: [bq, bk, bv, bo], each empty (numel 0) for none.
+// cos, sin: (N, D) rotary tables of the rows, sin signed as the model keeps it ([-s, s]),
+// i.e. rot(x)[d] = x[d] * cos[d] + x[(d + D/2) % D] * sin[d]. Each product, the attention
+// and the elementwise steps are the same operations the layer's Paddle path runs, in one
+// operator call instead of ~40.
+namespace {
+
+const float* bias_or_null(const paddle::Tensor& b) {
+  return b.numel() > 0 ? b.data<float>() : nullptr;
+}
+
+void float_mm(int isa, const float* x, const paddle::Tensor& w, const float* bias, float* y,
+              int64_t rows, int threads) {
+  plk::FloatMatmulArgs a;
+  a.x = x;
+  a.w = w.data<float>();
+  a.bias = bias;
+  a.y = y;
+  a.rows = rows;
+  a.in_features = w.shape()[0];
+  a.out_features = w.shape()[1];
+  switch (isa) {
+    case plk::kAvx512: plk::avx512::float_matmul(a, threads); break;
+    case plk::kAvx2: plk::avx2::float_matmul(a, threads); break;
+    default: plk::scalar::float_matmul(a, threads);
+  }
+}
+
+void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t H, float eps) {
+  for (int64_t n = 0; n < rows; ++n) {
+    const float* xr = x + n * H;
+    float ss = 0.f;
+    for (int64_t i = 0; i < H; ++i) ss += xr[i] * xr[i];
+    const float r = 1.f / std::sqrt(ss / static_cast<float>(H) + eps);
+    float* yr = y + n * H;
+    for (int64_t i = 0; i < H; ++i) yr[i] = w[i] * (xr[i] * r);
+  }
+}
+
+void rotary(float* x, const float* cos, const float* sin, int64_t rows, int64_t heads, int64_t D) {
+  std::vector<float> tmp(D);
+  const int64_t half = D / 2;
+  for (int64_t n = 0; n < rows; ++n) {
+    const float* c = cos + n * D;
+    const float* s = sin + n * D;
+    for (int64_t h = 0; h < heads; ++h) {
+      float* v = x + (n * heads + h) * D;
+      std::memcpy(tmp.data(), v, sizeof(float) * D);
+      for (int64_t d = 0; d < D; ++d) v[d] = tmp[d] * c[d] + tmp[(d + half) % D] * s[d];
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> DecoderLayer(
+    const paddle::Tensor& x, const std::vector<paddle::Tensor>& W,
+    const std::vector<paddle::Tensor>& B, const paddle::Tensor& cos, const paddle::Tensor& sin,
+    paddle::Tensor& key_pool, paddle::Tensor& value_pool, const paddle::Tensor& slot_mapping,
+    const paddle::Tensor& block_tables, const paddle::Tensor& seq_info, float eps, float scale,
+    float softcap, int64_t window, int64_t block_size, int64_t q_heads, int64_t threads,
+    int64_t isa) {
+  check_cpu_f32(x, "x");
+  PD_CHECK(W.size() == 9 && B.size() == 4, "W must hold 9 weights and B 4 biases");
+  for (const auto& w : W) check_cpu_f32(w, "weight");
+  for (const auto& b : B)
+    if (b.numel() > 0) check_cpu_f32(b, "bias");
+  check_cpu_f32(cos, "cos");
+  check_cpu_f32(sin, "sin");
+  check_cpu_f32(key_pool, "key_pool");
+  check_cpu_f32(value_pool, "value_pool");
+  const auto ks = key_pool.shape();
+  PD_CHECK(ks.size() == 3 && value_pool.shape() == ks, "the pools must be (slots, Hkv, D)");
+  const int64_t H = x.shape().back(), N = x.numel() / H, Hkv = ks[1], D = ks[2];
+  const int64_t Hq = q_heads, I = W[6].shape()[1];
+  PD_CHECK(W[0].numel() == H && W[5].numel() == H, "norm weights must hold H values");
+  PD_CHECK(W[1].shape() == std::vector<int64_t>({H, Hq * D}), "Wq must be (H, Hq*D)");
+  PD_CHECK(W[2].shape() == std::vector<int64_t>({H, Hkv * D}) && W[3].shape() == W[2].shape(),
+           "Wk and Wv must be (H, Hkv*D)");
+  PD_CHECK(W[4].shape() == std::vector<int64_t>({Hq * D, H}), "Wo must be (Hq*D, H)");
+  PD_CHECK(W[7].shape() == W[6].shape() && W[6].shape()[0] == H, "Wg and Wu must be (H, I)");
+  PD_CHECK(W[8].shape() == std::vector<int64_t>({I, H}), "Wd must be (I, H)");
+  PD_CHECK(cos.numel() == N * D && sin.numel() == N * D, "cos/sin must be (N, D)");
+  PD_CHECK(D % 2 == 0 && Hkv > 0 && Hq % Hkv == 0, "head_dim must be even, Hq a multiple of Hkv");
+  PD_CHECK(slot_mapping.dtype() == paddle::DataType::INT64 && slot_mapping.numel() == N,
+           "slot_mapping must be int64 (N,)");
+  const int which = pick(isa);
+  const int t = static_cast<int>(std::max<int64_t>(1, threads));
+  std::vector<float> h(N * H), q(N * Hq * D), k(N * Hkv * D), v(N * Hkv * D), att(N * Hq * D);
+  std::vector<float> g(N * I), u(N * I);
+  auto out = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
+  float* y = out.data<float>();
+  const float* xin = x.data<float>();
+  // attention half
+  rms_norm(xin, W[0].data<float>(), h.data(), N, H, eps);
+  float_mm(which, h.data(), W[1], bias_or_null(B[0]), q.data(), N, t);
+  float_mm(which, h.data(), W[2], bias_or_null(B[1]), k.data(), N, t);
+  float_mm(which, h.data(), W[3], bias_or_null(B[2]), v.data(), N, t);
+  rotary(q.data(), cos.data<float>(), sin.data<float>(), N, Hq, D);
+  rotary(k.data(), cos.data<float>(), sin.data<float>(), N, Hkv, D);
+  const int64_t* slots = slot_mapping.data<int64_t>();
+  const int64_t row = Hkv * D;
+  float* kp = key_pool.data<float>();
+  float* vp = value_pool.data<float>();
+  for (int64_t n = 0; n < N; ++n) {
+    PD_CHECK(slots[n] >= 0 && slots[n] < ks[0], "slot ", slots[n], " outside the pool of ", ks[0]);
+    std::memcpy(kp + slots[n] * row, k.data() + n * row, sizeof(float) * row);
+    std::memcpy(vp + slots[n] * row, v.data() + n * row, sizeof(float) * row);
+  }
+  plk::PagedAttentionArgs a;
+  a.q = q.data();
+  a.key_pool = kp;
+  a.value_pool = vp;
+  a.block_tables = block_tables.data<int64_t>();
+  a.table_width = block_tables.shape()[1];
+  a.seq_info = seq_info.data<int64_t>();
+  a.out = att.data();
+  a.num_seqs = seq_info.shape()[0];
+  a.num_tokens = N;
+  a.q_heads = Hq;
+  a.kv_heads = Hkv;
+  a.head_dim = D;
+  a.block_size = block_size;
+  a.scale = scale;
+  a.softcap = softcap;
+  a.window = window;
+  switch (which) {
+    case plk::kAvx512: plk::avx512::paged_attention(a, t); break;
+    case plk::kAvx2: plk::avx2::paged_attention(a, t); break;
+    default: plk::scalar::paged_attention(a, t);
+  }
+  float_mm(which, att.data(), W[4], bias_or_null(B[3]), y, N, t);  // y = attn @ Wo (+ bo)
+  for (int64_t i = 0; i < N * H; ++i) y[i] += xin[i];  // x1
+  // MLP half
+  rms_norm(y, W[5].data<float>(), h.data(), N, H, eps);
+  float_mm(which, h.data(), W[6], nullptr, g.data(), N, t);
+  float_mm(which, h.data(), W[7], nullptr, u.data(), N, t);
+  for (int64_t i = 0; i < N * I; ++i) g[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
+  std::vector<float> d(N * H);
+  float_mm(which, g.data(), W[8], nullptr, d.data(), N, t);
+  for (int64_t i = 0; i < N * H; ++i) y[i] += d[i];
+  return {out};
+}
+
+std::vector<Shape> DecoderLayerShape(const Shape& x, const std::vector<Shape>&,
+                                     const std::vector<Shape>&, const Shape&, const Shape&,
+                                     const Shape& kp, const Shape& vp, const Shape&, const Shape&,
+                                     const Shape&) {
+  return {x, kp, vp};
+}
+
+std::vector<Dtype> DecoderLayerDtype(const Dtype& x, const std::vector<Dtype>&,
+                                     const std::vector<Dtype>&, const Dtype&, const Dtype&,
+                                     const Dtype& kp, const Dtype& vp, const Dtype&, const Dtype&,
+                                     const Dtype&) {
+  return {x, kp, vp};
+}
+
+PD_BUILD_OP(plk_decoder_layer)
+    .Inputs({"X", paddle::Vec("W"), paddle::Vec("B"), "Cos", "Sin", "KeyPool", "ValuePool",
+             "SlotMapping", "BlockTables", "SeqInfo"})
+    .Outputs({"Out", "KeyPoolOut", "ValuePoolOut"})
+    .SetInplaceMap({{"KeyPool", "KeyPoolOut"}, {"ValuePool", "ValuePoolOut"}})
+    .Attrs({"eps: float", "scale: float", "softcap: float", "window: int64_t",
+            "block_size: int64_t", "q_heads: int64_t", "threads: int64_t", "isa: int64_t"})
+    .SetKernelFn(PD_KERNEL(DecoderLayer))
+    .SetInferShapeFn(PD_INFER_SHAPE(DecoderLayerShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(DecoderLayerDtype));
