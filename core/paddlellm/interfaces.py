@@ -125,6 +125,15 @@ class AttentionKernel(Protocol):
       calls ``prefix_lens``, a host list with one int per sequence -- its keys
       ``j < prefix_lens[s]`` are visible to all its queries.
     * A query that can see no key returns zeros.
+
+    Optional: ``decoder_layer(x, weights, biases, cos, sin, *, cache, eps, num_heads, scale,
+    softcap, sliding_window) -> Tensor | None`` -- a whole pre-norm decoder layer of the Llama
+    shape for a paged inference call of a few rows (``x`` ``(1, N, H)``; ``weights`` [input
+    RMSNorm, Wq, Wk, Wv, Wo (``(in, out)``), post-attention RMSNorm, Wgate, Wup, Wdown];
+    ``biases`` [bq, bk, bv, bo] or None each; ``cos``/``sin`` ``(N, D)`` rotate-half tables
+    with ``sin`` signed ``[-s, s]``; the new keys/values go into ``cache``). The models
+    plugin asks for it only for layers that are exactly that shape (no adapters or quantized
+    projections); ``None`` declines and the layer runs its own modules.
     """
 
     name: str

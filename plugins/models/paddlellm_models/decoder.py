@@ -400,16 +400,33 @@ class DecoderLayer(nn.Layer):
                 or self.sandwich or self.parallel or self.residual_scale is not None):
             return None
         projections = (a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj)
-        if any(type(p) is not Linear for p in projections):
+        formats = {_projection_format(p) for p in projections}
+        formats.discard("float")
+        if None in formats or len(formats) > 1:  # adapters, other layers, mixed quantizations
             return None
+        bits, group_size = formats.pop() if formats else (32, -1)
         n1, n2 = self.input_layernorm, self.post_attention_layernorm
         cos, sin = ctx["rope_rows"]
-        weights = (n1.weight, a.q_proj.weight, a.k_proj.weight, a.v_proj.weight, a.o_proj.weight,
-                   n2.weight, m.gate_proj.weight, m.up_proj.weight, m.down_proj.weight)
+        stored = [p.weight if type(p) is Linear else p.qweight for p in projections]
+        weights = (n1.weight, *stored[:4], n2.weight, *stored[4:])
+        scales = [None if type(p) is Linear else p.scales for p in projections]
         biases = (a.q_proj.bias, a.k_proj.bias, a.v_proj.bias, a.o_proj.bias)
         return kernel(x, weights, biases, cos, sin, cache=cache, eps=n1.eps,
                       num_heads=a.num_heads, scale=a.scale, softcap=ctx["softcap"],
+                      scales=scales, bits=bits, group_size=group_size,
                       sliding_window=ctx["window"])
+
+
+def _projection_format(p) -> str | tuple[int, int] | None:
+    """``"float"`` for this plugin's own linear layer, ``(bits, group_size)`` for a weight-only
+    quantized one in the storage ``WeightOnlyLinearKernel`` describes (``qweight``, float32
+    ``scales``, no input pre-scaling), None for anything else (LoRA wrappers, other layers)."""
+    if type(p) is Linear:
+        return "float"
+    if (getattr(p, "bits", None) in (8, 4) and hasattr(p, "qweight") and hasattr(p, "scales")
+            and getattr(p, "pre_scale", 0) is None and p.scales.dtype == paddle.float32):
+        return (int(p.bits), int(p.group_size))
+    return None
 
 
 def _fusable_config(c: ModelConfig) -> bool:

@@ -65,7 +65,7 @@ class CpuPagedAttention:
     MAX_LAYER_ROWS = 16
 
     def decoder_layer(self, x, weights, biases, cos, sin, *, cache, eps, num_heads, scale=None,
-                      softcap=None, sliding_window=None):
+                      softcap=None, sliding_window=None, scales=None, bits=32, group_size=-1):
         """A whole pre-norm decoder layer of the Llama shape for a decode step in one operator
         call, or None ("not this call": the layer runs its own modules).
 
@@ -74,7 +74,10 @@ class CpuPagedAttention:
         bo]`` (None for none); ``cos``/``sin`` ``(N, D)`` rotary tables of the rows (``sin``
         signed ``[-s, s]``); ``cache`` the engine's paged layer (the new keys/values are written
         into its float pools). RMSNorm without offset, full rotary in rotate-half layout, SiLU
-        gate: the caller checks its layer is that (see the models plugin's ``DecoderLayer``)."""
+        gate: the caller checks its layer is that (see the models plugin's ``DecoderLayer``).
+        Weight-only projections: ``scales`` lists the seven projections' scales (None for a
+        float one, whose weight is then ``(in, out)``), the weight is the quant storage
+        (``WeightOnlyLinearKernel``'s), ``bits`` 8 or 4 and ``group_size`` shared by all."""
         ops = build.ops()
         rows = x.shape[0] * x.shape[1]
         if (ops is None or rows > self.MAX_LAYER_ROWS or x.dtype != paddle.float32
@@ -85,13 +88,20 @@ class CpuPagedAttention:
         head_dim = cache.key_pool.shape[-1]
         if cos.shape[-1] != head_dim:
             return None
+        scales = list(scales) if scales is not None else [None] * 7
+        if any(sc is not None for sc in scales):
+            if bits not in (8, 4) or any(sc is not None and sc.dtype != paddle.float32
+                                         for sc in scales):
+                return None
         scale = head_dim ** -0.5 if scale is None else float(scale)
         empty = _empty()
         out = ops.plk_decoder_layer(
-            x, list(weights), [empty if b is None else b for b in biases], cos, sin,
+            x, list(weights), [empty if b is None else b for b in biases],
+            [empty if sc is None else sc for sc in scales], cos, sin,
             cache.key_pool, cache.value_pool, cache.slot_mapping, cache.block_tables,
             _seq_info(cache), float(eps), scale, float(softcap or 0.0), int(sliding_window or 0),
-            int(cache.block_size), int(num_heads), build.num_threads(), build.isa_code())
+            int(cache.block_size), int(num_heads), int(bits), int(group_size), build.num_threads(),
+            build.isa_code())
         return out[0]
 
     @staticmethod

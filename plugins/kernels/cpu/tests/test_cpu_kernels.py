@@ -310,19 +310,24 @@ def _fused_counter(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("preset,overrides", [
-    ("llama-tiny", {}),
-    ("qwen-tiny", {}),  # q/k/v biases
-    ("mistral-tiny", {"sliding_window": 6}),  # a window shorter than the prompts
+@pytest.mark.parametrize("preset,overrides,quant_type", [
+    ("llama-tiny", {}, None),
+    ("qwen-tiny", {}, None),  # q/k/v biases
+    ("mistral-tiny", {"sliding_window": 6}, None),  # a window shorter than the prompts
+    ("qwen-tiny", {}, "weight_only_int8"),  # weight-only projections (biases added after)
+    ("llama-tiny", {}, "weight_only_int4"),
 ])
 def test_fused_decoder_layer_equals_the_layer_by_layer_path(manager, ops, monkeypatch, preset,
-                                                            overrides):
+                                                            overrides, quant_type):
     from paddlellm import AutoModelForCausalLM
     from paddlellm.engine import LLMEngine, SamplingParams
+    from paddlellm.plugin.manager import get_registry
     from paddlellm_kernels_cpu import attention as cpu_attention
 
     paddle.seed(7)
     model = AutoModelForCausalLM.from_config(preset, **overrides)
+    if quant_type:
+        get_registry().load("quantizer", quant_type).quantize(model, quant_type, None, {})
     rng = np.random.default_rng(8)
     prompts = [rng.integers(0, model.config.vocab_size, n).tolist() for n in (23, 5, 9)]
     params = SamplingParams(max_tokens=10, temperature=0, ignore_eos=True, logprobs=3)
@@ -341,11 +346,11 @@ def test_fused_decoder_layer_equals_the_layer_by_layer_path(manager, ops, monkey
 
 
 def test_fused_decoder_layer_is_not_asked_where_the_layer_differs(manager, ops, monkeypatch):
-    """Other layer shapes (Gemma's offset norm and GELU), unmerged LoRA projections and
-    weight-only layers run layer by layer, with the same tokens as without the kernels."""
+    """Other layer shapes (Gemma's offset norm and GELU) and projections that are not the
+    models plugin's own or weight-only layers (an adapter wrapper, here a plain Paddle
+    Linear) run layer by layer."""
     from paddlellm import AutoModelForCausalLM
     from paddlellm.engine import LLMEngine, SamplingParams
-    from paddlellm.plugin.manager import get_registry
 
     params = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True)
     calls = _fused_counter(monkeypatch)
@@ -353,11 +358,18 @@ def test_fused_decoder_layer_is_not_asked_where_the_layer_differs(manager, ops, 
     gemma = AutoModelForCausalLM.from_config("gemma-tiny")
     LLMEngine(gemma, None, block_size=4, num_blocks=64).generate([[5, 6, 7]], params)
     assert calls["asked"] == 0
-    quantized = AutoModelForCausalLM.from_config("llama-tiny")
-    get_registry().load("quantizer", "weight_only_int8").quantize(quantized, "weight_only_int8",
-                                                                   None, {})
-    LLMEngine(quantized, None, block_size=4, num_blocks=64).generate([[5, 6, 7]], params)
-    assert calls["asked"] == 0  # each layer's own check: weight-only projections
+    model = AutoModelForCausalLM.from_config("llama-tiny")
+    want = LLMEngine(model, None, block_size=4, num_blocks=64).generate([[5, 6, 7]], params)
+    assert calls["served"] > 0
+    calls.update(asked=0, served=0)
+    for layer in model.model.layers:  # another kind of projection: each layer's own check
+        old = layer.mlp.up_proj
+        plain = paddle.nn.Linear(old.weight.shape[0], old.weight.shape[1], bias_attr=False)
+        plain.weight.set_value(old.weight)
+        layer.mlp.up_proj = plain
+    got = LLMEngine(model, None, block_size=4, num_blocks=64).generate([[5, 6, 7]], params)
+    assert calls["asked"] == 0
+    assert got[0]["token_ids"] == want[0]["token_ids"]
 
 
 # --- a build that cannot happen ---------------------------------------------------------------

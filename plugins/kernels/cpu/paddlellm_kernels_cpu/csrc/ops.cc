@@ -315,20 +315,55 @@ void rotary(float* x, const float* cos, const float* sin, int64_t rows, int64_t 
   }
 }
 
+// One projection of the fused layer: float32 (in, out), or weight-only int8/int4 (out, .) with
+// scales (out, G) (then the bias is added here).
+void project(int isa, const float* x, const paddle::Tensor& w, const paddle::Tensor& scales,
+             const paddle::Tensor& bias, float* y, int64_t rows, int64_t in, int64_t bits,
+             int64_t group_size, int threads) {
+  if (scales.numel() == 0) {
+    float_mm(isa, x, w, bias_or_null(bias), y, rows, threads);
+    return;
+  }
+  plk::WeightOnlyArgs a;
+  a.x = x;
+  a.qweight = w.data();
+  a.scales = scales.data<float>();
+  a.y = y;
+  a.rows = rows;
+  a.in_features = in;
+  a.out_features = w.shape()[0];
+  a.n_groups = scales.shape().size() == 2 ? scales.shape()[1] : 1;
+  a.group_len = a.n_groups == 1 ? in : group_size;
+  a.bits = static_cast<int>(bits);
+  switch (isa) {
+    case plk::kAvx512: plk::avx512::weight_only_matmul(a, threads); break;
+    case plk::kAvx2: plk::avx2::weight_only_matmul(a, threads); break;
+    default: plk::scalar::weight_only_matmul(a, threads);
+  }
+  if (bias.numel() > 0) {
+    const float* b = bias.data<float>();
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < a.out_features; ++c) y[r * a.out_features + c] += b[c];
+  }
+}
+
 }  // namespace
 
 std::vector<paddle::Tensor> DecoderLayer(
     const paddle::Tensor& x, const std::vector<paddle::Tensor>& W,
-    const std::vector<paddle::Tensor>& B, const paddle::Tensor& cos, const paddle::Tensor& sin,
-    paddle::Tensor& key_pool, paddle::Tensor& value_pool, const paddle::Tensor& slot_mapping,
+    const std::vector<paddle::Tensor>& B, const std::vector<paddle::Tensor>& S,
+    const paddle::Tensor& cos, const paddle::Tensor& sin, paddle::Tensor& key_pool,
+    paddle::Tensor& value_pool, const paddle::Tensor& slot_mapping,
     const paddle::Tensor& block_tables, const paddle::Tensor& seq_info, float eps, float scale,
-    float softcap, int64_t window, int64_t block_size, int64_t q_heads, int64_t threads,
-    int64_t isa) {
+    float softcap, int64_t window, int64_t block_size, int64_t q_heads, int64_t bits,
+    int64_t group_size, int64_t threads, int64_t isa) {
   check_cpu_f32(x, "x");
-  PD_CHECK(W.size() == 9 && B.size() == 4, "W must hold 9 weights and B 4 biases");
-  for (const auto& w : W) check_cpu_f32(w, "weight");
+  PD_CHECK(W.size() == 9 && B.size() == 4 && S.size() == 7,
+           "W must hold 9 weights, B 4 biases and S 7 scales");
   for (const auto& b : B)
     if (b.numel() > 0) check_cpu_f32(b, "bias");
+  check_cpu_f32(W[0], "input norm weight");
+  check_cpu_f32(W[5], "post-attention norm weight");
   check_cpu_f32(cos, "cos");
   check_cpu_f32(sin, "sin");
   check_cpu_f32(key_pool, "key_pool");
@@ -336,30 +371,63 @@ std::vector<paddle::Tensor> DecoderLayer(
   const auto ks = key_pool.shape();
   PD_CHECK(ks.size() == 3 && value_pool.shape() == ks, "the pools must be (slots, Hkv, D)");
   const int64_t H = x.shape().back(), N = x.numel() / H, Hkv = ks[1], D = ks[2];
-  const int64_t Hq = q_heads, I = W[6].shape()[1];
+  const int64_t Hq = q_heads;
   PD_CHECK(W[0].numel() == H && W[5].numel() == H, "norm weights must hold H values");
-  PD_CHECK(W[1].shape() == std::vector<int64_t>({H, Hq * D}), "Wq must be (H, Hq*D)");
-  PD_CHECK(W[2].shape() == std::vector<int64_t>({H, Hkv * D}) && W[3].shape() == W[2].shape(),
-           "Wk and Wv must be (H, Hkv*D)");
-  PD_CHECK(W[4].shape() == std::vector<int64_t>({Hq * D, H}), "Wo must be (Hq*D, H)");
-  PD_CHECK(W[7].shape() == W[6].shape() && W[6].shape()[0] == H, "Wg and Wu must be (H, I)");
-  PD_CHECK(W[8].shape() == std::vector<int64_t>({I, H}), "Wd must be (I, H)");
-  PD_CHECK(cos.numel() == N * D && sin.numel() == N * D, "cos/sin must be (N, D)");
   PD_CHECK(D % 2 == 0 && Hkv > 0 && Hq % Hkv == 0, "head_dim must be even, Hq a multiple of Hkv");
+  // projection j (0..6: q, k, v, o, gate, up, down) is W[kProj[j]]; its (in, out) features
+  const int kProj[7] = {1, 2, 3, 4, 6, 7, 8};
+  int64_t in_f[7], out_f[7];
+  for (int j = 0; j < 7; ++j) {
+    const auto& w = W[kProj[j]];
+    PD_CHECK(w.is_cpu() && w.shape().size() == 2, "projection weights must be 2-D CPU tensors");
+    if (S[j].numel() == 0) {
+      check_cpu_f32(w, "weight");
+      in_f[j] = w.shape()[0];
+      out_f[j] = w.shape()[1];
+    } else {
+      check_cpu_f32(S[j], "scales");
+      PD_CHECK(bits == 8 || bits == 4, "bits must be 8 or 4 for weight-only projections");
+      PD_CHECK(w.dtype() == (bits == 8 ? paddle::DataType::INT8 : paddle::DataType::UINT8),
+               "qweight must be int8 for 8 bits, uint8 (packed nibbles) for 4 bits");
+      out_f[j] = w.shape()[0];
+      PD_CHECK(S[j].shape()[0] == out_f[j], "scales must be (out_features, n_groups)");
+      in_f[j] = -1;  // from the chain below
+    }
+  }
+  const int64_t I = out_f[4];
+  const int64_t want_in[7] = {H, H, H, Hq * D, H, H, I};
+  const int64_t want_out[7] = {Hq * D, Hkv * D, Hkv * D, H, I, I, H};
+  for (int j = 0; j < 7; ++j) {
+    if (in_f[j] < 0) {
+      in_f[j] = want_in[j];
+      const int64_t stored = bits == 8 ? in_f[j] : (in_f[j] + 1) / 2;
+      PD_CHECK(W[kProj[j]].shape()[1] == stored, "qweight of projection ", j, " has ",
+               W[kProj[j]].shape()[1], " columns, expected ", stored);
+      const int64_t G = S[j].shape().size() == 2 ? S[j].shape()[1] : 1;
+      const int64_t glen = G == 1 ? in_f[j] : group_size;
+      PD_CHECK(glen > 0 && (G - 1) * glen < in_f[j] && G * glen >= in_f[j], "group_size ",
+               group_size, " does not give ", G, " groups over ", in_f[j], " columns");
+      PD_CHECK(bits == 8 || glen % 2 == 0 || G == 1, "int4 needs an even group_size");
+    }
+    PD_CHECK(in_f[j] == want_in[j] && out_f[j] == want_out[j], "projection ", j, " is (",
+             in_f[j], ", ", out_f[j], "), expected (", want_in[j], ", ", want_out[j], ")");
+  }
+  PD_CHECK(cos.numel() == N * D && sin.numel() == N * D, "cos/sin must be (N, D)");
   PD_CHECK(slot_mapping.dtype() == paddle::DataType::INT64 && slot_mapping.numel() == N,
            "slot_mapping must be int64 (N,)");
   const int which = pick(isa);
   const int t = static_cast<int>(std::max<int64_t>(1, threads));
   std::vector<float> h(N * H), q(N * Hq * D), k(N * Hkv * D), v(N * Hkv * D), att(N * Hq * D);
-  std::vector<float> g(N * I), u(N * I);
+  std::vector<float> g(N * I), u(N * I), d(N * H);
   auto out = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
   float* y = out.data<float>();
   const float* xin = x.data<float>();
+  const paddle::Tensor none = paddle::empty({0}, paddle::DataType::FLOAT32, x.place());
   // attention half
   rms_norm(xin, W[0].data<float>(), h.data(), N, H, eps);
-  float_mm(which, h.data(), W[1], bias_or_null(B[0]), q.data(), N, t);
-  float_mm(which, h.data(), W[2], bias_or_null(B[1]), k.data(), N, t);
-  float_mm(which, h.data(), W[3], bias_or_null(B[2]), v.data(), N, t);
+  project(which, h.data(), W[1], S[0], B[0], q.data(), N, H, bits, group_size, t);
+  project(which, h.data(), W[2], S[1], B[1], k.data(), N, H, bits, group_size, t);
+  project(which, h.data(), W[3], S[2], B[2], v.data(), N, H, bits, group_size, t);
   rotary(q.data(), cos.data<float>(), sin.data<float>(), N, Hq, D);
   rotary(k.data(), cos.data<float>(), sin.data<float>(), N, Hkv, D);
   const int64_t* slots = slot_mapping.data<int64_t>();
@@ -393,40 +461,43 @@ std::vector<paddle::Tensor> DecoderLayer(
     case plk::kAvx2: plk::avx2::paged_attention(a, t); break;
     default: plk::scalar::paged_attention(a, t);
   }
-  float_mm(which, att.data(), W[4], bias_or_null(B[3]), y, N, t);  // y = attn @ Wo (+ bo)
+  project(which, att.data(), W[4], S[3], B[3], y, N, Hq * D, bits, group_size, t);  // attn @ Wo
   for (int64_t i = 0; i < N * H; ++i) y[i] += xin[i];  // x1
   // MLP half
   rms_norm(y, W[5].data<float>(), h.data(), N, H, eps);
-  float_mm(which, h.data(), W[6], nullptr, g.data(), N, t);
-  float_mm(which, h.data(), W[7], nullptr, u.data(), N, t);
+  project(which, h.data(), W[6], S[4], none, g.data(), N, H, bits, group_size, t);
+  project(which, h.data(), W[7], S[5], none, u.data(), N, H, bits, group_size, t);
   for (int64_t i = 0; i < N * I; ++i) g[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
-  std::vector<float> d(N * H);
-  float_mm(which, g.data(), W[8], nullptr, d.data(), N, t);
+  project(which, g.data(), W[8], S[6], none, d.data(), N, I, bits, group_size, t);
   for (int64_t i = 0; i < N * H; ++i) y[i] += d[i];
   return {out};
 }
 
 std::vector<Shape> DecoderLayerShape(const Shape& x, const std::vector<Shape>&,
-                                     const std::vector<Shape>&, const Shape&, const Shape&,
+                                     const std::vector<Shape>&, const std::vector<Shape>&,
+                                     const Shape&, const Shape&,
                                      const Shape& kp, const Shape& vp, const Shape&, const Shape&,
                                      const Shape&) {
   return {x, kp, vp};
 }
 
 std::vector<Dtype> DecoderLayerDtype(const Dtype& x, const std::vector<Dtype>&,
-                                     const std::vector<Dtype>&, const Dtype&, const Dtype&,
+                                     const std::vector<Dtype>&, const std::vector<Dtype>&,
+                                     const Dtype&, const Dtype&,
                                      const Dtype& kp, const Dtype& vp, const Dtype&, const Dtype&,
                                      const Dtype&) {
   return {x, kp, vp};
 }
 
 PD_BUILD_OP(plk_decoder_layer)
-    .Inputs({"X", paddle::Vec("W"), paddle::Vec("B"), "Cos", "Sin", "KeyPool", "ValuePool",
+    .Inputs({"X", paddle::Vec("W"), paddle::Vec("B"), paddle::Vec("S"), "Cos", "Sin", "KeyPool",
+             "ValuePool",
              "SlotMapping", "BlockTables", "SeqInfo"})
     .Outputs({"Out", "KeyPoolOut", "ValuePoolOut"})
     .SetInplaceMap({{"KeyPool", "KeyPoolOut"}, {"ValuePool", "ValuePoolOut"}})
     .Attrs({"eps: float", "scale: float", "softcap: float", "window: int64_t",
-            "block_size: int64_t", "q_heads: int64_t", "threads: int64_t", "isa: int64_t"})
+            "block_size: int64_t", "q_heads: int64_t", "bits: int64_t", "group_size: int64_t",
+            "threads: int64_t", "isa: int64_t"})
     .SetKernelFn(PD_KERNEL(DecoderLayer))
     .SetInferShapeFn(PD_INFER_SHAPE(DecoderLayerShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(DecoderLayerDtype));
