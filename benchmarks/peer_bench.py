@@ -73,9 +73,17 @@ PADDLE_WORKER = COMMON + textwrap.dedent("""
     from paddlellm.plugin.device import setup_device
     from paddlellm.plugin.manager import get_plugin_manager
     path, prompts, n, long_ctx = sys.argv[1], json.load(open(sys.argv[2])), int(sys.argv[3]), int(sys.argv[4])
+    quant = sys.argv[5] if len(sys.argv) > 5 else ""  # weight_only_int8 / weight_only_int4
     setup_device("cpu", get_plugin_manager())
-    engine = LLMEngine.from_pretrained(path, max_num_seqs=64, max_model_len=max(long_ctx, 512) + n + 8,
-                                       device="cpu")
+    if quant:  # the quantizer users run (llm predict --quant_type), on the loaded weights
+        from paddlellm import AutoModelForCausalLM
+        from paddlellm.plugin.manager import get_registry
+        model = AutoModelForCausalLM.from_pretrained(path)
+        get_registry().load("quantizer", quant).quantize(model, quant, None, {})
+        engine = LLMEngine(model, None, max_num_seqs=64, max_model_len=max(long_ctx, 512) + n + 8)
+    else:
+        engine = LLMEngine.from_pretrained(path, max_num_seqs=64, max_model_len=max(long_ctx, 512) + n + 8,
+                                           device="cpu")
     greedy = lambda k: SamplingParams(max_tokens=k, temperature=0, ignore_eos=True)
     counter = [0]
 
@@ -106,9 +114,12 @@ PADDLE_WORKER = COMMON + textwrap.dedent("""
 
     engine.generate([prompts["fixed"][0]], greedy(4))  # warm-up
     values = {"decode_b1": measure("decode_b1", lambda: decode_rate(prompts["fixed"][:1], n)),
-              "decode_b8": measure("decode_b8", lambda: decode_rate(prompts["fixed"][:8], n)),
-              "requests_32x64": measure("requests_32x64", requests),
-              "prefill_512_ms": min(measure("prefill_512_ms", prefill_ms) for _ in range(2))}
+              "decode_b8": measure("decode_b8", lambda: decode_rate(prompts["fixed"][:8], n))}
+    if quant:  # decode is what weight-only quantization is for (as for llama.cpp's Q8_0/Q4_0)
+        emit(values)
+        sys.exit(0)
+    values.update(requests_32x64=measure("requests_32x64", requests),
+                  prefill_512_ms=min(measure("prefill_512_ms", prefill_ms) for _ in range(2)))
     if long_ctx:
         values["decode_b8_ctx1024"] = measure("decode_b8_ctx1024",
                                               lambda: decode_rate([p[:long_ctx] for p in prompts["long"]], 33))
@@ -151,9 +162,12 @@ TORCH_WORKER = COMMON + textwrap.dedent("""
 
     gen(prompts["fixed"][:1], 4)  # warm-up
     values = {"decode_b1": measure("decode_b1", lambda: decode_rate(prompts["fixed"][:1], n)),
-              "decode_b8": measure("decode_b8", lambda: decode_rate(prompts["fixed"][:8], n)),
-              "requests_32x64": measure("requests_32x64", requests),
-              "prefill_512_ms": min(measure("prefill_512_ms", prefill_ms) for _ in range(2))}
+              "decode_b8": measure("decode_b8", lambda: decode_rate(prompts["fixed"][:8], n))}
+    if quant:  # decode is what weight-only quantization is for (as for llama.cpp's Q8_0/Q4_0)
+        emit(values)
+        sys.exit(0)
+    values.update(requests_32x64=measure("requests_32x64", requests),
+                  prefill_512_ms=min(measure("prefill_512_ms", prefill_ms) for _ in range(2)))
     if long_ctx:
         values["decode_b8_ctx1024"] = measure("decode_b8_ctx1024",
                                               lambda: decode_rate([p[:long_ctx] for p in prompts["long"]], 33))
@@ -256,6 +270,25 @@ def safetensors_bytes_per_token(directory: str) -> int:
         return int(sum(np.prod(r.shape(k)) * 4 for k in r.keys() if "embed_tokens" not in k))
 
 
+def quantized_bytes_per_token(directory: str, bits: int) -> int:
+    """Bytes read per token by our weight-only engine: the decoder layers' projection weights
+    at ``bits`` per entry plus one float32 scale per output channel (the quantizer's
+    per-channel default); norms and the output head stay float32; the embedding is not read."""
+    from paddlellm.checkpoint import CheckpointReader
+
+    total = 0
+    with CheckpointReader(directory) as r:
+        for k in r.keys():
+            shape = r.shape(k)
+            if "embed_tokens" in k:
+                continue
+            if ".layers." in k and k.endswith("proj.weight") and len(shape) == 2:
+                total += int(np.prod(shape)) * bits // 8 + shape[0] * 4
+            else:
+                total += int(np.prod(shape)) * 4
+    return total
+
+
 def add_byte_tokenizer(directory: str, vocab: int) -> None:
     """A byte-level BPE tokenizer (256 byte tokens, one merge, EOS) for the random checkpoint:
     llama.cpp needs a vocabulary (with merges) in the GGUF; the rows past 258 are unused tokens."""
@@ -330,6 +363,10 @@ def main() -> None:
         common = [prompts_file, str(n), str(args.long_context), str(args.threads)]
         peers: dict[str, list[str] | str] = {
             "paddlellm": [sys.executable, "-c", PADDLE_WORKER, model_dir, *common[:3]]}
+        for bits in (8, 4):  # our weight-only engines, beside llama.cpp's Q8_0 / Q4_0
+            peers[f"paddlellm int{bits}"] = [sys.executable, "-c", PADDLE_WORKER, model_dir,
+                                             *common[:3], f"weight_only_int{bits}"]
+            floor_bytes[f"paddlellm int{bits}"] = quantized_bytes_per_token(model_dir, bits)
         why = probe(args.bench_python, "torch, transformers")
         peers["transformers"] = why or [args.bench_python, "-c", TORCH_WORKER, model_dir, *common]
         why = probe(args.bench_python, "llama_cpp")
@@ -389,10 +426,15 @@ def summarize(args, peers, results, floor_bytes, bandwidth) -> dict:
     ours = table["paddlellm"].get("median") or {}
     ratios = {}
     for name, row in table.items():
-        if name == "paddlellm" or row["status"] != "ok":
+        if name.startswith("paddlellm") or row["status"] != "ok":
             continue
         ratios[name] = {m: (ours[m] / row["median"][m] if m != "prefill_512_ms" else row["median"][m] / ours[m])
                         for m in row["median"] if m in ours}
+    for bits, peer in ((8, "llama.cpp Q8_0"), (4, "llama.cpp Q4_0")):  # like for like
+        q = table.get(f"paddlellm int{bits}", {})
+        if q.get("status") == "ok" and table.get(peer, {}).get("status") == "ok":
+            ratios[f"{peer} (paddlellm int{bits})"] = {
+                m: q["median"][m] / table[peer]["median"][m] for m in q["median"] if m in table[peer]["median"]}
     return {"config": {k: v for k, v in vars(args).items() if k != "json"},
             "copy_bandwidth_gb_s": bandwidth / 1e9, "peers": table,
             "speed_ratio_paddlellm_over_peer": ratios}
@@ -419,12 +461,17 @@ def markdown(report: dict) -> str:
     out = ["\n".join(lines), "", f"copy bandwidth {report['copy_bandwidth_gb_s']:.1f} GB/s (read + write); "
            "'busy' = median share of the CPUs used by other processes during the measurement", ""]
     for name, ratio in report["speed_ratio_paddlellm_over_peer"].items():
-        out.append(f"paddlellm speed / {name}: " + ", ".join(f"{m} {v:.2f}×" for m, v in ratio.items()))
+        ours = name.split(" (")[1].rstrip(")") if " (" in name else "paddlellm"
+        out.append(f"{ours} speed / {name.split(' (')[0]}: "
+                   + ", ".join(f"{m} {v:.2f}×" for m, v in ratio.items()))
     for name, row in peers.items():
         if row["status"] != "ok":
             out.append(f"{name}: {row['status']}")
         elif name.split()[0] in NOT_OFFERED:
             out.append(f"{name}: — = {NOT_OFFERED[name.split()[0]]}")
+        elif name.startswith("paddlellm int"):
+            out.append(f"{name}: weight-only (per-channel, round to nearest; norms and output "
+                       "head float32), decode metrics only, as for llama.cpp's quantized files")
     return "\n".join(out)
 
 

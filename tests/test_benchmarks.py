@@ -32,6 +32,9 @@ def test_peer_bench_measures_every_paddlellm_metric_and_reports_skipped_peers(tm
     assert set(ours["median"]) == {"decode_b1", "decode_b8", "requests_32x64", "prefill_512_ms",
                                    "decode_b8_ctx1024"}
     assert all(v > 0 for v in ours["median"].values())
+    for bits in (8, 4):  # our weight-only engines: decode only
+        quantized = report["peers"][f"paddlellm int{bits}"]
+        assert quantized["status"] == "ok" and set(quantized["median"]) == {"decode_b1", "decode_b8"}
     for peer in ("transformers", "llama.cpp f32", "vLLM"):
         assert report["peers"][peer]["status"] == "skipped (not in --peers)"
     assert "| decode b1, tok/s |" in proc.stdout and "skipped (not in --peers)" in proc.stdout
