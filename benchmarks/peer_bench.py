@@ -163,9 +163,6 @@ TORCH_WORKER = COMMON + textwrap.dedent("""
     gen(prompts["fixed"][:1], 4)  # warm-up
     values = {"decode_b1": measure("decode_b1", lambda: decode_rate(prompts["fixed"][:1], n)),
               "decode_b8": measure("decode_b8", lambda: decode_rate(prompts["fixed"][:8], n))}
-    if quant:  # decode is what weight-only quantization is for (as for llama.cpp's Q8_0/Q4_0)
-        emit(values)
-        sys.exit(0)
     values.update(requests_32x64=measure("requests_32x64", requests),
                   prefill_512_ms=min(measure("prefill_512_ms", prefill_ms) for _ in range(2)))
     if long_ctx:
