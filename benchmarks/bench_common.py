@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 import subprocess
 
 
@@ -21,8 +22,21 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    p.add_argument("--torch-python", default=os.environ.get("PADDLELLM_DEV_PYTHON",
-                                                            "/work/devenv/bin/python"))
+    p.add_argument("--torch-python", default=default_torch_python(),
+                   help="a Python with torch + transformers (default: $PADDLELLM_DEV_PYTHON, "
+                        "else the repository's .venv-bench or .venv-oracle)")
+
+
+def default_torch_python() -> str:
+    """The dev-only environment with torch and transformers that the repository builds
+    (``scripts/bench_env.sh``: .venv-bench; ``scripts/oracle_env.sh``: .venv-oracle)."""
+    if os.environ.get("PADDLELLM_DEV_PYTHON"):
+        return os.environ["PADDLELLM_DEV_PYTHON"]
+    root = Path(__file__).resolve().parents[1]
+    for venv in (".venv-bench", ".venv-oracle"):
+        if (root / venv / "bin" / "python").exists():
+            return str(root / venv / "bin" / "python")
+    return str(root / ".venv-bench" / "bin" / "python")
 
 
 def make_checkpoint(directory: str, args, max_position_embeddings: int) -> None:

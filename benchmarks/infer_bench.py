@@ -23,7 +23,7 @@ each variant with the compiled kernels of ``paddlellm-kernels-cpu`` off
 (``PADDLELLM_CPU_KERNELS=0``) and on; ``--skip_transformers`` leaves the torch side out.
 
 The transformers side runs in an interpreter with torch (dev-only; default
-/work/devenv/bin/python, or --torch-python / $PADDLELLM_DEV_PYTHON).
+the repository's .venv-bench or .venv-oracle, or --torch-python / $PADDLELLM_DEV_PYTHON).
 """
 from __future__ import annotations
 

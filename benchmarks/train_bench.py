@@ -8,7 +8,7 @@ machine load, and reports tokens/s and the ratio (median of rounds).
     .venv/bin/python benchmarks/train_bench.py [--hidden 512 --layers 8 --batch 4 --seq 512]
 
 The transformers side runs in a separate interpreter with torch installed (dev-only; default
-/work/devenv/bin/python, or --torch-python / $PADDLELLM_DEV_PYTHON).
+the repository's .venv-bench or .venv-oracle, or --torch-python / $PADDLELLM_DEV_PYTHON).
 """
 from __future__ import annotations
 
