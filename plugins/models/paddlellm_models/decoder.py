@@ -657,15 +657,14 @@ class CausalLM(nn.Layer):
 
     def _fused_decode(self, ctx: dict[str, Any], x: paddle.Tensor, cache, prefix):
         """The attention kernel's whole-layer entry point (``decoder_layer``, optional in the
-        kernel contract) when this call can use it -- a few rows of a paged inference call of a
-        plain Llama-shaped model -- else None. Adds the rows' rotary tables ``(N, D)`` to
+        kernel contract) when this call can use it -- a paged inference call of a plain
+        Llama-shaped model (the kernel declines calls with more rows than it takes) -- else None. Adds the rows' rotary tables ``(N, D)`` to
         ``ctx``. Each layer still checks its own modules (``DecoderLayer.fused_decode``)."""
         fused = getattr(ctx["kernel"], "decoder_layer", None)
         if (fused is None or prefix or ctx["rope"] is None or ctx["mask"] is not None
                 or ctx["segments"] is not None or ctx["alibi"] is not None or ctx["extra"]
                 or not getattr(cache, "paged", False) or paddle.is_grad_enabled()
-                or x.dtype != paddle.float32 or x.shape[0] * x.shape[1] > 16
-                or not _fusable_config(self.config)):
+                or x.dtype != paddle.float32 or not _fusable_config(self.config)):
             return None
         cos, sin = ctx["rope"]
         ctx["rope_rows"] = (cos.reshape([-1, cos.shape[-1]]), sin.reshape([-1, sin.shape[-1]]))

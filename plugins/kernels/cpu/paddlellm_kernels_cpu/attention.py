@@ -61,8 +61,9 @@ class CpuPagedAttention:
             int(cache.block_size), build.num_threads(), build.isa_code(), fused_write)
         return out[0]  # (1, N, Hq, D); the pools were updated in place
 
-    #: most rows a fused decoder-layer call takes (decode steps; prefills run layer by layer)
-    MAX_LAYER_ROWS = 16
+    #: most rows a fused decoder-layer call takes (decode steps of up to 64 sequences;
+    #: prefills run layer by layer, where the GEMMs dominate)
+    MAX_LAYER_ROWS = 64
 
     def decoder_layer(self, x, weights, biases, cos, sin, *, cache, eps, num_heads, scale=None,
                       softcap=None, sliding_window=None, scales=None, bits=32, group_size=-1):
