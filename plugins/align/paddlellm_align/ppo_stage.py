@@ -22,7 +22,7 @@ mean reward and, where prompts have answers, exact match.
 Without ``--data`` it runs the demo: the bundled instruction-tuned demo model on the demo's
 ``sort`` questions with the ``exact_match`` rule reward (as the ``grpo`` demo): 24 steps,
 rollout batches of 64 prompts, two PPO epochs each, learning rate 3e-4; held-out exact match
-(greedy, 200 questions never trained on) rises from 0.25 to 0.335. With ``--reward
+(greedy, 200 questions never trained on) rises from 0.25 to 0.33. With ``--reward
 reward_model`` and no ``--reward_model_path`` the demo first trains the reward model
 (:func:`demo_reward_model`: the ``rm`` stage on on-policy sort preferences) and PPO raises
 its held-out score (-0.72 to 1.23) while exact match falls (0.25 to 0.195): the reward
