@@ -83,16 +83,18 @@ def wrong_answer(example: dict[str, str], rng: random.Random) -> str:
 
 def demo_preferences(n: int, *, split: str = "train", seed: int = 0, pointwise: bool = False,
                      answer: Callable[[Sequence[str]], list[str]] | None = None,
-                     on_policy: int = 0) -> list[dict]:
+                     on_policy: int = 0, tasks: Sequence[str] | None = None) -> list[dict]:
     """``n`` preference records in PaddleNLP's format (``src``, ``tgt``, ``response``,
     ``sort``, plus ``task`` and the right ``answer``). Pointwise (KTO): every other record
     holds the right answer (sort [1]), the others a wrong one (sort [0]).
 
     With ``answer`` (questions -> a model's answers), the first ``on_policy`` records take the
     model's own answer as the wrong one wherever it is wrong (on-policy preferences, as real
-    preference sets are built from a model's samples); the rest are generated."""
+    preference sets are built from a model's samples); the rest are generated. ``tasks``
+    limits the questions to those demo tasks (default: all)."""
     rng = random.Random(f"align-{seed}-{split}")
-    examples = demo_examples(n, split=split, seed=seed)
+    examples = (demo_examples(n, split=split, seed=seed) if tasks is None else
+                demo_examples(n, split=split, seed=seed, tasks=tuple(tasks)))
     own: list[str] = []
     if answer is not None and on_policy:
         own = answer([ex["src"] for ex in examples[:on_policy]])

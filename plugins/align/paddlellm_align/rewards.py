@@ -113,8 +113,9 @@ class RewardModelRewardConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reward_model_path: str = Field(description="directory of the reward model (a sequence-"
-                                               "classification checkpoint with its tokenizer)")
+    reward_model_path: str | None = Field(None, description="directory of the reward model (a "
+                                          "sequence-classification checkpoint with its "
+                                          "tokenizer); the ppo demo trains one when unset")
     reward_batch_size: int = Field(16, ge=1, description="sequences per reward-model forward")
     reward_max_length: int = Field(1024, ge=2, description="longest scored sequence in tokens "
                                                            "(the prompt's start is cut first)")
@@ -130,6 +131,9 @@ class RewardModelReward:
     def __init__(self, config: RewardModelRewardConfig, model: Any = None,
                  tokenizer: Any = None) -> None:
         self.config = config
+        if (model is None or tokenizer is None) and not config.reward_model_path:
+            raise ConfigError("reward 'reward_model' needs reward_model_path (--reward_model_path"
+                              ": a reward model saved by `llm run --stage rm`)")
         if model is None or tokenizer is None:
             from paddlellm.api import AutoTokenizer
 

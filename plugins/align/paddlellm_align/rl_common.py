@@ -105,7 +105,7 @@ def load_run_reward(session: Any, default: str | None = None) -> tuple[Any, str]
         raise ConfigError(f"the {session.config.stage} stage needs a reward: --reward "
                           "exact_match|reward_model|http|<a registered reward> (see `llm "
                           "plugins --kind reward`)")
-    options = session.ctx.options("reward")
+    options = session.config.plugin_options.get("reward")  # as recorded by the run
     values = options.model_dump() if options is not None else {}
     return load_reward(name, session.ctx.registry, **values), name
 
@@ -192,9 +192,9 @@ def encode_all(tokenizer: Any, records: Sequence[PromptRecord], max_prompt_lengt
 def prompt_stream(count: int, size: int, seed: int, shard, accumulation: int = 1,
                   repeat: int = 1):
     """Endless micro-batches of ``size`` prompt indices, reshuffled every epoch, as
-    ``{"group", "part", "parts"}``: a generation group is ``accumulation`` micro-batches (one
-    optimizer step), sampled together at its first micro-step and given ``repeat`` times in a
-    row (GRPO's ``num_iterations``: that many optimizer steps on one generation)."""
+    ``{"group", "part", "parts", "iteration"}``: a generation group is ``accumulation``
+    micro-batches, sampled together at its first micro-step and given ``repeat`` times in a
+    row (``iteration`` 0 to ``repeat - 1``: GRPO's ``num_iterations``, PPO's epochs)."""
     import itertools
 
     def chunks():
@@ -207,7 +207,7 @@ def prompt_stream(count: int, size: int, seed: int, shard, accumulation: int = 1
     source, group = chunks(), 0
     while True:
         parts = [next(source) for _ in range(accumulation)]
-        for _ in range(repeat):
+        for r in range(repeat):
             for j in range(accumulation):
-                yield {"group": group, "part": j, "parts": parts}
+                yield {"group": group, "part": j, "parts": parts, "iteration": r}
         group += 1

@@ -37,18 +37,35 @@ class RewardStageConfig(RewardLossConfig):
                                     "to train on (those of the short-answer tasks are kept)")
     demo_eval_records: int = Field(200, gt=0, description="demo only: held-out generated "
                                    "preferences (those of the short-answer tasks are kept)")
+    demo_tasks: list[str] | None = Field(None, description="demo only: generate preferences "
+                                         "of these demo tasks alone (all of the records); "
+                                         "default: the short-answer tasks count, next, fact")
+    demo_on_policy_records: int = Field(0, ge=0, description="demo only: training questions "
+                                        "whose rejected answer is the starting model's own "
+                                        "greedy answer where that is wrong (on-policy pairs)")
 
 
 def demo_records(session: TrainingSession):
-    """The align demo's generated preferences of :data:`DEMO_TASKS` (train and held-out
-    questions never overlap)."""
+    """The align demo's generated preferences of :data:`DEMO_TASKS`, or of ``--demo_tasks``
+    (train and held-out questions never overlap, except for the shared tasks next and fact)."""
     from .data import parse_record
 
     opts, seed = session.ctx.options("stage") or RewardStageConfig(), session.config.seed
-    rows = lambda n, split: [parse_record(r, f"demo:{i + 1}", False) for i, r in
-                             enumerate(demo_preferences(n, split=split, seed=seed))
-                             if r["task"] in DEMO_TASKS]
-    return rows(opts.demo_train_records, "train"), rows(opts.demo_eval_records, "eval")
+    tasks, answer = opts.demo_tasks, None
+    if opts.demo_on_policy_records:  # the starting model's greedy answers (a fresh copy)
+        from paddlellm.api import generate_answers
+
+        starting = session.starting_model()
+        answer = lambda questions: generate_answers(starting, session.tokenizer, questions,
+                                                    batch_size=session.config.
+                                                    per_device_eval_batch_size * 4)
+    rows = lambda n, split, **kw: [
+        parse_record(r, f"demo:{i + 1}", False) for i, r in
+        enumerate(demo_preferences(n, split=split, seed=seed, tasks=tasks, **kw))
+        if tasks is not None or r["task"] in DEMO_TASKS]
+    return (rows(opts.demo_train_records, "train", answer=answer,
+                 on_policy=opts.demo_on_policy_records),
+            rows(opts.demo_eval_records, "eval"))
 
 
 def read_records(session: TrainingSession):

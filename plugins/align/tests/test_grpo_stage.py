@@ -172,3 +172,40 @@ def test_grpo_demo_raises_held_out_exact_match(tmp_path):
     assert summary["exact_match_after"] >= summary["exact_match_before"] + 0.05
     rewards = [r["reward"] for r in records(tmp_path / "demo") if "loss" in r]
     assert np.mean(rewards[-2:]) > 0  # the samples earn rewards to learn from
+
+
+def test_grpo_with_the_http_reward_scores_every_rollout_on_the_server(prompts, tmp_path,
+                                                                      server):
+    """``--reward http`` through the stage: the server receives each step's rollouts (the
+    training prompts, num_generations completions each) and the held-out greedy
+    completions; the logged rewards and eval_reward are the means of what it answered."""
+    train, held = prompts
+    rule = lambda p, c: (len(c) % 5) * 0.5 + len(json.dumps(p)) * 0.01
+    srv = server(lambda body: (200, json.dumps({"rewards": [
+        rule(p, c) for p, c in zip(body["prompts"], body["completions"])]}).encode(), 0))
+    out = tmp_path / "http"
+    summary = llm_run("--data", train, "--eval_data", held, *COMMON, "--max_steps", "2",
+                      "--reward", "http", "--reward_server_url", srv.url,
+                      "--output_dir", str(out))
+    assert summary["reward"] == "http"
+    train_prompts = {json.loads(line)["prompt"] for line in open(train)}
+    # the held-out file's messages form: the conversation before the answer is the prompt
+    held_prompts = [m["messages"][:-1] for m in map(json.loads, open(held))]
+    # eval before, step 1, step 2, eval after: one POST each
+    assert len(srv.requests) == 4
+    before, *steps, after = srv.requests
+    for body in (before, after):
+        assert body["prompts"] == held_prompts
+        assert body["references"] == [m["messages"][1]["content"]
+                                      for m in map(json.loads, open(held))]
+    assert [s["completion"] for s in summary["samples_after"]] == after["completions"][:3]
+    means = lambda body: np.mean([rule(p, c) for p, c in zip(body["prompts"],
+                                                              body["completions"])])
+    assert summary["eval_reward_before"] == pytest.approx(means(before))
+    assert summary["eval_reward_after"] == pytest.approx(means(after))
+    logged = by_step(out, "reward")
+    for step, body in enumerate(steps, start=1):
+        assert len(body["prompts"]) == 8 and set(body["prompts"]) <= train_prompts
+        assert len(set(body["prompts"])) == 2  # 2 prompts x 4 completions
+        assert all(isinstance(c, str) for c in body["completions"])
+        assert logged[step] == pytest.approx(means(body), rel=1e-6)
