@@ -165,3 +165,12 @@ def test_device_and_config_modules_import_nothing_above_them():
     assert json.loads(out.stdout) == sorted([
         "paddlellm", "paddlellm.plugin", "paddlellm.plugin.device", "paddlellm.engine",
         "paddlellm.engine.config", "paddlellm.errors", "paddlellm.hookspecs", "paddlellm.version"])
+
+
+def test_a_bad_keyword_override_is_a_config_error_naming_the_option():
+    from paddlellm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--block_size=0: .*greater than or equal to 1"):
+        EngineConfig.from_env({}, block_size=0)
+    with pytest.raises(ConfigError, match="PADDLELLM_BLOCK_SIZE"):  # a variable: its name
+        EngineConfig.from_env({"PADDLELLM_BLOCK_SIZE": "-3"})

@@ -297,8 +297,13 @@ class EngineConfig(BaseModel):
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "EngineConfig":
         """Defaults, then ``PADDLELLM_*`` variables, then ``overrides`` that are not None."""
         values = cls.env_values(environ)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        values.update(given)
+        try:
+            return cls(**values)
+        except ValidationError as exc:  # an override: named as the option users type
+            raise ConfigError(describe_validation_error(
+                exc, lambda n: f"--{n}" if n in given else n, show_value=True)) from None
 
 
 def parse_lora_modules(value: Any) -> tuple[tuple[str, str], ...]:
