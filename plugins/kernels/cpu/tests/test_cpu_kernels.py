@@ -344,6 +344,29 @@ def test_fused_decoder_layer_equals_the_layer_by_layer_path(manager, ops, monkey
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+def test_fused_decoder_layer_on_every_instruction_set(manager, isa, monkeypatch):
+    """Each instruction set's layer (its vectorised SiLU, rotary, products) gives the tokens
+    and log-probabilities of the layer-by-layer path."""
+    from paddlellm import AutoModelForCausalLM
+    from paddlellm.engine import LLMEngine, SamplingParams
+    from paddlellm_kernels_cpu import attention as cpu_attention
+
+    paddle.seed(11)
+    model = AutoModelForCausalLM.from_config("llama-tiny", intermediate_size=100)  # a tail
+    prompts = [[3, 14, 15, 92, 65], list(range(40, 59))]
+    params = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True, logprobs=2)
+    calls = _fused_counter(monkeypatch)
+    fused = LLMEngine(model, None, block_size=4, num_blocks=64).generate(prompts, params)
+    assert calls["served"] > 0
+    monkeypatch.setattr(cpu_attention.CpuPagedAttention, "decoder_layer",
+                        lambda self, *a, **k: None)
+    plain = LLMEngine(model, None, block_size=4, num_blocks=64).generate(prompts, params)
+    assert [o["token_ids"] for o in fused] == [o["token_ids"] for o in plain]
+    for a, b in zip(fused, plain):
+        np.testing.assert_allclose([e["logprob"] for e in a["logprobs"]],
+                                   [e["logprob"] for e in b["logprobs"]], rtol=1e-4, atol=1e-4)
+
+
 def test_fused_decoder_layer_is_not_asked_where_the_layer_differs(manager, ops, monkeypatch):
     """Other layer shapes (Gemma's offset norm and GELU) and projections that are not the
     models plugin's own or weight-only layers (an adapter wrapper, here a plain Paddle

@@ -51,6 +51,7 @@ struct FloatMatmulArgs {
   void weight_only_matmul(const WeightOnlyArgs& a, int threads);          \
   void float_matmul(const FloatMatmulArgs& a, int threads);               \
   void float_matmul_nt(const FloatMatmulArgs& a, int threads);            \
+  void silu_mul(float* g, const float* u, int64_t n);                     \
   }
 PLK_DECLARE(avx512)
 PLK_DECLARE(avx2)

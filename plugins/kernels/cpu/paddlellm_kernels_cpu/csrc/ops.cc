@@ -467,7 +467,11 @@ std::vector<paddle::Tensor> DecoderLayer(
   rms_norm(y, W[5].data<float>(), h.data(), N, H, eps);
   project(which, h.data(), W[6], S[4], none, g.data(), N, H, bits, group_size, t);
   project(which, h.data(), W[7], S[5], none, u.data(), N, H, bits, group_size, t);
-  for (int64_t i = 0; i < N * I; ++i) g[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
+  switch (which) {  // g = silu(g) * u
+    case plk::kAvx512: plk::avx512::silu_mul(g.data(), u.data(), N * I); break;
+    case plk::kAvx2: plk::avx2::silu_mul(g.data(), u.data(), N * I); break;
+    default: plk::scalar::silu_mul(g.data(), u.data(), N * I);
+  }
   project(which, g.data(), W[8], S[6], none, d.data(), N, I, bits, group_size, t);
   for (int64_t i = 0; i < N * H; ++i) y[i] += d[i];
   return {out};
