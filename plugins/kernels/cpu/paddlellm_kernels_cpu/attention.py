@@ -17,6 +17,7 @@ from paddlellm.api import PagedLayer, get_attention_kernel
 from paddlellm.interfaces import AttentionSpec
 
 from . import build
+from .linear import _no_bias
 
 
 class CpuPagedAttention:
@@ -95,7 +96,7 @@ class CpuPagedAttention:
                                          for sc in scales):
                 return None
         scale = head_dim ** -0.5 if scale is None else float(scale)
-        empty = _empty()
+        empty = _no_bias()
         out = ops.plk_decoder_layer(
             x, list(weights), [empty if b is None else b for b in biases],
             [empty if sc is None else sc for sc in scales], cos, sin,
@@ -110,16 +111,6 @@ class CpuPagedAttention:
         spec = AttentionSpec(dtype=str(q.dtype).replace("paddle.", ""), head_dim=q.shape[-1],
                              cache="paged")
         return get_attention_kernel(spec, name="reference", backend="cpu")
-
-
-_EMPTY: list = []
-
-
-def _empty() -> paddle.Tensor:
-    """The empty tensor the operators read as "no bias" (made once)."""
-    if not _EMPTY:
-        _EMPTY.append(paddle.zeros([0], dtype="float32"))
-    return _EMPTY[0]
 
 
 def _seq_info(cache) -> paddle.Tensor:
