@@ -406,6 +406,8 @@ class DecoderLayer(nn.Layer):
             return None
         bits, group_size = formats.pop() if formats else (32, -1)
         n1, n2 = self.input_layernorm, self.post_attention_layernorm
+        if n1.weight.dtype != paddle.float32 or n2.weight.dtype != paddle.float32:
+            return None
         cos, sin = ctx["rope_rows"]
         stored = [p.weight if type(p) is Linear else p.qweight for p in projections]
         weights = (n1.weight, *stored[:4], n2.weight, *stored[4:])
@@ -418,11 +420,11 @@ class DecoderLayer(nn.Layer):
 
 
 def _projection_format(p) -> str | tuple[int, int] | None:
-    """``"float"`` for this plugin's own linear layer, ``(bits, group_size)`` for a weight-only
+    """``"float"`` for this plugin's own float32 linear layer, ``(bits, group_size)`` for a weight-only
     quantized one in the storage ``WeightOnlyLinearKernel`` describes (``qweight``, float32
     ``scales``, no input pre-scaling), None for anything else (LoRA wrappers, other layers)."""
     if type(p) is Linear:
-        return "float"
+        return "float" if p.weight.dtype == paddle.float32 else None
     if (getattr(p, "bits", None) in (8, 4) and hasattr(p, "qweight") and hasattr(p, "scales")
             and getattr(p, "pre_scale", 0) is None and p.scales.dtype == paddle.float32):
         return (int(p.bits), int(p.group_size))

@@ -95,6 +95,10 @@ class CpuPagedAttention:
             if bits not in (8, 4) or any(sc is not None and sc.dtype != paddle.float32
                                          for sc in scales):
                 return None
+        floats = [w for i, w in enumerate(weights) if i in (0, 5) or scales[i - 1 - (i > 5)] is None]
+        floats += [b for b in biases if b is not None] + [cos, sin]
+        if any(t.dtype != paddle.float32 for t in floats):  # e.g. a bfloat16 model: not this call
+            return None
         scale = head_dim ** -0.5 if scale is None else float(scale)
         empty = _no_bias()
         out = ops.plk_decoder_layer(
