@@ -395,6 +395,29 @@ class DecoderLayer(nn.Layer):
         ``CausalLM._fused_decode``), or None where its modules are not the plain ones (a LoRA
         or quantized projection, a family's own attention block, experts) or the kernel
         declines the call: the caller then runs :meth:`forward`."""
+        plan = self._fused_plan()
+        if plan is None:
+            return None
+        weights, biases, scales, bits, group_size, eps, num_heads, scale = plan
+        cos, sin = ctx["rope_rows"]
+        return kernel(x, weights, biases, cos, sin, cache=cache, eps=eps, num_heads=num_heads,
+                      scale=scale, softcap=ctx["softcap"], scales=scales, bits=bits,
+                      group_size=group_size, sliding_window=ctx["window"])
+
+    def _fused_plan(self) -> tuple | None:
+        """The tensors and settings :meth:`fused_decode` passes (None: not a plain layer),
+        gathered once per set of modules, parameters and buffers: a swapped module (an adapter,
+        a quantized projection) or a reassigned tensor gives a new key and a new plan."""
+        key = _layer_key(self)
+        cached = self.__dict__.get("_fused_plan_cache")
+        if cached is not None and cached[0] == key:
+            return cached[2]
+        plan = self._gather_fused_plan()
+        # the modules are kept with the key so that their ids are not reused while it lives
+        self.__dict__["_fused_plan_cache"] = (key, list(self.sublayers(include_self=True)), plan)
+        return plan
+
+    def _gather_fused_plan(self) -> tuple | None:
         a, m = self.self_attn, self.mlp
         if (type(self) is not DecoderLayer or type(a) is not Attention or type(m) is not MLP
                 or self.sandwich or self.parallel or self.residual_scale is not None):
@@ -408,15 +431,24 @@ class DecoderLayer(nn.Layer):
         n1, n2 = self.input_layernorm, self.post_attention_layernorm
         if n1.weight.dtype != paddle.float32 or n2.weight.dtype != paddle.float32:
             return None
-        cos, sin = ctx["rope_rows"]
         stored = [p.weight if type(p) is Linear else p.qweight for p in projections]
         weights = (n1.weight, *stored[:4], n2.weight, *stored[4:])
-        scales = [None if type(p) is Linear else p.scales for p in projections]
+        scales = tuple(None if type(p) is Linear else p.scales for p in projections)
         biases = (a.q_proj.bias, a.k_proj.bias, a.v_proj.bias, a.o_proj.bias)
-        return kernel(x, weights, biases, cos, sin, cache=cache, eps=n1.eps,
-                      num_heads=a.num_heads, scale=a.scale, softcap=ctx["softcap"],
-                      scales=scales, bits=bits, group_size=group_size,
-                      sliding_window=ctx["window"])
+        return weights, biases, scales, bits, group_size, n1.eps, a.num_heads, a.scale
+
+
+def _layer_key(layer: nn.Layer) -> tuple:
+    """The identities of ``layer``, its sublayers and all their parameters and buffers (read
+    from the layers' own dicts: cheaper than attribute access on ``nn.Layer``)."""
+    out, stack = [], [layer]
+    while stack:
+        node = stack.pop()
+        out.append(id(node))
+        out.extend(map(id, node._parameters.values()))
+        out.extend(map(id, node._buffers.values()))
+        stack.extend(node._sub_layers.values())
+    return tuple(out)
 
 
 def _projection_format(p) -> str | tuple[int, int] | None:

@@ -394,6 +394,48 @@ def test_fused_decoder_layer_is_not_asked_where_the_layer_differs(manager, ops, 
     assert got[0]["token_ids"] == want[0]["token_ids"]
 
 
+def test_fused_plan_follows_swapped_modules_and_reassigned_tensors(manager, ops, monkeypatch):
+    """A layer gathers what it passes to the fused kernel once; quantizing the model in place
+    (new modules) or assigning a new parameter afterwards is seen on the next step."""
+    from paddlellm import AutoModelForCausalLM
+    from paddlellm.engine import LLMEngine, SamplingParams
+    from paddlellm.plugin.manager import get_registry
+    from paddlellm_kernels_cpu import attention as cpu_attention
+
+    params = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True, logprobs=1)
+    paddle.seed(13)
+    model = AutoModelForCausalLM.from_config("llama-tiny")
+    calls = _fused_counter(monkeypatch)
+    run = lambda: LLMEngine(model, None, block_size=4, num_blocks=64).generate([[5, 6, 7, 8]], params)
+    before = run()
+    get_registry().load("quantizer", "weight_only_int4").quantize(model, "weight_only_int4", None, {})
+    norm = model.model.layers[0].post_attention_layernorm
+    norm.weight = norm.create_parameter(norm.weight.shape, default_initializer=
+                                        paddle.nn.initializer.Constant(3.0))
+    calls.update(asked=0, served=0)
+    fused = run()
+    assert calls["served"] == calls["asked"] > 0
+    monkeypatch.setattr(cpu_attention.CpuPagedAttention, "decoder_layer", lambda self, *a, **k: None)
+    plain = run()
+    assert fused[0]["token_ids"] == plain[0]["token_ids"]
+    np.testing.assert_allclose([e["logprob"] for e in fused[0]["logprobs"]],
+                               [e["logprob"] for e in plain[0]["logprobs"]], rtol=1e-4, atol=1e-4)
+    assert [e["logprob"] for e in fused[0]["logprobs"]] != [e["logprob"] for e in before[0]["logprobs"]]
+
+
+def test_bfloat16_model_is_declined_by_the_fused_layer(manager, ops, monkeypatch):
+    from paddlellm import AutoModelForCausalLM
+    from paddlellm.engine import LLMEngine, SamplingParams
+
+    from paddlellm.plugin.precision import store_low_compute_fp32
+
+    calls = _fused_counter(monkeypatch)  # bfloat16 weights, float32 math (from_pretrained's way)
+    model = store_low_compute_fp32(AutoModelForCausalLM.from_config("llama-tiny"), "bfloat16")
+    out = LLMEngine(model, None, block_size=4, num_blocks=64).generate(
+        [[5, 6, 7]], SamplingParams(max_tokens=4, temperature=0, ignore_eos=True))
+    assert len(out[0]["token_ids"]) == 4 and calls["served"] == 0
+
+
 # --- a build that cannot happen ---------------------------------------------------------------
 
 def test_missing_compiler_falls_back_and_doctor_says_so(tmp_path):
