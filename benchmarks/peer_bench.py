@@ -79,7 +79,10 @@ PADDLE_WORKER = COMMON + textwrap.dedent("""
         from paddlellm import AutoModelForCausalLM
         from paddlellm.plugin.manager import get_registry
         model = AutoModelForCausalLM.from_pretrained(path)
-        get_registry().load("quantizer", quant).quantize(model, quant, None, {})
+        # the output head too, as in llama.cpp's Q8_0/Q4_0 files (keep only MoE routers float:
+        # `llm quantize --quant_type weight_only_int8 --modules_to_not_convert gate`)
+        get_registry().load("quantizer", quant).quantize(
+            model, quant, None, {"modules_to_not_convert": ["gate", "shared_expert_gate"]})
         engine = LLMEngine(model, None, max_num_seqs=64, max_model_len=max(long_ctx, 512) + n + 8)
     else:
         engine = LLMEngine.from_pretrained(path, max_num_seqs=64, max_model_len=max(long_ctx, 512) + n + 8,
@@ -269,8 +272,8 @@ def safetensors_bytes_per_token(directory: str) -> int:
 
 def quantized_bytes_per_token(directory: str, bits: int) -> int:
     """Bytes read per token by our weight-only engine: the decoder layers' projection weights
-    at ``bits`` per entry plus one float32 scale per output channel (the quantizer's
-    per-channel default); norms and the output head stay float32; the embedding is not read."""
+    and the output head at ``bits`` per entry plus one float32 scale per output channel (the
+    quantizer's per-channel default); norms stay float32; the embedding is not read."""
     from paddlellm.checkpoint import CheckpointReader
 
     total = 0
@@ -279,7 +282,8 @@ def quantized_bytes_per_token(directory: str, bits: int) -> int:
             shape = r.shape(k)
             if "embed_tokens" in k:
                 continue
-            if ".layers." in k and k.endswith("proj.weight") and len(shape) == 2:
+            if len(shape) == 2 and ((".layers." in k and k.endswith("proj.weight"))
+                                    or k.startswith("lm_head.")):
                 total += int(np.prod(shape)) * bits // 8 + shape[0] * 4
             else:
                 total += int(np.prod(shape)) * 4
@@ -467,8 +471,8 @@ def markdown(report: dict) -> str:
         elif name.split()[0] in NOT_OFFERED:
             out.append(f"{name}: — = {NOT_OFFERED[name.split()[0]]}")
         elif name.startswith("paddlellm int"):
-            out.append(f"{name}: weight-only (per-channel, round to nearest; norms and output "
-                       "head float32), decode metrics only, as for llama.cpp's quantized files")
+            out.append(f"{name}: weight-only (per-channel, round to nearest; the output head "
+                       "too, norms float32), decode metrics only, as for llama.cpp's quantized files")
     return "\n".join(out)
 
 
