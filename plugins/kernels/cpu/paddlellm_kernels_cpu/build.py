@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = ("ops.cc", "impl_avx512.cc", "impl_avx2.cc", "impl_scalar.cc")
+SOURCES = ("ops.cc", "impl_avx512vnni.cc", "impl_avx512.cc", "impl_avx2.cc", "impl_scalar.cc")
 HEADERS = ("kernels.h", "kernels_impl.inc")
 #: no -march=native: the library must run on any x86-64 (and build elsewhere); the fast paths
 #: are compiled per instruction set (``#pragma GCC target``) and chosen at run time
@@ -43,7 +43,7 @@ BUILD_TIMEOUT_S = 600
 DISABLE_ENV = "PADDLELLM_CPU_KERNELS"
 REBUILD_ENV = "PADDLELLM_CPU_KERNELS_REBUILD"
 ISA_ENV = "PADDLELLM_CPU_KERNELS_ISA"
-ISA_NAMES = ("scalar", "avx2", "avx512")
+ISA_NAMES = ("scalar", "avx2", "avx512", "avx512vnni")
 #: CPU flags that decide which kernels can run (part of the cache key)
 _CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx_vnni")
 
@@ -73,10 +73,11 @@ def cpu_flags() -> tuple[str, ...]:
 @functools.lru_cache(maxsize=1)
 def isa() -> str:
     """The instruction set the kernels run with: the best this CPU has, or a lower one asked
-    for with ``PADDLELLM_CPU_KERNELS_ISA=avx2|scalar`` (the library never runs one the CPU
+    for with ``PADDLELLM_CPU_KERNELS_ISA=avx512|avx2|scalar`` (the library never runs one the CPU
     lacks). Read once per process."""
     flags = set(cpu_flags())
-    best = ("avx512" if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags
+    best = ("avx512vnni" if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"} <= flags
+            else "avx512" if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags
             else "avx2" if {"avx2", "fma"} <= flags else "scalar")
     if platform.machine().lower() not in ("x86_64", "amd64"):
         best = "scalar"
@@ -88,7 +89,7 @@ def isa() -> str:
 
 @functools.lru_cache(maxsize=4)
 def isa_code(name: str | None = None) -> int:
-    """The ``isa`` attribute of the operators (0 scalar, 1 avx2, 2 avx512)."""
+    """The ``isa`` attribute of the operators (0 scalar, 1 avx2, 2 avx512, 3 avx512vnni)."""
     return ISA_NAMES.index(name or isa())
 
 

@@ -43,7 +43,7 @@ def ops():
     return module
 
 
-@pytest.fixture(params=["avx512", "avx2", "scalar"])
+@pytest.fixture(params=["avx512vnni", "avx512", "avx2", "scalar"])
 def isa(request, ops, monkeypatch):
     """Run the test once per instruction set this CPU has (the library never runs one it
     lacks, so the others are skipped)."""

@@ -118,6 +118,7 @@ def test_a_pool_with_its_own_write_is_written_through_it(manager, ops, monkeypat
 @pytest.mark.parametrize("bits,group_size,n_in,n_out", [
     (8, -1, 512, 1408), (8, 64, 256, 300), (8, 48, 517, 7),  # a shorter last group, odd width
     (4, -1, 1408, 512), (4, 128, 512, 260), (4, 32, 517, 13),
+    (8, -1, 5003, 9), (4, -1, 4501, 5),  # rows longer than one int32 accumulation chunk
 ])
 def test_weight_only_matmul_equals_the_layers_paddle_math(manager, isa, bits, group_size, n_in, n_out):
     from paddlellm_kernels_cpu.linear import MAX_ROWS, kernel
@@ -136,6 +137,29 @@ def test_weight_only_matmul_equals_the_layers_paddle_math(manager, isa, bits, gr
         np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(want).max())
     x = paddle.ones([MAX_ROWS + 1, n_in])  # a prefill: declined, the layer's GEMM runs
     assert kernel(x, layer.qweight, layer.scales, bits=bits, group_size=group_size) is None
+
+
+def test_weight_only_matmul_keeps_outliers_extremes_and_nan_rows(manager, isa):
+    """x is taken as two int16 terms per row: an entry 10^4 times the others, weights at
+    -128/127 over 6000 columns (int32 partial sums near their limit) stay float-accurate; a row
+    with NaN or inf gives NaN outputs and leaves the other rows alone."""
+    from paddlellm_kernels_cpu.linear import kernel
+
+    rng = np.random.default_rng(3)
+    n_in, n_out = 6000, 6
+    q = rng.choice(np.array([-128, 127], np.int8), (n_out, n_in))
+    scales = np.full((n_out, 1), 0.01, np.float32)
+    x = rng.standard_normal((4, n_in)).astype(np.float32)
+    x[0, 17] = 3e4  # an outlier
+    x[1] = np.abs(x[1]) * 30000 / np.abs(x[1]).max()  # every product near the int16 x int8 limit
+    x[1] *= np.sign(q[0].astype(np.float32))
+    x[2, 5] = np.nan
+    x[3, 9] = np.inf
+    want = x.astype(np.float64) @ (q.astype(np.float64) * scales).T
+    got = kernel(paddle.to_tensor(x), paddle.to_tensor(q), paddle.to_tensor(scales),
+                 bits=8, group_size=-1).numpy()
+    np.testing.assert_allclose(got[:2], want[:2], rtol=0, atol=2e-6 * np.abs(want[:2]).max())
+    assert np.isnan(got[2:]).all()
 
 
 def test_quant_layer_uses_the_seam_and_keeps_bias_and_pre_scale(manager, ops):

@@ -1,13 +1,13 @@
 // Plain C++ interface of the compiled CPU kernels (no Paddle types): the same source,
-// kernels_impl.inc, is compiled once per instruction set (impl_avx512.cc, impl_avx2.cc,
-// impl_scalar.cc) and ops.cc picks one at run time from the CPU's features.
+// kernels_impl.inc, is compiled once per instruction set (impl_avx512vnni.cc, impl_avx512.cc,
+// impl_avx2.cc, impl_scalar.cc) and ops.cc picks one at run time from the CPU's features.
 #pragma once
 #include <cstdint>
 
 namespace plk {
 
 // Instruction sets, best last; ops.cc never runs one the CPU lacks.
-enum Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+enum Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Vnni = 3 };
 
 // Paged attention over a block table, read in place (no gather of the cache).
 struct PagedAttentionArgs {
@@ -53,6 +53,7 @@ struct FloatMatmulArgs {
   void float_matmul_nt(const FloatMatmulArgs& a, int threads);            \
   void silu_mul(float* g, const float* u, int64_t n);                     \
   }
+PLK_DECLARE(avx512vnni)
 PLK_DECLARE(avx512)
 PLK_DECLARE(avx2)
 PLK_DECLARE(scalar)

@@ -17,7 +17,7 @@ int cpu_isa() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
-    return plk::kAvx512;
+    return __builtin_cpu_supports("avx512vnni") ? plk::kAvx512Vnni : plk::kAvx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return plk::kAvx2;
 #endif
   return plk::kScalar;
@@ -32,6 +32,103 @@ int pick(int64_t requested) {
 void check_cpu_f32(const paddle::Tensor& t, const char* name) {
   PD_CHECK(t.is_cpu(), name, " must be a CPU tensor");
   PD_CHECK(t.dtype() == paddle::DataType::FLOAT32, name, " must be float32");
+}
+
+// plk::<the instruction set `which`>::fn(args...)
+#define PLK_CALL(which, fn, ...)                                     \
+  switch (which) {                                                   \
+    case plk::kAvx512Vnni: plk::avx512vnni::fn(__VA_ARGS__); break;  \
+    case plk::kAvx512: plk::avx512::fn(__VA_ARGS__); break;          \
+    case plk::kAvx2: plk::avx2::fn(__VA_ARGS__); break;              \
+    default: plk::scalar::fn(__VA_ARGS__);                           \
+  }
+
+// k, v (N, Hkv * D) rows written into the pools (slots, Hkv, D) at slot_mapping
+void write_kv(paddle::Tensor& key_pool, paddle::Tensor& value_pool,
+              const paddle::Tensor& slot_mapping, const float* k, const float* v, int64_t N) {
+  PD_CHECK(slot_mapping.dtype() == paddle::DataType::INT64 && slot_mapping.numel() == N,
+           "slot_mapping must be int64 (N,)");
+  const auto ks = key_pool.shape();
+  const int64_t* slots = slot_mapping.data<int64_t>();
+  const int64_t row = ks[1] * ks[2];
+  float* kp = key_pool.data<float>();
+  float* vp = value_pool.data<float>();
+  for (int64_t n = 0; n < N; ++n) {
+    PD_CHECK(slots[n] >= 0 && slots[n] < ks[0], "slot ", slots[n], " outside the pool of ", ks[0]);
+    std::memcpy(kp + slots[n] * row, k + n * row, sizeof(float) * row);
+    std::memcpy(vp + slots[n] * row, v + n * row, sizeof(float) * row);
+  }
+}
+
+void check_tables(const paddle::Tensor& block_tables, const paddle::Tensor& seq_info) {
+  PD_CHECK(block_tables.dtype() == paddle::DataType::INT64 && block_tables.shape().size() == 2,
+           "block_tables must be int64 (S, max_blocks)");
+  PD_CHECK(seq_info.dtype() == paddle::DataType::INT64 && seq_info.shape().size() == 2 &&
+               seq_info.shape()[1] == 3 && seq_info.shape()[0] == block_tables.shape()[0],
+           "seq_info must be int64 (S, 3): query_start, query_len, context_len");
+}
+
+// The paged attention of N new query rows (N, Hq, D) into out, over the pools as they are
+// (check_tables first).
+void attend(int which, const float* q, const paddle::Tensor& key_pool,
+            const paddle::Tensor& value_pool, const paddle::Tensor& block_tables,
+            const paddle::Tensor& seq_info, float* out, int64_t N, int64_t Hq, float scale,
+            float softcap, int64_t window, int64_t block_size, int threads) {
+  plk::PagedAttentionArgs a;
+  a.q = q;
+  a.key_pool = key_pool.data<float>();
+  a.value_pool = value_pool.data<float>();
+  a.block_tables = block_tables.data<int64_t>();
+  a.table_width = block_tables.shape()[1];
+  a.seq_info = seq_info.data<int64_t>();
+  a.out = out;
+  a.num_seqs = seq_info.shape()[0];
+  a.num_tokens = N;
+  a.q_heads = Hq;
+  a.kv_heads = key_pool.shape()[1];
+  a.head_dim = key_pool.shape()[2];
+  a.block_size = block_size;
+  a.scale = scale;
+  a.softcap = softcap;
+  a.window = window;
+  PLK_CALL(which, paged_attention, a, threads);
+}
+
+// y (rows, N) = x (rows, K) @ dequant(qweight).T for int8 (N, K) / int4 (N, ceil(K/2)) weights
+// with scales (N, G) (the caller checked the shapes)
+void weight_only_mm(int which, const float* x, const paddle::Tensor& qweight,
+                    const paddle::Tensor& scales, float* y, int64_t rows, int64_t K, int64_t bits,
+                    int64_t group_size, int threads) {
+  plk::WeightOnlyArgs a;
+  a.x = x;
+  a.qweight = qweight.data();
+  a.scales = scales.data<float>();
+  a.y = y;
+  a.rows = rows;
+  a.in_features = K;
+  a.out_features = qweight.shape()[0];
+  a.n_groups = scales.shape().size() == 2 ? scales.shape()[1] : 1;
+  a.group_len = a.n_groups == 1 ? K : group_size;
+  a.bits = static_cast<int>(bits);
+  PLK_CALL(which, weight_only_matmul, a, threads);
+}
+
+// y (rows, N) = x (rows, K) @ w [+ bias]: w (K, N), or (N, K) when transposed
+void float_mm(int which, const float* x, const paddle::Tensor& w, const float* bias, float* y,
+              int64_t rows, bool transposed, int threads) {
+  plk::FloatMatmulArgs a;
+  a.x = x;
+  a.w = w.data<float>();
+  a.bias = bias;
+  a.y = y;
+  a.rows = rows;
+  a.in_features = w.shape()[transposed ? 1 : 0];
+  a.out_features = w.shape()[transposed ? 0 : 1];
+  if (transposed) {
+    PLK_CALL(which, float_matmul_nt, a, threads);
+  } else {
+    PLK_CALL(which, float_matmul, a, threads);
+  }
 }
 
 }  // namespace
@@ -49,11 +146,7 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
   check_cpu_f32(q, "q");
   check_cpu_f32(key_pool, "key_pool");
   check_cpu_f32(value_pool, "value_pool");
-  PD_CHECK(block_tables.dtype() == paddle::DataType::INT64 && block_tables.shape().size() == 2,
-           "block_tables must be int64 (S, max_blocks)");
-  PD_CHECK(seq_info.dtype() == paddle::DataType::INT64 && seq_info.shape().size() == 2 &&
-               seq_info.shape()[1] == 3 && seq_info.shape()[0] == block_tables.shape()[0],
-           "seq_info must be int64 (S, 3): query_start, query_len, context_len");
+  check_tables(block_tables, seq_info);
   const auto qs = q.shape();
   const auto ks = key_pool.shape();
   PD_CHECK(qs.size() >= 2 && ks.size() == 3 && value_pool.shape() == ks,
@@ -67,42 +160,12 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
     check_cpu_f32(v, "v");
     PD_CHECK(k.numel() == num_tokens * Hkv * D && v.numel() == k.numel(),
              "k and v must hold (N, Hkv, D) for the N new tokens");
-    PD_CHECK(slot_mapping.dtype() == paddle::DataType::INT64 && slot_mapping.numel() == num_tokens,
-             "slot_mapping must be int64 (N,)");
-    const int64_t* slots = slot_mapping.data<int64_t>();
-    const int64_t row = Hkv * D;
-    float* kp = key_pool.data<float>();
-    float* vp = value_pool.data<float>();
-    for (int64_t n = 0; n < num_tokens; ++n) {
-      PD_CHECK(slots[n] >= 0 && slots[n] < ks[0], "slot ", slots[n], " outside the pool of ", ks[0]);
-      std::memcpy(kp + slots[n] * row, k.data<float>() + n * row, sizeof(float) * row);
-      std::memcpy(vp + slots[n] * row, v.data<float>() + n * row, sizeof(float) * row);
-    }
+    write_kv(key_pool, value_pool, slot_mapping, k.data<float>(), v.data<float>(), num_tokens);
   }
   auto out = paddle::empty(qs, paddle::DataType::FLOAT32, q.place());
-  plk::PagedAttentionArgs a;
-  a.q = q.data<float>();
-  a.key_pool = key_pool.data<float>();
-  a.value_pool = value_pool.data<float>();
-  a.block_tables = block_tables.data<int64_t>();
-  a.table_width = block_tables.shape()[1];
-  a.seq_info = seq_info.data<int64_t>();
-  a.out = out.data<float>();
-  a.num_seqs = seq_info.shape()[0];
-  a.num_tokens = num_tokens;
-  a.q_heads = Hq;
-  a.kv_heads = Hkv;
-  a.head_dim = D;
-  a.block_size = block_size;
-  a.scale = scale;
-  a.softcap = softcap;
-  a.window = window;
-  const int t = static_cast<int>(std::max<int64_t>(1, threads));
-  switch (pick(isa)) {
-    case plk::kAvx512: plk::avx512::paged_attention(a, t); break;
-    case plk::kAvx2: plk::avx2::paged_attention(a, t); break;
-    default: plk::scalar::paged_attention(a, t);
-  }
+  attend(pick(isa), q.data<float>(), key_pool, value_pool, block_tables, seq_info,
+         out.data<float>(), num_tokens, Hq, scale, softcap, window, block_size,
+         static_cast<int>(std::max<int64_t>(1, threads)));
   return {out};
 }
 
@@ -151,23 +214,8 @@ std::vector<paddle::Tensor> WeightOnlyMatmul(const paddle::Tensor& x, const padd
   PD_CHECK(bits == 8 || glen % 2 == 0 || G == 1, "int4 needs an even group_size");
   xs.back() = N;
   auto y = paddle::empty(xs, paddle::DataType::FLOAT32, x.place());
-  plk::WeightOnlyArgs a;
-  a.x = x.data<float>();
-  a.qweight = qweight.data();
-  a.scales = scales.data<float>();
-  a.y = y.data<float>();
-  a.rows = x.numel() / K;
-  a.in_features = K;
-  a.out_features = N;
-  a.n_groups = G;
-  a.group_len = glen;
-  a.bits = static_cast<int>(bits);
-  const int t = static_cast<int>(std::max<int64_t>(1, threads));
-  switch (pick(isa)) {
-    case plk::kAvx512: plk::avx512::weight_only_matmul(a, t); break;
-    case plk::kAvx2: plk::avx2::weight_only_matmul(a, t); break;
-    default: plk::scalar::weight_only_matmul(a, t);
-  }
+  weight_only_mm(pick(isa), x.data<float>(), qweight, scales, y.data<float>(), x.numel() / K, K,
+                 bits, group_size, static_cast<int>(std::max<int64_t>(1, threads)));
   return {y};
 }
 
@@ -214,25 +262,9 @@ std::vector<paddle::Tensor> FloatMatmul(const paddle::Tensor& x, const paddle::T
   }
   xs.back() = N;
   auto y = paddle::empty(xs, paddle::DataType::FLOAT32, x.place());
-  plk::FloatMatmulArgs a;
-  a.x = x.data<float>();
-  a.w = w.data<float>();
-  a.bias = has_bias ? bias.data<float>() : nullptr;
-  a.y = y.data<float>();
-  a.rows = K ? x.numel() / K : 0;
-  a.in_features = K;
-  a.out_features = N;
-  const int t = static_cast<int>(std::max<int64_t>(1, threads));
-  switch (pick(isa)) {
-    case plk::kAvx512:
-      transposed ? plk::avx512::float_matmul_nt(a, t) : plk::avx512::float_matmul(a, t);
-      break;
-    case plk::kAvx2:
-      transposed ? plk::avx2::float_matmul_nt(a, t) : plk::avx2::float_matmul(a, t);
-      break;
-    default:
-      transposed ? plk::scalar::float_matmul_nt(a, t) : plk::scalar::float_matmul(a, t);
-  }
+  float_mm(pick(isa), x.data<float>(), w, has_bias ? bias.data<float>() : nullptr,
+           y.data<float>(), K ? x.numel() / K : 0, transposed,
+           static_cast<int>(std::max<int64_t>(1, threads)));
   return {y};
 }
 
@@ -273,23 +305,6 @@ const float* bias_or_null(const paddle::Tensor& b) {
   return b.numel() > 0 ? b.data<float>() : nullptr;
 }
 
-void float_mm(int isa, const float* x, const paddle::Tensor& w, const float* bias, float* y,
-              int64_t rows, int threads) {
-  plk::FloatMatmulArgs a;
-  a.x = x;
-  a.w = w.data<float>();
-  a.bias = bias;
-  a.y = y;
-  a.rows = rows;
-  a.in_features = w.shape()[0];
-  a.out_features = w.shape()[1];
-  switch (isa) {
-    case plk::kAvx512: plk::avx512::float_matmul(a, threads); break;
-    case plk::kAvx2: plk::avx2::float_matmul(a, threads); break;
-    default: plk::scalar::float_matmul(a, threads);
-  }
-}
-
 void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t H, float eps) {
   for (int64_t n = 0; n < rows; ++n) {
     const float* xr = x + n * H;
@@ -321,29 +336,15 @@ void project(int isa, const float* x, const paddle::Tensor& w, const paddle::Ten
              const paddle::Tensor& bias, float* y, int64_t rows, int64_t in, int64_t bits,
              int64_t group_size, int threads) {
   if (scales.numel() == 0) {
-    float_mm(isa, x, w, bias_or_null(bias), y, rows, threads);
+    float_mm(isa, x, w, bias_or_null(bias), y, rows, false, threads);
     return;
   }
-  plk::WeightOnlyArgs a;
-  a.x = x;
-  a.qweight = w.data();
-  a.scales = scales.data<float>();
-  a.y = y;
-  a.rows = rows;
-  a.in_features = in;
-  a.out_features = w.shape()[0];
-  a.n_groups = scales.shape().size() == 2 ? scales.shape()[1] : 1;
-  a.group_len = a.n_groups == 1 ? in : group_size;
-  a.bits = static_cast<int>(bits);
-  switch (isa) {
-    case plk::kAvx512: plk::avx512::weight_only_matmul(a, threads); break;
-    case plk::kAvx2: plk::avx2::weight_only_matmul(a, threads); break;
-    default: plk::scalar::weight_only_matmul(a, threads);
-  }
+  weight_only_mm(isa, x, w, scales, y, rows, in, bits, group_size, threads);
+  const int64_t n_out = w.shape()[0];
   if (bias.numel() > 0) {
     const float* b = bias.data<float>();
     for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < a.out_features; ++c) y[r * a.out_features + c] += b[c];
+      for (int64_t c = 0; c < n_out; ++c) y[r * n_out + c] += b[c];
   }
 }
 
@@ -413,8 +414,7 @@ std::vector<paddle::Tensor> DecoderLayer(
              in_f[j], ", ", out_f[j], "), expected (", want_in[j], ", ", want_out[j], ")");
   }
   PD_CHECK(cos.numel() == N * D && sin.numel() == N * D, "cos/sin must be (N, D)");
-  PD_CHECK(slot_mapping.dtype() == paddle::DataType::INT64 && slot_mapping.numel() == N,
-           "slot_mapping must be int64 (N,)");
+  check_tables(block_tables, seq_info);
   const int which = pick(isa);
   const int t = static_cast<int>(std::max<int64_t>(1, threads));
   std::vector<float> h(N * H), q(N * Hq * D), k(N * Hkv * D), v(N * Hkv * D), att(N * Hq * D);
@@ -430,48 +430,16 @@ std::vector<paddle::Tensor> DecoderLayer(
   project(which, h.data(), W[3], S[2], B[2], v.data(), N, H, bits, group_size, t);
   rotary(q.data(), cos.data<float>(), sin.data<float>(), N, Hq, D);
   rotary(k.data(), cos.data<float>(), sin.data<float>(), N, Hkv, D);
-  const int64_t* slots = slot_mapping.data<int64_t>();
-  const int64_t row = Hkv * D;
-  float* kp = key_pool.data<float>();
-  float* vp = value_pool.data<float>();
-  for (int64_t n = 0; n < N; ++n) {
-    PD_CHECK(slots[n] >= 0 && slots[n] < ks[0], "slot ", slots[n], " outside the pool of ", ks[0]);
-    std::memcpy(kp + slots[n] * row, k.data() + n * row, sizeof(float) * row);
-    std::memcpy(vp + slots[n] * row, v.data() + n * row, sizeof(float) * row);
-  }
-  plk::PagedAttentionArgs a;
-  a.q = q.data();
-  a.key_pool = kp;
-  a.value_pool = vp;
-  a.block_tables = block_tables.data<int64_t>();
-  a.table_width = block_tables.shape()[1];
-  a.seq_info = seq_info.data<int64_t>();
-  a.out = att.data();
-  a.num_seqs = seq_info.shape()[0];
-  a.num_tokens = N;
-  a.q_heads = Hq;
-  a.kv_heads = Hkv;
-  a.head_dim = D;
-  a.block_size = block_size;
-  a.scale = scale;
-  a.softcap = softcap;
-  a.window = window;
-  switch (which) {
-    case plk::kAvx512: plk::avx512::paged_attention(a, t); break;
-    case plk::kAvx2: plk::avx2::paged_attention(a, t); break;
-    default: plk::scalar::paged_attention(a, t);
-  }
+  write_kv(key_pool, value_pool, slot_mapping, k.data(), v.data(), N);
+  attend(which, q.data(), key_pool, value_pool, block_tables, seq_info, att.data(), N, Hq, scale,
+         softcap, window, block_size, t);
   project(which, att.data(), W[4], S[3], B[3], y, N, Hq * D, bits, group_size, t);  // attn @ Wo
   for (int64_t i = 0; i < N * H; ++i) y[i] += xin[i];  // x1
   // MLP half
   rms_norm(y, W[5].data<float>(), h.data(), N, H, eps);
   project(which, h.data(), W[6], S[4], none, g.data(), N, H, bits, group_size, t);
   project(which, h.data(), W[7], S[5], none, u.data(), N, H, bits, group_size, t);
-  switch (which) {  // g = silu(g) * u
-    case plk::kAvx512: plk::avx512::silu_mul(g.data(), u.data(), N * I); break;
-    case plk::kAvx2: plk::avx2::silu_mul(g.data(), u.data(), N * I); break;
-    default: plk::scalar::silu_mul(g.data(), u.data(), N * I);
-  }
+  PLK_CALL(which, silu_mul, g.data(), u.data(), N * I);  // g = silu(g) * u
   project(which, g.data(), W[8], S[6], none, d.data(), N, I, bits, group_size, t);
   for (int64_t i = 0; i < N * H; ++i) y[i] += d[i];
   return {out};
