@@ -90,25 +90,47 @@ class CpuPagedAttention:
         head_dim = cache.key_pool.shape[-1]
         if cos.shape[-1] != head_dim:
             return None
-        scales = list(scales) if scales is not None else [None] * 7
-        if any(sc is not None for sc in scales):
-            if bits not in (8, 4) or any(sc is not None and sc.dtype != paddle.float32
-                                         for sc in scales):
-                return None
-        floats = [w for i, w in enumerate(weights) if i in (0, 5) or scales[i - 1 - (i > 5)] is None]
-        floats += [b for b in biases if b is not None] + [cos, sin]
-        if any(t.dtype != paddle.float32 for t in floats):  # e.g. a bfloat16 model: not this call
-            return None
+        prepared = self._prepared_weights(weights, biases, scales, bits)
+        if prepared is None or cos.dtype != paddle.float32 or sin.dtype != paddle.float32:
+            return None  # e.g. a bfloat16 model: not this call
+        weights, biases, scales = prepared
         scale = head_dim ** -0.5 if scale is None else float(scale)
-        empty = _no_bias()
         out = ops.plk_decoder_layer(
-            x, list(weights), [empty if b is None else b for b in biases],
-            [empty if sc is None else sc for sc in scales], cos, sin,
+            x, weights, biases, scales, cos, sin,
             cache.key_pool, cache.value_pool, cache.slot_mapping, cache.block_tables,
             _seq_info(cache), float(eps), scale, float(softcap or 0.0), int(sliding_window or 0),
             int(cache.block_size), int(num_heads), int(bits), int(group_size), build.num_threads(),
             build.isa_code())
         return out[0]
+
+    def _prepared_weights(self, weights, biases, scales, bits):
+        """``(weights, biases, scales)`` as the operator takes them (lists, the empty tensor for
+        None), or None where a float tensor is not float32 or the quantization is not int8/int4.
+        Remembered per argument tuple (the models plugin passes the same ones every step)."""
+        key = (id(weights), id(biases), id(scales), bits)
+        memo = self.__dict__.setdefault("_prepared", {})
+        if not all(isinstance(t, tuple) for t in (weights, biases, scales)):
+            memo = {}  # lists may change between calls: checked every time
+        hit = memo.get(key)
+        if hit is not None and hit[0] is weights and hit[1] is biases and hit[2] is scales:
+            return hit[3]
+        scales_l = list(scales) if scales is not None else [None] * 7
+        quantized = any(sc is not None for sc in scales_l)
+        floats = [w for i, w in enumerate(weights) if i in (0, 5) or scales_l[i - 1 - (i > 5)] is None]
+        floats += [b for b in biases if b is not None]
+        if ((quantized and (bits not in (8, 4) or any(sc is not None and sc.dtype != paddle.float32
+                                                      for sc in scales_l)))
+                or any(t.dtype != paddle.float32 for t in floats)):
+            prepared = None
+        else:
+            empty = _no_bias()
+            prepared = (list(weights), [empty if b is None else b for b in biases],
+                        [empty if sc is None else sc for sc in scales_l])
+        if len(memo) >= 256:  # bounded: models come and go in one process
+            memo.clear()
+        # the argument objects are kept with the entry, so their ids are not reused while it lives
+        memo[key] = (weights, biases, scales, prepared)
+        return prepared
 
     @staticmethod
     def _reference(q):
