@@ -8,7 +8,7 @@ in exact int32 dot products of int16 pairs -- VNNI's ``vpdpwssd`` (32 multiply-a
 instruction) where the CPU has it, ``vpmaddwd`` + add on AVX-512/AVX2 -- scaled once per group.
 Each weight byte is read once; no float copy of the weight is ever written (the layer's own
 path materialises one per call). Per-channel int8 at one row was bound by widening every
-weight to float32 (16 per convert-FMA sequence): 1.3-1.9x faster this way on the same CPU.
+weight to float32 (16 per convert-FMA sequence): 1.2-1.5x faster this way on the same CPU.
 No 8-bit activation quantization (llama.cpp's Q8_0 path): the results stay those of the float
 reference within rounding. Tiles of 1 x 8 (int8) or 1 x 4 (int4) weight rows for one input
 row, 2 x 4 for more; output rows are spread over threads. Calls with more rows than
