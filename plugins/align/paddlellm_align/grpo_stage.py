@@ -23,6 +23,8 @@ x 8 completions); held-out exact match (greedy, 200 questions never trained on) 
 """
 from __future__ import annotations
 
+import warnings
+
 from typing import Any, Literal
 
 import numpy as np
@@ -124,8 +126,16 @@ class RLSetup:
         if prompt_room < 1:
             raise ConfigError(f"--max_length {config.max_length} leaves no room for a prompt "
                               f"before --max_completion_length {opts.max_completion_length}")
-        self.train_ids = encode_all(tokenizer, self.train, prompt_room)
-        self.held_ids = encode_all(tokenizer, self.held, prompt_room)
+        self.train_ids, cut_train = encode_all(tokenizer, self.train, prompt_room)
+        self.held_ids, cut_held = encode_all(tokenizer, self.held, prompt_room)
+        self.truncated = {"train_prompts_truncated": cut_train, "eval_prompts_truncated": cut_held}
+        if cut_train or cut_held:
+            warnings.warn(f"{cut_train} of {len(self.train)} training and {cut_held} of "
+                          f"{len(self.held)} held-out prompts are longer than --max_length "
+                          f"{config.max_length} minus --max_completion_length "
+                          f"{opts.max_completion_length} = {prompt_room} tokens: their start was "
+                          "cut (the system prompt first); raise --max_length to keep them whole",
+                          stacklevel=2)
         self.reward, self.reward_name = load_run_reward(session, reward_default)
         self.rollouts = Rollouts(session.model, tokenizer, config.max_length)
         self.timer = StepTimer(self.rollouts)
@@ -226,7 +236,7 @@ def grpo_stage(ctx) -> dict[str, Any]:
                     f"{config.peft or 'all parameters'}"
                     + (f", reference: {reference.kind}" if reference else ""))
     session.log_start({"train_prompts": len(setup.train), "eval_prompts": len(setup.held),
-                       "reward_source": setup.reward_name})
+                       **setup.truncated, "reward_source": setup.reward_name})
     stream = prompt_stream(len(setup.train), prompts_per_batch, config.seed,
                            session.strategy.shard, accum, opts.num_iterations)
     result = session.fit(stream, step_loss, total_steps=total_steps,

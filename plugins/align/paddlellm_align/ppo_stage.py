@@ -329,7 +329,7 @@ def ppo_stage(ctx) -> dict[str, Any]:
                     f"reward {setup.reward_name}, {config.peft or 'all parameters'}, "
                     f"reference: {reference.kind}")
     session.log_start({"train_prompts": len(setup.train), "eval_prompts": len(setup.held),
-                       "reward_source": setup.reward_name})
+                       **setup.truncated, "reward_source": setup.reward_name})
     stream = prompt_stream(len(setup.train), size, config.seed, session.strategy.shard,
                            parts_per_group, opts.num_ppo_epochs)
     session.model = model

@@ -185,8 +185,11 @@ class StepTimer:
 
 
 def encode_all(tokenizer: Any, records: Sequence[PromptRecord], max_prompt_length: int
-               ) -> list[list[int]]:
-    return [encode_prompt(tokenizer, r, max_prompt_length) for r in records]
+               ) -> tuple[list[list[int]], int]:
+    """The prompts' token ids, each cut at the start to ``max_prompt_length``, and how many
+    were cut."""
+    full = [encode_prompt(tokenizer, r) for r in records]
+    return [ids[-max_prompt_length:] for ids in full], sum(len(ids) > max_prompt_length for ids in full)
 
 
 def prompt_stream(count: int, size: int, seed: int, shard, accumulation: int = 1,

@@ -146,6 +146,19 @@ def test_option_errors_name_the_options(prompts, tmp_path):
                 "--reward", "exact_match", "--output_dir", str(tmp_path / "c"))
 
 
+def test_prompts_cut_to_fit_max_length_are_counted_and_warned_about(prompts, tmp_path):
+    train, held = prompts
+    args = [a for a in COMMON]
+    args[args.index("--max_length") + 1] = "20"  # 12 tokens of room: every rendered prompt is longer
+    with pytest.warns(UserWarning, match=r"16 of 16 training and 6 of 6 held-out prompts are "
+                                         r"longer than --max_length 20 minus "
+                                         r"--max_completion_length 8 = 12 tokens"):
+        llm_run("--data", train, "--eval_data", held, *args, "--max_steps", "1",
+                "--reward", "exact_match", "--output_dir", str(tmp_path / "run"))
+    start = next(r for r in records(tmp_path / "run") if r.get("step") == 0)
+    assert start["train_prompts_truncated"] == 16 and start["eval_prompts_truncated"] == 6
+
+
 def test_grpo_demo_runs_from_the_instruct_model_with_the_rule_reward(tmp_path):
     """The demo (no --data), shortened: exact_match on generated demo questions, from the
     bundled instruction-tuned model; held-out greedy exact match measured before and after,
