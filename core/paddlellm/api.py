@@ -97,6 +97,7 @@ _EXPORTS: dict[str, str] = {
     "AutoModelForCausalLM": "paddlellm.modeling.auto:AutoModelForCausalLM",
     "AutoTokenizer": "paddlellm.tokenizer:AutoTokenizer",
     "Tokenizer": "paddlellm.tokenizer:Tokenizer",
+    "TOKENIZER_FILES": "paddlellm.tokenizer:TOKENIZER_FILES",
     "quantizer_for": "paddlellm.modeling.auto:quantizer_for",
     "family_for_model_type": "paddlellm.modeling.auto:family_for_model_type",
     "choose_family": "paddlellm.modeling.auto:choose_family",

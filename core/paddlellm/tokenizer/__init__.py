@@ -9,7 +9,7 @@ from __future__ import annotations
 from .chat_template import ChatTemplateError, compile_chat_template, render_chat_template
 from .template_limits import RenderLimits, TemplateLimitError, render_limits
 from .incremental import IncrementalDetokenizer
-from .tokenizer import SPECIAL_TOKEN_NAMES, AutoTokenizer, Tokenizer
+from .tokenizer import SPECIAL_TOKEN_NAMES, TOKENIZER_FILES, AutoTokenizer, Tokenizer
 from .training import QWEN_CHAT_TEMPLATE, train_bpe_tokenizer
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "QWEN_CHAT_TEMPLATE",
     "RenderLimits",
     "SPECIAL_TOKEN_NAMES",
+    "TOKENIZER_FILES",
     "TemplateLimitError",
     "Tokenizer",
     "compile_chat_template",

@@ -22,6 +22,13 @@ from ..checkpoint._errors import CheckpointFormatError, CheckpointNotFoundError
 from ..checkpoint.reader import MAX_JSON_BYTES
 from .chat_template import render_chat_template
 
+#: every file a tokenizer folder may hold (what a tool that writes a model folder copies along
+#: with the weights): the fast tokenizer, its settings, SentencePiece models (ChatGLM-6B's
+#: ``ice_text.model`` too), BPE vocabularies and the chat template file
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "tokenizer.model", "ice_text.model", "vocab.json",
+                   "merges.txt", "vocab.txt", "chat_template.jinja", "chat_template.json")
+
 __all__ = ["Tokenizer", "AutoTokenizer", "SPECIAL_TOKEN_NAMES"]
 
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")

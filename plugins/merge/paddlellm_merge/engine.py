@@ -18,15 +18,15 @@ from typing import Any, Callable
 
 import numpy as np
 
+from paddlellm.api import TOKENIZER_FILES
+
 from .errors import MergeError
 from .io import FLOATING, nbytes_of, parse_size, to_storage, write_streaming
 from .params import check_known, layer_index, layer_t, resolve_all
 from .sources import open_source
 from .spec import MergeSpec
 
-COPY_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-              "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt",
-              "added_tokens.json", "chat_template.jinja")
+COPY_FILES = ("config.json", "generation_config.json", *TOKENIZER_FILES)
 #: tensors larger than this (entries) are merged in row blocks of about this size
 CHUNK_ELEMENTS = 1 << 20
 _ARCH_KEYS = ("model_type", "architectures", "num_hidden_layers", "hidden_size",

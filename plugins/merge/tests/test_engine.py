@@ -211,13 +211,14 @@ def test_files_copied_from_the_base(tmp_path, quiet):
     shutil.copytree(fx("base"), base)
     (base / "tokenizer.json").write_text("{}")
     (base / "tokenizer_config.json").write_text("{}")
+    (base / "ice_text.model").write_bytes(b"spm")  # ChatGLM-6B's SentencePiece file
     (base / "NOTES.txt").write_text("hello")
     out = tmp_path / "o"
     run_merge_cli(["--merge_method", "task_arithmetic", "--base_model_path", str(base),
                    "--model_path_list", fx("m1"), fx("m2"), "--copy_file_list", "NOTES.txt",
                    "--output_path", str(out), "--no-parity"], log=quiet)
     for f in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-              "NOTES.txt", "merge_config.json", "model.safetensors"):
+              "ice_text.model", "NOTES.txt", "merge_config.json", "model.safetensors"):
         assert (out / f).exists(), f
     with pytest.raises(MergeError, match="--copy_file_list: 'MISSING.txt' not found"):
         run_merge_cli(["--model_path_list", fx("m1"), fx("m2"), "--copy_file_list", "MISSING.txt",
