@@ -115,13 +115,15 @@ def num_threads() -> int:
 def ld_flags() -> list[str]:
     """Link the OpenMP runtime Paddle's MKL already runs (Intel's ``libiomp5``, which serves
     GCC's OpenMP calls too) so the kernels share its thread pool instead of starting a second
-    pool that competes with MKL's spinning threads; GCC's ``libgomp`` where Paddle has none."""
+    pool that competes with MKL's spinning threads; GCC's ``libgomp`` where Paddle has none.
+    The run path also lets the operators find Paddle's ``libmklml_intel`` (its ``cblas_sgemm``
+    serves float32 products of several rows; looked up at run time, optional)."""
     import paddle
 
     libs = Path(paddle.__file__).parent / "libs"
     if (libs / "libiomp5.so").exists():
-        return [f"-L{libs}", "-liomp5", f"-Wl,-rpath,{libs}"]
-    return ["-fopenmp"]
+        return [f"-L{libs}", "-liomp5", f"-Wl,-rpath,{libs}", "-ldl"]
+    return ["-fopenmp", "-ldl"]
 
 
 _backend_threads_seen: list[int] = []  # the backend's count, once it has set one up
@@ -281,11 +283,23 @@ def info() -> dict[str, Any]:
     if "error" in _state:
         return {"available": False, "detail": f"build failed, the reference path runs: "
                                               f"{_state['error']}"}
-    detail = f"compiled, {_state['isa']}, {_state['threads']} thread(s), {_state['library']}"
+    detail = (f"compiled, {_state['isa']}, {_state['threads']} thread(s), float32 products of "
+              f"several rows: {'MKL cblas_sgemm' if blas() else 'compiled'}, {_state['library']}")
     if "built_in_s" in _state:
         detail += f" (built now in {_state['built_in_s']} s)"
     return {"available": True, "detail": detail, "isa": _state["isa"],
             "library": _state["library"]}
+
+
+def blas() -> bool:
+    """Whether float32 products of several rows use the process's MKL ``cblas_sgemm`` (Paddle's
+    ``libmklml_intel``; ``PADDLELLM_CPU_KERNELS_BLAS=0`` turns that off)."""
+    module = ops()
+    if module is None:
+        return False
+    import paddle
+
+    return bool(module.plk_runtime_info(paddle.zeros([1]))[0].item())
 
 
 def reset() -> None:

@@ -201,6 +201,42 @@ def test_linear_kernel_passes_the_conformance_check(manager, isa, threads, monke
     assert not any(r.error == "declined" for r in results)  # up to 16 rows: all served
 
 
+@pytest.mark.parametrize("blas", ["1", "0"])
+def test_float_products_of_many_rows_with_and_without_blas(ops, blas):
+    """From a few rows on, float32 products (the fused layer's and the linear kernel's) go to
+    Paddle's MKL ``cblas_sgemm`` when the process has it; without it
+    (``PADDLELLM_CPU_KERNELS_BLAS=0``, or a Paddle build without MKL) the compiled product
+    serves every row count. Both equal float64 at every row count, bias or not, both layouts."""
+    code = textwrap.dedent("""
+        import numpy as np, paddle
+        from paddlellm_kernels_cpu import build
+        ops = build.ops()
+        rng = np.random.default_rng(0)
+        worst = 0.0
+        print(build.blas())
+        for rows in (1, 5, 6, 16, 40):
+            for transposed in (False, True):
+                for with_bias in (False, True):
+                    x = rng.standard_normal((rows, 96)).astype("float32")
+                    w = rng.standard_normal((96, 130)).astype("float32")
+                    b = rng.standard_normal(130).astype("float32")
+                    want = x.astype(np.float64) @ w + (b if with_bias else 0)
+                    got = ops.plk_float_matmul(
+                        paddle.to_tensor(x), paddle.to_tensor(w.T.copy() if transposed else w),
+                        paddle.to_tensor(b if with_bias else np.zeros(0, "float32")),
+                        transposed, 2, build.isa_code()).numpy()
+                    worst = max(worst, float(np.abs(got - want).max() / np.abs(want).max()))
+        print(worst)
+    """)
+    env = {**os.environ, "PADDLELLM_CPU_KERNELS_BLAS": blas}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[-2] == ("True" if blas == "1" else "False")  # this Paddle build ships MKL
+    assert float(lines[-1]) < 1e-5
+
+
 def test_linear_check_catches_a_wrong_kernel(manager, ops):
     """The check can fail: a kernel off by one column's bias, or with the layouts swapped."""
     from paddlellm.testing.linear import check_linear_kernel

@@ -1,8 +1,11 @@
 // Paddle custom operators of paddlellm-kernels-cpu: shape checks, then one call into the
 // kernels of the best instruction set this CPU has (checked here at run time, whatever the
 // caller asks for: a request above what the CPU supports runs the best it does support).
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -114,8 +117,44 @@ void weight_only_mm(int which, const float* x, const paddle::Tensor& qweight,
 }
 
 // y (rows, N) = x (rows, K) @ w [+ bias]: w (K, N), or (N, K) when transposed
+// cblas_sgemm of the MKL Paddle ships (libmklml_intel, loaded with Paddle on x86 builds), found
+// at run time; nullptr where there is none (the compiled products then serve every row count).
+using SgemmFn = void (*)(int, int, int, int, int, int, float, const float*, int, const float*,
+                         int, float, float*, int);
+SgemmFn blas_sgemm() {
+  static const SgemmFn fn = [] {
+    if (const char* off = std::getenv("PADDLELLM_CPU_KERNELS_BLAS"); off && off[0] == '0')
+      return SgemmFn{nullptr};
+    void* sym = dlsym(RTLD_DEFAULT, "cblas_sgemm");
+    if (!sym) {
+      if (void* lib = dlopen("libmklml_intel.so", RTLD_NOW | RTLD_GLOBAL)) sym = dlsym(lib, "cblas_sgemm");
+    }
+    return reinterpret_cast<SgemmFn>(sym);
+  }();
+  return fn;
+}
+
+// From this many rows a float32 product is a small GEMM, where a blocked BLAS kernel that
+// keeps tiles of x and w in registers beats streaming w once per row group (the compiled
+// product re-reads each 8-row strip of w from cache for every row).
+constexpr int64_t kBlasRows = 6;
+
 void float_mm(int which, const float* x, const paddle::Tensor& w, const float* bias, float* y,
               int64_t rows, bool transposed, int threads) {
+  const int64_t K = w.shape()[transposed ? 1 : 0], N = w.shape()[transposed ? 0 : 1];
+  if (rows >= kBlasRows && K > 0 && N > 0) {
+    if (SgemmFn gemm = blas_sgemm()) {
+      for (int64_t r = 0; r < rows; ++r) {
+        if (bias)
+          std::memcpy(y + r * N, bias, sizeof(float) * N);
+      }
+      // CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112
+      gemm(101, 111, transposed ? 112 : 111, static_cast<int>(rows), static_cast<int>(N),
+           static_cast<int>(K), 1.f, x, static_cast<int>(K), w.data<float>(),
+           static_cast<int>(transposed ? K : N), bias ? 1.f : 0.f, y, static_cast<int>(N));
+      return;
+    }
+  }
   plk::FloatMatmulArgs a;
   a.x = x;
   a.w = w.data<float>();
@@ -473,3 +512,26 @@ PD_BUILD_OP(plk_decoder_layer)
     .SetKernelFn(PD_KERNEL(DecoderLayer))
     .SetInferShapeFn(PD_INFER_SHAPE(DecoderLayerShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(DecoderLayerDtype));
+
+// [1 if float32 products of several rows use the process's cblas_sgemm else 0, the instruction
+// set the kernels run with] (for `llm doctor`); x is not read.
+std::vector<paddle::Tensor> RuntimeInfo(const paddle::Tensor& x) {
+  auto out = paddle::empty({2}, paddle::DataType::INT64, paddle::CPUPlace());
+  int64_t* v = out.data<int64_t>();
+  v[0] = blas_sgemm() != nullptr;
+  v[1] = kCpuIsa;
+  return {out};
+}
+
+std::vector<std::vector<int64_t>> RuntimeInfoShape(const std::vector<int64_t>&) { return {{2}}; }
+
+std::vector<paddle::DataType> RuntimeInfoDtype(const paddle::DataType&) {
+  return {paddle::DataType::INT64};
+}
+
+PD_BUILD_OP(plk_runtime_info)
+    .Inputs({"X"})
+    .Outputs({"Out"})
+    .SetKernelFn(PD_KERNEL(RuntimeInfo))
+    .SetInferShapeFn(PD_INFER_SHAPE(RuntimeInfoShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(RuntimeInfoDtype));
