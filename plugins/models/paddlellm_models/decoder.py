@@ -187,6 +187,24 @@ class Rotary:
         return cos.astype(dtype), sin.astype(dtype)
 
 
+#: from this many rows (B * T) the rotary tables are tiled over the heads once per forward:
+#: Paddle's CPU multiply broadcasting a (B, T, 1, D) table over the heads ran ~6x slower than
+#: the same-shape one (prefill of 2264 tokens: 13.5 ms per apply_rotary vs ~5 ms with tiles)
+ROPE_TILE_ROWS = 64
+
+
+def _rope_for_heads(ctx: dict[str, Any], heads: int) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """``ctx["rope"]``'s ``(cos, sin)``, tiled to ``heads`` heads for long calls (shared by every
+    layer of the forward through ``ctx["rope_tiled"]``), else as they are."""
+    cos, sin = ctx["rope"]
+    if cos.ndim != 4 or cos.shape[2] != 1 or heads == 1 or cos.shape[0] * cos.shape[1] < ROPE_TILE_ROWS:
+        return cos, sin
+    tiled = ctx.setdefault("rope_tiled", {})
+    if heads not in tiled:
+        tiled[heads] = (paddle.tile(cos, [1, 1, heads, 1]), paddle.tile(sin, [1, 1, heads, 1]))
+    return tiled[heads]
+
+
 def apply_rotary(x: paddle.Tensor, cos: paddle.Tensor, signed_sin: paddle.Tensor,
                  interleaved: bool = False) -> paddle.Tensor:
     """``x * cos + rotate_half(x) * sin`` with rotate_half(x) = [-x2, x1] = roll(x) * [-1, 1];
@@ -265,8 +283,9 @@ class Attention(nn.Layer):
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         if ctx["rope"] is not None:
-            cos, sin = ctx["rope"]
-            q, k = apply_rotary(q, cos, sin, self.interleaved), apply_rotary(k, cos, sin, self.interleaved)
+            cq, sq = _rope_for_heads(ctx, q.shape[2])
+            ck, sk = _rope_for_heads(ctx, k.shape[2])
+            q, k = apply_rotary(q, cq, sq, self.interleaved), apply_rotary(k, ck, sk, self.interleaved)
         if ctx.get("prefix") is not None:  # prefix tuning: (B, P, Hkv, D) keys/values first
             prefix_k, prefix_v = ctx["prefix"]
             k = paddle.concat([prefix_k.astype(k.dtype), k], axis=1)  # (B, P + T, Hkv, D)
@@ -652,6 +671,7 @@ class CausalLM(nn.Layer):
             x = m.embed_norm(x)
         ctx = {
             "rope": self._rotary(position_ids, x.dtype) if self._rotary is not None else None,
+            "rope_tiled": {},  # the rope tables tiled per head count (_rope_for_heads)
             "mask": attention_mask,
             "segments": segment_ids,
             "window": c.sliding_window,
