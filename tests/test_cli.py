@@ -66,7 +66,7 @@ def test_doctor_shows_the_gpu_backend_unavailable_with_how_to_install():
 
 def test_kernels_check_passes_for_the_reference_kernel():
     proc = run_cli("kernels", "check", "reference", check=True)
-    assert "17/17 supported cases pass" in proc.stdout  # 11 dense + 6 paged
+    assert "19/19 supported cases pass" in proc.stdout  # 11 dense + 8 paged
 
 
 def test_unknown_kernel_name_is_a_clear_error():

@@ -90,6 +90,13 @@ def conformance_cases() -> list[Case]:
              k_len=6),
         Case("paged-mqa-long", replace(base, cache="paged"), batch=2, q_len=1, k_len=70,
              q_heads=8, kv_heads=1, head_dim=40),
+        # prefills longer than a kernel's query blocks (and not a multiple of them), after a
+        # cached prefix, at the head sizes of real models
+        Case("paged-long-prefill", replace(base, cache="paged", head_dim=64), batch=2, q_len=37,
+             k_len=45, q_heads=8, kv_heads=2, head_dim=64),
+        Case("paged-long-window", replace(base, cache="paged", head_dim=32, sliding_window=True,
+                                          softcap=True), batch=2, q_len=33, k_len=40,
+             q_heads=4, kv_heads=2, head_dim=32),
     ]
 
 
