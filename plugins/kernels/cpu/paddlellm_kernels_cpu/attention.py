@@ -62,9 +62,12 @@ class CpuPagedAttention:
             int(cache.block_size), build.num_threads(), build.isa_code(), fused_write)
         return out[0]  # (1, N, Hq, D); the pools were updated in place
 
-    #: most rows a fused decoder-layer call takes (decode steps of up to 64 sequences;
-    #: prefills run layer by layer, where the GEMMs dominate)
+    #: most rows a fused decoder-layer call takes with any projections (decode steps)
     MAX_LAYER_ROWS = 64
+    #: most rows with float32 projections when MKL's GEMM serves them (prefills: the layer's
+    #: norms, rotary and SiLU in compiled loops instead of ~15 Paddle operators; bounded so
+    #: that its intermediates, rows x intermediate size floats, stay moderate)
+    MAX_PREFILL_ROWS = 4096
 
     def decoder_layer(self, x, weights, biases, cos, sin, *, cache, eps, num_heads, scale=None,
                       softcap=None, sliding_window=None, scales=None, bits=32, group_size=-1):
@@ -82,7 +85,11 @@ class CpuPagedAttention:
         (``WeightOnlyLinearKernel``'s), ``bits`` 8 or 4 and ``group_size`` shared by all."""
         ops = build.ops()
         rows = x.shape[0] * x.shape[1]
-        if (ops is None or rows > self.MAX_LAYER_ROWS or x.dtype != paddle.float32
+        if rows > self.MAX_LAYER_ROWS and (rows > self.MAX_PREFILL_ROWS or bits != 32
+                                           or scales is not None and any(sc is not None for sc in scales)
+                                           or not build.blas()):
+            return None  # weight-only projections of many rows: the layer's dequantize + GEMM
+        if (ops is None or x.dtype != paddle.float32
                 or not getattr(cache, "paged", False) or hasattr(cache, "gather_kv")
                 or type(cache).write is not PagedLayer.write
                 or cache.key_pool.dtype != paddle.float32):

@@ -293,13 +293,15 @@ def info() -> dict[str, Any]:
 
 def blas() -> bool:
     """Whether float32 products of several rows use the process's MKL ``cblas_sgemm`` (Paddle's
-    ``libmklml_intel``; ``PADDLELLM_CPU_KERNELS_BLAS=0`` turns that off)."""
-    module = ops()
-    if module is None:
-        return False
-    import paddle
+    ``libmklml_intel``; ``PADDLELLM_CPU_KERNELS_BLAS=0`` turns that off). Asked once."""
+    if "blas" not in _state:
+        module = ops()
+        if module is None:
+            return False
+        import paddle
 
-    return bool(module.plk_runtime_info(paddle.zeros([1]))[0].item())
+        _state["blas"] = bool(module.plk_runtime_info(paddle.zeros([1]))[0].item())
+    return _state["blas"]
 
 
 def reset() -> None:

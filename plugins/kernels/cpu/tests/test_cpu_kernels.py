@@ -28,7 +28,8 @@ def test_paged_attention_passes_the_conformance_check(manager, isa, monkeypatch)
         results = check_kernel(kernel, tolerance=1e-5)
         supported = [r for r in results if r.supported]
         assert {r.case for r in supported} == {"paged-decode", "paged-prefill", "paged-chunk",
-                                               "paged-window", "paged-softcap", "paged-mqa-long"}
+                                               "paged-window", "paged-softcap", "paged-mqa-long",
+                                               "paged-long-prefill", "paged-long-window"}
         assert all(r.passed for r in supported), [(r.case, r.rel_error, r.error) for r in supported]
     assert build.num_threads() == 2
 
@@ -402,6 +403,50 @@ def test_fused_decoder_layer_equals_the_layer_by_layer_path(manager, ops, monkey
         got = [e["logprob"] for e in a["logprobs"]]
         want = [e["logprob"] for e in b["logprobs"]]
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("preset", ["llama-tiny", "qwen-tiny"])
+def test_fused_decoder_layer_serves_float32_prefills(manager, ops, monkeypatch, preset):
+    """Prefills of more than MAX_LAYER_ROWS rows run fused too when the projections are float32
+    and MKL's GEMM is there (weight-only ones of that many rows are declined: the layer's
+    dequantize + GEMM is faster); tokens and log-probabilities equal the layer-by-layer path."""
+    from paddlellm import AutoModelForCausalLM
+    from paddlellm.engine import LLMEngine, SamplingParams
+    from paddlellm.plugin.manager import get_registry
+    from paddlellm_kernels_cpu import attention as cpu_attention
+    from paddlellm_kernels_cpu import build
+
+    if not build.blas():
+        pytest.skip("no MKL cblas_sgemm in this Paddle build: prefills run layer by layer")
+    paddle.seed(5)
+    model = AutoModelForCausalLM.from_config(preset)
+    rng = np.random.default_rng(6)
+    prompts = [rng.integers(0, model.config.vocab_size, n).tolist() for n in (100, 71)]
+    params = SamplingParams(max_tokens=5, temperature=0, ignore_eos=True, logprobs=2)
+    rows_served = []
+    real = cpu_attention.CpuPagedAttention.decoder_layer
+
+    def recording(self, x, *args, **kwargs):
+        out = real(self, x, *args, **kwargs)
+        if out is not None:
+            rows_served.append(x.shape[0] * x.shape[1])
+        return out
+
+    monkeypatch.setattr(cpu_attention.CpuPagedAttention, "decoder_layer", recording)
+    engine = lambda: LLMEngine(model, None, block_size=4, num_blocks=128, max_model_len=160)
+    fused = engine().generate(prompts, params)
+    assert max(rows_served) == 171  # both prompts in one prefill step, fused
+    monkeypatch.setattr(cpu_attention.CpuPagedAttention, "decoder_layer", lambda self, *a, **k: None)
+    plain = engine().generate(prompts, params)
+    assert [o["token_ids"] for o in fused] == [o["token_ids"] for o in plain]
+    for a, b in zip(fused, plain):
+        np.testing.assert_allclose([e["logprob"] for e in a["logprobs"]],
+                                   [e["logprob"] for e in b["logprobs"]], rtol=1e-4, atol=1e-4)
+    monkeypatch.setattr(cpu_attention.CpuPagedAttention, "decoder_layer", recording)
+    get_registry().load("quantizer", "weight_only_int8").quantize(model, "weight_only_int8", None, {})
+    rows_served.clear()
+    engine().generate(prompts, params)
+    assert rows_served and max(rows_served) <= cpu_attention.CpuPagedAttention.MAX_LAYER_ROWS
 
 
 def test_fused_decoder_layer_on_every_instruction_set(manager, isa, monkeypatch):

@@ -344,7 +344,13 @@ const float* bias_or_null(const paddle::Tensor& b) {
   return b.numel() > 0 ? b.data<float>() : nullptr;
 }
 
-void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t H, float eps) {
+// Row loops below spread over the threads from this many rows on (prefills through the fused
+// layer); decode's few rows stay on the calling thread.
+constexpr int64_t kParallelRows = 64;
+
+void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t H, float eps,
+              int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows >= kParallelRows)
   for (int64_t n = 0; n < rows; ++n) {
     const float* xr = x + n * H;
     float ss = 0.f;
@@ -355,18 +361,29 @@ void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t H,
   }
 }
 
-void rotary(float* x, const float* cos, const float* sin, int64_t rows, int64_t heads, int64_t D) {
-  std::vector<float> tmp(D);
+void rotary(float* x, const float* cos, const float* sin, int64_t rows, int64_t heads, int64_t D,
+            int threads) {
   const int64_t half = D / 2;
-  for (int64_t n = 0; n < rows; ++n) {
-    const float* c = cos + n * D;
-    const float* s = sin + n * D;
-    for (int64_t h = 0; h < heads; ++h) {
-      float* v = x + (n * heads + h) * D;
-      std::memcpy(tmp.data(), v, sizeof(float) * D);
-      for (int64_t d = 0; d < D; ++d) v[d] = tmp[d] * c[d] + tmp[(d + half) % D] * s[d];
+#pragma omp parallel num_threads(threads) if (rows >= kParallelRows)
+  {
+    std::vector<float> tmp(D);
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < rows; ++n) {
+      const float* c = cos + n * D;
+      const float* s = sin + n * D;
+      for (int64_t h = 0; h < heads; ++h) {
+        float* v = x + (n * heads + h) * D;
+        std::memcpy(tmp.data(), v, sizeof(float) * D);
+        for (int64_t d = 0; d < half; ++d) v[d] = tmp[d] * c[d] + tmp[d + half] * s[d];
+        for (int64_t d = half; d < D; ++d) v[d] = tmp[d] * c[d] + tmp[d - half] * s[d];
+      }
     }
   }
+}
+
+void add_into(float* y, const float* x, int64_t n, int64_t rows, int threads) {  // y += x
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows >= kParallelRows)
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
 // One projection of the fused layer: float32 (in, out), or weight-only int8/int4 (out, .) with
@@ -463,24 +480,26 @@ std::vector<paddle::Tensor> DecoderLayer(
   const float* xin = x.data<float>();
   const paddle::Tensor none = paddle::empty({0}, paddle::DataType::FLOAT32, x.place());
   // attention half
-  rms_norm(xin, W[0].data<float>(), h.data(), N, H, eps);
+  rms_norm(xin, W[0].data<float>(), h.data(), N, H, eps, t);
   project(which, h.data(), W[1], S[0], B[0], q.data(), N, H, bits, group_size, t);
   project(which, h.data(), W[2], S[1], B[1], k.data(), N, H, bits, group_size, t);
   project(which, h.data(), W[3], S[2], B[2], v.data(), N, H, bits, group_size, t);
-  rotary(q.data(), cos.data<float>(), sin.data<float>(), N, Hq, D);
-  rotary(k.data(), cos.data<float>(), sin.data<float>(), N, Hkv, D);
+  rotary(q.data(), cos.data<float>(), sin.data<float>(), N, Hq, D, t);
+  rotary(k.data(), cos.data<float>(), sin.data<float>(), N, Hkv, D, t);
   write_kv(key_pool, value_pool, slot_mapping, k.data(), v.data(), N);
   attend(which, q.data(), key_pool, value_pool, block_tables, seq_info, att.data(), N, Hq, scale,
          softcap, window, block_size, t);
   project(which, att.data(), W[4], S[3], B[3], y, N, Hq * D, bits, group_size, t);  // attn @ Wo
-  for (int64_t i = 0; i < N * H; ++i) y[i] += xin[i];  // x1
+  add_into(y, xin, N * H, N, t);  // x1
   // MLP half
-  rms_norm(y, W[5].data<float>(), h.data(), N, H, eps);
+  rms_norm(y, W[5].data<float>(), h.data(), N, H, eps, t);
   project(which, h.data(), W[6], S[4], none, g.data(), N, H, bits, group_size, t);
   project(which, h.data(), W[7], S[5], none, u.data(), N, H, bits, group_size, t);
-  PLK_CALL(which, silu_mul, g.data(), u.data(), N * I);  // g = silu(g) * u
+  // g = silu(g) * u
+#pragma omp parallel for num_threads(t) schedule(static) if (N >= kParallelRows)
+  for (int64_t r = 0; r < N; ++r) PLK_CALL(which, silu_mul, g.data() + r * I, u.data() + r * I, I);
   project(which, g.data(), W[8], S[6], none, d.data(), N, I, bits, group_size, t);
-  for (int64_t i = 0; i < N * H; ++i) y[i] += d[i];
+  add_into(y, d.data(), N * H, N, t);
   return {out};
 }
 
