@@ -106,18 +106,15 @@ def read_prompt_jsonl(path: str | Path) -> list[PromptRecord]:
     return out
 
 
-def encode_prompt(tokenizer: Any, record: PromptRecord, max_length: int | None = None
-                  ) -> list[int]:
-    """Token ids of the rendered prompt (chat template with the generation prompt); with
-    ``max_length``, its start is cut so that at most ``max_length`` tokens remain."""
+def encode_prompt(tokenizer: Any, record: PromptRecord) -> list[int]:
+    """Token ids of the rendered prompt (chat template with the generation prompt); uncut
+    (``rl_common.encode_all`` cuts, and counts, prompts longer than the room left)."""
     if getattr(tokenizer, "chat_template", None):
         ids = list(tokenizer.apply_chat_template(record.messages, tokenize=True,
                                                  add_generation_prompt=True))
     else:
         text = "\n".join(m["content"] for m in record.messages)
         ids = tokenizer.encode(text, add_special_tokens=True)
-    if max_length is not None and len(ids) > max_length:
-        ids = ids[-max_length:]
     return ids
 
 

@@ -199,7 +199,7 @@ def _rope_for_heads(ctx: dict[str, Any], heads: int) -> tuple[paddle.Tensor, pad
     cos, sin = ctx["rope"]
     if cos.ndim != 4 or cos.shape[2] != 1 or heads == 1 or cos.shape[0] * cos.shape[1] < ROPE_TILE_ROWS:
         return cos, sin
-    tiled = ctx.setdefault("rope_tiled", {})
+    tiled = ctx["rope_tiled"]
     if heads not in tiled:
         tiled[heads] = (paddle.tile(cos, [1, 1, heads, 1]), paddle.tile(sin, [1, 1, heads, 1]))
     return tiled[heads]

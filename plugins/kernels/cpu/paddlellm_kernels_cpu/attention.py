@@ -85,10 +85,11 @@ class CpuPagedAttention:
         (``WeightOnlyLinearKernel``'s), ``bits`` 8 or 4 and ``group_size`` shared by all."""
         ops = build.ops()
         rows = x.shape[0] * x.shape[1]
+        # many rows with weight-only projections: the layer's dequantize + GEMM is faster (scales
+        # given with bits 32 are declined by _prepared_weights below)
         if rows > self.MAX_LAYER_ROWS and (rows > self.MAX_PREFILL_ROWS or bits != 32
-                                           or scales is not None and any(sc is not None for sc in scales)
                                            or not build.blas()):
-            return None  # weight-only projections of many rows: the layer's dequantize + GEMM
+            return None
         if (ops is None or x.dtype != paddle.float32
                 or not getattr(cache, "paged", False) or hasattr(cache, "gather_kv")
                 or type(cache).write is not PagedLayer.write

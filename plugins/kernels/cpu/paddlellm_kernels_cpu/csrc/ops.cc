@@ -161,8 +161,8 @@ void float_mm(int which, const float* x, const paddle::Tensor& w, const float* b
   a.bias = bias;
   a.y = y;
   a.rows = rows;
-  a.in_features = w.shape()[transposed ? 1 : 0];
-  a.out_features = w.shape()[transposed ? 0 : 1];
+  a.in_features = K;
+  a.out_features = N;
   if (transposed) {
     PLK_CALL(which, float_matmul_nt, a, threads);
   } else {
@@ -532,17 +532,15 @@ PD_BUILD_OP(plk_decoder_layer)
     .SetInferShapeFn(PD_INFER_SHAPE(DecoderLayerShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(DecoderLayerDtype));
 
-// [1 if float32 products of several rows use the process's cblas_sgemm else 0, the instruction
-// set the kernels run with] (for `llm doctor`); x is not read.
+// [1 if float32 products of several rows use the process's cblas_sgemm else 0] (for `llm
+// doctor`); x is not read.
 std::vector<paddle::Tensor> RuntimeInfo(const paddle::Tensor& x) {
-  auto out = paddle::empty({2}, paddle::DataType::INT64, paddle::CPUPlace());
-  int64_t* v = out.data<int64_t>();
-  v[0] = blas_sgemm() != nullptr;
-  v[1] = kCpuIsa;
+  auto out = paddle::empty({1}, paddle::DataType::INT64, paddle::CPUPlace());
+  out.data<int64_t>()[0] = blas_sgemm() != nullptr;
   return {out};
 }
 
-std::vector<std::vector<int64_t>> RuntimeInfoShape(const std::vector<int64_t>&) { return {{2}}; }
+std::vector<std::vector<int64_t>> RuntimeInfoShape(const std::vector<int64_t>&) { return {{1}}; }
 
 std::vector<paddle::DataType> RuntimeInfoDtype(const paddle::DataType&) {
   return {paddle::DataType::INT64};
